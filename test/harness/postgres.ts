@@ -1,0 +1,181 @@
+/**
+ * A throwaway PostgreSQL cluster: initdb into a temp dir, the postmaster as our child process on
+ * a free loopback port. Tests may ALTER SYSTEM and restart it without touching any system service.
+ *
+ * initdb and postgres refuse to run as root, and CI runs as root: there we drop to the
+ * unprivileged `postgres` account (created by Debian's package) with setpriv, which execs in
+ * place, so the child's pid is the postmaster's and signals reach it directly.
+ */
+import { execFileSync } from "node:child_process";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, appendFileSync } from "node:fs";
+import { tmpdir, userInfo } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { ManagedProcess, waitFor } from "./processes.js";
+import { freePort } from "./ports.js";
+
+/** Shutdown modes and the signal that asks the postmaster for each. */
+const shutdownSignal = { smart: "SIGTERM", fast: "SIGINT", immediate: "SIGQUIT" } as const;
+export type ShutdownMode = keyof typeof shutdownSignal;
+
+export interface PostgresOptions {
+  /** Extra postgresql.conf settings, e.g. { shared_buffers: "16MB" }. */
+  conf?: Record<string, string | number>;
+  /** Settings passed as `-c name=value` on the postgres command line (they beat ALTER SYSTEM). */
+  commandLine?: Record<string, string | number>;
+}
+
+export interface ConnectionSettings {
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+  database: string;
+}
+
+export function postgresBinDir(): string {
+  const root = "/usr/lib/postgresql";
+  const majors = existsSync(root)
+    ? readdirSync(root).map(Number).filter((n) => n >= 15 && existsSync(join(root, String(n), "bin/initdb")))
+    : [];
+  if (majors.length === 0) {
+    throw new Error(
+      "PostgreSQL 15 or newer is not installed (looked under /usr/lib/postgresql/*/bin): " +
+        "run `make deps` as root, or `apt-get install postgresql`",
+    );
+  }
+  return join(root, String(Math.max(...majors)), "bin");
+}
+
+/** How to run a PostgreSQL binary as a non-root user when we are root. */
+function unprivileged(command: string, args: string[]): { command: string; args: string[] } {
+  if (userInfo().uid !== 0) return { command, args };
+  return { command: "setpriv", args: ["--reuid=postgres", "--regid=postgres", "--init-groups", "--", command, ...args] };
+}
+
+export class PostgresServer {
+  readonly dir: string;
+  readonly dataDir: string;
+  readonly socketDir: string;
+  readonly superuser = "postgres";
+  readonly password = `pw-${Math.random().toString(36).slice(2)}-${Date.now().toString(36)}`;
+  port = 0;
+  private postmaster?: ManagedProcess;
+  private starts = 0;
+
+  private constructor(private readonly options: PostgresOptions) {
+    this.dir = mkdtempSync(join(tmpdir(), "poolpolicy-pg-"));
+    this.dataDir = join(this.dir, "data");
+    this.socketDir = join(this.dir, "sock");
+  }
+
+  /** initdb + start. */
+  static async create(options: PostgresOptions = {}): Promise<PostgresServer> {
+    const server = new PostgresServer(options);
+    server.port = await freePort();
+    server.initdb();
+    await server.start();
+    return server;
+  }
+
+  get connection(): ConnectionSettings {
+    return { host: "127.0.0.1", port: this.port, user: this.superuser, password: this.password, database: "postgres" };
+  }
+
+  get isRunning(): boolean {
+    return this.postmaster !== undefined && !this.postmaster.hasExited;
+  }
+
+  async start(): Promise<void> {
+    if (this.isRunning) return;
+    const commandLine = Object.entries(this.options.commandLine ?? {}).flatMap(([k, v]) => ["-c", `${k}=${v}`]);
+    const { command, args } = unprivileged(join(postgresBinDir(), "postgres"), ["-D", this.dataDir, ...commandLine]);
+    this.starts += 1;
+    this.postmaster = new ManagedProcess({ name: "postgres", command, args, logFile: join(this.dir, "postgres.log") });
+    await waitFor(`postgres on port ${this.port} to accept connections (log: ${this.dir}/postgres.log)`, async () => {
+      if (this.postmaster?.hasExited) throw new Error(`postgres exited; see ${this.dir}/postgres.log`);
+      await this.query("SELECT 1");
+      return true;
+    }, { timeoutMs: 60_000, intervalMs: 100 });
+  }
+
+  /** Stops the postmaster; `fast` rolls back open transactions and disconnects clients cleanly. */
+  async stop(mode: ShutdownMode = "fast"): Promise<void> {
+    await this.postmaster?.stop(shutdownSignal[mode], 30_000);
+  }
+
+  async restart(mode: ShutdownMode = "fast"): Promise<void> {
+    await this.stop(mode);
+    await this.start();
+  }
+
+  /** Runs one statement on a fresh connection (as the superuser) and returns the rows. */
+  async query<T extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params: unknown[] = [], database = "postgres"): Promise<T[]> {
+    const client = new pg.Client({ ...this.connection, database, connectionTimeoutMillis: 5_000 });
+    await client.connect();
+    try {
+      return (await client.query<T>(sql, params)).rows;
+    } finally {
+      await client.end();
+    }
+  }
+
+  async postmasterStartTime(): Promise<Date> {
+    const [row] = await this.query<{ t: Date }>("SELECT pg_postmaster_start_time() AS t");
+    return row!.t;
+  }
+
+  async setting(name: string): Promise<string> {
+    const [row] = await this.query<{ v: string }>("SELECT current_setting($1) AS v", [name]);
+    return row!.v;
+  }
+
+  async destroy(): Promise<void> {
+    await this.stop("immediate");
+    if (!process.env.POOLPOLICY_KEEP_TMP) rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  private initdb(): void {
+    mkdirSync(this.socketDir);
+    const pwfile = join(this.dir, "pwfile");
+    writeFileSync(pwfile, `${this.password}\n`, { mode: 0o600 });
+    if (userInfo().uid === 0) chownTree(this.dir, "postgres");
+    const { command, args } = unprivileged(join(postgresBinDir(), "initdb"), [
+      "-D", this.dataDir, "-U", this.superuser, `--pwfile=${pwfile}`,
+      "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--no-instructions",
+    ]);
+    try {
+      execFileSync(command, args, { stdio: "pipe" });
+    } catch (err) {
+      const stderr = (err as { stderr?: Buffer }).stderr?.toString() ?? "";
+      throw new Error(`initdb failed: ${stderr.trim()}`);
+    }
+    rmSync(pwfile);
+    // Settings live in postgresql.conf, not on the command line, so that ALTER SYSTEM can override
+    // them exactly as on a real server.
+    const conf: Record<string, string | number> = {
+      listen_addresses: "'127.0.0.1'",
+      port: this.port,
+      unix_socket_directories: `'${this.socketDir}'`,
+      fsync: "off",
+      synchronous_commit: "off",
+      full_page_writes: "off",
+      shared_buffers: "'32MB'",
+      log_min_messages: "warning",
+      ...this.options.conf,
+    };
+    appendFileSync(join(this.dataDir, "postgresql.conf"),
+      "\n# poolpolicy test harness\n" + Object.entries(conf).map(([k, v]) => `${k} = ${v}`).join("\n") + "\n");
+  }
+}
+
+function chownTree(path: string, user: string): void {
+  const uid = Number(execFileSync("id", ["-u", user]).toString());
+  const gid = Number(execFileSync("id", ["-g", user]).toString());
+  chownSync(path, uid, gid);
+  for (const entry of readdirSync(path, { withFileTypes: true })) {
+    const child = join(path, entry.name);
+    if (entry.isDirectory()) chownTree(child, user);
+    else chownSync(child, uid, gid);
+  }
+}
