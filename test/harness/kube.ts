@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { AppsV1Api, CoreV1Api, KubeConfig, type V1Deployment, type V1StatefulSet } from "@kubernetes/client-node";
 import { waitFor } from "./processes.js";
+import { deploymentRolledOut, statefulSetRolledOut } from "../../src/controller/rollout.js";
 
 export function loadKubeConfig(path: string): KubeConfig {
   const kc = new KubeConfig();
@@ -21,30 +22,6 @@ export async function createNamespace(kc: KubeConfig, prefix = "t", labels: Reco
 
 export async function deleteNamespace(kc: KubeConfig, name: string): Promise<void> {
   await kc.makeApiClient(CoreV1Api).deleteNamespace({ name }).catch(() => undefined);
-}
-
-/** The same test a `kubectl rollout status` makes for a Deployment. */
-export function deploymentRolledOut(d: V1Deployment): boolean {
-  const want = d.spec?.replicas ?? 1;
-  const s = d.status ?? {};
-  return (
-    (s.observedGeneration ?? 0) >= (d.metadata?.generation ?? 0) &&
-    (s.updatedReplicas ?? 0) === want &&
-    (s.replicas ?? 0) === want &&
-    (s.availableReplicas ?? 0) === want
-  );
-}
-
-export function statefulSetRolledOut(s: V1StatefulSet): boolean {
-  const want = s.spec?.replicas ?? 1;
-  const st = s.status;
-  return (
-    st !== undefined &&
-    (st.observedGeneration ?? 0) >= (s.metadata?.generation ?? 0) &&
-    (st.updatedReplicas ?? 0) === want &&
-    (st.readyReplicas ?? 0) === want &&
-    st.currentRevision === st.updateRevision
-  );
 }
 
 export async function waitForDeployment(kc: KubeConfig, namespace: string, name: string, timeoutMs = 120_000): Promise<V1Deployment> {

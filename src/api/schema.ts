@@ -1,0 +1,267 @@
+/**
+ * The PoolPolicy API (pooling.dbops.io/v1alpha1): the one source of truth for its shape.
+ *
+ * The zod schemas below validate objects in the operator, give the TypeScript types, and are
+ * turned into the CRD's OpenAPI schema by ./crd.ts (see tools/generate-crd.ts). Rules the
+ * apiserver can enforce at admission are written twice on purpose, in two languages of the
+ * same rule: as zod refinements (so the operator never acts on an object that slipped past an
+ * old CRD) and as CEL `x-kubernetes-validations` next to them (so `kubectl apply` rejects the
+ * object with a readable message). test/unit/api tests that each CEL rule's zod twin agrees.
+ */
+import { z } from "zod";
+import { DURATION_PATTERN, parseDuration } from "./duration.js";
+
+export const GROUP = "pooling.dbops.io";
+export const VERSION = "v1alpha1";
+export const API_VERSION = `${GROUP}/${VERSION}`;
+export const KIND = "PoolPolicy";
+export const PLURAL = "poolpolicies";
+
+/** PostgreSQL's own bounds for max_connections. */
+export const MAX_CONNECTIONS_MIN = 1;
+export const MAX_CONNECTIONS_MAX = 262143;
+
+type CelRule = { rule: string; message: string; fieldPath?: string; reason?: string };
+const cel = (...rules: CelRule[]) => ({ "x-kubernetes-validations": rules });
+
+const name = (max = 253) => z.string().min(1).max(max);
+const envVarName = z.string().min(1).max(128).regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid environment variable name");
+
+const duration = (minimum: string) =>
+  z
+    .string()
+    .max(32)
+    .regex(new RegExp(DURATION_PATTERN), "must be a duration such as 90s, 5m or 1h30m")
+    .refine((d) => (parseDuration(d) ?? 0) >= parseDuration(minimum)!, `must be at least ${minimum}`)
+    .meta(cel({ rule: `duration(self) >= duration('${minimum}')`, message: `must be at least ${minimum}` }));
+
+const maxConnections = z
+  .union([z.int().min(MAX_CONNECTIONS_MIN).max(MAX_CONNECTIONS_MAX), z.literal("auto")])
+  .meta({
+    description: `max_connections for the server: an integer from ${MAX_CONNECTIONS_MIN} to ${MAX_CONNECTIONS_MAX}, or "auto" to size it from the connection budget. Absent: the operator does not manage it.`,
+    "x-kubernetes-int-or-string": true,
+    ...cel({
+      rule: `type(self) == int ? (self >= ${MAX_CONNECTIONS_MIN} && self <= ${MAX_CONNECTIONS_MAX}) : self == 'auto'`,
+      message: `maxConnections must be an integer from ${MAX_CONNECTIONS_MIN} to ${MAX_CONNECTIONS_MAX}, or "auto"`,
+    }),
+  });
+
+const weekday = z.enum(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]);
+
+const maintenanceWindow = z
+  .object({
+    days: z.array(weekday).min(1).max(7).meta({ "x-kubernetes-list-type": "set" }),
+    start: z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be HH:MM (24h)").describe("Start of the window, HH:MM in timeZone."),
+    duration: duration("1m").describe("Length of the window, e.g. 2h."),
+    timeZone: z
+      .string()
+      .max(64)
+      .default("UTC")
+      .refine((tz) => isTimeZone(tz), "must be an IANA time zone such as UTC or Europe/Berlin")
+      .describe("IANA time zone of start."),
+  })
+  .describe("Restarts happen only inside this window.");
+
+const restart = z
+  .object({
+    workload: z
+      .object({
+        kind: z.enum(["StatefulSet", "Deployment"]).default("StatefulSet"),
+        name: name(),
+        namespace: name(63).optional().describe("Defaults to the PoolPolicy's namespace."),
+      })
+      .describe("The workload that runs PostgreSQL; its pods are restarted through the pod template."),
+    policy: z
+      .enum(["Automatic", "Manual"])
+      .default("Automatic")
+      .describe(`Manual: wait until the annotation ${GROUP}/approve-restart is set to the desired max_connections.`),
+    maintenanceWindow: maintenanceWindow.optional(),
+  })
+  .describe("How to restart PostgreSQL after max_connections changed (it needs a postmaster restart).");
+
+const postgres = z.object({
+  host: z.string().min(1).max(253).describe("Host name or address of the PostgreSQL server (its primary)."),
+  port: z.int().min(1).max(65535).default(5432),
+  database: z.string().min(1).max(63).default("postgres").describe("The database whose sessions are counted and reaped."),
+  sslMode: z.enum(["disable", "prefer", "require", "verify-ca", "verify-full"]).default("prefer"),
+  credentialsSecret: z
+    .object({
+      name: name(),
+      usernameKey: name().default("username"),
+      passwordKey: name().default("password"),
+    })
+    .describe("A Secret in the PoolPolicy's namespace with the operator's database login."),
+  maxConnections: maxConnections.optional(),
+  requiredExtensions: z.array(z.string().min(1).max(63)).max(32).default([]).meta({ "x-kubernetes-list-type": "set" }),
+  restart: restart.optional(),
+});
+
+const pool = z
+  .object({
+    minSize: z.int().min(0).max(10000).default(5),
+    maxSize: z.int().min(1).max(10000).default(25),
+    env: z
+      .object({
+        min: envVarName.default("DB_POSTGRES_MIN_CONN"),
+        max: envVarName.default("DB_POSTGRES_MAX_CONN"),
+      })
+      .prefault({})
+      .refine((e) => e.min !== e.max, "env.min and env.max must name different variables")
+      .meta(cel({ rule: "self.min != self.max", message: "env.min and env.max must name different variables" })),
+  })
+  .refine((p) => p.minSize <= p.maxSize, { message: "minSize must not exceed maxSize", path: ["minSize"] })
+  .meta(cel({ rule: "self.minSize <= self.maxSize", message: "minSize must not exceed maxSize", fieldPath: ".minSize" }))
+  .describe("The per-pod connection pool the apps are told to use, through environment variables.");
+
+const labelSelectorRequirement = z
+  .object({
+    key: z.string().min(1).max(317),
+    operator: z.enum(["In", "NotIn", "Exists", "DoesNotExist"]),
+    values: z.array(z.string().max(63)).max(64).optional(),
+  })
+  .refine((r) => ((r.operator === "In" || r.operator === "NotIn") ? (r.values ?? []).length > 0 : (r.values ?? []).length === 0), {
+    message: "In and NotIn need values; Exists and DoesNotExist take none",
+    path: ["values"],
+  })
+  .meta(cel({
+    rule: "(self.operator == 'In' || self.operator == 'NotIn') ? (has(self.values) && size(self.values) > 0) : (!has(self.values) || size(self.values) == 0)",
+    message: "In and NotIn need values; Exists and DoesNotExist take none",
+  }));
+
+const targets = z.object({
+  selector: z
+    .object({
+      matchLabels: z.record(z.string().max(317), z.string().max(63)).optional(),
+      matchExpressions: z.array(labelSelectorRequirement).max(32).optional(),
+    })
+    .refine((s) => Object.keys(s.matchLabels ?? {}).length + (s.matchExpressions ?? []).length > 0, "selector must not be empty: it would select every Deployment of the namespace")
+    .meta(cel({
+      rule: "(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)",
+      message: "selector must not be empty: it would select every Deployment of the namespace",
+    }))
+    .describe("Deployments of the PoolPolicy's namespace whose labels match get the pool env."),
+  containers: z.array(name(63)).max(32).default([]).describe("Containers to inject into; empty means every container.").meta({ "x-kubernetes-list-type": "set" }),
+});
+
+const reaper = z
+  .object({
+    enabled: z.boolean().default(true),
+    interval: duration("5s").default("60s"),
+    idleInTransactionTimeout: duration("1s").default("5m"),
+    excludeUsers: z.array(z.string().min(1).max(63)).max(64).default([]).meta({ "x-kubernetes-list-type": "set" }),
+    excludeApplicationNames: z.array(z.string().min(1).max(64)).max(64).default([]).meta({ "x-kubernetes-list-type": "set" }),
+    dryRun: z.boolean().default(false).describe("Report the sessions that would be terminated, terminate none."),
+  })
+  .describe('Terminates sessions left "idle in transaction" longer than idleInTransactionTimeout.');
+
+const redis = z.object({
+  urlSecret: z.object({ name: name(), key: name().default("url") }).describe("A Secret holding a redis:// URL."),
+  required: z.boolean().default(false).describe("When true, Redis being unavailable makes the policy not Ready."),
+});
+
+export const poolPolicySpecSchema = z.object({
+  postgres,
+  pool: pool.prefault({}),
+  targets,
+  reaper: reaper.prefault({}),
+  redis: redis.optional(),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Status: written by the operator only.
+
+export const conditionSchema = z.object({
+  type: z.string().max(316),
+  status: z.enum(["True", "False", "Unknown"]),
+  reason: z.string().max(1024),
+  message: z.string().max(32768),
+  lastTransitionTime: z.string(),
+  observedGeneration: z.int().min(0).optional(),
+});
+
+const targetStatus = z.object({
+  name: z.string(),
+  containers: z.array(z.string()).optional(),
+  injected: z.boolean(),
+  rolledOut: z.boolean(),
+});
+
+export const poolPolicyStatusSchema = z.object({
+  observedGeneration: z.int().optional(),
+  conditions: z
+    .array(conditionSchema)
+    .optional()
+    .meta({ "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"] }),
+  postgres: z
+    .object({
+      version: z.string().optional(),
+      maxConnections: z.int().optional(),
+      pendingRestart: z.boolean().optional(),
+      settingSource: z.string().optional(),
+      postmasterStartTime: z.string().optional(),
+      connections: z
+        .object({ total: z.int(), active: z.int(), idle: z.int(), idleInTransaction: z.int() })
+        .optional(),
+      usagePercent: z.int().optional(),
+      usage: z.string().optional().describe("In use / max_connections, e.g. \"37/200 (18%)\"."),
+    })
+    .optional(),
+  targets: z.array(targetStatus).optional(),
+  targetsSummary: z.string().optional().describe('Injected and rolled-out targets, e.g. "2/3".'),
+  reaper: z
+    .object({
+      lastTerminationTime: z.string().optional(),
+      lastTerminated: z.int().optional(),
+      totalTerminated: z.int().optional(),
+      lastDryRunCandidates: z.int().optional(),
+    })
+    .optional(),
+  redis: z
+    .object({ connectedClients: z.int().optional(), maxClients: z.int().optional(), rejectedConnections: z.int().optional() })
+    .optional(),
+});
+
+export type PoolPolicySpec = z.output<typeof poolPolicySpecSchema>;
+export type PoolPolicySpecInput = z.input<typeof poolPolicySpecSchema>;
+export type PoolPolicyStatus = z.output<typeof poolPolicyStatusSchema>;
+export type Condition = z.output<typeof conditionSchema>;
+
+export interface PoolPolicy {
+  apiVersion: typeof API_VERSION;
+  kind: typeof KIND;
+  metadata: {
+    name: string;
+    namespace: string;
+    uid?: string;
+    generation?: number;
+    resourceVersion?: string;
+    annotations?: Record<string, string>;
+    labels?: Record<string, string>;
+    finalizers?: string[];
+    deletionTimestamp?: string | Date;
+    creationTimestamp?: string | Date;
+  };
+  spec: unknown;
+  status?: PoolPolicyStatus;
+}
+
+export type SpecValidation = { ok: true; spec: PoolPolicySpec } | { ok: false; message: string };
+
+/** Validates a spec as stored; on failure, a message naming each offending field. */
+export function validateSpec(spec: unknown): SpecValidation {
+  const result = poolPolicySpecSchema.safeParse(spec);
+  if (result.success) return { ok: true, spec: result.data };
+  const message = result.error.issues
+    .map((issue) => `spec.${issue.path.join(".")}: ${issue.message}`)
+    .join("; ");
+  return { ok: false, message };
+}
+
+function isTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}

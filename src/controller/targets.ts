@@ -1,0 +1,123 @@
+/**
+ * The env-injection step of a reconcile: make every Deployment the selector matches carry the
+ * pool env (server-side apply, one field manager per policy), remove it from Deployments that
+ * no longer match, and report each target as injected / rolled out.
+ */
+import type { AppsV1Api, V1Deployment } from "@kubernetes/client-node";
+import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import type { PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
+import type { ConditionUpdate } from "./conditions.js";
+import {
+  desiredEnv,
+  fieldManagerFor,
+  injectionApplyConfig,
+  isInjected,
+  labelSelectorString,
+  ownsFields,
+  removalApplyConfig,
+  selectContainers,
+} from "./env-injection.js";
+import { apiErrorMessage, isNotFound } from "./kube-errors.js";
+import { deploymentRolledOut } from "./rollout.js";
+
+export type TargetStatus = NonNullable<PoolPolicyStatus["targets"]>[number];
+
+export interface TargetsOutcome {
+  targets: TargetStatus[];
+  summary: string;
+  condition: Omit<ConditionUpdate, "type">;
+  /** Human-readable actions taken, for Events. */
+  actions: { reason: "EnvInjected" | "EnvRemoved" | "EnvInjectionFailed"; note: string; warning?: boolean }[];
+  rollingOut: boolean;
+}
+
+const ssa = () => setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
+
+export async function applyPoolEnv(
+  apps: AppsV1Api,
+  policy: { name: string; namespace: string },
+  spec: PoolPolicySpec,
+  previousTargets: readonly TargetStatus[],
+): Promise<TargetsOutcome> {
+  const manager = fieldManagerFor(policy.name);
+  const env = desiredEnv(spec.pool);
+  const envText = env.map((e) => `${e.name}=${e.value}`).join(", ");
+  const matched = (
+    await apps.listNamespacedDeployment({ namespace: policy.namespace, labelSelector: labelSelectorString(spec.targets.selector) })
+  ).items.sort((a, b) => a.metadata!.name!.localeCompare(b.metadata!.name!));
+
+  const outcome: TargetsOutcome = { targets: [], summary: "", condition: { status: "True", reason: "Injected", message: "" }, actions: [], rollingOut: false };
+  const failures: string[] = [];
+  for (const deployment of matched) {
+    const name = deployment.metadata!.name!;
+    const containers = selectContainers(deployment, spec.targets.containers);
+    if (containers.length === 0) {
+      failures.push(`${name}: none of the containers ${spec.targets.containers.join(", ")} exists`);
+      outcome.targets.push({ name, containers, injected: false, rolledOut: false });
+      continue;
+    }
+    let current: V1Deployment = deployment;
+    if (!isInjected(deployment, containers, env)) {
+      try {
+        current = await apps.patchNamespacedDeployment(
+          { name, namespace: policy.namespace, body: injectionApplyConfig(deployment, containers, env), fieldManager: manager, force: true },
+          ssa(),
+        );
+        outcome.actions.push({ reason: "EnvInjected", note: `Set ${envText} in Deployment ${name} (containers: ${containers.join(", ")})` });
+      } catch (err) {
+        failures.push(`${name}: ${apiErrorMessage(err)}`);
+        outcome.actions.push({ reason: "EnvInjectionFailed", note: `Deployment ${name}: ${apiErrorMessage(err)}`, warning: true });
+        outcome.targets.push({ name, containers, injected: false, rolledOut: false });
+        continue;
+      }
+    }
+    const rolledOut = deploymentRolledOut(current);
+    outcome.rollingOut ||= !rolledOut;
+    outcome.targets.push({ name, containers, injected: true, rolledOut });
+  }
+
+  const matchedNames = new Set(matched.map((d) => d.metadata!.name!));
+  for (const gone of previousTargets.filter((t) => !matchedNames.has(t.name))) {
+    try {
+      if (await removePoolEnv(apps, gone.name, policy.namespace, manager)) {
+        outcome.actions.push({ reason: "EnvRemoved", note: `Removed the pool env from Deployment ${gone.name}: it no longer matches the selector` });
+      }
+    } catch (err) {
+      failures.push(`${gone.name}: removing the pool env failed: ${apiErrorMessage(err)}`);
+      outcome.targets.push({ ...gone, injected: true, rolledOut: false }); // keep it: retried next time
+    }
+  }
+
+  const ready = outcome.targets.filter((t) => t.injected && t.rolledOut).length;
+  outcome.summary = `${ready}/${matched.length}`;
+  if (failures.length > 0) {
+    outcome.condition = { status: "False", reason: "ApplyFailed", message: failures.join("; ") };
+  } else if (matched.length === 0) {
+    outcome.condition = { status: "False", reason: "NoMatchingDeployments", message: `no Deployment in namespace ${policy.namespace} matches ${labelSelectorString(spec.targets.selector)}` };
+  } else if (outcome.rollingOut) {
+    outcome.condition = { status: "False", reason: "RollingOut", message: `${envText} set in ${matched.length} Deployment(s); ${matched.length - ready} still rolling out` };
+  } else {
+    outcome.condition = { status: "True", reason: "Injected", message: `${envText} in ${matched.length} Deployment(s), all rolled out` };
+  }
+  return outcome;
+}
+
+/** Removes what this policy's field manager set in one Deployment; false when there was nothing. */
+export async function removePoolEnv(apps: AppsV1Api, name: string, namespace: string, manager: string): Promise<boolean> {
+  let deployment: V1Deployment;
+  try {
+    deployment = await apps.readNamespacedDeployment({ name, namespace });
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw err;
+  }
+  if (!ownsFields(deployment, manager)) return false;
+  await apps.patchNamespacedDeployment({ name, namespace, body: removalApplyConfig(name, namespace), fieldManager: manager, force: true }, ssa());
+  return true;
+}
+
+/** Every Deployment of the namespace in which this policy's manager still owns fields. */
+export async function deploymentsOwnedBy(apps: AppsV1Api, namespace: string, manager: string): Promise<string[]> {
+  const all = await apps.listNamespacedDeployment({ namespace });
+  return all.items.filter((d) => ownsFields(d, manager)).map((d) => d.metadata!.name!);
+}

@@ -1,0 +1,90 @@
+/**
+ * Read-only facts about a PostgreSQL server, gathered in one round of queries per reconcile:
+ * the max_connections in force and where it comes from, whether a restart is pending, the
+ * postmaster's start time (which tells a restart happened), sessions by state, reserved slots,
+ * and installed extensions.
+ */
+import type pg from "pg";
+
+export interface ConnectionCounts {
+  total: number;
+  active: number;
+  idle: number;
+  idleInTransaction: number;
+}
+
+export interface ServerFacts {
+  version: string;
+  versionNum: number;
+  maxConnections: number;
+  /** pg_settings.source of max_connections: "default", "configuration file", "command line", … */
+  settingSource: string;
+  pendingRestart: boolean;
+  /** The value postgresql.auto.conf (ALTER SYSTEM) holds, if any: what the next start will use. */
+  alterSystemValue?: number;
+  postmasterStartTime: Date;
+  superuserReservedConnections: number;
+  /** PG16+: slots for roles with pg_use_reserved_connections; 0 before. */
+  reservedConnections: number;
+  connections: ConnectionCounts;
+  installedExtensions: string[];
+  availableExtensions: string[];
+  isSuperuser: boolean;
+  /** PG17+: allow_alter_system; true where the setting does not exist. */
+  allowAlterSystem: boolean;
+}
+
+const SETTINGS_SQL = `
+SELECT current_setting('server_version') AS version,
+       current_setting('server_version_num')::int AS version_num,
+       s.setting::int AS max_connections,
+       s.source AS source,
+       s.pending_restart AS pending_restart,
+       (SELECT f.setting FROM pg_file_settings f
+         WHERE f.name = 'max_connections' AND f.sourcefile LIKE '%postgresql.auto.conf' AND f.error IS NULL
+         ORDER BY f.seqno DESC LIMIT 1) AS alter_system_value,
+       pg_postmaster_start_time() AS postmaster_start_time,
+       current_setting('superuser_reserved_connections')::int AS superuser_reserved,
+       coalesce(current_setting('reserved_connections', true), '0')::int AS reserved,
+       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS is_superuser,
+       coalesce(current_setting('allow_alter_system', true), 'on') = 'on' AS allow_alter_system
+  FROM pg_settings s WHERE s.name = 'max_connections'`;
+
+/** Client backends only: walsenders, autovacuum and background workers do not count. */
+const COUNTS_SQL = `
+SELECT count(*)::int AS total,
+       count(*) FILTER (WHERE state = 'active')::int AS active,
+       count(*) FILTER (WHERE state = 'idle')::int AS idle,
+       count(*) FILTER (WHERE state IN ('idle in transaction', 'idle in transaction (aborted)'))::int AS idle_in_transaction
+  FROM pg_stat_activity WHERE backend_type = 'client backend'`;
+
+const EXTENSIONS_SQL = `
+SELECT (SELECT coalesce(array_agg(extname ORDER BY extname), '{}') FROM pg_extension) AS installed,
+       (SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM pg_available_extensions) AS available`;
+
+export async function inspectServer(client: pg.PoolClient): Promise<ServerFacts> {
+  const settings = (await client.query(SETTINGS_SQL)).rows[0];
+  const counts = (await client.query(COUNTS_SQL)).rows[0];
+  const extensions = (await client.query(EXTENSIONS_SQL)).rows[0];
+  return {
+    version: settings.version,
+    versionNum: settings.version_num,
+    maxConnections: settings.max_connections,
+    settingSource: settings.source,
+    pendingRestart: settings.pending_restart,
+    alterSystemValue: settings.alter_system_value === null ? undefined : Number(settings.alter_system_value),
+    postmasterStartTime: settings.postmaster_start_time,
+    superuserReservedConnections: settings.superuser_reserved,
+    reservedConnections: settings.reserved,
+    connections: {
+      total: counts.total,
+      active: counts.active,
+      idle: counts.idle,
+      idleInTransaction: counts.idle_in_transaction,
+    },
+    installedExtensions: extensions.installed,
+    availableExtensions: extensions.available,
+    isSuperuser: settings.is_superuser,
+    allowAlterSystem: settings.allow_alter_system,
+  };
+}
