@@ -8,6 +8,7 @@
  * old CRD) and as CEL `x-kubernetes-validations` next to them (so `kubectl apply` rejects the
  * object with a readable message). test/unit/api tests that each CEL rule's zod twin agrees.
  */
+import type { V1ObjectMeta } from "@kubernetes/client-node";
 import { z } from "zod";
 import { DURATION_PATTERN, parseDuration } from "./duration.js";
 
@@ -226,21 +227,14 @@ export type PoolPolicySpecInput = z.input<typeof poolPolicySpecSchema>;
 export type PoolPolicyStatus = z.output<typeof poolPolicyStatusSchema>;
 export type Condition = z.output<typeof conditionSchema>;
 
+/**
+ * A PoolPolicy as the API returns it. Custom objects arrive as plain JSON, so the timestamps in
+ * metadata are strings at run time whatever V1ObjectMeta says; the code only tests their presence.
+ */
 export interface PoolPolicy {
-  apiVersion: typeof API_VERSION;
-  kind: typeof KIND;
-  metadata: {
-    name: string;
-    namespace: string;
-    uid?: string;
-    generation?: number;
-    resourceVersion?: string;
-    annotations?: Record<string, string>;
-    labels?: Record<string, string>;
-    finalizers?: string[];
-    deletionTimestamp?: string | Date;
-    creationTimestamp?: string | Date;
-  };
+  apiVersion: string;
+  kind: string;
+  metadata: V1ObjectMeta & { name: string; namespace: string };
   spec: unknown;
   status?: PoolPolicyStatus;
 }

@@ -1,0 +1,140 @@
+/**
+ * The operator process: configuration, wiring, signals.
+ *
+ *   PoolPolicy informer ─┐                     ┌─ PoolPolicyReconciler (controller/)
+ *   Deployment watches ──┼─ enqueue(key) → WorkQueue → workers ─┤    Postgres / Redis (postgres/, redis/)
+ *   periodic resync ─────┘      (runtime/)     └─ status, Events, SSA patches
+ *
+ * With leader election on, only the Lease holder runs informers and workers; a standby waits.
+ * Losing the Lease exits the process (a restart is the only safe way to drop everything that
+ * was in flight). SIGTERM stops the workers after their current reconcile, releases the Lease
+ * for a fast hand-over, and exits 0.
+ */
+import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import { GROUP, PLURAL, VERSION, type PoolPolicy } from "./api/schema.js";
+import { loadConfig, type OperatorConfig } from "./config.js";
+import { createLogger, type Logger } from "./log.js";
+import { PoolPolicyReconciler } from "./controller/reconciler.js";
+import { TargetWatches } from "./controller/target-watches.js";
+import { PostgresPools } from "./postgres/connection.js";
+import { Controller } from "./runtime/controller.js";
+import { EventRecorder } from "./runtime/events.js";
+import { ResilientInformer } from "./runtime/informer.js";
+import { objectKey } from "./runtime/keys.js";
+import { LeaderElector } from "./runtime/leader.js";
+import { abortableRequest } from "./runtime/request-options.js";
+import { OperatorServer } from "./runtime/server.js";
+
+export interface RunningOperator {
+  /** The port /healthz, /readyz and /metrics listen on. */
+  httpPort: number;
+  stop(): Promise<void>;
+}
+
+export async function runOperator(config: OperatorConfig, kc: KubeConfig, log: Logger): Promise<RunningOperator> {
+  const pools = new PostgresPools();
+  const events = new EventRecorder(kc, { reportingInstance: config.POD_NAME, logger: log });
+  const resyncMs = config.RESYNC_SECONDS * 1000;
+
+  let controller: Controller | undefined;
+  const enqueue = (key: string) => controller?.enqueue(key);
+  const targetWatches = new TargetWatches(kc, enqueue, log, resyncMs);
+  const policies = policyInformer(kc, config, enqueue, resyncMs, log);
+  const reconciler = new PoolPolicyReconciler({
+    kc,
+    pools,
+    events,
+    log,
+    getPolicy: (key) => policies.getByKey(key),
+    watchTargets: (key, namespace, selector) => targetWatches.ensure(key, namespace, selector),
+    statsRefreshMs: config.STATS_REFRESH_SECONDS * 1000,
+  });
+  controller = new Controller({ name: "poolpolicy", workers: config.WORKERS, reconcile: (key) => reconciler.reconcile(key), logger: log });
+
+  const startWork = () => {
+    log.info({ action: "StartWork" }, "starting informers and workers");
+    policies.start();
+    controller!.start();
+  };
+
+  let elector: LeaderElector | undefined;
+  let stopping = false;
+  const server = new OperatorServer({ logger: log });
+  server.addHealthCheck("process", () => !stopping);
+  server.addReadinessCheck("policies-synced", () => policies.hasSynced() || (elector !== undefined && !elector.isLeader()));
+  const httpPort = await server.listen(config.HTTP_PORT, config.HTTP_HOST);
+
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ action: "Shutdown" }, "stopping: finishing reconciles in flight");
+    await controller!.stop();
+    await policies.stop();
+    await targetWatches.stopAll();
+    await elector?.release();
+    await pools.closeAll();
+    await server.close();
+  };
+
+  if (config.LEADER_ELECT) {
+    elector = new LeaderElector(kc, {
+      namespace: config.POD_NAMESPACE,
+      name: config.LEASE_NAME,
+      identity: config.POD_NAME,
+      logger: log,
+      onStartedLeading: startWork,
+      onStoppedLeading: () => {
+        log.fatal({ action: "LostLease" }, "lost the leader lease: exiting so that no two leaders act at once");
+        process.exit(1);
+      },
+    });
+    elector.start();
+  } else {
+    startWork();
+  }
+  return { httpPort, stop };
+}
+
+function policyInformer(kc: KubeConfig, config: OperatorConfig, enqueue: (key: string) => void, resyncMs: number, log: Logger) {
+  const custom = kc.makeApiClient(CustomObjectsApi);
+  const ns = config.WATCH_NAMESPACE;
+  const path = ns ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}` : `/apis/${GROUP}/${VERSION}/${PLURAL}`;
+  const byKey = (p: PoolPolicy) => enqueue(objectKey(p));
+  return new ResilientInformer<PoolPolicy>(
+    kc,
+    path,
+    ({ signal }) =>
+      (ns
+        ? custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace: ns }, abortableRequest(signal))
+        : custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL }, abortableRequest(signal))) as never,
+    { name: "poolpolicies", resyncMs, onAdd: byKey, onUpdate: (_, p) => byKey(p), onDelete: byKey, onResync: byKey, logger: log },
+  );
+}
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const log = createLogger(config.LOG_LEVEL);
+  const kc = new KubeConfig();
+  kc.loadFromDefault();
+  const operator = await runOperator(config, kc, log);
+  log.info({ httpPort: operator.httpPort, namespace: config.WATCH_NAMESPACE || "(all)", leaderElection: config.LEADER_ELECT }, "poolpolicy-operator started");
+  const shutdown = (signal: string) => {
+    log.info({ signal }, "signal received");
+    operator.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGTERM", () => shutdown("SIGTERM"));
+  process.once("SIGINT", () => shutdown("SIGINT"));
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith("/main.ts")) {
+  main().catch((err: unknown) => {
+    console.error(`poolpolicy-operator failed to start: ${(err as Error).message}`);
+    process.exit(1);
+  });
+}
