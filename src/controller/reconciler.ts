@@ -313,6 +313,9 @@ export class PoolPolicyReconciler {
   }
 }
 
+/** Reasons that say "under way", not "broken": their Events are Normal, not Warning. */
+const PROGRESS_REASONS = new Set(["RestartInProgress", "RollingOut", "AwaitingApproval", "Paused", "Scheduled"]);
+
 /** An Event for every condition that changed status or reason: the story `kubectl describe` tells. */
 function transitionEvents(previous: PoolPolicyStatus, updates: readonly ConditionUpdate[]): PolicyEvent[] {
   const out: PolicyEvent[] = [];
@@ -321,7 +324,7 @@ function transitionEvents(previous: PoolPolicyStatus, updates: readonly Conditio
     if (before && before.status === u.status && before.reason === u.reason) continue;
     if (!before && u.status === "True" && u.type !== "Ready") continue; // first report of a healthy dependency: no noise
     out.push({
-      type: u.status === "False" ? "Warning" : "Normal",
+      type: u.status === "False" && !PROGRESS_REASONS.has(u.reason) ? "Warning" : "Normal",
       reason: u.type === "Ready" ? (u.status === "True" ? "Ready" : "NotReady") : u.reason,
       action: "Reconcile",
       note: `${u.type}=${u.status} (${u.reason}): ${u.message}`,

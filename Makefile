@@ -1,0 +1,55 @@
+# poolpolicy-operator. The two commands a fresh machine needs: `make demo` and `make test`.
+# Node 24 comes from the npm package `node` (devDependency): npm scripts put it first on PATH.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+
+.PHONY: all deps node-deps tools build typecheck generate test test-unit test-integration demo e2e-kind lint-chart clean
+
+all: build
+
+## deps: PostgreSQL, Redis (apt-get as root), Go check, and node_modules
+deps: node-deps
+	@bash tools/install-deps.sh
+
+node-deps: node_modules/.package-lock.json
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+## tools: build etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok, helm (cached by version)
+tools:
+	@bash tools/build-tools.sh
+
+build: node-deps
+	npm run build
+
+typecheck: node-deps
+	npm run typecheck
+
+## generate: regenerate the CRD from src/api/schema.ts
+generate: node-deps
+	npm run generate
+
+## test: every test (unit + integration against a real control plane, PostgreSQL and Redis)
+test: deps tools typecheck
+	@bash tools/run-tests.sh
+
+test-unit: node-deps
+	@bash tools/run-tests.sh unit
+
+test-integration: deps tools
+	@bash tools/run-tests.sh integration
+
+## demo: a local control plane, PostgreSQL and Redis, the operator, and a PoolPolicy converging
+demo: deps tools
+	npm run -s demo
+
+## e2e-kind: for machines with Docker: kind cluster, image, Helm install, example policy
+e2e-kind:
+	bash tools/e2e-kind.sh
+
+lint-chart: tools
+	"$$(bash tools/build-tools.sh --print-dir)/helm" lint --strict charts/poolpolicy-operator
+
+clean:
+	rm -rf dist coverage
