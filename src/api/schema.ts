@@ -52,7 +52,7 @@ const weekday = z.enum(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]);
 const maintenanceWindow = z
   .object({
     days: z.array(weekday).min(1).max(7).meta({ "x-kubernetes-list-type": "set" }),
-    start: z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be HH:MM (24h)").describe("Start of the window, HH:MM in timeZone."),
+    start: z.string().max(5).regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be HH:MM (24h)").describe("Start of the window, HH:MM in timeZone."),
     duration: duration("1m").describe("Length of the window, e.g. 2h."),
     timeZone: z
       .string()

@@ -1,0 +1,72 @@
+/**
+ * Turning errors from @kubernetes/client-node into something safe and short to log.
+ *
+ * Why not log the error object itself: an `ApiException` carries the whole response body and
+ * every response header in its message, and a thrown object from domain code may carry a
+ * connection config. Logs get the HTTP status, the API's short reason and message, nothing more.
+ */
+
+/** The HTTP status of a failed API call or watch, when there is one. */
+export function statusCodeOf(err: unknown): number | undefined {
+  if (typeof err !== "object" || err === null) return undefined;
+  const candidate = err as { code?: unknown; statusCode?: unknown };
+  // ApiException uses `code`; Watch's errors use `statusCode`. Other errors have codes that
+  // are not HTTP statuses: Node's socket errors a string ("ECONNREFUSED"), an aborted
+  // request's DOMException a legacy number (23 for a timeout).
+  if (isHttpStatus(candidate.statusCode)) return candidate.statusCode;
+  if (!(err instanceof DOMException) && isHttpStatus(candidate.code)) return candidate.code;
+  return undefined;
+}
+
+function isHttpStatus(value: unknown): value is number {
+  return typeof value === "number" && Number.isInteger(value) && value >= 100 && value <= 599;
+}
+
+export interface ErrorSummary {
+  message: string;
+  status?: number;
+  reason?: string;
+}
+
+/** A one-line description of `err` that is safe to put in a log line. */
+export function describeError(err: unknown): ErrorSummary {
+  const status = statusCodeOf(err);
+  const apiStatus = kubernetesStatusOf(err);
+  if (apiStatus) {
+    return { message: apiStatus.message ?? `HTTP ${status}`, status, reason: apiStatus.reason };
+  }
+  if (status !== undefined) return { message: `HTTP ${status}`, status };
+  if (err instanceof Error) return { message: shortMessage(err) };
+  return { message: String(err) };
+}
+
+interface KubernetesStatus {
+  message?: string;
+  reason?: string;
+}
+
+/** The `Status` object the API server sends with an error, if `err` carries one. */
+function kubernetesStatusOf(err: unknown): KubernetesStatus | undefined {
+  if (typeof err !== "object" || err === null || !("body" in err)) return undefined;
+  let body: unknown = (err as { body: unknown }).body;
+  if (typeof body === "string") {
+    try {
+      body = JSON.parse(body);
+    } catch {
+      return undefined;
+    }
+  }
+  if (typeof body !== "object" || body === null) return undefined;
+  const { message, reason } = body as { message?: unknown; reason?: unknown };
+  return {
+    message: typeof message === "string" ? message : undefined,
+    reason: typeof reason === "string" ? reason : undefined,
+  };
+}
+
+/** Undici wraps socket errors: "fetch failed" alone says nothing, its cause says why. */
+function shortMessage(err: Error): string {
+  const cause = (err as { cause?: unknown }).cause;
+  const causeText = cause instanceof Error ? `: ${cause.message}` : "";
+  return `${err.message}${causeText}`.slice(0, 500);
+}
