@@ -56,7 +56,11 @@ export type ListFunction<T extends KubernetesObject> = (request: ListRequest) =>
 export interface InformerOptions<T> extends InformerHandlers<T> {
   labelSelector?: string;
   fieldSelector?: string;
-  /** Relist when nothing arrives on the watch for this long. Default 90 s. */
+  /**
+   * Relist when nothing arrives on the watch for this long. Default 90 s, above the roughly
+   * one-minute bookmark interval. (A server that sends no bookmarks would make a quiet
+   * collection relist at this interval: cheap, and still correct.)
+   */
   watchdogMs?: number;
   /** Hand every cached object to `onResync` this often; 0 (the default) turns it off. */
   resyncMs?: number;
@@ -111,7 +115,7 @@ export class ResilientInformer<T extends KubernetesObject> {
   private resourceVersion: string | undefined;
   private synced = false;
   private syncWaiters: Array<() => void> = [];
-  private stopping = new AbortController();
+  private readonly stopping = new AbortController();
   private loop: Promise<void> | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
   /** Ends the watch in progress, if any (used by `stop`). */
