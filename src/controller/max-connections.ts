@@ -82,7 +82,7 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
   if (!facts.allowAlterSystem) {
     return done("False", "AlterSystemDisabled", "ALTER SYSTEM is disabled on this server (allow_alter_system = off)");
   }
-  const alterTo = facts.alterSystemValue === desired ? undefined : desired;
+  const alterTo = needsAlterSystem(facts, desired) ? desired : undefined;
   if (!workload.configured) {
     return { alterTo, restarting: false, condition: { status: "False", reason: "RestartRequired",
       message: `max_connections = ${desired} is set with ALTER SYSTEM but needs a PostgreSQL restart (currently ${facts.maxConnections}); set spec.postgres.restart.workload to let the operator restart it` } };
@@ -115,4 +115,14 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
 
 function done(status: ConditionUpdate["status"], reason: string, message: string): MaxConnectionsPlan {
   return { restarting: false, condition: { status, reason, message } };
+}
+
+/**
+ * Whether ALTER SYSTEM must (still) run. When our role cannot read pg_file_settings we cannot
+ * see what postgresql.auto.conf holds; a pending restart is then taken as our earlier ALTER,
+ * so that a reconcile does not rewrite the file every time.
+ */
+function needsAlterSystem(facts: ServerFacts, desired: number): boolean {
+  if (facts.mayReadConfigFiles) return facts.alterSystemValue !== desired;
+  return !facts.pendingRestart;
 }

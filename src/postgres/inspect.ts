@@ -22,6 +22,8 @@ export interface ServerFacts {
   pendingRestart: boolean;
   /** The value postgresql.auto.conf (ALTER SYSTEM) holds, if any: what the next start will use. */
   alterSystemValue?: number;
+  /** Whether our role may read pg_file_settings; without it alterSystemValue is unknown. */
+  mayReadConfigFiles: boolean;
   postmasterStartTime: Date;
   superuserReservedConnections: number;
   /** PG16+: slots for roles with pg_use_reserved_connections; 0 before. */
@@ -40,15 +42,18 @@ SELECT current_setting('server_version') AS version,
        s.setting::int AS max_connections,
        s.source AS source,
        s.pending_restart AS pending_restart,
-       (SELECT f.setting FROM pg_file_settings f
-         WHERE f.name = 'max_connections' AND f.sourcefile LIKE '%postgresql.auto.conf' AND f.error IS NULL
-         ORDER BY f.seqno DESC LIMIT 1) AS alter_system_value,
        pg_postmaster_start_time() AS postmaster_start_time,
        current_setting('superuser_reserved_connections')::int AS superuser_reserved,
        coalesce(current_setting('reserved_connections', true), '0')::int AS reserved,
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS is_superuser,
        coalesce(current_setting('allow_alter_system', true), 'on') = 'on' AS allow_alter_system
   FROM pg_settings s WHERE s.name = 'max_connections'`;
+
+/** pg_file_settings is readable by superusers only (by default): asked only when we may. */
+const ALTER_SYSTEM_VALUE_SQL = `
+SELECT f.setting FROM pg_file_settings f
+ WHERE f.name = 'max_connections' AND f.sourcefile LIKE '%postgresql.auto.conf' AND f.error IS NULL
+ ORDER BY f.seqno DESC LIMIT 1`;
 
 /** Client backends only: walsenders, autovacuum and background workers do not count. */
 const COUNTS_SQL = `
@@ -64,6 +69,8 @@ SELECT (SELECT coalesce(array_agg(extname ORDER BY extname), '{}') FROM pg_exten
 
 export async function inspectServer(client: pg.PoolClient): Promise<ServerFacts> {
   const settings = (await client.query(SETTINGS_SQL)).rows[0];
+  const mayReadFiles = (await client.query("SELECT has_table_privilege('pg_catalog.pg_file_settings', 'SELECT') AS ok")).rows[0].ok;
+  const alterSystemValue = mayReadFiles ? (await client.query(ALTER_SYSTEM_VALUE_SQL)).rows[0]?.setting : undefined;
   const counts = (await client.query(COUNTS_SQL)).rows[0];
   const extensions = (await client.query(EXTENSIONS_SQL)).rows[0];
   return {
@@ -72,7 +79,8 @@ export async function inspectServer(client: pg.PoolClient): Promise<ServerFacts>
     maxConnections: settings.max_connections,
     settingSource: settings.source,
     pendingRestart: settings.pending_restart,
-    alterSystemValue: settings.alter_system_value === null ? undefined : Number(settings.alter_system_value),
+    alterSystemValue: alterSystemValue === undefined ? undefined : Number(alterSystemValue),
+    mayReadConfigFiles: mayReadFiles,
     postmasterStartTime: settings.postmaster_start_time,
     superuserReservedConnections: settings.superuser_reserved,
     reservedConnections: settings.reserved,

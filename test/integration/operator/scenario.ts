@@ -106,7 +106,7 @@ export class Scenario {
 
   async waitForCondition(name: string, type: string, match: Partial<Condition>, timeoutMs = 120_000): Promise<PoolPolicy> {
     let latest: PoolPolicy | undefined;
-    await waitFor(`PoolPolicy ${this.namespace}/${name} condition ${type} ${JSON.stringify(match)} (last: ${JSON.stringify(() => latest?.status?.conditions)})`, async () => {
+    await waitFor(`PoolPolicy ${this.namespace}/${name} condition ${type} ${JSON.stringify(match)} `, async () => {
       latest = await this.readPolicy(name);
       const c = latest?.status?.conditions?.find((x) => x.type === type);
       if (!c) return false;

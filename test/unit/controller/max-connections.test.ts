@@ -9,7 +9,7 @@ const facts = (over: Partial<ServerFacts> = {}): ServerFacts => ({
   version: "15.18", versionNum: 150018, maxConnections: 100, settingSource: "default", pendingRestart: false,
   postmasterStartTime: T0, superuserReservedConnections: 3, reservedConnections: 0,
   connections: { total: 1, active: 1, idle: 0, idleInTransaction: 0 }, installedExtensions: [], availableExtensions: [],
-  isSuperuser: true, allowAlterSystem: true, ...over,
+  isSuperuser: true, allowAlterSystem: true, mayReadConfigFiles: true, ...over,
 });
 const workload = { configured: true, found: true, rolledOut: true, record: undefined, description: "StatefulSet db/postgres" };
 const input = (over: Partial<MaxConnectionsInput> = {}): MaxConnectionsInput => ({
@@ -50,6 +50,11 @@ describe("planMaxConnections", () => {
     expect(plan.requestRestart).toBeUndefined();
     expect(plan.condition).toMatchObject({ status: "False", reason: "CommandLineOverride" });
     expect(plan.condition.message).toContain("ALTER SYSTEM cannot change it");
+  });
+
+  it("without access to pg_file_settings, alters once and then trusts the pending restart", () => {
+    expect(planMaxConnections(input({ facts: facts({ mayReadConfigFiles: false }) })).alterTo).toBe(200);
+    expect(planMaxConnections(input({ facts: facts({ mayReadConfigFiles: false, pendingRestart: true }) })).alterTo).toBeUndefined();
   });
 
   it("reports allow_alter_system = off", () => {
