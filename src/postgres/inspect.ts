@@ -64,9 +64,10 @@ SELECT count(*)::int AS total,
   FROM pg_stat_activity WHERE backend_type = 'client backend'`;
 
 const EXTENSIONS_SQL = `
-SELECT (SELECT coalesce(array_agg(extname ORDER BY extname), '{}') FROM pg_extension) AS installed,
-       (SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM pg_available_extensions) AS available`;
+SELECT (SELECT coalesce(array_agg(extname::text ORDER BY extname), '{}') FROM pg_extension) AS installed,
+       (SELECT coalesce(array_agg(name::text ORDER BY name), '{}') FROM pg_available_extensions) AS available`;
 
+// ::text matters: node-pg leaves name[] unparsed, and "age" would then match inside "{…,pageinspect,…}".
 export async function inspectServer(client: pg.PoolClient): Promise<ServerFacts> {
   const settings = (await client.query(SETTINGS_SQL)).rows[0];
   const mayReadFiles = (await client.query("SELECT has_table_privilege('pg_catalog.pg_file_settings', 'SELECT') AS ok")).rows[0].ok;
