@@ -230,7 +230,7 @@ export class PoolPolicyReconciler {
       status.reaper = outcome.status;
       set("ReaperHealthy", outcome.condition);
       const terminated = outcome.sessions.filter((s) => s.terminated);
-      operatorMetrics.sessionsReaped.inc({ namespace: spec.postgres.database }, terminated.length);
+      operatorMetrics.sessionsReaped.inc({ namespace: key.split("/")[0] }, terminated.length);
       if (terminated.length > 0) {
         events.push({ type: "Normal", reason: "SessionsReaped", action: "TerminateBackend", note: `Terminated ${terminated.length} session(s) idle in transaction: ${describeSessions(terminated)}` });
       } else if (spec.reaper.dryRun && outcome.sessions.length > 0) {
