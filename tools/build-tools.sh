@@ -118,11 +118,12 @@ build_etcd() {
 }
 
 build_go_install() {
-  local name="$1" pkg="$2" out="$3"
-  GOBIN="$out" with_progress "$name" go install -v -trimpath -ldflags "-s -w" "$pkg"
+  local name="$1" pkg="$2" out="$3" ldflags="-s -w ${4:-}"
+  GOBIN="$out" with_progress "$name" go install -v -trimpath -ldflags "$ldflags" "$pkg"
 }
 build_kwok() { build_go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$1"; }
-build_helm() { build_go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$1"; }
+# Helm reports its version from a linker variable, as its own release build sets it.
+build_helm() { build_go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$1" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"; }
 
 started=$SECONDS
 build_locked "$etcd_dir" etcd build_etcd
