@@ -4,7 +4,7 @@
  * against the test control plane).
  */
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadAll } from "js-yaml";
@@ -20,9 +20,13 @@ export const chartDir = join(repoRoot, "charts/poolpolicy-operator");
  */
 export const kubeVersion = /^KUBERNETES_VERSION=(\S+)$/m.exec(readFileSync(join(repoRoot, "tools/versions.env"), "utf8"))![1]!;
 
-/** Helm's config, cache and data in a temp dir: tests never read or write the user's ~/.config/helm. */
-const helmHome = mkdtempSync(join(tmpdir(), "poolpolicy-helm-"));
-process.once("exit", () => rmSync(helmHome, { recursive: true, force: true }));
+/**
+ * Helm's config, cache and data under one fixed folder of the temp dir, so that tests never read
+ * the user's ~/.config/helm (repositories, plugins). Fixed rather than per run: lint, template
+ * and install of a local chart write nothing there, so nothing accumulates and nothing needs
+ * cleaning up.
+ */
+const helmHome = join(tmpdir(), "poolpolicy-operator-helm-home");
 const helmEnv = {
   ...process.env,
   HELM_CONFIG_HOME: join(helmHome, "config"),

@@ -1,0 +1,111 @@
+{{/*
+Names and labels shared by every template, plus the operator's RBAC rules (used by the
+ClusterRole, or by a Role when watchNamespace is set, so both always grant the same thing).
+*/}}
+
+{{/* The chart name, e.g. "poolpolicy-operator". */}}
+{{- define "poolpolicy-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The prefix of every resource name: "<release>-<chart>", or just "<release>" when the release
+name already contains the chart name (helm install poolpolicy-operator … → "poolpolicy-operator").
+Truncated to 63 characters because some names (labels, Service) are DNS labels.
+*/}}
+{{- define "poolpolicy-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "poolpolicy-operator-0.1.0", for the helm.sh/chart label. */}}
+{{- define "poolpolicy-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "poolpolicy-operator.labels" -}}
+helm.sh/chart: {{ include "poolpolicy-operator.chart" . }}
+{{ include "poolpolicy-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: poolpolicy-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The labels that select the operator's pods. Immutable in a Deployment: never add to them. */}}
+{{- define "poolpolicy-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "poolpolicy-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The ServiceAccount the operator runs as (and the RBAC bindings' subject). */}}
+{{- define "poolpolicy-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "poolpolicy-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* repository:tag, the tag defaulting to the chart's appVersion. */}}
+{{- define "poolpolicy-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+What the operator does against the API, and nothing more. No wildcards: every group, resource
+and verb is named, so that `kubectl describe clusterrole` is the full list of its powers.
+Every resource here is namespaced, which is what lets watchNamespace swap the ClusterRole for a
+Role. Leases are not here: they get a Role of their own in the release namespace (role.yaml).
+*/}}
+{{- define "poolpolicy-operator.rules" -}}
+# The PoolPolicies themselves: informer (list/watch), finalizer add/remove (patch, update).
+- apiGroups: ["pooling.dbops.io"]
+  resources: ["poolpolicies"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+# Conditions, counts and budget are written through the status subresource.
+- apiGroups: ["pooling.dbops.io"]
+  resources: ["poolpolicies/status"]
+  verbs: ["get", "update", "patch"]
+# Needed to set an ownerReference with blockOwnerDeletion to a PoolPolicy where the
+# OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift).
+- apiGroups: ["pooling.dbops.io"]
+  resources: ["poolpolicies/finalizers"]
+  verbs: ["update"]
+# Target Deployments: watched by label selector; the pool env entries are added with
+# server-side apply (a PATCH), never with update, and never deleted.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "patch"]
+# The PostgreSQL StatefulSet: a pod-template annotation patch triggers its rolling restart
+# after max_connections changed.
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "patch"]
+# Only the credentials Secret a policy names, read by name: no list/watch, so the operator
+# can never enumerate (or cache) every Secret in the cluster.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# Read-only: topology-aware restarts (planned) look at the workload's pods.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# Read-only: HPA maxReplicas enters the connection budget (planned).
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch"]
+# Events on the PoolPolicy (kubectl describe pp): created, then patched when they repeat.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
