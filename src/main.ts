@@ -46,6 +46,7 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig, log: L
     events,
     log,
     getPolicy: (key) => policies.getByKey(key),
+    listPolicies: () => policies.list(),
     watchTargets: (key, namespace, selector) => targetWatches.ensure(key, namespace, selector),
     statsRefreshMs: config.STATS_REFRESH_SECONDS * 1000,
   });

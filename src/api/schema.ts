@@ -77,6 +77,9 @@ const restart = z
       .default("Automatic")
       .describe(`Manual: wait until the annotation ${GROUP}/approve-restart is set to the desired max_connections.`),
     maintenanceWindow: maintenanceWindow.optional(),
+    delayBetweenPods: duration("0s")
+      .default("10s")
+      .describe("With several PostgreSQL pods (a primary and replicas), the pause after one pod is verified before the next restarts."),
   })
   .describe("How to restart PostgreSQL after max_connections changed (it needs a postmaster restart).");
 
@@ -144,9 +147,22 @@ const targets = z.object({
   containers: z.array(name(63)).max(32).default([]).describe("Containers to inject into; empty means every container.").meta({ "x-kubernetes-list-type": "set" }),
 });
 
+const serverTimeout = z
+  .object({
+    scope: z.enum(["Server", "Roles"]).default("Server").describe("Server: ALTER SYSTEM for every session; Roles: ALTER ROLE … SET for the listed roles."),
+    roles: z.array(z.string().min(1).max(63)).max(64).default([]).meta({ "x-kubernetes-list-type": "set" }),
+  })
+  .refine((t) => t.scope === "Server" || t.roles.length > 0, { message: "scope Roles needs at least one role", path: ["roles"] })
+  .meta(cel({ rule: "self.scope == 'Server' || size(self.roles) > 0", message: "scope Roles needs at least one role", fieldPath: ".roles" }));
+
 const reaper = z
   .object({
     enabled: z.boolean().default(true),
+    mode: z
+      .enum(["Terminate", "ServerTimeout", "Both"])
+      .default("Terminate")
+      .describe("Terminate: the operator's own pass every interval. ServerTimeout: set idle_in_transaction_session_timeout on the server and let PostgreSQL end such sessions itself. Both: the two together."),
+    serverTimeout: serverTimeout.prefault({}),
     interval: duration("5s").default("60s"),
     idleInTransactionTimeout: duration("1s").default("5m"),
     excludeUsers: z.array(z.string().min(1).max(63)).max(64).default([]).meta({ "x-kubernetes-list-type": "set" }),
@@ -160,8 +176,17 @@ const redis = z.object({
   required: z.boolean().default(false).describe("When true, Redis being unavailable makes the policy not Ready."),
 });
 
+const budget = z
+  .object({
+    reserve: z.int().min(0).max(10000).default(0).describe("Connections kept for monitoring, backups and replication on top of the server's reserved slots."),
+    headroomPercent: z.int().min(0).max(1000).default(20).describe('With maxConnections: "auto", room above the worst-case demand.'),
+    ceiling: z.int().min(MAX_CONNECTIONS_MIN).max(MAX_CONNECTIONS_MAX).default(1000).describe('With maxConnections: "auto", never size max_connections above this.'),
+  })
+  .describe("The connection budget of the server: Σ pool max × worst-case pods of every policy pointing at it, plus reserves.");
+
 export const poolPolicySpecSchema = z.object({
   postgres,
+  budget: budget.prefault({}),
   pool: pool.prefault({}),
   targets,
   reaper: reaper.prefault({}),
@@ -205,6 +230,14 @@ export const poolPolicyStatusSchema = z.object({
         .optional(),
       usagePercent: z.int().optional(),
       usage: z.string().optional().describe("In use / max_connections, e.g. \"37/200 (18%)\"."),
+    })
+    .optional(),
+  budget: z
+    .object({
+      demand: z.int(),
+      capacity: z.int(),
+      reserve: z.int(),
+      targets: z.array(z.object({ policy: z.string(), deployment: z.string(), poolMax: z.int(), podsWorstCase: z.int(), connections: z.int() })).optional(),
     })
     .optional(),
   targets: z.array(targetStatus).optional(),

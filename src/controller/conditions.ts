@@ -10,6 +10,7 @@ export const ConditionTypes = [
   "PostgresReachable",
   "MaxConnectionsApplied",
   "PoolEnvInjected",
+  "BudgetWithinLimits",
   "ReaperHealthy",
   "ExtensionsReady",
   "RedisAvailable",

@@ -11,6 +11,7 @@
 import type { ServerFacts } from "../postgres/inspect.js";
 import type { ConditionUpdate } from "./conditions.js";
 import { GROUP } from "../api/schema.js";
+import type { WindowState } from "./maintenance-window.js";
 
 export const RESTART_ANNOTATION = `${GROUP}/restart-for-max-connections`;
 export const APPROVAL_ANNOTATION = `${GROUP}/approve-restart`;
@@ -40,6 +41,8 @@ export interface MaxConnectionsInput {
   restartPolicy: "Automatic" | "Manual";
   /** Value of the approval annotation on the PoolPolicy, if any. */
   approval: string | undefined;
+  /** Whether the maintenance window is open now, when the policy has one. */
+  window?: WindowState;
 }
 
 export interface MaxConnectionsPlan {
@@ -50,6 +53,8 @@ export interface MaxConnectionsPlan {
   /** A restart is under way: the reaper pauses and the reconcile polls the rollout. */
   restarting: boolean;
   condition: Omit<ConditionUpdate, "type">;
+  /** Outside the maintenance window: when the next one opens (the reconcile comes back then). */
+  nextWindow?: Date;
 }
 
 const RESTART_POLL_HINT = "waiting for the rollout to replace the PostgreSQL pods";
@@ -104,6 +109,11 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
     return { alterTo, restarting: false, condition: { status: "False", reason: "AwaitingApproval",
       message: `max_connections = ${desired} needs a PostgreSQL restart (now ${facts.maxConnections}); approve it with ` +
         `kubectl annotate poolpolicy <name> ${APPROVAL_ANNOTATION}=${desired}` } };
+  }
+  if (input.window && !input.window.open) {
+    const next = input.window.nextStart;
+    return { alterTo, restarting: false, nextWindow: next, condition: { status: "False", reason: "OutsideMaintenanceWindow",
+      message: `max_connections = ${desired} needs a PostgreSQL restart (now ${facts.maxConnections}); the next maintenance window opens at ${next?.toISOString() ?? "an unknown time"}` } };
   }
   return {
     alterTo,

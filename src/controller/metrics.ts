@@ -1,9 +1,16 @@
 /**
  * The domain's metrics, on the process-wide registry of the runtime: what the servers look
- * like (connections by state, max_connections, usage) and what the operator did to them.
+ * like (connections by state, max_connections, usage, the connection budget) and what the
+ * operator did to them (sessions reaped, restarts requested and verified, status writes).
+ *
+ * Every per-server series is labelled `server="host:port"`, the unit the budget is computed
+ * for (several PoolPolicies may point at one server). The chart's PrometheusRule
+ * (charts/poolpolicy-operator/templates/prometheusrule.yaml) alerts on these names: renaming
+ * one breaks an alert, which test/unit/chart/alerts.test.ts catches.
  */
 import { Counter, Gauge } from "prom-client";
 import { registry } from "../runtime/metrics.js";
+import type { Budget } from "../budget/budget.js";
 import type { PostgresTarget } from "../postgres/connection.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 
@@ -28,6 +35,24 @@ const usageRatio = new Gauge({
   registers: [registry],
 });
 
+const budgetDemand = new Gauge({
+  name: "poolpolicy_budget_demand_connections",
+  help: "Worst-case connections of every policy pointing at the server: pool max × worst-case pods, plus reserves",
+  labelNames: serverLabels,
+  registers: [registry],
+});
+const budgetCapacity = new Gauge({
+  name: "poolpolicy_budget_capacity_connections",
+  help: "Connections the server accepts (max_connections) that the budget is measured against",
+  labelNames: serverLabels,
+  registers: [registry],
+});
+
+/** The `server` label of a target: host:port, the unit a budget is computed for. */
+export function serverLabel(target: Pick<PostgresTarget, "host" | "port">): string {
+  return `${target.host}:${target.port}`;
+}
+
 export const operatorMetrics = {
   sessionsReaped: new Counter({
     name: "poolpolicy_reaper_sessions_terminated_total",
@@ -40,13 +65,18 @@ export const operatorMetrics = {
     help: "Rolling restarts of PostgreSQL workloads requested to apply max_connections",
     registers: [registry],
   }),
+  restartsVerified: new Counter({
+    name: "poolpolicy_postgres_restarts_verified_total",
+    help: "Restarts after which the new max_connections was verified in force (pg_postmaster_start_time() advanced)",
+    registers: [registry],
+  }),
   statusWrites: new Counter({
     name: "poolpolicy_status_writes_total",
     help: "PoolPolicy status updates written to the API server",
     registers: [registry],
   }),
   observeServer(target: PostgresTarget, facts: ServerFacts): void {
-    const server = `${target.host}:${target.port}`;
+    const server = serverLabel(target);
     const c = facts.connections;
     connections.set({ server, state: "active" }, c.active);
     connections.set({ server, state: "idle" }, c.idle);
@@ -54,5 +84,10 @@ export const operatorMetrics = {
     connections.set({ server, state: "total" }, c.total);
     maxConnections.set({ server }, facts.maxConnections);
     usageRatio.set({ server }, facts.maxConnections > 0 ? c.total / facts.maxConnections : 0);
+  },
+  /** The server's budget as the reconcile computed it; `server` is serverLabel(target). */
+  observeBudget(server: string, budget: Budget): void {
+    budgetDemand.set({ server }, budget.demand);
+    budgetCapacity.set({ server }, budget.capacity);
   },
 };

@@ -12,7 +12,7 @@
  * Secret, Redis down) neither hides the others nor crash-loops. Errors that are worth a retry
  * with backoff (the API server failing) are thrown to the controller's rate-limited queue.
  */
-import { AppsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import { AppsV1Api, AutoscalingV2Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "../log.js";
 import { GROUP, PLURAL, VERSION, validateSpec, type PoolPolicy, type PoolPolicySpec, type PoolPolicyStatus } from "../api/schema.js";
 import { PostgresError, PostgresPools, describeTarget, type PostgresTarget } from "../postgres/connection.js";
@@ -21,12 +21,14 @@ import { alterMaxConnections, AlterSystemError } from "../postgres/settings.js";
 import { findCondition, setCondition, summarizeReady, type ConditionType, type ConditionUpdate } from "./conditions.js";
 import { APPROVAL_ANNOTATION, planMaxConnections } from "./max-connections.js";
 import { readWorkload, requestRestart } from "./workload.js";
-import { applyPoolEnv, deploymentsOwnedBy, removePoolEnv } from "./targets.js";
+import { applyPoolEnv, deploymentsOwnedBy, removePoolEnv, type TargetsOutcome } from "./targets.js";
+import { budgetCondition, gatherBudgetTargets, policiesOnServer, resolveDesiredMaxConnections, serverBudget, type DesiredMaxConnections } from "./server-budget.js";
+import { windowState } from "./maintenance-window.js";
 import { fieldManagerFor, labelSelectorString } from "./env-injection.js";
 import { ReaperSchedule, describeSessions, reaperIntervalMs, runReaper } from "./reaper.js";
 import { checkExtensions, checkRedisDependency } from "./checks.js";
 import { readSecretKeys } from "./secrets.js";
-import { statusChanged, withUsage } from "./status.js";
+import { changedFields, statusChanged, withUsage } from "./status.js";
 import { ensureFinalizer, removeFinalizer, FINALIZER } from "./finalizer.js";
 import { operatorMetrics } from "./metrics.js";
 
@@ -55,6 +57,8 @@ export interface ReconcilerDeps {
   kc: KubeConfig;
   /** The latest PoolPolicy from the informer cache, by "namespace/name". */
   getPolicy(key: string): PoolPolicy | undefined;
+  /** Every PoolPolicy in the cache: the budget of a server spans all policies that point at it. */
+  listPolicies?(): PoolPolicy[];
   pools: PostgresPools;
   events: EventSink;
   log: Logger;
@@ -65,18 +69,43 @@ export interface ReconcilerDeps {
   statsRefreshMs?: number;
 }
 
+/** The state one reconcile pass carries from step to step. */
+interface Pass {
+  key: string;
+  policy: PoolPolicy;
+  spec: PoolPolicySpec;
+  previous: PoolPolicyStatus;
+  status: PoolPolicyStatus;
+  now: Date;
+  log: Logger;
+  events: PolicyEvent[];
+  set: (type: ConditionType, c: Omit<ConditionUpdate, "type">) => void;
+}
+
+type PostgresConnection = { ok: true; target: PostgresTarget } | { ok: false; reason: string; message: string };
+
+interface MaxConnectionsStep {
+  restarting: boolean;
+  condition: Omit<ConditionUpdate, "type">;
+  /** When closed out by a maintenance window: when the next one opens. */
+  nextWindow?: Date;
+}
+
 /** While something is moving (a restart, a rollout), poll it this often. */
 const PROGRESS_POLL_MS = 2_000;
 
 export class PoolPolicyReconciler {
   private readonly apps: AppsV1Api;
+  private readonly autoscaling: AutoscalingV2Api;
   private readonly core: CoreV1Api;
   private readonly custom: CustomObjectsApi;
   private readonly reaper = new ReaperSchedule();
+  private readonly lastStatusWrite = new Map<string, { basedOn: string | undefined; status: PoolPolicyStatus }>();
   private readonly now: () => Date;
 
   constructor(private readonly deps: ReconcilerDeps) {
     this.apps = deps.kc.makeApiClient(AppsV1Api);
+    this.autoscaling = deps.kc.makeApiClient(AutoscalingV2Api);
     this.core = deps.kc.makeApiClient(CoreV1Api);
     this.custom = deps.kc.makeApiClient(CustomObjectsApi);
     this.now = deps.now ?? (() => new Date());
@@ -99,14 +128,18 @@ export class PoolPolicyReconciler {
   }
 
   private async converge(key: string, policy: PoolPolicy, spec: PoolPolicySpec): Promise<ReconcileResult> {
-    const { name, namespace } = policy.metadata;
-    const now = this.now();
+    const { namespace } = policy.metadata;
     const previous: PoolPolicyStatus = policy.status ?? {};
-    const log = this.deps.log.child({ policy: key });
-    const events: PolicyEvent[] = [];
     const updates: ConditionUpdate[] = [];
-    const set = (type: ConditionType, c: Omit<ConditionUpdate, "type">) => updates.push({ type, ...c });
-    const status: PoolPolicyStatus = { ...previous };
+    const pass: Pass = {
+      key, policy, spec, previous,
+      now: this.now(),
+      log: this.deps.log.child({ policy: key }),
+      events: [],
+      status: { ...previous },
+      set: (type, c) => updates.push({ type, ...c }),
+    };
+    const { now, events, status, set } = pass;
 
     this.deps.watchTargets?.(key, namespace, labelSelectorString(spec.targets.selector));
 
@@ -127,47 +160,37 @@ export class PoolPolicyReconciler {
       }
     }
 
-    // 2. max_connections: ALTER SYSTEM, restart through the workload, verify.
-    const workload = await readWorkload(this.apps, spec.postgres.restart, namespace);
-    const plan = planMaxConnections({
-      desired: spec.postgres.maxConnections,
-      facts,
-      workload,
-      restartPolicy: spec.postgres.restart?.policy ?? "Automatic",
-      approval: policy.metadata.annotations?.[APPROVAL_ANNOTATION],
-    });
-    let maxConnectionsCondition = plan.condition;
-    if (plan.alterTo !== undefined && connection.ok) {
-      try {
-        await this.deps.pools.withClient(connection.target, (c) => alterMaxConnections(c, plan.alterTo!));
-        events.push({ type: "Normal", reason: "MaxConnectionsAltered", action: "AlterSystem", note: `ALTER SYSTEM SET max_connections = ${plan.alterTo}; configuration reloaded, restart pending` });
-        log.info({ action: "AlterSystem", maxConnections: plan.alterTo }, "ALTER SYSTEM SET max_connections");
-      } catch (err) {
-        const reason = err instanceof AlterSystemError ? err.failure : "AlterSystemFailed";
-        maxConnectionsCondition = { status: "False", reason, message: (err as Error).message };
-      }
-    }
-    const alterFailed = plan.alterTo !== undefined && maxConnectionsCondition !== plan.condition;
-    if (plan.requestRestart && !alterFailed) {
-      await requestRestart(this.apps, workload, plan.requestRestart);
-      operatorMetrics.restartsRequested.inc();
-      events.push({ type: "Normal", reason: "RestartRequested", action: "RollingRestart", note: `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}` });
-      log.info({ action: "RollingRestart", workload: workload.description, maxConnections: plan.requestRestart.value }, "requested a rolling restart");
-    }
-    set("MaxConnectionsApplied", maxConnectionsCondition);
-    if (maxConnectionsCondition.reason === "Applied" && findCondition(previous.conditions, "MaxConnectionsApplied")?.reason === "RestartInProgress") {
-      events.push({ type: "Normal", reason: "MaxConnectionsVerified", action: "Verify", note: maxConnectionsCondition.message });
-    }
+    // 2. The budget of the server, across every policy that points at it, and the
+    //    max_connections those policies ask for together.
+    const peers = policiesOnServer(this.deps.listPolicies?.() ?? [policy], spec);
+    const self = peers.find((p) => p.key === key) ?? { key, namespace, spec };
+    const budget = facts ? serverBudget(await gatherBudgetTargets(this.apps, this.autoscaling, peers), facts, spec) : undefined;
+    if (budget) status.budget = { demand: budget.demand, capacity: budget.capacity, reserve: budget.reserve, targets: budget.targets };
+    const desired = resolveDesiredMaxConnections(self, peers, budget, facts);
 
-    // 3. Pool env on the target Deployments.
-    const targets = await applyPoolEnv(this.apps, { name, namespace }, spec, previous.targets ?? []);
-    for (const a of targets.actions) events.push({ type: a.warning ? "Warning" : "Normal", reason: a.reason, action: "ServerSideApply", note: a.note });
-    status.targets = targets.targets;
-    status.targetsSummary = targets.summary;
+    // 3. max_connections and the pool env, ordered by direction: when the server's limit goes
+    //    up, raise it (restart) before any pool grows; when it goes down, let the apps roll out
+    //    with their smaller pools first, then lower it.
+    const current = facts?.maxConnections;
+    const lowering = desired.kind === "value" && current !== undefined && desired.value < current;
+    let maxConnections: MaxConnectionsStep;
+    let targets: TargetsOutcome;
+    if (lowering) {
+      targets = await this.injectEnv(pass, false);
+      maxConnections = targets.condition.status === "True"
+        ? await this.applyMaxConnections(pass, connection, facts, desired)
+        : { restarting: false, condition: { status: "False", reason: "WaitingForApps", message: `lowering max_connections to ${desired.value} once the apps run with their new pools (${targets.condition.message})` } };
+    } else {
+      maxConnections = await this.applyMaxConnections(pass, connection, facts, desired);
+      const raisePending = desired.kind === "value" && current !== undefined && desired.value > current;
+      targets = await this.injectEnv(pass, raisePending ? desired.value : false);
+    }
+    set("MaxConnectionsApplied", maxConnections.condition);
     set("PoolEnvInjected", targets.condition);
+    set("BudgetWithinLimits", budgetCondition(budget));
 
     // 4. Reaper.
-    const reaperDueIn = await this.reap(key, spec, connection, facts, plan.restarting, status, set, events, now);
+    const reaperDueIn = await this.reap(key, spec, connection, facts, maxConnections.restarting, status, set, events, now);
 
     // 5. Extensions and Redis.
     set("ExtensionsReady", checkExtensions(spec, facts));
@@ -185,18 +208,78 @@ export class PoolPolicyReconciler {
     status.observedGeneration = policy.metadata.generation;
     events.push(...transitionEvents(previous, updates));
 
-    if (statusChanged(previous, status)) await this.writeStatus(policy, status);
+    if (statusChanged(previous, status) && !this.cacheLagsOurWrite(policy, status)) {
+      pass.log.debug({ action: "WriteStatus", changed: changedFields(previous, status), budget: status.budget }, "status changed");
+      await this.writeStatus(policy, status);
+    }
     await this.emit(policy, events);
 
-    const busy = plan.restarting || targets.rollingOut;
-    const next = Math.min(busy ? PROGRESS_POLL_MS : (this.deps.statsRefreshMs ?? 30_000), reaperDueIn);
+    const busy = maxConnections.restarting || targets.rollingOut;
+    const untilWindow = maxConnections.nextWindow ? maxConnections.nextWindow.getTime() - now.getTime() : Number.POSITIVE_INFINITY;
+    const next = Math.min(busy ? PROGRESS_POLL_MS : (this.deps.statsRefreshMs ?? 30_000), reaperDueIn, untilWindow);
     return { requeueAfter: Math.max(next, 500) };
+  }
+
+  /** ALTER SYSTEM, restart through the workload, verify; or say why not. */
+  private async applyMaxConnections(
+    pass: Pass,
+    connection: PostgresConnection,
+    facts: ServerFacts | undefined,
+    desired: DesiredMaxConnections,
+  ): Promise<MaxConnectionsStep> {
+    const { spec, policy, previous, events, log } = pass;
+    if (desired.kind === "conflict") return { restarting: false, condition: { status: "False", reason: "Conflict", message: desired.message } };
+    if (desired.kind === "unknown") return { restarting: false, condition: { status: "Unknown", reason: "AutoSizingUnavailable", message: desired.message } };
+    const workload = await readWorkload(this.apps, spec.postgres.restart, policy.metadata.namespace);
+    const window = spec.postgres.restart?.maintenanceWindow;
+    const plan = planMaxConnections({
+      desired: desired.kind === "value" ? desired.value : undefined,
+      facts,
+      workload,
+      restartPolicy: spec.postgres.restart?.policy ?? "Automatic",
+      approval: policy.metadata.annotations?.[APPROVAL_ANNOTATION],
+      window: window ? windowState(pass.now, window) : undefined,
+    });
+    let condition = plan.condition;
+    if (plan.alterTo !== undefined && connection.ok) {
+      try {
+        await this.deps.pools.withClient(connection.target, (c) => alterMaxConnections(c, plan.alterTo!));
+        events.push({ type: "Normal", reason: "MaxConnectionsAltered", action: "AlterSystem", note: `ALTER SYSTEM SET max_connections = ${plan.alterTo}; configuration reloaded, restart pending` });
+        log.info({ action: "AlterSystem", maxConnections: plan.alterTo }, "ALTER SYSTEM SET max_connections");
+      } catch (err) {
+        const reason = err instanceof AlterSystemError ? err.failure : "AlterSystemFailed";
+        return { restarting: false, condition: { status: "False", reason, message: (err as Error).message } };
+      }
+    }
+    if (plan.requestRestart) {
+      await requestRestart(this.apps, workload, plan.requestRestart);
+      operatorMetrics.restartsRequested.inc();
+      events.push({ type: "Normal", reason: "RestartRequested", action: "RollingRestart", note: `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}` });
+      log.info({ action: "RollingRestart", workload: workload.description, maxConnections: plan.requestRestart.value }, "requested a rolling restart");
+    }
+    if (condition.reason === "Applied" && findCondition(previous.conditions, "MaxConnectionsApplied")?.reason === "RestartInProgress") {
+      events.push({ type: "Normal", reason: "MaxConnectionsVerified", action: "Verify", note: condition.message });
+    }
+    if (condition.status === "True" && desired.kind === "value" && desired.source !== "spec") {
+      condition = { ...condition, message: `${condition.message} (${desired.source})` };
+    }
+    return { restarting: plan.restarting, condition, nextWindow: plan.nextWindow };
+  }
+
+  /** The pool env on the target Deployments; `holdGrowthUntil` holds back growing pools while max_connections is being raised to that value. */
+  private async injectEnv(pass: Pass, holdGrowthUntil: number | false): Promise<TargetsOutcome> {
+    const { policy, spec, previous, events, status } = pass;
+    const targets = await applyPoolEnv(this.apps, { name: policy.metadata.name, namespace: policy.metadata.namespace }, spec, previous.targets ?? [], { holdGrowthUntil });
+    for (const a of targets.actions) events.push({ type: a.warning ? "Warning" : "Normal", reason: a.reason, action: "ServerSideApply", note: a.note });
+    status.targets = targets.targets;
+    status.targetsSummary = targets.summary;
+    return targets;
   }
 
   private async reap(
     key: string,
     spec: PoolPolicySpec,
-    connection: Awaited<ReturnType<PoolPolicyReconciler["postgresTarget"]>>,
+    connection: PostgresConnection,
     facts: ServerFacts | undefined,
     restarting: boolean,
     status: PoolPolicyStatus,
@@ -243,9 +326,7 @@ export class PoolPolicyReconciler {
     return interval;
   }
 
-  private async postgresTarget(namespace: string, spec: PoolPolicySpec): Promise<
-    { ok: true; target: PostgresTarget } | { ok: false; reason: string; message: string }
-  > {
+  private async postgresTarget(namespace: string, spec: PoolPolicySpec): Promise<PostgresConnection> {
     const s = spec.postgres.credentialsSecret;
     const secret = await readSecretKeys(this.core, namespace, s.name, [s.usernameKey, s.passwordKey]);
     if (!secret.ok) return secret;
@@ -295,11 +376,23 @@ export class PoolPolicyReconciler {
 
   private forget(key: string): void {
     this.reaper.forget(key);
+    this.lastStatusWrite.delete(key);
     this.deps.watchTargets?.(key, "", null);
+  }
+
+  /**
+   * True when the cache still shows the object our last status write was based on and that
+   * write already said exactly this: the watch event of our own write has not arrived yet, and
+   * writing again would be a no-op round trip (and, counted, a hot loop in disguise).
+   */
+  private cacheLagsOurWrite(policy: PoolPolicy, status: PoolPolicyStatus): boolean {
+    const last = this.lastStatusWrite.get(`${policy.metadata.namespace}/${policy.metadata.name}`);
+    return last !== undefined && last.basedOn === policy.metadata.resourceVersion && !statusChanged(last.status, status);
   }
 
   private async writeStatus(policy: PoolPolicy, status: PoolPolicyStatus): Promise<void> {
     const { name, namespace } = policy.metadata;
+    this.lastStatusWrite.set(`${namespace}/${name}`, { basedOn: policy.metadata.resourceVersion, status });
     await this.custom.replaceNamespacedCustomObjectStatus({
       group: GROUP, version: VERSION, plural: PLURAL, namespace, name,
       body: { apiVersion: policy.apiVersion, kind: policy.kind, metadata: policy.metadata, spec: policy.spec, status },
@@ -314,7 +407,7 @@ export class PoolPolicyReconciler {
 }
 
 /** Reasons that say "under way", not "broken": their Events are Normal, not Warning. */
-const PROGRESS_REASONS = new Set(["RestartInProgress", "RollingOut", "AwaitingApproval", "Paused", "Scheduled"]);
+const PROGRESS_REASONS = new Set(["RestartInProgress", "RollingOut", "AwaitingApproval", "Paused", "Scheduled", "WaitingForApps", "WaitingForMaxConnections", "OutsideMaintenanceWindow"]);
 
 /** An Event for every condition that changed status or reason: the story `kubectl describe` tells. */
 function transitionEvents(previous: PoolPolicyStatus, updates: readonly ConditionUpdate[]): PolicyEvent[] {

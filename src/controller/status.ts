@@ -45,3 +45,15 @@ export function statusChanged(previous: PoolPolicyStatus, next: PoolPolicyStatus
 function normalize(value: unknown): unknown {
   return JSON.parse(JSON.stringify(value ?? {}));
 }
+
+/** The top-level status fields (and condition types) that differ: for the debug log of a write. */
+export function changedFields(previous: PoolPolicyStatus, next: PoolPolicyStatus): string[] {
+  const a = normalize(previous) as Record<string, unknown>;
+  const b = normalize(next) as Record<string, unknown>;
+  const fields = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => k !== "conditions" && !isDeepStrictEqual(a[k], b[k]));
+  const before = new Map((previous.conditions ?? []).map((c) => [c.type, c]));
+  for (const c of next.conditions ?? []) {
+    if (!isDeepStrictEqual(normalize(before.get(c.type)), normalize(c))) fields.push(`conditions.${c.type}`);
+  }
+  return fields;
+}

@@ -38,6 +38,7 @@ export async function applyPoolEnv(
   policy: { name: string; namespace: string },
   spec: PoolPolicySpec,
   previousTargets: readonly TargetStatus[],
+  options: { holdGrowthUntil?: number | false } = {},
 ): Promise<TargetsOutcome> {
   const manager = fieldManagerFor(policy.name);
   const env = desiredEnv(spec.pool);
@@ -48,6 +49,7 @@ export async function applyPoolEnv(
 
   const outcome: TargetsOutcome = { targets: [], summary: "", condition: { status: "True", reason: "Injected", message: "" }, actions: [], rollingOut: false };
   const failures: string[] = [];
+  const held: string[] = [];
   for (const deployment of matched) {
     const name = deployment.metadata!.name!;
     const containers = selectContainers(deployment, spec.targets.containers);
@@ -57,6 +59,11 @@ export async function applyPoolEnv(
       continue;
     }
     let current: V1Deployment = deployment;
+    if (options.holdGrowthUntil && poolWouldGrow(deployment, containers, spec.pool)) {
+      held.push(name);
+      outcome.targets.push({ name, containers, injected: false, rolledOut: deploymentRolledOut(deployment) });
+      continue;
+    }
     if (!isInjected(deployment, containers, env)) {
       try {
         current = await apps.patchNamespacedDeployment(
@@ -92,6 +99,9 @@ export async function applyPoolEnv(
   outcome.summary = `${ready}/${matched.length}`;
   if (failures.length > 0) {
     outcome.condition = { status: "False", reason: "ApplyFailed", message: failures.join("; ") };
+  } else if (held.length > 0) {
+    outcome.condition = { status: "False", reason: "WaitingForMaxConnections",
+      message: `the pool max grows to ${spec.pool.maxSize} in ${held.join(", ")}: waiting until max_connections is raised to ${options.holdGrowthUntil} first` };
   } else if (matched.length === 0) {
     outcome.condition = { status: "False", reason: "NoMatchingDeployments", message: `no Deployment in namespace ${policy.namespace} matches ${labelSelectorString(spec.targets.selector)}` };
   } else if (outcome.rollingOut) {
@@ -120,4 +130,16 @@ export async function removePoolEnv(apps: AppsV1Api, name: string, namespace: st
 export async function deploymentsOwnedBy(apps: AppsV1Api, namespace: string, manager: string): Promise<string[]> {
   const all = await apps.listNamespacedDeployment({ namespace });
   return all.items.filter((d) => ownsFields(d, manager)).map((d) => d.metadata!.name!);
+}
+
+/**
+ * Whether injecting would let the Deployment's pods open more connections than now: its
+ * current pool max (our variable, if set) is below the new one, or unknown.
+ */
+export function poolWouldGrow(deployment: V1Deployment, containers: readonly string[], pool: PoolPolicySpec["pool"]): boolean {
+  const byName = new Map((deployment.spec?.template.spec?.containers ?? []).map((c) => [c.name, c]));
+  return containers.some((name) => {
+    const current = Number(byName.get(name)?.env?.find((e) => e.name === pool.env.max)?.value);
+    return !Number.isFinite(current) || current < pool.maxSize;
+  });
 }

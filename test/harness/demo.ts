@@ -117,7 +117,8 @@ async function createDemoWorkloads(kc: KubeConfig, postgres: PostgresServer, red
   bridge.start();
   await waitForStatefulSet(kc, NAMESPACE, "postgres");
   const partOf = { "app.kubernetes.io/part-of": "governance" };
-  for (const [name, replicas] of [["api", 3], ["worker", 2], ["web", 2]] as const) {
+  // Worst case with the rollout surge: (3 + 2 + 2) pods × 25 + the reserves stays under 200.
+  for (const [name, replicas] of [["api", 2], ["worker", 1], ["web", 1]] as const) {
     await apps.createNamespacedDeployment({ namespace: NAMESPACE, body: appDeployment(NAMESPACE, name, { labels: partOf, replicas }) });
   }
   return bridge;

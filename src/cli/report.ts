@@ -1,0 +1,115 @@
+/**
+ * The shape of `poolpolicy diagnose`: what was found (facts) and what is wrong with it
+ * (findings). The --json output is this object as is, so its field names are an interface
+ * scripts rely on: add fields, do not rename them.
+ */
+import type { ConnectionCounts } from "../postgres/inspect.js";
+import type { TargetDemand } from "../budget/budget.js";
+import type { IdleInTransactionSession, SessionGroup } from "./sessions.js";
+
+export type Severity = "critical" | "warning" | "notice";
+
+/** critical and warning findings make the exit code 1; notices are for reading only. */
+export interface Finding {
+  severity: Severity;
+  /** Stable identifier for scripts, e.g. "BudgetExceeded". */
+  code: string;
+  message: string;
+  /** What to do, with the numbers. */
+  recommendation?: string;
+}
+
+export interface Subject {
+  /** "ns/name" when a PoolPolicy was diagnosed. */
+  policy?: string;
+  /** The --dsn, password redacted. */
+  dsn?: string;
+  /** host:port as connected to. */
+  server: string;
+  database: string;
+  user: string;
+}
+
+export type PostgresSection =
+  | {
+      reachable: true;
+      version: string;
+      maxConnections: number;
+      settingSource: string;
+      pendingRestart: boolean;
+      /** What postgresql.auto.conf holds (the value the next start uses), when readable. */
+      alterSystemValue?: number;
+      postmasterStartTime: string;
+      superuserReservedConnections: number;
+      reservedConnections: number;
+      isSuperuser: boolean;
+      connections: ConnectionCounts;
+      /** connections.total / max_connections, in percent, rounded. */
+      usagePercent: number;
+      /** Slots left for roles without a reserved slot; at 0 they get "too many clients". */
+      ordinarySlotsFree: number;
+    }
+  | { reachable: false; reason: string; message: string };
+
+export interface SessionsSection {
+  byDatabase: (Omit<SessionGroup, "database" | "user" | "applicationName"> & { database: string })[];
+  byUserAndApplication: SessionGroup[];
+  oldestIdleInTransaction: IdleInTransactionSession[];
+  /** The age past which a session idle in transaction is a problem: the policy's reaper timeout, or --idle-threshold. */
+  idleThreshold: string;
+  idleThresholdMs: number;
+  /** Sessions idle in transaction longer than the threshold, all databases. */
+  idleInTransactionOverThreshold: number;
+}
+
+export interface BudgetSection {
+  server: string;
+  policies: string[];
+  targets: TargetDemand[];
+  reserve: { superuserReserved: number; reserved: number; operator: number; extra: number; total: number };
+  demand: number;
+  capacity: number;
+  withinLimits: boolean;
+  /** spec.budget of the diagnosed policy, used to size the recommended max_connections. */
+  headroomPercent: number;
+  ceiling: number;
+  notes: string[];
+}
+
+export interface ExtensionsSection {
+  database: string;
+  required: string[];
+  missing: { name: string; availableOnServer: boolean }[];
+}
+
+export interface RedisSection {
+  required: boolean;
+  available: boolean;
+  /** The condition reason the operator would report: Available, NearClientLimit, RedisUnavailable, SecretNotFound… */
+  reason: string;
+  message: string;
+  connectedClients?: number;
+  maxClients?: number;
+  rejectedConnections?: number;
+}
+
+export interface PolicySection {
+  maxConnections?: number | "auto";
+  pool: { minSize: number; maxSize: number };
+  reaper: { enabled: boolean; dryRun: boolean; idleInTransactionTimeout: string };
+  /** The conditions the operator last wrote. */
+  conditions: { type: string; status: string; reason: string; message: string }[];
+}
+
+export interface DiagnoseReport {
+  subject: Subject;
+  policy?: PolicySection;
+  postgres: PostgresSection;
+  sessions?: SessionsSection;
+  budget?: BudgetSection;
+  extensions?: ExtensionsSection;
+  redis?: RedisSection;
+  findings: Finding[];
+  /** false when any finding is critical or a warning: the exit code is then 1. */
+  ok: boolean;
+}
