@@ -187,8 +187,13 @@ async function listPolicies(kc: KubeConfig, namespace: string, notes: string[]):
   try {
     items = ((await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL })) as { items: PoolPolicy[] }).items;
   } catch (err) {
-    notes.push(`only policies of namespace ${namespace} counted: cannot list PoolPolicies cluster-wide (${apiErrorMessage(err)})`);
-    items = ((await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace })) as { items: PoolPolicy[] }).items;
+    try {
+      items = ((await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace })) as { items: PoolPolicy[] }).items;
+      notes.push(`only policies of namespace ${namespace} counted: cannot list PoolPolicies cluster-wide (${apiErrorMessage(err)})`);
+    } catch (nsErr) {
+      notes.push(`only the diagnosed policy counted: cannot list PoolPolicies (${apiErrorMessage(nsErr)})`);
+      items = [];
+    }
   }
   const loaded: LoadedPolicy[] = [];
   for (const policy of items) {

@@ -16,7 +16,7 @@ import { PostgresError, PostgresPools, describeTarget, type PostgresTarget } fro
 import { inspectServer, type ServerFacts } from "../postgres/inspect.js";
 import { checkRedis } from "../redis/check.js";
 import { budgetSettings, CliError, gatherBudgetInputs, loadKubeConfig, parsePolicyRef, policyTarget, readPolicy, type KubeOptions, type LoadedPolicy } from "./cluster.js";
-import { DsnError, parseDsn, redactDsn } from "./dsn.js";
+import { DsnError, dsnWithoutPassword, parseDsn, redactDsn } from "./dsn.js";
 import { analyze, isOk } from "./findings.js";
 import type { CliIo } from "./io.js";
 import type { BudgetSection, DiagnoseReport, ExtensionsSection, PolicySection, PostgresSection, RedisSection, SessionsSection, Subject } from "./report.js";
@@ -140,8 +140,8 @@ async function diagnoseDsn(dsn: string, options: DiagnoseOptions, pools: Postgre
     extensions: extensionsOf(options.requireExtensions, target.database, snapshot?.facts),
     redis,
   };
-  // The DSN in the recommendation is the redacted one: the reader substitutes the password.
-  return finish(facts, `${options.program} reap --dsn '${shown}'`);
+  // No password in a command meant to be pasted: reap takes it from PGPASSWORD.
+  return finish(facts, `PGPASSWORD=… ${options.program} reap --dsn '${dsnWithoutPassword(dsn)}'`);
 }
 
 function finish(facts: Omit<DiagnoseReport, "findings" | "ok">, reapCommand: string): DiagnoseReport {
@@ -241,11 +241,13 @@ async function redisOfPolicy(kc: KubeConfig, loaded: LoadedPolicy): Promise<Redi
 }
 
 async function redisFromUrl(url: string, required: boolean, io: CliIo): Promise<RedisSection> {
+  let password: string;
   try {
-    io.secret(new URL(url).password ? decodeURIComponent(new URL(url).password) : undefined);
+    password = decodeURIComponent(new URL(url).password);
   } catch {
     throw new CliError("invalid --redis-url: expected redis://[:password@]host:port[/db]");
   }
+  io.secret(password);
   try {
     const facts = await checkRedis(url);
     return {

@@ -40,6 +40,20 @@ export function parseDsn(dsn: string, env: NodeJS.ProcessEnv = process.env): Pos
   };
 }
 
+/**
+ * The DSN without its password, for a command line the reader can paste (the password then
+ * comes from PGPASSWORD): postgres://app@db:5432/appdb.
+ */
+export function dsnWithoutPassword(dsn: string): string {
+  try {
+    const url = new URL(dsn);
+    url.password = "";
+    return url.toString();
+  } catch {
+    return "[unparseable dsn]";
+  }
+}
+
 /** The DSN as it may be printed: postgres://app:***@db:5432/appdb. */
 export function redactDsn(dsn: string): string {
   try {

@@ -50,6 +50,11 @@ export function analyze(facts: Facts, ctx: FindingContext): Finding[] {
   }
 
   const s = facts.sessions;
+  // Without pg_read_all_stats, other roles' sessions show no state: the counts above undercount.
+  const hidden = s?.byUserAndApplication.reduce((n, g) => n + g.other, 0) ?? 0;
+  if (pg.reachable && !pg.isSuperuser && hidden > 0) {
+    add("notice", "SessionsHidden", `${hidden} session(s) of other roles show no state to ${facts.subject.user}: they count as "other", and those idle in transaction are not listed`, `GRANT pg_read_all_stats TO ${quoteIdent(facts.subject.user)}`);
+  }
   if (s && s.idleInTransactionOverThreshold > 0) {
     const over = s.oldestIdleInTransaction.filter((x) => x.idleSeconds * 1000 >= s.idleThresholdMs);
     const oldest = s.oldestIdleInTransaction[0];

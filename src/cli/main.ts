@@ -234,8 +234,8 @@ function packageVersion(): string {
   return "unknown";
 }
 
-/** "kubectl poolpolicy" when run as the kubectl plugin, else "poolpolicy". */
-function programName(invokedAs: string | undefined): string {
+/** "kubectl poolpolicy" when run as the kubectl plugin (an executable named kubectl-…), else "poolpolicy". */
+export function programName(invokedAs: string | undefined): string {
   return invokedAs && basename(invokedAs).startsWith("kubectl-") ? "kubectl poolpolicy" : "poolpolicy";
 }
 

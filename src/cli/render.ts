@@ -37,8 +37,8 @@ export function renderDiagnose(r: DiagnoseReport): string {
   const out: string[] = [];
   const s = r.subject;
   out.push(s.policy
-    ? `PoolPolicy ${s.policy}: ${s.user}@${s.server}/${s.database}\n`
-    : `${s.dsn}\n`);
+    ? `PoolPolicy ${s.policy}: ${s.user}@${s.server}/${s.database}\n\n`
+    : `${s.dsn}\n\n`);
 
   const pg = r.postgres;
   out.push("POSTGRESQL\n");

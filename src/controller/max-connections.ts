@@ -55,6 +55,8 @@ export interface MaxConnectionsPlan {
   condition: Omit<ConditionUpdate, "type">;
   /** Outside the maintenance window: when the next one opens (the reconcile comes back then). */
   nextWindow?: Date;
+  /** The value is in force after the restart the operator requested for it. */
+  verifiedRestart?: boolean;
 }
 
 const RESTART_POLL_HINT = "waiting for the rollout to replace the PostgreSQL pods";
@@ -74,10 +76,9 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
       : done("Unknown", "PostgresUnreachable", "cannot read max_connections: PostgreSQL is not reachable");
   }
   if (facts.maxConnections === desired) {
-    const verified = pending && facts.postmasterStartTime.getTime() > pending.after.getTime()
-      ? ` (verified after the restart at ${facts.postmasterStartTime.toISOString()})`
-      : "";
-    return done("True", "Applied", `max_connections is ${desired}${verified}`);
+    const verified = pending !== undefined && facts.postmasterStartTime.getTime() > pending.after.getTime();
+    const detail = verified ? ` (verified after the restart at ${facts.postmasterStartTime.toISOString()})` : "";
+    return { ...done("True", "Applied", `max_connections is ${desired}${detail}`), verifiedRestart: verified };
   }
   if (facts.settingSource === "command line") {
     return done("False", "CommandLineOverride",

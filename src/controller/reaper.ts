@@ -7,6 +7,7 @@ import type { PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
 import { parseDuration, formatDuration } from "../api/duration.js";
 import type { ConditionUpdate } from "./conditions.js";
 import { reapIdleInTransaction, type ReapedSession } from "../postgres/reap.js";
+import { ensureRoleTimeouts, ensureServerTimeout } from "../postgres/timeouts.js";
 import type pg from "pg";
 
 export interface ReaperOutcome {
@@ -79,4 +80,18 @@ export function describeSessions(sessions: readonly ReapedSession[]): string {
   const shown = sessions.slice(0, 10).map((s) => `pid ${s.pid} (user ${s.user ?? "?"}, application "${s.applicationName}", idle ${s.idleSeconds}s)`);
   const more = sessions.length > shown.length ? ` and ${sessions.length - shown.length} more` : "";
   return shown.join(", ") + more;
+}
+
+/**
+ * For modes ServerTimeout and Both: make PostgreSQL end idle-in-transaction sessions itself.
+ * Returns a note for an Event when something was changed.
+ */
+export async function applyServerTimeout(client: pg.PoolClient, spec: PoolPolicySpec): Promise<string | undefined> {
+  const ms = parseDuration(spec.reaper.idleInTransactionTimeout) ?? 300_000;
+  const { scope, roles } = spec.reaper.serverTimeout;
+  if (scope === "Server") {
+    return (await ensureServerTimeout(client, ms)) ? `ALTER SYSTEM SET idle_in_transaction_session_timeout = ${ms} (ms); configuration reloaded` : undefined;
+  }
+  const changed = await ensureRoleTimeouts(client, roles, ms);
+  return changed.length > 0 ? `ALTER ROLE … SET idle_in_transaction_session_timeout = ${ms} (ms) for ${changed.join(", ")}` : undefined;
 }

@@ -25,7 +25,7 @@ import { applyPoolEnv, deploymentsOwnedBy, removePoolEnv, type TargetsOutcome } 
 import { budgetCondition, gatherBudgetTargets, policiesOnServer, resolveDesiredMaxConnections, serverBudget, type DesiredMaxConnections } from "./server-budget.js";
 import { windowState } from "./maintenance-window.js";
 import { fieldManagerFor, labelSelectorString } from "./env-injection.js";
-import { ReaperSchedule, describeSessions, reaperIntervalMs, runReaper } from "./reaper.js";
+import { ReaperSchedule, applyServerTimeout, describeSessions, reaperIntervalMs, runReaper } from "./reaper.js";
 import { checkExtensions, checkRedisDependency } from "./checks.js";
 import { readSecretKeys } from "./secrets.js";
 import { changedFields, statusChanged, withUsage } from "./status.js";
@@ -182,7 +182,9 @@ export class PoolPolicyReconciler {
         : { restarting: false, condition: { status: "False", reason: "WaitingForApps", message: `lowering max_connections to ${desired.value} once the apps run with their new pools (${targets.condition.message})` } };
     } else {
       maxConnections = await this.applyMaxConnections(pass, connection, facts, desired);
-      const raisePending = desired.kind === "value" && current !== undefined && desired.value > current;
+      // Pools may grow only once the server is known to allow it: while PostgreSQL is down
+      // (e.g. restarting to raise max_connections) the current value is unknown, so hold.
+      const raisePending = desired.kind === "value" && (current === undefined || desired.value > current);
       targets = await this.injectEnv(pass, raisePending ? desired.value : false);
     }
     set("MaxConnectionsApplied", maxConnections.condition);
@@ -247,8 +249,13 @@ export class PoolPolicyReconciler {
         events.push({ type: "Normal", reason: "MaxConnectionsAltered", action: "AlterSystem", note: `ALTER SYSTEM SET max_connections = ${plan.alterTo}; configuration reloaded, restart pending` });
         log.info({ action: "AlterSystem", maxConnections: plan.alterTo }, "ALTER SYSTEM SET max_connections");
       } catch (err) {
-        const reason = err instanceof AlterSystemError ? err.failure : "AlterSystemFailed";
-        return { restarting: false, condition: { status: "False", reason, message: (err as Error).message } };
+        if (err instanceof AlterSystemError) return { restarting: false, condition: { status: "False", reason: err.failure, message: err.message } };
+        // The server went away under us (e.g. a restart began): not a verdict, try again soon.
+        const failure = err instanceof PostgresError ? err : undefined;
+        const transient = failure?.reason === "ServerShuttingDown" || failure?.reason === "ConnectionRefused";
+        return transient
+          ? { restarting: true, condition: { status: "Unknown", reason: "PostgresUnreachable", message: failure.message } }
+          : { restarting: false, condition: { status: "False", reason: "AlterSystemFailed", message: (err as Error).message } };
       }
     }
     if (plan.requestRestart) {
@@ -257,7 +264,7 @@ export class PoolPolicyReconciler {
       events.push({ type: "Normal", reason: "RestartRequested", action: "RollingRestart", note: `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}` });
       log.info({ action: "RollingRestart", workload: workload.description, maxConnections: plan.requestRestart.value }, "requested a rolling restart");
     }
-    if (condition.reason === "Applied" && findCondition(previous.conditions, "MaxConnectionsApplied")?.reason === "RestartInProgress") {
+    if (condition.reason === "Applied" && plan.verifiedRestart && findCondition(previous.conditions, "MaxConnectionsApplied")?.status !== "True") {
       events.push({ type: "Normal", reason: "MaxConnectionsVerified", action: "Verify", note: condition.message });
     }
     if (condition.status === "True" && desired.kind === "value" && desired.source !== "spec") {
@@ -299,6 +306,21 @@ export class PoolPolicyReconciler {
     if (!connection.ok || !facts) {
       set("ReaperHealthy", { status: "Unknown", reason: "PostgresUnreachable", message: "cannot reap: PostgreSQL is not reachable" });
       return interval;
+    }
+    let serverTimeout = "";
+    if (spec.reaper.mode !== "Terminate") {
+      try {
+        const note = await this.deps.pools.withClient(connection.target, (c) => applyServerTimeout(c, spec));
+        if (note) events.push({ type: "Normal", reason: "ServerTimeoutSet", action: "AlterSystem", note });
+        serverTimeout = `PostgreSQL ends sessions idle in transaction for more than ${spec.reaper.idleInTransactionTimeout} (${spec.reaper.serverTimeout.scope === "Server" ? "server-wide" : `roles ${spec.reaper.serverTimeout.roles.join(", ")}`})`;
+      } catch (err) {
+        set("ReaperHealthy", { status: "False", reason: "ServerTimeoutFailed", message: `cannot set idle_in_transaction_session_timeout: ${(err as Error).message}` });
+        return interval;
+      }
+      if (spec.reaper.mode === "ServerTimeout") {
+        set("ReaperHealthy", { status: "True", reason: "ServerTimeout", message: serverTimeout });
+        return Number.POSITIVE_INFINITY;
+      }
     }
     const dueIn = this.reaper.dueIn(key, interval, now.getTime());
     const previousCondition = findCondition(status.conditions, "ReaperHealthy");

@@ -49,10 +49,16 @@ SELECT current_setting('server_version') AS version,
        coalesce(current_setting('allow_alter_system', true), 'on') = 'on' AS allow_alter_system
   FROM pg_settings s WHERE s.name = 'max_connections'`;
 
-/** pg_file_settings is readable by superusers only (by default): asked only when we may. */
+/**
+ * pg_file_settings is readable by superusers only (by default): asked only when we may.
+ * No `error IS NULL` filter: after ALTER SYSTEM + reload, the auto.conf entry of a setting that
+ * needs a restart carries error = 'setting could not be applied' until the restart, which is
+ * exactly the pending value we want to see (filtering it out made every reconcile of a pending
+ * restart run ALTER SYSTEM + pg_reload_conf() again; found by test/integration/faults).
+ */
 const ALTER_SYSTEM_VALUE_SQL = `
 SELECT f.setting FROM pg_file_settings f
- WHERE f.name = 'max_connections' AND f.sourcefile LIKE '%postgresql.auto.conf' AND f.error IS NULL
+ WHERE f.name = 'max_connections' AND f.sourcefile LIKE '%postgresql.auto.conf'
  ORDER BY f.seqno DESC LIMIT 1`;
 
 /** Client backends only: walsenders, autovacuum and background workers do not count. */

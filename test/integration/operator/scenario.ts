@@ -109,7 +109,8 @@ export class Scenario {
     await waitFor(`PoolPolicy ${this.namespace}/${name} condition ${type} ${JSON.stringify(match)} `, async () => {
       latest = await this.readPolicy(name);
       const c = latest?.status?.conditions?.find((x) => x.type === type);
-      if (!c) return false;
+      // Only a condition about the current spec counts: right after an edit, the old one still shows.
+      if (!c || c.observedGeneration !== latest?.metadata.generation) return false;
       return Object.entries(match).every(([k, v]) => (c as Record<string, unknown>)[k] === v);
     }, { timeoutMs, intervalMs: 300 }).catch((err: Error) => {
       throw new Error(`${err.message}; conditions: ${JSON.stringify(latest?.status?.conditions, null, 1)}`);
@@ -121,9 +122,14 @@ export class Scenario {
     return (await this.readPolicy(name))?.status ?? {};
   }
 
-  async events(): Promise<{ reason: string; note: string; type: string }[]> {
+  /** The namespace's Events, oldest first (eventTime has microseconds: a reliable order). */
+  async events(since?: Date): Promise<{ reason: string; note: string; type: string; time: string; regarding: string }[]> {
     const list = await this.kc.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: this.namespace });
-    return list.items.map((e) => ({ reason: e.reason ?? "", note: e.note ?? "", type: e.type ?? "" }));
+    return list.items
+      // A repeated event is one object with a series: its latest occurrence is series.lastObservedTime.
+      .map((e) => ({ reason: e.reason ?? "", note: e.note ?? "", type: e.type ?? "", time: String(e.series?.lastObservedTime ?? e.eventTime ?? ""), regarding: e.regarding?.name ?? "" }))
+      .filter((e) => !since || Date.parse(e.time) >= since.getTime())
+      .sort((a, b) => a.time.localeCompare(b.time));
   }
 
   /** A session of the app database, kept open until cleanup. */
