@@ -27,6 +27,23 @@ if ((${#missing[@]} > 0)); then
     exit 1
   fi
 fi
+# promtool, the Prometheus rule checker, for the chart's alert tests: taken out of Debian's
+# prometheus package (the server itself is not installed). Optional: without it those tests
+# are reported as skipped.
+cache_root="${POOLPOLICY_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/poolpolicy-operator/tools}"
+if ! compgen -G "$cache_root/promtool-*/promtool" >/dev/null && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+  tmp="$(mktemp -d)"
+  if (cd "$tmp" && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; }; }) >/dev/null 2>&1; then
+    version="$(dpkg-deb -f "$tmp"/prometheus_*.deb Version)"
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+    mkdir -p "$cache_root/promtool-${version%%+*}"
+    cp "$tmp/x/usr/bin/promtool" "$cache_root/promtool-${version%%+*}/promtool"
+    echo "[deps] promtool ${version} from Debian's prometheus package"
+  else
+    echo "[deps] promtool unavailable (apt-get download prometheus failed): the alert-rule checks will be skipped" >&2
+  fi
+  rm -rf "$tmp"
+fi
 if ! command -v go >/dev/null; then
   echo "[deps] Go is required to build the control plane (make tools): install Go 1.25 or newer" >&2
   exit 1

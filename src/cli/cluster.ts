@@ -20,14 +20,11 @@ import type { BudgetReserve, BudgetTarget } from "../budget/budget.js";
 import { labelSelectorString } from "../controller/env-injection.js";
 import { apiErrorMessage, httpStatus } from "../controller/kube-errors.js";
 import { readSecretKeys } from "../controller/secrets.js";
-import type { PostgresTarget } from "../postgres/connection.js";
+import { OPERATOR_POOL_SIZE, type PostgresTarget } from "../postgres/connection.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 
-/**
- * The operator's own connections to each server: PostgresPools (src/postgres/connection.ts)
- * keeps a pool of at most 2 per server and login. Counted in the reserve like the operator does.
- */
-export const OPERATOR_CONNECTIONS = 2;
+/** The operator's own connections to each server, counted in the reserve as the operator does. */
+export const OPERATOR_CONNECTIONS = OPERATOR_POOL_SIZE;
 
 /** Raised for what stops the CLI before it can diagnose anything (exit code 2). */
 export class CliError extends Error {}

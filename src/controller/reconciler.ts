@@ -30,7 +30,7 @@ import { checkExtensions, checkRedisDependency } from "./checks.js";
 import { readSecretKeys } from "./secrets.js";
 import { changedFields, statusChanged, withUsage } from "./status.js";
 import { ensureFinalizer, removeFinalizer, FINALIZER } from "./finalizer.js";
-import { operatorMetrics } from "./metrics.js";
+import { operatorMetrics, serverLabel } from "./metrics.js";
 
 export interface ReconcileResult {
   requeueAfter?: number;
@@ -165,7 +165,10 @@ export class PoolPolicyReconciler {
     const peers = policiesOnServer(this.deps.listPolicies?.() ?? [policy], spec);
     const self = peers.find((p) => p.key === key) ?? { key, namespace, spec };
     const budget = facts ? serverBudget(await gatherBudgetTargets(this.apps, this.autoscaling, peers), facts, spec) : undefined;
-    if (budget) status.budget = { demand: budget.demand, capacity: budget.capacity, reserve: budget.reserve, targets: budget.targets };
+    if (budget && connection.ok) {
+      status.budget = { demand: budget.demand, capacity: budget.capacity, reserve: budget.reserve, targets: budget.targets };
+      operatorMetrics.observeBudget(serverLabel(connection.target), budget);
+    }
     const desired = resolveDesiredMaxConnections(self, peers, budget, facts);
 
     // 3. max_connections and the pool env, ordered by direction: when the server's limit goes
@@ -247,7 +250,6 @@ export class PoolPolicyReconciler {
       try {
         await this.deps.pools.withClient(connection.target, (c) => alterMaxConnections(c, plan.alterTo!));
         events.push({ type: "Normal", reason: "MaxConnectionsAltered", action: "AlterSystem", note: `ALTER SYSTEM SET max_connections = ${plan.alterTo}; configuration reloaded, restart pending` });
-        log.info({ action: "AlterSystem", maxConnections: plan.alterTo }, "ALTER SYSTEM SET max_connections");
       } catch (err) {
         if (err instanceof AlterSystemError) return { restarting: false, condition: { status: "False", reason: err.failure, message: err.message } };
         // The server went away under us (e.g. a restart began): not a verdict, try again soon.
@@ -262,10 +264,10 @@ export class PoolPolicyReconciler {
       await requestRestart(this.apps, workload, plan.requestRestart);
       operatorMetrics.restartsRequested.inc();
       events.push({ type: "Normal", reason: "RestartRequested", action: "RollingRestart", note: `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}` });
-      log.info({ action: "RollingRestart", workload: workload.description, maxConnections: plan.requestRestart.value }, "requested a rolling restart");
     }
     if (condition.reason === "Applied" && plan.verifiedRestart && findCondition(previous.conditions, "MaxConnectionsApplied")?.status !== "True") {
       events.push({ type: "Normal", reason: "MaxConnectionsVerified", action: "Verify", note: condition.message });
+      operatorMetrics.restartsVerified.inc();
     }
     if (condition.status === "True" && desired.kind === "value" && desired.source !== "spec") {
       condition = { ...condition, message: `${condition.message} (${desired.source})` };
@@ -422,9 +424,14 @@ export class PoolPolicyReconciler {
     operatorMetrics.statusWrites.inc();
   }
 
+  /** Every Event is also one structured log line, with the policy key and the reason. */
   private async emit(policy: PoolPolicy, events: readonly PolicyEvent[]): Promise<void> {
-    const regarding = { apiVersion: policy.apiVersion, kind: policy.kind, name: policy.metadata.name, namespace: policy.metadata.namespace, uid: policy.metadata.uid };
-    for (const e of events) await this.deps.events.record({ regarding, ...e });
+    const { name, namespace, uid } = policy.metadata;
+    const regarding = { apiVersion: policy.apiVersion, kind: policy.kind, name, namespace, uid };
+    for (const e of events) {
+      this.deps.log[e.type === "Warning" ? "warn" : "info"]({ policy: `${namespace}/${name}`, action: e.action, reason: e.reason }, e.note);
+      await this.deps.events.record({ regarding, ...e });
+    }
   }
 }
 

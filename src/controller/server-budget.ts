@@ -7,11 +7,10 @@ import type { PoolPolicy, PoolPolicySpec } from "../api/schema.js";
 import { validateSpec } from "../api/schema.js";
 import { autoSizeMaxConnections, computeBudget, type Budget, type BudgetTarget } from "../budget/budget.js";
 import type { ServerFacts } from "../postgres/inspect.js";
+import { OPERATOR_POOL_SIZE } from "../postgres/connection.js";
 import { labelSelectorString } from "./env-injection.js";
 import type { ConditionUpdate } from "./conditions.js";
 
-/** The operator's own pool to a server (PostgresPools uses at most this many connections). */
-export const OPERATOR_CONNECTIONS = 2;
 
 export interface PolicyOnServer {
   key: string;
@@ -64,7 +63,7 @@ export function serverBudget(targets: readonly BudgetTarget[], facts: ServerFact
   return computeBudget(targets, {
     superuserReserved: facts.superuserReservedConnections,
     reserved: facts.reservedConnections,
-    operator: OPERATOR_CONNECTIONS,
+    operator: OPERATOR_POOL_SIZE,
     extra: selfSpec.budget.reserve,
   }, facts.maxConnections);
 }

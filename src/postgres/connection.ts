@@ -94,6 +94,9 @@ function sslOption(mode: SslMode): pg.ClientConfig["ssl"] {
   }
 }
 
+/** Connections the operator keeps to one server at most: part of every server's budget reserve. */
+export const OPERATOR_POOL_SIZE = 2;
+
 export class PostgresPools {
   private readonly pools = new Map<string, pg.Pool>();
   /** Servers that answered "prefer" without TLS: remembered so we do not retry TLS every time. */
@@ -180,7 +183,7 @@ export class PostgresPools {
       application_name: this.options.applicationName ?? "poolpolicy-operator",
       connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000,
       idleTimeoutMillis: 30_000,
-      max: 2,
+      max: OPERATOR_POOL_SIZE,
       ssl: sslOption(target.sslMode),
     };
     if (target.sslMode !== "prefer" || this.noTls.has(serverPrefix(target))) return guard(new pg.Pool(base));

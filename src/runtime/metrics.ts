@@ -110,6 +110,8 @@ export const eventsRecorded = new Counter({
 
 /** The prom-client side of a work queue's metrics, labelled with the queue's name. */
 export function queueMetricsFor(name: string): QueueMetrics {
+  // An empty queue is a depth of 0, not a missing series (dashboards and alerts need the zero).
+  workqueueDepth.set({ name }, 0);
   return {
     added: () => workqueueAdds.inc({ name }),
     depth: (waitingKeys) => workqueueDepth.set({ name }, waitingKeys),

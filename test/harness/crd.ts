@@ -13,13 +13,24 @@ export async function installPoolPolicyCrd(kc: KubeConfig): Promise<void> {
   const crd = loadYaml<V1CustomResourceDefinition>(readFileSync(join(repoRoot, "crds/pooling.dbops.io_poolpolicies.yaml"), "utf8"));
   const api = kc.makeApiClient(ApiextensionsV1Api);
   const name = crd.metadata!.name!;
-  try {
-    await api.createCustomResourceDefinition({ body: crd });
-  } catch (err) {
-    if ((err as { code?: number }).code !== 409) throw err;
+  // Test files run in parallel and each installs the CRD: a 409 (it exists, or someone replaced
+  // it between our read and our write) means read again and replace.
+  await waitFor(`CRD ${name} to be installed`, async () => {
+    try {
+      await api.createCustomResourceDefinition({ body: crd });
+      return true;
+    } catch (err) {
+      if ((err as { code?: number }).code !== 409) throw err;
+    }
     const existing = await api.readCustomResourceDefinition({ name });
-    await api.replaceCustomResourceDefinition({ name, body: { ...crd, metadata: { ...crd.metadata, resourceVersion: existing.metadata?.resourceVersion } } });
-  }
+    try {
+      await api.replaceCustomResourceDefinition({ name, body: { ...crd, metadata: { ...crd.metadata, resourceVersion: existing.metadata?.resourceVersion } } });
+      return true;
+    } catch (err) {
+      if ((err as { code?: number }).code === 409) return false;
+      throw err;
+    }
+  });
   await waitFor(`CRD ${name} to be established`, async () => {
     const current = await api.readCustomResourceDefinition({ name });
     return current.status?.conditions?.some((c) => c.type === "Established" && c.status === "True") ?? false;

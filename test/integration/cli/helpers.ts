@@ -1,0 +1,15 @@
+/**
+ * Helpers of the CLI's integration tests.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { KubeConfig } from "@kubernetes/client-node";
+
+/**
+ * POOLPOLICY_CLI_SAMPLES=<dir> keeps the CLI's real outputs from the integration tests: the
+ * samples shown in docs/operations.md come from there, not from an editor.
+ */
+export function saveSample(name: string, text: string): void {
+  if (process.env.POOLPOLICY_CLI_SAMPLES) writeFileSync(join(process.env.POOLPOLICY_CLI_SAMPLES, name), text);
+}
+

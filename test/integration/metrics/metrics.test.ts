@@ -1,0 +1,177 @@
+/**
+ * /metrics of a running operator, scraped after it did real work: reconciled a policy, raised
+ * max_connections with one restart of the Postgres workload, reaped a session idle in
+ * transaction. And its logs: JSON lines with levels, the policy key on what it did, no secret.
+ *
+ * A control plane of its own, not the shared one: the operators of other test files watch
+ * every namespace and would also restart and reap here, leaving this operator's counters at
+ * 0 or 1 depending on who came first.
+ */
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { KubeConfig } from "@kubernetes/client-node";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ControlPlane } from "../../harness/controlplane.js";
+import { OperatorProcess } from "../../harness/operator.js";
+import { waitFor } from "../../harness/processes.js";
+import { findObject, renderChart } from "../../unit/chart/helm.js";
+import { installPoolPolicyCrd } from "../../harness/crd.js";
+import { APP_DATABASE, Scenario } from "../operator/scenario.js";
+
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** The Prometheus text format, enough of it for assertions: samples, and the TYPE of each family. */
+function parseExposition(text: string): { samples: Sample[]; types: Map<string, string> } {
+  const samples: Sample[] = [];
+  const types = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    const type = /^# TYPE (\S+) (\S+)$/.exec(line);
+    if (type) types.set(type[1]!, type[2]!);
+    const sample = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!sample) continue;
+    const labels: Record<string, string> = {};
+    for (const m of (sample[2] ?? "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[m[1]!] = m[2]!;
+    samples.push({ name: sample[1]!, labels, value: Number(sample[3]) });
+  }
+  return { samples, types };
+}
+
+const controlPlane = new ControlPlane();
+let kc: KubeConfig;
+let s: Scenario;
+let operator: OperatorProcess;
+let server: string;
+const clients: pg.Client[] = [];
+
+beforeAll(async () => {
+  await controlPlane.start();
+  kc = controlPlane.kubeConfig();
+  await installPoolPolicyCrd(kc);
+  s = await Scenario.create(kc, { prefix: "metrics" });
+  server = `127.0.0.1:${s.server.port}`;
+  await s.withPostgresWorkload();
+  await s.deployment("api", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 1 });
+  operator = new OperatorProcess({ kubeconfigPath: controlPlane.kubeconfigPath, logFile: join(tmpdir(), `operator-metrics-${Date.now()}.log`) });
+  await operator.start();
+});
+
+afterAll(async () => {
+  for (const c of clients) await c.end().catch(() => undefined);
+  await operator?.stop();
+  await s?.cleanup();
+  await controlPlane.stop();
+});
+
+describe("the operator's /metrics", () => {
+  it("counts reconciles, the queue, a restart and a reaped session, and mirrors the server's connections", async () => {
+    await s.applyPolicy("p", s.policySpec({
+      postgres: { maxConnections: 120, restart: { workload: { name: "postgres" } } },
+      reaper: { interval: "5s", idleInTransactionTimeout: "1s" },
+    }));
+    await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
+    expect(await s.server.setting("max_connections")).toBe("120");
+
+    // After the restart (which ends every session): one session left idle in a transaction.
+    const victim = new pg.Client({ host: "127.0.0.1", port: s.server.port, user: s.server.superuser, password: s.server.password, database: APP_DATABASE, application_name: "forgetful" });
+    victim.on("error", () => undefined); // it is going to be terminated
+    await victim.connect();
+    clients.push(victim);
+    await victim.query("BEGIN");
+    await waitFor("the reaper to terminate it", async () => ((await s.status("p")).reaper?.totalTerminated ?? 0) >= 1, { timeoutMs: 60_000 });
+
+    let scrape = parseExposition(await operator.metrics());
+    const value = (name: string, labels: Record<string, string> = {}) =>
+      scrape.samples.find((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v))?.value;
+    // The gauges refresh on every reconcile: wait for one that saw max_connections 120.
+    await waitFor("the max_connections gauge to show 120", async () => {
+      scrape = parseExposition(await operator.metrics());
+      return value("poolpolicy_postgres_max_connections", { server }) === 120;
+    });
+
+    expect(Object.fromEntries(
+      ["controller_runtime_reconcile_total", "controller_runtime_reconcile_errors_total", "controller_runtime_reconcile_time_seconds",
+        "workqueue_depth", "workqueue_adds_total", "workqueue_queue_duration_seconds", "workqueue_work_duration_seconds",
+        "poolpolicy_postgres_connections", "poolpolicy_postgres_max_connections", "poolpolicy_postgres_usage_ratio",
+        "poolpolicy_budget_demand_connections", "poolpolicy_budget_capacity_connections",
+        "poolpolicy_reaper_sessions_terminated_total", "poolpolicy_postgres_restarts_requested_total", "poolpolicy_postgres_restarts_verified_total",
+      ].map((family) => [family, scrape.types.get(family)]),
+    )).toEqual({
+      controller_runtime_reconcile_total: "counter",
+      controller_runtime_reconcile_errors_total: "counter",
+      controller_runtime_reconcile_time_seconds: "histogram",
+      workqueue_depth: "gauge",
+      workqueue_adds_total: "counter",
+      workqueue_queue_duration_seconds: "histogram",
+      workqueue_work_duration_seconds: "histogram",
+      poolpolicy_postgres_connections: "gauge",
+      poolpolicy_postgres_max_connections: "gauge",
+      poolpolicy_postgres_usage_ratio: "gauge",
+      poolpolicy_budget_demand_connections: "gauge",
+      poolpolicy_budget_capacity_connections: "gauge",
+      poolpolicy_reaper_sessions_terminated_total: "counter",
+      poolpolicy_postgres_restarts_requested_total: "counter",
+      poolpolicy_postgres_restarts_verified_total: "counter",
+    });
+
+    // Reconciles and the work queue.
+    expect(value("controller_runtime_reconcile_total", { controller: "poolpolicy", result: "success" })).toBeGreaterThan(0);
+    expect(value("controller_runtime_reconcile_time_seconds_count", { controller: "poolpolicy" })).toBeGreaterThan(0);
+    expect(value("workqueue_adds_total", { name: "poolpolicy" })).toBeGreaterThan(0);
+    expect(value("workqueue_queue_duration_seconds_count", { name: "poolpolicy" })).toBeGreaterThan(0);
+    expect(value("workqueue_depth", { name: "poolpolicy" })).toBeGreaterThanOrEqual(0);
+
+    // The server, as the same observation saw it: usage = total / max_connections.
+    const total = value("poolpolicy_postgres_connections", { server, state: "total" })!;
+    expect(total).toBeGreaterThanOrEqual(1); // at least the operator's own session
+    for (const state of ["active", "idle", "idle_in_transaction"]) expect(value("poolpolicy_postgres_connections", { server, state }), state).toBeGreaterThanOrEqual(0);
+    expect(value("poolpolicy_postgres_usage_ratio", { server })).toBeCloseTo(total / 120, 10);
+
+    // What the operator did: one restart for 100 → 120, one session reaped in this namespace.
+    expect(value("poolpolicy_postgres_restarts_requested_total")).toBe(1);
+    expect(value("poolpolicy_reaper_sessions_terminated_total", { namespace: s.namespace })).toBe(1);
+
+    // The budget: 1 pod + 1 surge × 25, plus 3 superuser_reserved + 2 operator; capacity 120;
+    // one verified restart.
+    expect(value("poolpolicy_budget_demand_connections", { server })).toBe(55);
+    expect(value("poolpolicy_budget_capacity_connections", { server })).toBe(120);
+    expect(value("poolpolicy_postgres_restarts_verified_total")).toBe(1);
+  });
+
+  it("exports every metric the chart's alert rules use", async () => {
+    const rule = findObject(await renderChart(["--set", "metrics.prometheusRule.enabled=true", "--api-versions", "monitoring.coreos.com/v1/PrometheusRule"]), "PrometheusRule");
+    const exprs = (rule.spec.groups as { rules: { alert: string; expr: string }[] }[]).flatMap((g) => g.rules);
+    const { types } = parseExposition(await operator.metrics());
+    for (const { alert, expr } of exprs) {
+      const names = expr.match(/\b(?:poolpolicy|controller_runtime|workqueue)_[a-z0-9_]+/g) ?? [];
+      expect(names.length, alert).toBeGreaterThan(0);
+      for (const name of names) expect(types.has(name), `${alert} uses ${name}, which the operator does not export`).toBe(true);
+    }
+  });
+
+  it("logs JSON lines with a level, the policy key on what it did, and no secret", () => {
+    const lines = operator.logs().split("\n").filter((l) => l.trim() !== "");
+    expect(lines.length).toBeGreaterThan(0);
+    const entries = lines.map((line) => {
+      try {
+        return JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        throw new Error(`not a JSON log line: ${line}`);
+      }
+    });
+    for (const e of entries) {
+      expect(typeof e.level, JSON.stringify(e)).toBe("number");
+      expect(typeof e.msg, JSON.stringify(e)).toBe("string");
+      expect(typeof e.time, JSON.stringify(e)).toBe("string");
+    }
+    const key = `${s.namespace}/p`;
+    const acted = entries.filter((e) => e.action === "AlterSystem" || e.action === "RollingRestart");
+    expect(acted.map((e) => e.action)).toEqual(expect.arrayContaining(["AlterSystem", "RollingRestart"]));
+    for (const e of acted) expect(e.policy, JSON.stringify(e)).toBe(key);
+    expect(operator.logs()).not.toContain(s.server.password);
+  });
+});

@@ -1,0 +1,73 @@
+import { describe, expect, it } from "vitest";
+import { analyze, isOk } from "../../../src/cli/findings.js";
+import { age, renderDiagnose, renderReap, table } from "../../../src/cli/render.js";
+import { budget, facts } from "./fixtures.js";
+
+describe("table", () => {
+  it("pads columns to the widest cell, three spaces apart, no trailing blanks", () => {
+    expect(table(["NAME", "N"], [["api", 10], ["a-longer-name", 2]])).toBe(
+      "  NAME            N\n" +
+      "  api             10\n" +
+      "  a-longer-name   2\n",
+    );
+  });
+});
+
+describe("age", () => {
+  it("reads like a Go duration", () => {
+    expect(age(0.4)).toBe("0s");
+    expect(age(3723)).toBe("1h2m3s");
+  });
+});
+
+describe("renderDiagnose", () => {
+  it("shows every section and each finding with its recommendation", () => {
+    const f = facts({
+      budget: budget(),
+      extensions: { database: "appdb", required: ["plpgsql", "pgcrypto"], missing: [{ name: "pgcrypto", availableOnServer: true }] },
+      redis: { required: true, available: true, reason: "Available", message: "", connectedClients: 3, maxClients: 10000, rejectedConnections: 0 },
+    });
+    const findings = analyze(f, { reapCommand: "poolpolicy reap shop/p" });
+    const text = renderDiagnose({ ...f, findings, ok: isOk(findings) });
+    expect(text).toMatch(/^PoolPolicy shop\/p: postgres@db:5432\/appdb\n/);
+    expect(text).toContain("  max_connections   100 (source: configuration file; no restart pending)\n");
+    expect(text).toContain("  in use            20/100 (20%): 5 active, 8 idle, 2 idle in transaction\n");
+    expect(text).toContain("BUDGET ON db:5432 (2 PoolPolicies)\n");
+    expect(text).toContain("  shop/p      shop/api          10         7                   70\n");
+    expect(text).toContain("  demand     115 of capacity 100: 15 over\n");
+    expect(text).toContain("  pgcrypto    missing (available: CREATE EXTENSION)\n");
+    expect(text).toContain("  PING ok; clients 3/10000; 0 rejected since start\n");
+    expect(text).toContain("  CRITICAL  BudgetExceeded: demand 115 > capacity 100: ");
+    expect(text).toContain("            → raise max_connections to 140 ");
+    expect(text.endsWith("\nPROBLEMS FOUND\n")).toBe(true);
+  });
+
+  it("says OK when nothing is wrong", () => {
+    const text = renderDiagnose({ ...facts(), findings: [], ok: true });
+    expect(text).toContain("FINDINGS\n  none: nothing wrong found\n");
+    expect(text.endsWith("\nOK\n")).toBe(true);
+  });
+});
+
+describe("renderReap", () => {
+  const base = {
+    subject: { policy: "shop/p", server: "db:5432", database: "appdb", user: "postgres" },
+    olderThan: "5m",
+    excludeUsers: ["replicator"],
+    excludeApplicationNames: ["pg_dump"],
+    sessions: [{ pid: 7, user: "app", applicationName: "orders", clientAddress: null, idleSeconds: 400, terminated: false }],
+  };
+
+  it("a dry run says what would be terminated and how to do it", () => {
+    const text = renderReap({ ...base, dryRun: true, terminated: 0 });
+    expect(text).toContain("Dry run on PoolPolicy shop/p (postgres@db:5432/appdb): 1 session(s) idle in transaction for more than 5m would be terminated; pass --execute to terminate them.");
+    expect(text).toContain("  7     6m40s   app    orders        local    would terminate\n");
+    expect(text).toContain("users [replicator], applications [pg_dump]");
+  });
+
+  it("an executed reap counts what it terminated", () => {
+    const text = renderReap({ ...base, dryRun: false, sessions: [{ ...base.sessions[0]!, terminated: true }], terminated: 1 });
+    expect(text).toContain("terminated 1 of 1 session(s)");
+    expect(text).toContain("terminated\n");
+  });
+});
