@@ -17,8 +17,10 @@ export default defineConfig({
           // Rollouts, Postgres restarts and kube-apiserver restarts take seconds, not milliseconds.
           testTimeout: 240_000,
           hookTimeout: 180_000,
-          // Two cores: the control plane needs one of them.
-          maxWorkers: 2,
+          // One file at a time: every file runs its own operator process, and an operator acts
+          // on the PoolPolicies of every namespace, so two files at once would have two operators
+          // fighting over each other's policies.
+          fileParallelism: false,
         },
       },
     ],

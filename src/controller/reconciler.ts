@@ -20,7 +20,10 @@ import { inspectServer, type ServerFacts } from "../postgres/inspect.js";
 import { alterMaxConnections, AlterSystemError } from "../postgres/settings.js";
 import { findCondition, setCondition, summarizeReady, type ConditionType, type ConditionUpdate } from "./conditions.js";
 import { APPROVAL_ANNOTATION, planMaxConnections } from "./max-connections.js";
-import { readWorkload, requestRestart } from "./workload.js";
+import { isReplicationGroup, readWorkload, requestRestart, type WorkloadState } from "./workload.js";
+import { planTopologyRestart } from "./topology.js";
+import { carryOut, readGroup } from "./topology-restart.js";
+import { parseDuration } from "../api/duration.js";
 import { applyPoolEnv, deploymentsOwnedBy, removePoolEnv, type TargetsOutcome } from "./targets.js";
 import { budgetCondition, gatherBudgetTargets, policiesOnServer, resolveDesiredMaxConnections, serverBudget, type DesiredMaxConnections } from "./server-budget.js";
 import { windowState } from "./maintenance-window.js";
@@ -236,6 +239,9 @@ export class PoolPolicyReconciler {
     if (desired.kind === "conflict") return { restarting: false, condition: { status: "False", reason: "Conflict", message: desired.message } };
     if (desired.kind === "unknown") return { restarting: false, condition: { status: "Unknown", reason: "AutoSizingUnavailable", message: desired.message } };
     const workload = await readWorkload(this.apps, spec.postgres.restart, policy.metadata.namespace);
+    if (isReplicationGroup(workload) && desired.kind === "value" && facts && connection.ok) {
+      return this.applyAcrossGroup(pass, connection.target, facts, desired.value, workload);
+    }
     const window = spec.postgres.restart?.maintenanceWindow;
     const plan = planMaxConnections({
       desired: desired.kind === "value" ? desired.value : undefined,
@@ -273,6 +279,47 @@ export class PoolPolicyReconciler {
       condition = { ...condition, message: `${condition.message} (${desired.source})` };
     }
     return { restarting: plan.restarting, condition, nextWindow: plan.nextWindow };
+  }
+
+  /**
+   * max_connections on a primary with streaming replicas: every pod altered, then restarted one
+   * at a time in hot-standby order (see topology.ts), each verified before the next.
+   */
+  private async applyAcrossGroup(pass: Pass, target: PostgresTarget, facts: ServerFacts, desired: number, workload: WorkloadState): Promise<MaxConnectionsStep> {
+    const { spec, policy, previous, events } = pass;
+    if (facts.settingSource === "command line") {
+      return { restarting: false, condition: { status: "False", reason: "CommandLineOverride", message: `max_connections is set on the postgres command line (${facts.maxConnections}), so ALTER SYSTEM cannot change it` } };
+    }
+    const members = await readGroup(this.core, this.deps.pools, workload, target);
+    const states = members.map((m) => m.state);
+    const untouched = states.every((p) => p.ready && p.maxConnections !== desired);
+    if (untouched) {
+      // Gates apply before the first pod restarts; a restart under way is finished.
+      const restart = spec.postgres.restart!;
+      if (restart.policy === "Manual" && policy.metadata.annotations?.[APPROVAL_ANNOTATION] !== String(desired)) {
+        return { restarting: false, condition: { status: "False", reason: "AwaitingApproval", message: `max_connections = ${desired} needs a restart of ${workload.description}; approve it with kubectl annotate poolpolicy ${policy.metadata.name} ${APPROVAL_ANNOTATION}=${desired}` } };
+      }
+      const window = restart.maintenanceWindow ? windowState(pass.now, restart.maintenanceWindow) : undefined;
+      if (window && !window.open) {
+        return { restarting: false, nextWindow: window.nextStart, condition: { status: "False", reason: "OutsideMaintenanceWindow", message: `max_connections = ${desired} needs a restart of ${workload.description}; the next maintenance window opens at ${window.nextStart?.toISOString()}` } };
+      }
+    }
+    const step = planTopologyRestart(states, desired, pass.now, parseDuration(spec.postgres.restart?.delayBetweenPods ?? "0s") ?? 0);
+    if (step.kind === "done") {
+      const condition = { status: "True" as const, reason: "Applied", message: step.message };
+      if (findCondition(previous.conditions, "MaxConnectionsApplied")?.reason === "RestartInProgress") {
+        events.push({ type: "Normal", reason: "MaxConnectionsVerified", action: "Verify", note: step.message });
+        operatorMetrics.restartsVerified.inc();
+      }
+      return { restarting: false, condition };
+    }
+    if (step.kind === "wait") {
+      return { restarting: step.reason !== "TopologyUnclear", condition: { status: "False", reason: step.reason, message: step.message } };
+    }
+    const note = await carryOut(step, members, desired, this.core, this.deps.pools, workload.namespace!);
+    if (step.kind === "restart") operatorMetrics.restartsRequested.inc();
+    events.push({ type: "Normal", reason: step.kind === "alter" ? "MaxConnectionsAltered" : "RestartingPod", action: step.kind === "alter" ? "AlterSystem" : "DeletePod", note });
+    return { restarting: true, condition: { status: "False", reason: "RestartInProgress", message: note } };
   }
 
   /** The pool env on the target Deployments; `holdGrowthUntil` holds back growing pools while max_connections is being raised to that value. */

@@ -18,6 +18,10 @@ export interface WorkloadState {
   kind?: "StatefulSet" | "Deployment";
   name?: string;
   namespace?: string;
+  /** Desired pods: more than one PostgreSQL pod in a StatefulSet means a primary and replicas. */
+  replicas?: number;
+  /** The pods' label selector, for listing them. */
+  podSelector?: string;
 }
 
 type RestartSpec = NonNullable<PoolPolicySpec["postgres"]["restart"]>;
@@ -34,7 +38,8 @@ export async function readWorkload(apps: AppsV1Api, restart: RestartSpec | undef
         : await apps.readNamespacedDeployment({ name, namespace });
     const rolledOut = kind === "StatefulSet" ? statefulSetRolledOut(object as V1StatefulSet) : deploymentRolledOut(object as V1Deployment);
     const record = parseRestartRecord(object.spec?.template.metadata?.annotations?.[RESTART_ANNOTATION]);
-    return { ...base, found: true, rolledOut, record };
+    const podSelector = Object.entries(object.spec?.selector.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`).join(",");
+    return { ...base, found: true, rolledOut, record, replicas: object.spec?.replicas ?? 1, podSelector };
   } catch (err) {
     if (isNotFound(err)) return { ...base, found: false, rolledOut: false, record: undefined };
     throw err;
@@ -48,4 +53,9 @@ export async function requestRestart(apps: AppsV1Api, workload: WorkloadState, r
   const options = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
   if (workload.kind === "StatefulSet") await apps.patchNamespacedStatefulSet(params, options);
   else await apps.patchNamespacedDeployment(params, options);
+}
+
+/** Whether the workload runs several PostgreSQL pods that must restart in topology order. */
+export function isReplicationGroup(workload: WorkloadState): boolean {
+  return workload.found && workload.kind === "StatefulSet" && (workload.replicas ?? 1) > 1;
 }

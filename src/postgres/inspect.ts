@@ -61,6 +61,16 @@ SELECT f.setting FROM pg_file_settings f
  WHERE f.name = 'max_connections' AND f.sourcefile LIKE '%postgresql.auto.conf'
  ORDER BY f.seqno DESC LIMIT 1`;
 
+async function mayReadConfigFiles(client: pg.PoolClient): Promise<boolean> {
+  return (await client.query("SELECT has_table_privilege('pg_catalog.pg_file_settings', 'SELECT') AS ok")).rows[0].ok;
+}
+
+/** max_connections as postgresql.auto.conf holds it (ask mayReadConfigFiles first). */
+async function readAlterSystemValue(client: pg.PoolClient): Promise<number | undefined> {
+  const setting = (await client.query(ALTER_SYSTEM_VALUE_SQL)).rows[0]?.setting;
+  return setting === undefined ? undefined : Number(setting);
+}
+
 /** Client backends only: walsenders, autovacuum and background workers do not count. */
 const COUNTS_SQL = `
 SELECT count(*)::int AS total,
@@ -76,8 +86,8 @@ SELECT (SELECT coalesce(array_agg(extname::text ORDER BY extname), '{}') FROM pg
 // ::text matters: node-pg leaves name[] unparsed, and "age" would then match inside "{…,pageinspect,…}".
 export async function inspectServer(client: pg.PoolClient): Promise<ServerFacts> {
   const settings = (await client.query(SETTINGS_SQL)).rows[0];
-  const mayReadFiles = (await client.query("SELECT has_table_privilege('pg_catalog.pg_file_settings', 'SELECT') AS ok")).rows[0].ok;
-  const alterSystemValue = mayReadFiles ? (await client.query(ALTER_SYSTEM_VALUE_SQL)).rows[0]?.setting : undefined;
+  const mayReadFiles = await mayReadConfigFiles(client);
+  const alterSystemValue = mayReadFiles ? await readAlterSystemValue(client) : undefined;
   const counts = (await client.query(COUNTS_SQL)).rows[0];
   const extensions = (await client.query(EXTENSIONS_SQL)).rows[0];
   return {
@@ -86,7 +96,7 @@ export async function inspectServer(client: pg.PoolClient): Promise<ServerFacts>
     maxConnections: settings.max_connections,
     settingSource: settings.source,
     pendingRestart: settings.pending_restart,
-    alterSystemValue: alterSystemValue === undefined ? undefined : Number(alterSystemValue),
+    alterSystemValue,
     mayReadConfigFiles: mayReadFiles,
     postmasterStartTime: settings.postmaster_start_time,
     superuserReservedConnections: settings.superuser_reserved,
@@ -102,4 +112,45 @@ export async function inspectServer(client: pg.PoolClient): Promise<ServerFacts>
     isSuperuser: settings.is_superuser,
     allowAlterSystem: settings.allow_alter_system,
   };
+}
+
+/** One PostgreSQL instance of a replication group, as the topology-aware restart needs it. */
+export interface InstanceFacts {
+  inRecovery: boolean;
+  alterSystemValue?: number;
+  maxConnections: number;
+  pendingRestart: boolean;
+  postmasterStartTime: Date;
+  /** The primary's current WAL position, or the position a replica has replayed. */
+  lsn: bigint | undefined;
+  /** PG14+: a replica whose replay paused (e.g. its settings fell below the primary's). */
+  replayPaused: boolean;
+}
+
+const INSTANCE_SQL = `
+SELECT pg_is_in_recovery() AS in_recovery,
+       current_setting('max_connections')::int AS max_connections,
+       (SELECT pending_restart FROM pg_settings WHERE name = 'max_connections') AS pending_restart,
+       pg_postmaster_start_time() AS started,
+       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text AS lsn,
+       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() <> 'not paused' ELSE false END AS replay_paused`;
+
+export async function inspectInstance(client: pg.PoolClient): Promise<InstanceFacts> {
+  const r = (await client.query(INSTANCE_SQL)).rows[0];
+  const alterSystemValue = (await mayReadConfigFiles(client)) ? await readAlterSystemValue(client) : undefined;
+  return {
+    alterSystemValue,
+    inRecovery: r.in_recovery,
+    maxConnections: r.max_connections,
+    pendingRestart: r.pending_restart,
+    postmasterStartTime: r.started,
+    lsn: r.lsn === null ? undefined : parseLsn(r.lsn),
+    replayPaused: r.replay_paused,
+  };
+}
+
+/** "16/B374D848" → a comparable number. */
+export function parseLsn(text: string): bigint {
+  const [high, low] = text.split("/");
+  return (BigInt(`0x${high}`) << 32n) + BigInt(`0x${low}`);
 }

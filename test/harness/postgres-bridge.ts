@@ -111,20 +111,21 @@ export class PostgresPodBridge {
       this.boundUid.set(ordinal, uid);
     }
     if (!isReady(pod)) {
-      await this.markReady(pod);
+      await this.markReady(pod, server.host);
       this.record(name, "ready", uid);
     }
   }
 
-  private async markReady(pod: V1Pod): Promise<void> {
+  /** The pod's IP is its server's loopback address: the operator reaches each pod there. */
+  private async markReady(pod: V1Pod, ip: string): Promise<void> {
     const now = new Date();
     const condition = (type: string) => ({ type, status: "True", lastTransitionTime: now });
     pod.status = {
       ...pod.status,
       phase: "Running",
       hostIP: "127.0.0.1",
-      podIP: "127.0.0.1",
-      podIPs: [{ ip: "127.0.0.1" }],
+      podIP: ip,
+      podIPs: [{ ip }],
       startTime: pod.status?.startTime ?? now,
       conditions: ["PodScheduled", "Initialized", "ContainersReady", "Ready"].map(condition),
       containerStatuses: (pod.spec?.containers ?? []).map((c) => ({

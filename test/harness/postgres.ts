@@ -23,6 +23,11 @@ export interface PostgresOptions {
   conf?: Record<string, string | number>;
   /** Settings passed as `-c name=value` on the postgres command line (they beat ALTER SYSTEM). */
   commandLine?: Record<string, string | number>;
+  /**
+   * The loopback address to listen on (default 127.0.0.1). Servers of one replication group
+   * listen on different addresses and the same port, like pods of a StatefulSet.
+   */
+  host?: string;
 }
 
 export interface ConnectionSettings {
@@ -58,12 +63,15 @@ export class PostgresServer {
   readonly dataDir: string;
   readonly socketDir: string;
   readonly superuser = "postgres";
-  readonly password = `pw-${Math.random().toString(36).slice(2)}-${Date.now().toString(36)}`;
+  readonly password: string;
+  readonly host: string;
   port = 0;
   private postmaster?: ManagedProcess;
   private starts = 0;
 
-  private constructor(private readonly options: PostgresOptions) {
+  private constructor(private readonly options: PostgresOptions, password?: string) {
+    this.password = password ?? `pw-${Math.random().toString(36).slice(2)}-${Date.now().toString(36)}`;
+    this.host = options.host ?? "127.0.0.1";
     this.dir = mkdtempSync(join(tmpdir(), "poolpolicy-pg-"));
     this.dataDir = join(this.dir, "data");
     this.socketDir = join(this.dir, "sock");
@@ -78,8 +86,32 @@ export class PostgresServer {
     return server;
   }
 
+  /**
+   * A streaming replica of `primary`: pg_basebackup -R (standby.signal + primary_conninfo), then
+   * started on its own loopback address and the primary's port.
+   */
+  static async createReplica(primary: PostgresServer, options: { host: string }): Promise<PostgresServer> {
+    const replica = new PostgresServer({ ...primary.options, host: options.host, commandLine: undefined }, primary.password);
+    replica.port = primary.port;
+    mkdirSync(replica.socketDir);
+    if (userInfo().uid === 0) chownTree(replica.dir, "postgres");
+    const { command, args } = unprivileged(join(postgresBinDir(), "pg_basebackup"), [
+      "-h", primary.host, "-p", String(primary.port), "-U", primary.superuser, "-D", replica.dataDir, "-R", "-X", "stream", "--checkpoint=fast", "--no-password",
+    ]);
+    try {
+      execFileSync(command, args, { stdio: "pipe", env: { ...process.env, PGPASSWORD: primary.password } });
+    } catch (err) {
+      throw new Error(`pg_basebackup failed: ${(err as { stderr?: Buffer }).stderr?.toString().trim()}`);
+    }
+    // The copy carries the primary's harness settings; later lines win.
+    appendFileSync(join(replica.dataDir, "postgresql.conf"),
+      `\n# replica\nlisten_addresses = '${replica.host}'\nunix_socket_directories = '${replica.socketDir}'\nhot_standby = on\n`);
+    await replica.start();
+    return replica;
+  }
+
   get connection(): ConnectionSettings {
-    return { host: "127.0.0.1", port: this.port, user: this.superuser, password: this.password, database: "postgres" };
+    return { host: this.host, port: this.port, user: this.superuser, password: this.password, database: "postgres" };
   }
 
   get isRunning(): boolean {
@@ -154,7 +186,7 @@ export class PostgresServer {
     // Settings live in postgresql.conf, not on the command line, so that ALTER SYSTEM can override
     // them exactly as on a real server.
     const conf: Record<string, string | number> = {
-      listen_addresses: "'127.0.0.1'",
+      listen_addresses: `'${this.host}'`,
       port: this.port,
       unix_socket_directories: `'${this.socketDir}'`,
       fsync: "off",
@@ -166,6 +198,9 @@ export class PostgresServer {
     };
     appendFileSync(join(this.dataDir, "postgresql.conf"),
       "\n# poolpolicy test harness\n" + Object.entries(conf).map(([k, v]) => `${k} = ${v}`).join("\n") + "\n");
+    // Replicas and pods of a group live on other loopback addresses (127.0.0.2, …).
+    appendFileSync(join(this.dataDir, "pg_hba.conf"),
+      "host all all 127.0.0.0/8 scram-sha-256\nhost replication all 127.0.0.0/8 scram-sha-256\n");
   }
 }
 

@@ -96,11 +96,14 @@ Role. Leases are not here: they get a Role of their own in the release namespace
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# Read-only: topology-aware restarts (planned) look at the workload's pods.
+# Topology-aware restarts: with a primary and replicas in one StatefulSet, the operator reads
+# each pod's address, asks it for its role, and restarts the pods one at a time in the order
+# the hot-standby rule requires by deleting them (the StatefulSet recreates each). It deletes
+# only pods of the StatefulSet a PoolPolicy names in spec.postgres.restart.workload.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-# Read-only: HPA maxReplicas enters the connection budget (planned).
+  verbs: ["get", "list", "watch", "delete"]
+# Read-only: HPA maxReplicas enters the connection budget.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch"]

@@ -182,6 +182,7 @@ describe("helm install of the chart", () => {
       { group: "apps", resource: "statefulsets", verb: "patch", namespace: "db", name: "postgres" },
       { group: "", resource: "secrets", verb: "get", namespace: "apps", name: "pg-admin" },
       { group: "", resource: "pods", verb: "list", namespace: "db" },
+      { group: "", resource: "pods", verb: "delete", namespace: "db", name: "postgres-1" }, // topology-aware restarts
       { group: "autoscaling", resource: "horizontalpodautoscalers", verb: "get", namespace: "apps", name: "web" },
       { group: "events.k8s.io", resource: "events", verb: "create", namespace: "apps" },
       { group: "events.k8s.io", resource: "events", verb: "patch", namespace: "apps", name: "e" },
@@ -205,7 +206,6 @@ describe("helm install of the chart", () => {
       { group: "", resource: "secrets", verb: "list" },
       { group: "", resource: "secrets", verb: "create", namespace: "apps" },
       { group: "", resource: "pods", verb: "create", namespace: "apps" },
-      { group: "", resource: "pods", verb: "delete", namespace: "apps", name: "web-1" },
       { group: "", resource: "pods", subresource: "exec", verb: "create", namespace: "db", name: "postgres-0" },
       { group: "", resource: "configmaps", verb: "get", namespace: "apps", name: "c" },
       { group: "", resource: "events", verb: "create", namespace: "apps" },

@@ -37,7 +37,7 @@ const OPERATOR_RULES = [
   "apps/deployments: get,list,patch,watch",
   "apps/statefulsets: get,list,patch,watch",
   "core/secrets: get",
-  "core/pods: get,list,watch",
+  "core/pods: delete,get,list,watch",
   "autoscaling/horizontalpodautoscalers: get,list,watch",
   "events.k8s.io/events: create,patch",
 ].sort();

@@ -1,0 +1,70 @@
+/**
+ * The I/O around planTopologyRestart: ask every pod of the PostgreSQL StatefulSet for its role
+ * and settings (through the pod's own address), then carry out the one step the plan chose.
+ */
+import type { CoreV1Api, V1Pod } from "@kubernetes/client-node";
+import type { PostgresPools, PostgresTarget } from "../postgres/connection.js";
+import { inspectInstance } from "../postgres/inspect.js";
+import { alterMaxConnections } from "../postgres/settings.js";
+import type { PodState, TopologyStep } from "./topology.js";
+import type { WorkloadState } from "./workload.js";
+
+export interface GroupMember {
+  state: PodState;
+  /** The operator's connection to this pod, when it has an address. */
+  target?: PostgresTarget;
+}
+
+export async function readGroup(core: CoreV1Api, pools: PostgresPools, workload: WorkloadState, serviceTarget: PostgresTarget): Promise<GroupMember[]> {
+  const pods = (await core.listNamespacedPod({ namespace: workload.namespace!, labelSelector: workload.podSelector })).items
+    .filter((p) => ordinalOf(p, workload.name!) !== undefined);
+  const members: GroupMember[] = [];
+  for (let ordinal = 0; ordinal < (workload.replicas ?? 1); ordinal++) {
+    const pod = pods.find((p) => ordinalOf(p, workload.name!) === ordinal);
+    const name = `${workload.name}-${ordinal}`;
+    if (!pod || pod.metadata?.deletionTimestamp || !isReady(pod) || !pod.status?.podIP) {
+      members.push({ state: { name, ordinal, ready: false } });
+      continue;
+    }
+    const target = { ...serviceTarget, host: pod.status.podIP };
+    try {
+      const facts = await pools.withClient(target, inspectInstance);
+      members.push({
+        target,
+        state: {
+          name, ordinal, ready: true,
+          role: facts.inRecovery ? "replica" : "primary",
+          maxConnections: facts.maxConnections,
+          alterSystemValue: facts.alterSystemValue,
+          postmasterStartTime: facts.postmasterStartTime,
+          lsn: facts.lsn,
+        },
+      });
+    } catch {
+      members.push({ state: { name, ordinal, ready: false }, target });
+    }
+  }
+  return members;
+}
+
+/** Carries out an "alter" or "restart" step; returns the Event note. */
+export async function carryOut(step: Extract<TopologyStep, { kind: "alter" | "restart" }>, members: readonly GroupMember[], desired: number, core: CoreV1Api, pools: PostgresPools, namespace: string): Promise<string> {
+  if (step.kind === "alter") {
+    for (const name of step.pods) {
+      const target = members.find((m) => m.state.name === name)?.target;
+      if (target) await pools.withClient(target, (c) => alterMaxConnections(c, desired));
+    }
+    return `ALTER SYSTEM SET max_connections = ${desired} on ${step.pods.join(", ")}; configuration reloaded, restarts pending`;
+  }
+  await core.deleteNamespacedPod({ name: step.pod, namespace });
+  return step.message;
+}
+
+function ordinalOf(pod: V1Pod, statefulSet: string): number | undefined {
+  const match = pod.metadata?.name?.match(new RegExp(`^${statefulSet.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-(\\d+)$`));
+  return match ? Number(match[1]) : undefined;
+}
+
+function isReady(pod: V1Pod): boolean {
+  return pod.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false;
+}
