@@ -216,11 +216,13 @@ export class PoolPolicyReconciler {
     status.observedGeneration = policy.metadata.generation;
     events.push(...transitionEvents(previous, updates));
 
+    // Events first: they record actions already taken, so they must not wait for (or be lost
+    // with) a status write that may fail; and whoever sees the new status finds its Events.
+    await this.emit(policy, events);
     if (statusChanged(previous, status) && !this.cacheLagsOurWrite(policy, status)) {
-      pass.log.debug({ action: "WriteStatus", changed: changedFields(previous, status), budget: status.budget }, "status changed");
+      pass.log.debug({ action: "WriteStatus", changed: changedFields(previous, status) }, "status changed");
       await this.writeStatus(policy, status);
     }
-    await this.emit(policy, events);
 
     const busy = maxConnections.restarting || targets.rollingOut;
     const untilWindow = maxConnections.nextWindow ? maxConnections.nextWindow.getTime() - now.getTime() : Number.POSITIVE_INFINITY;
@@ -421,8 +423,8 @@ export class PoolPolicyReconciler {
     const update: ConditionUpdate = { type: "Ready", status: "False", reason: "InvalidSpec", message: `nothing was applied: ${message}` };
     const status: PoolPolicyStatus = { ...previous, observedGeneration: generation, conditions: setCondition(previous.conditions ?? [], update, now, generation) };
     if (statusChanged(previous, status)) {
-      await this.writeStatus(policy, status);
       await this.emit(policy, [{ type: "Warning", reason: "InvalidSpec", action: "Validate", note: message }]);
+      await this.writeStatus(policy, status);
     }
     return {};
   }

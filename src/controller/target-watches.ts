@@ -2,8 +2,11 @@
  * One Deployment watch per PoolPolicy, narrowed to the policy's namespace and label selector,
  * so the operator caches only the Deployments it governs. Any change to one of them, a new
  * match, or one leaving the selection (the watch then reports it deleted) enqueues the policy.
+ *
+ * One HorizontalPodAutoscaler watch per namespace that has policies: an HPA's maxReplicas is
+ * part of the connection budget, so any HPA change enqueues every policy of the namespace.
  */
-import { AppsV1Api, type KubeConfig, type V1Deployment } from "@kubernetes/client-node";
+import { AppsV1Api, AutoscalingV2Api, type KubeConfig, type V1Deployment, type V2HorizontalPodAutoscaler } from "@kubernetes/client-node";
 import type { Logger } from "../log.js";
 import { ResilientInformer } from "../runtime/informer.js";
 import { abortableRequest } from "../runtime/request-options.js";
@@ -16,7 +19,9 @@ interface Watched {
 
 export class TargetWatches {
   private readonly watches = new Map<string, Watched>();
+  private readonly hpaWatches = new Map<string, ResilientInformer<V2HorizontalPodAutoscaler>>();
   private readonly apps: AppsV1Api;
+  private readonly autoscaling: AutoscalingV2Api;
 
   constructor(
     private readonly kc: KubeConfig,
@@ -25,6 +30,7 @@ export class TargetWatches {
     private readonly resyncMs = 0,
   ) {
     this.apps = kc.makeApiClient(AppsV1Api);
+    this.autoscaling = kc.makeApiClient(AutoscalingV2Api);
   }
 
   /** Makes sure the policy's Deployments are watched with this selector; null stops watching. */
@@ -34,8 +40,10 @@ export class TargetWatches {
     if (current) {
       this.watches.delete(policyKey);
       void current.informer.stop();
+      this.releaseHpaWatch(current.namespace);
     }
     if (selector === null) return;
+    this.ensureHpaWatch(namespace);
     const enqueue = () => this.enqueue(policyKey);
     const informer = new ResilientInformer<V1Deployment>(
       this.kc,
@@ -58,13 +66,46 @@ export class TargetWatches {
     this.watches.set(policyKey, { namespace, selector, informer });
   }
 
+  private ensureHpaWatch(namespace: string): void {
+    if (this.hpaWatches.has(namespace)) return;
+    const enqueueNamespace = () => {
+      for (const [key, w] of this.watches) if (w.namespace === namespace) this.enqueue(key);
+    };
+    const informer = new ResilientInformer<V2HorizontalPodAutoscaler>(
+      this.kc,
+      `/apis/autoscaling/v2/namespaces/${namespace}/horizontalpodautoscalers`,
+      ({ signal }) => this.autoscaling.listNamespacedHorizontalPodAutoscaler({ namespace }, abortableRequest(signal)),
+      {
+        name: `hpas(${namespace})`,
+        onAdd: enqueueNamespace,
+        // Status churn (current metrics) every few seconds: only a spec change moves the budget.
+        onUpdate: (before, after) => {
+          if (JSON.stringify(before.spec) !== JSON.stringify(after.spec)) enqueueNamespace();
+        },
+        onDelete: enqueueNamespace,
+        logger: this.log,
+      },
+    );
+    informer.start();
+    this.hpaWatches.set(namespace, informer);
+  }
+
+  /** Stops the namespace's HPA watch once no policy of the namespace is watched any more. */
+  private releaseHpaWatch(namespace: string): void {
+    if ([...this.watches.values()].some((w) => w.namespace === namespace)) return;
+    const informer = this.hpaWatches.get(namespace);
+    this.hpaWatches.delete(namespace);
+    void informer?.stop();
+  }
+
   get size(): number {
     return this.watches.size;
   }
 
   async stopAll(): Promise<void> {
-    const all = [...this.watches.values()];
+    const informers: { stop(): Promise<void> }[] = [...[...this.watches.values()].map((w) => w.informer), ...this.hpaWatches.values()];
     this.watches.clear();
-    await Promise.all(all.map((w) => w.informer.stop()));
+    this.hpaWatches.clear();
+    await Promise.all(informers.map((i) => i.stop()));
   }
 }

@@ -147,12 +147,19 @@ export class PostgresPools {
       throw err;
     }
     let broken = false;
+    // A checked-out client whose server goes away (a restart's fast shutdown sends 57P01) emits
+    // 'error' between queries; with no listener, that event would kill the process.
+    const onError = () => {
+      broken = true;
+    };
+    client.on("error", onError);
     try {
       return await work(client);
     } catch (err) {
-      broken = isConnectionLevel(err);
+      broken ||= isConnectionLevel(err);
       throw err;
     } finally {
+      client.off("error", onError);
       client.release(broken);
     }
   }
