@@ -34,6 +34,8 @@ import { readSecretKeys } from "./secrets.js";
 import { changedFields, statusChanged, withUsage } from "./status.js";
 import { ensureFinalizer, removeFinalizer, FINALIZER } from "./finalizer.js";
 import { operatorMetrics, serverLabel } from "./metrics.js";
+import { isConflict } from "./kube-errors.js";
+import { RequeueError } from "../runtime/controller.js";
 
 export interface ReconcileResult {
   requeueAfter?: number;
@@ -93,6 +95,9 @@ interface MaxConnectionsStep {
   /** When closed out by a maintenance window: when the next one opens. */
   nextWindow?: Date;
 }
+
+/** After a 409, come back soon: by then the watch has most likely delivered the newer object. */
+const STALE_RETRY_MS = 250;
 
 /** While something is moving (a restart, a rollout), poll it this often. */
 const PROGRESS_POLL_MS = 2_000;
@@ -466,10 +471,17 @@ export class PoolPolicyReconciler {
   private async writeStatus(policy: PoolPolicy, status: PoolPolicyStatus): Promise<void> {
     const { name, namespace } = policy.metadata;
     this.lastStatusWrite.set(`${namespace}/${name}`, { basedOn: policy.metadata.resourceVersion, status });
-    await this.custom.replaceNamespacedCustomObjectStatus({
-      group: GROUP, version: VERSION, plural: PLURAL, namespace, name,
-      body: { apiVersion: policy.apiVersion, kind: policy.kind, metadata: policy.metadata, spec: policy.spec, status },
-    });
+    try {
+      await this.custom.replaceNamespacedCustomObjectStatus({
+        group: GROUP, version: VERSION, plural: PLURAL, namespace, name,
+        body: { apiVersion: policy.apiVersion, kind: policy.kind, metadata: policy.metadata, spec: policy.spec, status },
+      });
+    } catch (err) {
+      // The object changed since our cache saw it (an edit, or our own write not yet watched):
+      // nothing is lost, the next pass recomputes the status from the newer object.
+      if (isConflict(err)) throw new RequeueError(`status of ${namespace}/${name} changed meanwhile; reconciling the newer version`, STALE_RETRY_MS);
+      throw err;
+    }
     operatorMetrics.statusWrites.inc();
   }
 

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
-import { loadKubeConfig } from "../../harness/kube.js";
+import { loadKubeConfig, waitForDeployment } from "../../harness/kube.js";
 import { OperatorProcess } from "../../harness/operator.js";
 import { waitFor } from "../../harness/processes.js";
 import { Scenario } from "./scenario.js";
@@ -63,7 +63,16 @@ it("follows Deployments as they start and stop matching, restores overwritten va
 });
 
 it("writes nothing once converged: neither the status nor the Deployments change across several reconciles", async () => {
+  // Converged: the restored Deployment finished rolling out and the status stopped moving.
+  await waitForDeployment(scenario.kc, scenario.namespace, "api");
   await scenario.waitForCondition("p", "Ready", { status: "True" });
+  let settled = "";
+  await waitFor("the status to settle", async () => {
+    const version = (await scenario.readPolicy("p"))!.metadata.resourceVersion!;
+    const same = version === settled;
+    settled = version;
+    return same;
+  }, { intervalMs: 3_000 });
   const writes = async () => Number((await operator.metrics()).match(/^poolpolicy_status_writes_total (\d+)/m)?.[1] ?? NaN);
   const policyVersion = (await scenario.readPolicy("p"))!.metadata.resourceVersion;
   const apiVersion = (await scenario.readDeployment("api")).metadata!.resourceVersion;
