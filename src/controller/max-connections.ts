@@ -89,6 +89,11 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
     return done("False", "AlterSystemDisabled", "ALTER SYSTEM is disabled on this server (allow_alter_system = off)");
   }
   const alterTo = needsAlterSystem(facts, desired) ? desired : undefined;
+  if (alterTo !== undefined && !facts.mayAlterMaxConnections) {
+    // Known before trying: no failed ALTER (and no Event) on every pass.
+    return done("False", "PermissionDenied",
+      `the operator's role may not change max_connections: grant it with \`GRANT ALTER SYSTEM ON PARAMETER max_connections TO <role>\` (PostgreSQL 15+) or use a superuser`);
+  }
   if (!workload.configured) {
     return { alterTo, restarting: false, condition: { status: "False", reason: "RestartRequired",
       message: `max_connections = ${desired} is set with ALTER SYSTEM but needs a PostgreSQL restart (currently ${facts.maxConnections}); set spec.postgres.restart.workload to let the operator restart it` } };

@@ -259,10 +259,13 @@ export class PoolPolicyReconciler {
       window: window ? windowState(pass.now, window) : undefined,
     });
     let condition = plan.condition;
+    // The two actions that change the server are announced by their Event before they run:
+    // a crash right after the action must not leave it without its Event, and the action is
+    // not repeated after a crash (the next pass sees it done), so the Event is not repeated either.
     if (plan.alterTo !== undefined && connection.ok) {
       try {
+        await this.emit(policy, [{ type: "Normal", reason: "MaxConnectionsAltered", action: "AlterSystem", note: `ALTER SYSTEM SET max_connections = ${plan.alterTo}, then a configuration reload; a restart applies it` }]);
         await this.deps.pools.withClient(connection.target, (c) => alterMaxConnections(c, plan.alterTo!));
-        events.push({ type: "Normal", reason: "MaxConnectionsAltered", action: "AlterSystem", note: `ALTER SYSTEM SET max_connections = ${plan.alterTo}; configuration reloaded, restart pending` });
       } catch (err) {
         if (err instanceof AlterSystemError) return { restarting: false, condition: { status: "False", reason: err.failure, message: err.message } };
         // The server went away under us (e.g. a restart began): not a verdict, try again soon.
@@ -274,9 +277,9 @@ export class PoolPolicyReconciler {
       }
     }
     if (plan.requestRestart) {
+      await this.emit(policy, [{ type: "Normal", reason: "RestartRequested", action: "RollingRestart", note: `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}` }]);
       await requestRestart(this.apps, workload, plan.requestRestart);
       operatorMetrics.restartsRequested.inc();
-      events.push({ type: "Normal", reason: "RestartRequested", action: "RollingRestart", note: `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}` });
     }
     if (condition.reason === "Applied" && plan.verifiedRestart && findCondition(previous.conditions, "MaxConnectionsApplied")?.status !== "True") {
       events.push({ type: "Normal", reason: "MaxConnectionsVerified", action: "Verify", note: condition.message });

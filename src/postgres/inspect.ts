@@ -32,6 +32,8 @@ export interface ServerFacts {
   installedExtensions: string[];
   availableExtensions: string[];
   isSuperuser: boolean;
+  /** Superuser, or (PG15+) GRANT ALTER SYSTEM ON PARAMETER max_connections. */
+  mayAlterMaxConnections: boolean;
   /** PG17+: allow_alter_system; true where the setting does not exist. */
   allowAlterSystem: boolean;
 }
@@ -87,6 +89,9 @@ SELECT (SELECT coalesce(array_agg(extname::text ORDER BY extname), '{}') FROM pg
 export async function inspectServer(client: pg.PoolClient): Promise<ServerFacts> {
   const settings = (await client.query(SETTINGS_SQL)).rows[0];
   const mayReadFiles = await mayReadConfigFiles(client);
+  // has_parameter_privilege exists from PostgreSQL 15; before, only a superuser may.
+  const mayAlter = settings.is_superuser || (settings.version_num >= 150000 &&
+    (await client.query("SELECT has_parameter_privilege('max_connections', 'ALTER SYSTEM') AS ok")).rows[0].ok);
   const alterSystemValue = mayReadFiles ? await readAlterSystemValue(client) : undefined;
   const counts = (await client.query(COUNTS_SQL)).rows[0];
   const extensions = (await client.query(EXTENSIONS_SQL)).rows[0];
@@ -110,6 +115,7 @@ export async function inspectServer(client: pg.PoolClient): Promise<ServerFacts>
     installedExtensions: extensions.installed,
     availableExtensions: extensions.available,
     isSuperuser: settings.is_superuser,
+    mayAlterMaxConnections: mayAlter,
     allowAlterSystem: settings.allow_alter_system,
   };
 }

@@ -9,7 +9,7 @@ const facts = (over: Partial<ServerFacts> = {}): ServerFacts => ({
   version: "15.18", versionNum: 150018, maxConnections: 100, settingSource: "default", pendingRestart: false,
   postmasterStartTime: T0, superuserReservedConnections: 3, reservedConnections: 0,
   connections: { total: 1, active: 1, idle: 0, idleInTransaction: 0 }, installedExtensions: [], availableExtensions: [],
-  isSuperuser: true, allowAlterSystem: true, mayReadConfigFiles: true, ...over,
+  isSuperuser: true, mayAlterMaxConnections: true, allowAlterSystem: true, mayReadConfigFiles: true, ...over,
 });
 const workload = { configured: true, found: true, rolledOut: true, record: undefined, description: "StatefulSet db/postgres" };
 const input = (over: Partial<MaxConnectionsInput> = {}): MaxConnectionsInput => ({
