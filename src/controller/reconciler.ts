@@ -46,6 +46,8 @@ export interface PolicyEvent {
   reason: string;
   action: string;
   note: string;
+  /** Set for actions that must have exactly one Event, even across a crash (see actionEventName). */
+  name?: string;
 }
 
 export interface EventSink {
@@ -55,6 +57,7 @@ export interface EventSink {
     reason: string;
     action: string;
     note: string;
+    name?: string;
   }): Promise<void> | void;
 }
 
@@ -95,6 +98,18 @@ interface MaxConnectionsStep {
   /** When closed out by a maintenance window: when the next one opens. */
   nextWindow?: Date;
 }
+
+/**
+ * The name of the one Event of an action on a server: the policy, the action and the value,
+ * and the postmaster start time it acted upon (the same action after a later restart is a new
+ * one). Recorded again after a crash, the Event already exists and nothing is added.
+ */
+function actionEventName(policy: PoolPolicy, action: string, postmasterStart: Date): string {
+  return `${policy.metadata.name}.${action}-${postmasterStart.getTime().toString(36)}`.slice(0, 253);
+}
+
+/** ReaperHealthy reasons that a reaper pass itself sets. */
+const REAPER_VERDICTS = new Set(["Running", "DryRun", "ReapFailed"]);
 
 /** After a 409, come back soon: by then the watch has most likely delivered the newer object. */
 const STALE_RETRY_MS = 250;
@@ -264,7 +279,11 @@ export class PoolPolicyReconciler {
     // not repeated after a crash (the next pass sees it done), so the Event is not repeated either.
     if (plan.alterTo !== undefined && connection.ok) {
       try {
-        await this.emit(policy, [{ type: "Normal", reason: "MaxConnectionsAltered", action: "AlterSystem", note: `ALTER SYSTEM SET max_connections = ${plan.alterTo}, then a configuration reload; a restart applies it` }]);
+        await this.emit(policy, [{
+          type: "Normal", reason: "MaxConnectionsAltered", action: "AlterSystem",
+          note: `ALTER SYSTEM SET max_connections = ${plan.alterTo}; configuration reloaded, restart pending`,
+          name: actionEventName(policy, `alter-${plan.alterTo}`, facts!.postmasterStartTime),
+        }]);
         await this.deps.pools.withClient(connection.target, (c) => alterMaxConnections(c, plan.alterTo!));
       } catch (err) {
         if (err instanceof AlterSystemError) return { restarting: false, condition: { status: "False", reason: err.failure, message: err.message } };
@@ -277,7 +296,11 @@ export class PoolPolicyReconciler {
       }
     }
     if (plan.requestRestart) {
-      await this.emit(policy, [{ type: "Normal", reason: "RestartRequested", action: "RollingRestart", note: `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}` }]);
+      await this.emit(policy, [{
+        type: "Normal", reason: "RestartRequested", action: "RollingRestart",
+        note: `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}`,
+        name: actionEventName(policy, `restart-${plan.requestRestart.value}`, plan.requestRestart.after),
+      }]);
       await requestRestart(this.apps, workload, plan.requestRestart);
       operatorMetrics.restartsRequested.inc();
     }
@@ -381,11 +404,12 @@ export class PoolPolicyReconciler {
         return Number.POSITIVE_INFINITY;
       }
     }
+    // Between passes the last pass's verdict stands; any other state (a pause, PostgreSQL
+    // having been away) is stale now that PostgreSQL answers, so a pass runs right away.
     const dueIn = this.reaper.dueIn(key, interval, now.getTime());
     const previousCondition = findCondition(status.conditions, "ReaperHealthy");
-    if (dueIn > 0) {
-      if (previousCondition) set("ReaperHealthy", { status: previousCondition.status, reason: previousCondition.reason, message: previousCondition.message });
-      else set("ReaperHealthy", { status: "Unknown", reason: "Scheduled", message: "first pass pending" });
+    if (dueIn > 0 && previousCondition && REAPER_VERDICTS.has(previousCondition.reason)) {
+      set("ReaperHealthy", { status: previousCondition.status, reason: previousCondition.reason, message: previousCondition.message });
       return dueIn;
     }
     try {

@@ -40,6 +40,12 @@ export interface EventInput {
   action: string;
   /** For humans; truncated to 1 KiB, the API's limit. */
   note?: string;
+  /**
+   * A fixed name makes the Event idempotent: recording it again (e.g. by the next operator
+   * process after a crash) finds it exists and adds nothing. For actions that must have
+   * exactly one Event.
+   */
+  name?: string;
 }
 
 export interface EventRecorderOptions {
@@ -100,7 +106,7 @@ export class EventRecorder {
   private async create(input: EventInput): Promise<WrittenEvent> {
     const namespace = input.regarding.namespace ?? "default";
     const body: EventsV1Event = {
-      metadata: { name: eventName(input.regarding.name), namespace },
+      metadata: { name: input.name ?? eventName(input.regarding.name), namespace },
       eventTime: new V1MicroTime(),
       reportingController,
       reportingInstance: this.reportingInstance,
@@ -111,8 +117,14 @@ export class EventRecorder {
       action: input.action.slice(0, maxShortFieldLength),
       note: input.note === undefined ? undefined : truncateUtf8(input.note, maxNoteBytes),
     };
-    const created = await this.events.createNamespacedEvent({ namespace, body }, requestTimeout(this.requestTimeoutMs));
-    return { namespace, name: created.metadata?.name ?? body.metadata!.name!, count: 1, firstWrittenAt: Date.now() };
+    try {
+      const created = await this.events.createNamespacedEvent({ namespace, body }, requestTimeout(this.requestTimeoutMs));
+      return { namespace, name: created.metadata?.name ?? body.metadata!.name!, count: 1, firstWrittenAt: Date.now() };
+    } catch (err) {
+      // An idempotent Event that already exists was recorded before: nothing to add.
+      if (input.name !== undefined && statusCodeOf(err) === 409) return { namespace, name: input.name, count: 1, firstWrittenAt: Date.now() };
+      throw err;
+    }
   }
 
   /**
