@@ -16,6 +16,7 @@
  */
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
+import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import {
   AdmissionregistrationV1Api,
@@ -179,7 +180,10 @@ export class SideApiServer {
   constructor(private readonly controlPlane: ControlPlane) {}
 
   async start(): Promise<KubeConfig> {
-    const cp = this.controlPlane as unknown as { etcdPort: number; dir: string; info(): { adminToken: string } };
+    const cp = this.controlPlane as unknown as { etcdPort?: unknown; dir: string };
+    if (typeof cp.etcdPort !== "number" || cp.etcdPort <= 0) {
+      throw new Error("SideApiServer: ControlPlane no longer has a private etcdPort; expose the etcd URL from test/harness/controlplane.ts");
+    }
     this.port = await freePort();
     const pki = join(cp.dir, `pki-side-${this.port}`);
     this.process = new ManagedProcess({
@@ -411,11 +415,59 @@ export async function operatorCounters(op: OperatorProcess): Promise<OperatorCou
   };
 }
 
+/** What each counter grew by between two snapshots. */
+export function counterDelta(before: OperatorCounters, after: OperatorCounters): OperatorCounters {
+  const out = {} as OperatorCounters;
+  for (const k of Object.keys(before) as (keyof OperatorCounters)[]) out[k] = after[k] - before[k];
+  return out;
+}
+
 /** Rate per minute of each counter between two snapshots taken `ms` apart. */
 export function perMinute(before: OperatorCounters, after: OperatorCounters, ms: number): Record<keyof OperatorCounters, number> {
   const out = {} as Record<keyof OperatorCounters, number>;
   for (const k of Object.keys(before) as (keyof OperatorCounters)[]) out[k] = Math.round(((after[k] - before[k]) * 60_000 / ms) * 10) / 10;
   return out;
+}
+
+// ---- the kube-apiserver's own counters ---------------------------------------------------------
+
+/**
+ * The kube-apiserver's /metrics (admin token). In a private control plane the operator is the
+ * only client writing PoolPolicy status or patching the postgres StatefulSet, so
+ * apiserver_request_total counts exactly its refused writes (403 from an admission rule, 409
+ * conflicts), whatever the operator logs about them. Counters restart with the apiserver.
+ */
+export function apiserverMetrics(cluster: FaultCluster): Promise<string> {
+  const { server, adminToken } = cluster.controlPlane.info();
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      { host: "127.0.0.1", port: Number(new URL(server).port), path: "/metrics", rejectUnauthorized: false, headers: { Authorization: `Bearer ${adminToken}` }, timeout: 10_000 },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => (body += chunk));
+        res.on("end", () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`kube-apiserver /metrics answered ${res.statusCode}`))));
+      },
+    );
+    req.on("error", reject);
+    req.on("timeout", () => req.destroy(new Error("kube-apiserver /metrics timed out")));
+    req.end();
+  });
+}
+
+export interface RequestFilter {
+  code: string;
+  resource: string;
+  subresource?: string;
+  /** PUT, PATCH, POST… as the kube-apiserver reports it. */
+  verb: string;
+}
+
+/** Real (not dry-run) requests the kube-apiserver answered with `code`. */
+export async function apiserverRequests(cluster: FaultCluster, f: RequestFilter): Promise<number> {
+  return metricValue(await apiserverMetrics(cluster), "apiserver_request_total", {
+    code: f.code, resource: f.resource, subresource: f.subresource ?? "", verb: f.verb, dry_run: "",
+  });
 }
 
 // ---- operator log lines -------------------------------------------------------------------------
