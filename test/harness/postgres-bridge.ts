@@ -25,6 +25,8 @@ export interface BridgeEvent {
   pod: string;
   action: "adopted" | "stopped" | "started" | "ready";
   uid?: string;
+  /** The pod's controller-revision-hash: which template revision it runs. */
+  revision?: string;
 }
 
 export class PostgresPodBridge {
@@ -32,6 +34,8 @@ export class PostgresPodBridge {
   readonly events: BridgeEvent[] = [];
   private readonly core: CoreV1Api;
   private readonly boundUid = new Map<number, string>();
+  /** Pod UIDs a server was started for: a kubelet starts a pod's container once, never twice. */
+  private readonly startedFor = new Set<string>();
   private running = false;
   private loop?: Promise<void>;
 
@@ -96,8 +100,8 @@ export class PostgresPodBridge {
     if (!pod.spec?.nodeName) return; // not scheduled yet: no kubelet would run it
     const uid = pod.metadata!.uid!;
     if (uid !== bound) {
-      if (bound === undefined && server.isRunning) {
-        this.record(name, "adopted", uid);
+      if ((bound === undefined && server.isRunning) || (this.startedFor.has(uid) && server.isRunning)) {
+        this.record(name, "adopted", uid, pod);
       } else {
         // Either we saw the old pod disappear (server stopped) or it was replaced between two
         // polls (server still running for the old pod): both end in one fresh start.
@@ -106,7 +110,8 @@ export class PostgresPodBridge {
           this.record(name, "stopped", bound);
         }
         await server.start();
-        this.record(name, "started", uid);
+        this.startedFor.add(uid);
+        this.record(name, "started", uid, pod);
       }
       this.boundUid.set(ordinal, uid);
     }
@@ -141,8 +146,8 @@ export class PostgresPodBridge {
     await this.core.replaceNamespacedPodStatus({ name: pod.metadata!.name!, namespace: this.namespace, body: pod });
   }
 
-  private record(pod: string, action: BridgeEvent["action"], uid?: string): void {
-    this.events.push({ at: new Date(), pod, action, uid });
+  private record(pod: string, action: BridgeEvent["action"], uid?: string, object?: V1Pod): void {
+    this.events.push({ at: new Date(), pod, action, uid, revision: object?.metadata?.labels?.["controller-revision-hash"] });
   }
 }
 
