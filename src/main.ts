@@ -18,6 +18,7 @@ import { PoolPolicyReconciler } from "./controller/reconciler.js";
 import { TargetWatches } from "./controller/target-watches.js";
 import { PostgresPools } from "./postgres/connection.js";
 import { Controller } from "./runtime/controller.js";
+import { defaultControllerRateLimiter } from "./runtime/rate-limiter.js";
 import { EventRecorder } from "./runtime/events.js";
 import { ResilientInformer } from "./runtime/informer.js";
 import { objectKey } from "./runtime/keys.js";
@@ -50,7 +51,15 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig, log: L
     watchTargets: (key, namespace, selector) => targetWatches.ensure(key, namespace, selector),
     statsRefreshMs: config.STATS_REFRESH_SECONDS * 1000,
   });
-  controller = new Controller({ name: "poolpolicy", workers: config.WORKERS, reconcile: (key) => reconciler.reconcile(key), logger: log });
+  controller = new Controller({
+    name: "poolpolicy",
+    workers: config.WORKERS,
+    reconcile: (key) => reconciler.reconcile(key),
+    // Failures back off exponentially from 5 ms, capped at 2 minutes (client-go's 1000 s cap
+    // would leave a policy stale for a quarter of an hour after, say, a permission is fixed).
+    rateLimiter: defaultControllerRateLimiter({ maxDelayMs: 120_000 }),
+    logger: log,
+  });
 
   const startWork = () => {
     log.info({ action: "StartWork" }, "starting informers and workers");

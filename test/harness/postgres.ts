@@ -144,6 +144,7 @@ export class PostgresServer {
   /** Runs one statement on a fresh connection (as the superuser) and returns the rows. */
   async query<T extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params: unknown[] = [], database = "postgres"): Promise<T[]> {
     const client = new pg.Client({ ...this.connection, database, connectionTimeoutMillis: 5_000 });
+    client.on("error", () => undefined); // a shutdown mid-query rejects the query below; no uncaught event
     await client.connect();
     try {
       return (await client.query<T>(sql, params)).rows;
