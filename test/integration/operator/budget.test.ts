@@ -90,14 +90,18 @@ describe("the connection budget", () => {
     const s = await scenario();
     const bridge = await s.withPostgresWorkload();
     await s.deployment("api", { labels: part, replicas: 1 });
-    await s.applyPolicy("a", s.policySpec(restartTo(150)));
-    await s.applyPolicy("b", s.policySpec({ ...restartTo(160), targets: { selector: { matchLabels: { app: "none" } } } }));
+    // "a" waits for an approval, so that the operator cannot restart for it alone in the moment
+    // before "b" exists; the approval comes once the two agree.
+    await s.applyPolicy("a", s.policySpec(restartTo(150, { policy: "Manual" })));
+    await s.applyPolicy("b", s.policySpec({ ...restartTo(160, { policy: "Manual" }), targets: { selector: { matchLabels: { app: "none" } } } }));
     for (const name of ["a", "b"]) {
       const p = await s.waitForCondition(name, "MaxConnectionsApplied", { status: "False", reason: "Conflict" });
       expect(p.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain(`${s.namespace}/a (150), ${s.namespace}/b (160)`);
     }
     expect(bridge.restarts).toBe(0);
     await s.patchPolicy("b", { spec: { postgres: { maxConnections: 150 } } });
+    for (const name of ["a", "b"]) await s.waitForCondition(name, "MaxConnectionsApplied", { reason: "AwaitingApproval" });
+    await s.patchPolicy("a", { metadata: { annotations: { "pooling.dbops.io/approve-restart": "150" } } });
     await s.waitForCondition("a", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
     await s.waitForCondition("b", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
     expect(await s.server.setting("max_connections")).toBe("150");
