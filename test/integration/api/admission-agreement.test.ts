@@ -11,6 +11,7 @@ import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { createNamespace, loadKubeConfig } from "../../harness/kube.js";
 import { validateSpec } from "../../../src/api/schema.js";
+import { setPath, validSpec } from "../../harness/spec-mutations.js";
 
 let kc: KubeConfig;
 let namespace: string;
@@ -35,25 +36,6 @@ const paths = [
   "pool.minSize", "pool.maxSize", "pool.env.min", "pool.env.max", "targets.selector.matchLabels", "targets.containers",
   "reaper.interval", "reaper.idleInTransactionTimeout", "reaper.excludeUsers", "reaper.dryRun",
 ];
-
-function validSpec(): Record<string, any> {
-  return {
-    postgres: {
-      host: "db.example", credentialsSecret: { name: "pg" }, maxConnections: 200,
-      restart: { workload: { name: "postgres" }, maintenanceWindow: { days: ["Sat"], start: "02:00", duration: "2h", timeZone: "UTC" } },
-    },
-    pool: { minSize: 5, maxSize: 25 },
-    targets: { selector: { matchLabels: { app: "x" } } },
-    reaper: { interval: "60s" },
-  };
-}
-
-function setPath(target: Record<string, any>, path: string, value: unknown): void {
-  const keys = path.split(".");
-  let node = target;
-  for (const key of keys.slice(0, -1)) node = node[key] ??= {};
-  node[keys.at(-1)!] = value;
-}
 
 it("admission and the operator's validation agree on random specs", async () => {
   const custom = kc.makeApiClient(CustomObjectsApi);

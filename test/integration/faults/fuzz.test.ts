@@ -25,13 +25,13 @@ import type { OperatorProcess } from "../../harness/operator.js";
 import { APP_DATABASE, Scenario } from "../operator/scenario.js";
 import { validateSpec, type PoolPolicy } from "../../../src/api/schema.js";
 import { faultSuite } from "./support.js";
+import { DELETE, setPath, validSpec } from "../../harness/spec-mutations.js";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 3000);
 const SEED = Number(process.env.FUZZ_SEED ?? 20261126);
 const MAX_INVALID_OBJECTS = 20;
 const MAX_VALID_OBJECTS = 20;
 const api = { group: "pooling.dbops.io", version: "v1alpha1", plural: "poolpolicies" };
-const DELETE = Symbol("delete");
 
 let cluster: FaultCluster | undefined;
 let s: Scenario;
@@ -86,29 +86,6 @@ const paths = [
 
 /** Admitted by the CRD, rejected by zod: the CRD cannot check that a time zone exists. */
 const badTimeZones = fc.constantFrom("Mars/Olympus", "Europe/Nowhere", "Not/A_Zone", "Etc/GMT+99", "Moon/Tranquility_Base");
-
-function validSpec(): Record<string, any> {
-  return {
-    postgres: {
-      host: "db.example", credentialsSecret: { name: "pg" }, maxConnections: 200,
-      restart: { workload: { name: "postgres" }, maintenanceWindow: { days: ["Sat"], start: "02:00", duration: "2h", timeZone: "UTC" } },
-    },
-    pool: { minSize: 5, maxSize: 25 },
-    targets: { selector: { matchLabels: { app: "x" } } },
-    reaper: { interval: "60s" },
-  };
-}
-
-function setPath(target: Record<string, any>, path: string, value: unknown): void {
-  const keys = path.split(".");
-  let node = target;
-  for (const key of keys.slice(0, -1)) {
-    if (typeof node[key] !== "object" || node[key] === null || Array.isArray(node[key])) node[key] = {};
-    node = node[key];
-  }
-  if (value === DELETE) delete node[keys.at(-1)!];
-  else node[keys.at(-1)!] = value;
-}
 
 const mutations = fc.array(fc.tuple(fc.constantFrom(...paths), hostile), { minLength: 1, maxLength: 3 });
 const specs = fc.oneof(
