@@ -109,16 +109,26 @@ function policyInformer(kc: KubeConfig, config: OperatorConfig, enqueue: (key: s
   const custom = kc.makeApiClient(CustomObjectsApi);
   const ns = config.WATCH_NAMESPACE;
   const path = ns ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}` : `/apis/${GROUP}/${VERSION}/${PLURAL}`;
-  const byKey = (p: PoolPolicy) => enqueue(objectKey(p));
-  return new ResilientInformer<PoolPolicy>(
+  // Policies that point at one server depend on each other (budget, max_connections, conflicts):
+  // a change to one brings back the others of that server too.
+  const serverOf = (p: PoolPolicy) => {
+    const pg = (p.spec as { postgres?: { host?: string; port?: number } } | undefined)?.postgres;
+    return `${pg?.host}:${pg?.port ?? 5432}`;
+  };
+  const byKey = (p: PoolPolicy) => {
+    enqueue(objectKey(p));
+    for (const peer of informer.list()) if (peer !== p && serverOf(peer) === serverOf(p)) enqueue(objectKey(peer));
+  };
+  const informer: ResilientInformer<PoolPolicy> = new ResilientInformer<PoolPolicy>(
     kc,
     path,
     ({ signal }) =>
       (ns
         ? custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace: ns }, abortableRequest(signal))
         : custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL }, abortableRequest(signal))) as never,
-    { name: "poolpolicies", resyncMs, onAdd: byKey, onUpdate: (_, p) => byKey(p), onDelete: byKey, onResync: byKey, logger: log },
+    { name: "poolpolicies", resyncMs, onAdd: byKey, onUpdate: (_, p) => byKey(p), onDelete: byKey, onResync: (p) => enqueue(objectKey(p)), logger: log },
   );
+  return informer;
 }
 
 async function main(): Promise<void> {

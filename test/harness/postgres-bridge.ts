@@ -82,7 +82,9 @@ export class PostgresPodBridge {
     });
     for (const [ordinal, server] of this.instances.entries()) {
       const name = `${this.statefulSetName}-${ordinal}`;
-      const pod = pods.items.find((p) => p.metadata?.name === name);
+      // A pod missing from the list is confirmed with a GET before its database is stopped:
+      // a kubelet acts on the pod it knows, not on one absent list.
+      const pod = pods.items.find((p) => p.metadata?.name === name) ?? (await this.readPod(name));
       await this.syncInstance(ordinal, name, server, pod);
     }
   }
@@ -122,6 +124,15 @@ export class PostgresPodBridge {
   }
 
   /** The pod's IP is its server's loopback address: the operator reaches each pod there. */
+  private async readPod(name: string): Promise<V1Pod | undefined> {
+    try {
+      return await this.core.readNamespacedPod({ name, namespace: this.namespace });
+    } catch (err) {
+      if ((err as { code?: number }).code === 404) return undefined;
+      throw err;
+    }
+  }
+
   private async markReady(pod: V1Pod, ip: string): Promise<void> {
     const now = new Date();
     const condition = (type: string) => ({ type, status: "True", lastTransitionTime: now });
