@@ -497,7 +497,6 @@ export class PoolPolicyReconciler {
 
   private async writeStatus(policy: PoolPolicy, status: PoolPolicyStatus): Promise<void> {
     const { name, namespace } = policy.metadata;
-    this.lastStatusWrite.set(`${namespace}/${name}`, { basedOn: policy.metadata.resourceVersion, status });
     try {
       await this.custom.replaceNamespacedCustomObjectStatus({
         group: GROUP, version: VERSION, plural: PLURAL, namespace, name,
@@ -509,6 +508,8 @@ export class PoolPolicyReconciler {
       if (isConflict(err)) throw new RequeueError(`status of ${namespace}/${name} changed meanwhile; reconciling the newer version`, STALE_RETRY_MS);
       throw err;
     }
+    // Only a write that happened can be one the cache has not caught up with.
+    this.lastStatusWrite.set(`${namespace}/${name}`, { basedOn: policy.metadata.resourceVersion, status });
     operatorMetrics.statusWrites.inc();
   }
 
