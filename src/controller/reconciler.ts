@@ -123,6 +123,8 @@ export class PoolPolicyReconciler {
   private readonly core: CoreV1Api;
   private readonly custom: CustomObjectsApi;
   private readonly reaper = new ReaperSchedule();
+  /** Restarts already verified (policy/value/postmaster start): counted and announced once. */
+  private readonly verified = new Set<string>();
   private readonly lastStatusWrite = new Map<string, { basedOn: string | undefined; status: PoolPolicyStatus }>();
   private readonly now: () => Date;
 
@@ -304,8 +306,11 @@ export class PoolPolicyReconciler {
       await requestRestart(this.apps, workload, plan.requestRestart);
       operatorMetrics.restartsRequested.inc();
     }
-    if (condition.reason === "Applied" && plan.verifiedRestart && findCondition(previous.conditions, "MaxConnectionsApplied")?.status !== "True") {
-      events.push({ type: "Normal", reason: "MaxConnectionsVerified", action: "Verify", note: condition.message });
+    // Once per restart: a lagging cache can show the old condition to two passes in a row.
+    const verification = `${pass.key}/${desired.kind === "value" ? desired.value : ""}/${facts?.postmasterStartTime.getTime()}`;
+    if (condition.reason === "Applied" && plan.verifiedRestart && findCondition(previous.conditions, "MaxConnectionsApplied")?.status !== "True" && !this.verified.has(verification)) {
+      this.verified.add(verification);
+      events.push({ type: "Normal", reason: "MaxConnectionsVerified", action: "Verify", note: condition.message, name: actionEventName(policy, `verified-${desired.kind === "value" ? desired.value : 0}`, facts!.postmasterStartTime) });
       operatorMetrics.restartsVerified.inc();
     }
     if (condition.status === "True" && desired.kind === "value" && desired.source !== "spec") {
