@@ -21,7 +21,9 @@ import { Controller } from "./runtime/controller.js";
 import { defaultControllerRateLimiter } from "./runtime/rate-limiter.js";
 import { EventRecorder } from "./runtime/events.js";
 import { ResilientInformer } from "./runtime/informer.js";
+import { loadDefaultKubeConfig } from "./runtime/kube-config.js";
 import { objectKey } from "./runtime/keys.js";
+import { changesWhatReconcileReads } from "./runtime/predicates.js";
 import { LeaderElector } from "./runtime/leader.js";
 import { abortableRequest } from "./runtime/request-options.js";
 import { OperatorServer } from "./runtime/server.js";
@@ -49,6 +51,8 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig, log: L
     getPolicy: (key) => policies.getByKey(key),
     listPolicies: () => policies.list(),
     watchTargets: (key, namespace, selector) => targetWatches.ensure(key, namespace, selector),
+    cachedTargets: (key, namespace, selector) => targetWatches.cachedTargets(key, namespace, selector),
+    cachedHpas: (namespace) => targetWatches.cachedHpas(namespace),
     statsRefreshMs: config.STATS_REFRESH_SECONDS * 1000,
   });
   controller = new Controller({
@@ -126,7 +130,18 @@ function policyInformer(kc: KubeConfig, config: OperatorConfig, enqueue: (key: s
       (ns
         ? custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace: ns }, abortableRequest(signal))
         : custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL }, abortableRequest(signal))) as never,
-    { name: "poolpolicies", resyncMs, onAdd: byKey, onUpdate: (_, p) => byKey(p), onDelete: byKey, onResync: (p) => enqueue(objectKey(p)), logger: log },
+    {
+      name: "poolpolicies",
+      resyncMs,
+      onAdd: byKey,
+      onUpdate: (before, p) => {
+        // Our own status writes come back as updates: they change nothing a reconcile reads.
+        if (changesWhatReconcileReads(before, p)) byKey(p);
+      },
+      onDelete: byKey,
+      onResync: (p) => enqueue(objectKey(p)),
+      logger: log,
+    },
   );
   return informer;
 }
@@ -134,8 +149,7 @@ function policyInformer(kc: KubeConfig, config: OperatorConfig, enqueue: (key: s
 async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.LOG_LEVEL);
-  const kc = new KubeConfig();
-  kc.loadFromDefault();
+  const kc = loadDefaultKubeConfig();
   const operator = await runOperator(config, kc, log);
   log.info({ httpPort: operator.httpPort, namespace: config.WATCH_NAMESPACE || "(all)", leaderElection: config.LEADER_ELECT }, "poolpolicy-operator started");
   const shutdown = (signal: string) => {

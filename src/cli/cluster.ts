@@ -20,6 +20,7 @@ import type { BudgetReserve, BudgetTarget } from "../budget/budget.js";
 import { labelSelectorString } from "../controller/env-injection.js";
 import { apiErrorMessage, httpStatus } from "../controller/kube-errors.js";
 import { readSecretKeys } from "../controller/secrets.js";
+import { ConnectionReusingKubeConfig } from "../runtime/kube-config.js";
 import { OPERATOR_POOL_SIZE, type PostgresTarget } from "../postgres/connection.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 
@@ -35,7 +36,7 @@ export interface KubeOptions {
 }
 
 export function loadKubeConfig(options: KubeOptions): KubeConfig {
-  const kc = new KubeConfig();
+  const kc = new ConnectionReusingKubeConfig();
   try {
     if (options.kubeconfig) kc.loadFromFile(options.kubeconfig);
     else kc.loadFromDefault();

@@ -2,7 +2,7 @@
  * The budget of the PostgreSQL server a policy points at, across every policy that points at
  * the same server (host:port), and the max_connections those policies together ask for.
  */
-import type { AppsV1Api, AutoscalingV2Api, V2HorizontalPodAutoscaler } from "@kubernetes/client-node";
+import type { V1Deployment, V2HorizontalPodAutoscaler } from "@kubernetes/client-node";
 import type { PoolPolicy, PoolPolicySpec } from "../api/schema.js";
 import { validateSpec } from "../api/schema.js";
 import { autoSizeMaxConnections, computeBudget, type Budget, type BudgetTarget } from "../budget/budget.js";
@@ -34,16 +34,20 @@ export function policiesOnServer(all: readonly PoolPolicy[], spec: PoolPolicySpe
   return found.sort((a, b) => a.key.localeCompare(b.key));
 }
 
-export async function gatherBudgetTargets(apps: AppsV1Api, autoscaling: AutoscalingV2Api, policies: readonly PolicyOnServer[]): Promise<BudgetTarget[]> {
+/** Where a reconcile reads Deployments and HPAs from: the watch caches when synced, else a LIST. */
+export interface TargetReader {
+  deployments(policyKey: string, namespace: string, labelSelector: string): Promise<V1Deployment[]>;
+  hpas(namespace: string): Promise<V2HorizontalPodAutoscaler[]>;
+}
+
+export async function gatherBudgetTargets(read: TargetReader, policies: readonly PolicyOnServer[]): Promise<BudgetTarget[]> {
   const hpasByNamespace = new Map<string, V2HorizontalPodAutoscaler[]>();
   const targets: BudgetTarget[] = [];
   for (const p of policies) {
-    if (!hpasByNamespace.has(p.namespace)) {
-      hpasByNamespace.set(p.namespace, (await autoscaling.listNamespacedHorizontalPodAutoscaler({ namespace: p.namespace })).items);
-    }
+    if (!hpasByNamespace.has(p.namespace)) hpasByNamespace.set(p.namespace, await read.hpas(p.namespace));
     const hpas = hpasByNamespace.get(p.namespace)!;
-    const deployments = await apps.listNamespacedDeployment({ namespace: p.namespace, labelSelector: labelSelectorString(p.spec.targets.selector) });
-    for (const d of deployments.items) {
+    const deployments = await read.deployments(p.key, p.namespace, labelSelectorString(p.spec.targets.selector));
+    for (const d of deployments) {
       const name = d.metadata!.name!;
       const hpa = hpas.find((h) => h.spec?.scaleTargetRef.kind === "Deployment" && h.spec.scaleTargetRef.name === name);
       targets.push({

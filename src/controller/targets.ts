@@ -37,19 +37,19 @@ export async function applyPoolEnv(
   apps: AppsV1Api,
   policy: { name: string; namespace: string },
   spec: PoolPolicySpec,
+  selected: readonly V1Deployment[],
   previousTargets: readonly TargetStatus[],
   options: { holdGrowthUntil?: number | false } = {},
 ): Promise<TargetsOutcome> {
   const manager = fieldManagerFor(policy.name);
   const env = desiredEnv(spec.pool);
   const envText = env.map((e) => `${e.name}=${e.value}`).join(", ");
-  const matched = (
-    await apps.listNamespacedDeployment({ namespace: policy.namespace, labelSelector: labelSelectorString(spec.targets.selector) })
-  ).items.sort((a, b) => a.metadata!.name!.localeCompare(b.metadata!.name!));
+  const matched = [...selected].sort((a, b) => a.metadata!.name!.localeCompare(b.metadata!.name!));
 
   const outcome: TargetsOutcome = { targets: [], summary: "", condition: { status: "True", reason: "Injected", message: "" }, actions: [], rollingOut: false };
   const failures: string[] = [];
   const held: string[] = [];
+  const injected: Array<{ name: string; containers: string[] }> = [];
   for (const deployment of matched) {
     const name = deployment.metadata!.name!;
     const containers = selectContainers(deployment, spec.targets.containers);
@@ -70,7 +70,7 @@ export async function applyPoolEnv(
           { name, namespace: policy.namespace, body: injectionApplyConfig(deployment, containers, env), fieldManager: manager, force: true },
           ssa(),
         );
-        outcome.actions.push({ reason: "EnvInjected", note: `Set ${envText} in Deployment ${name} (containers: ${containers.join(", ")})` });
+        injected.push({ name, containers });
       } catch (err) {
         failures.push(`${name}: ${apiErrorMessage(err)}`);
         outcome.actions.push({ reason: "EnvInjectionFailed", note: `Deployment ${name}: ${apiErrorMessage(err)}`, warning: true });
@@ -82,6 +82,10 @@ export async function applyPoolEnv(
     outcome.rollingOut ||= !rolledOut;
     outcome.targets.push({ name, containers, injected: true, rolledOut });
   }
+
+  // One Event per pass, not per Deployment: a policy over 1,000 Deployments would bury
+  // everything else in `kubectl describe` (and cost 1,000 more API writes).
+  if (injected.length > 0) outcome.actions.unshift({ reason: "EnvInjected", note: `Set ${envText} in ${describeInjected(injected)}` });
 
   const matchedNames = new Set(matched.map((d) => d.metadata!.name!));
   for (const gone of previousTargets.filter((t) => !matchedNames.has(t.name))) {
@@ -110,6 +114,16 @@ export async function applyPoolEnv(
     outcome.condition = { status: "True", reason: "Injected", message: `${envText} in ${matched.length} Deployment(s), all rolled out` };
   }
   return outcome;
+}
+
+/** "Deployment api (containers: app)" or "3 Deployments: api, web, worker (containers: app)", the list cut at 10 names. */
+export function describeInjected(injected: ReadonlyArray<{ name: string; containers: readonly string[] }>): string {
+  const shown = 10;
+  const containers = [...new Set(injected.flatMap((d) => d.containers))].sort().join(", ");
+  if (injected.length === 1) return `Deployment ${injected[0]!.name} (containers: ${containers})`;
+  const names = injected.slice(0, shown).map((d) => d.name).join(", ");
+  const more = injected.length > shown ? ` and ${injected.length - shown} more` : "";
+  return `${injected.length} Deployments: ${names}${more} (containers: ${containers})`;
 }
 
 /** Removes what this policy's field manager set in one Deployment; false when there was nothing. */

@@ -68,6 +68,11 @@ export interface InformerOptions<T> extends InformerHandlers<T> {
   listTimeoutMs?: number;
   /** Delay between restarts. Default 200 ms doubling up to 30 s, jittered. */
   backoff?: BackoffOptions;
+  /**
+   * Applied to every object before it is cached and handed to the handlers, to keep only what
+   * the operator reads (client-go's TransformFunc): e.g. dropping metadata.managedFields.
+   */
+  transform?(obj: T): T;
   /** For logs and metrics. Default: the API path. */
   name?: string;
   logger?: Logger;
@@ -231,7 +236,7 @@ export class ResilientInformer<T extends KubernetesObject> {
     const list = await this.listWithTimeout();
     const fresh = new Map<string, T>();
     for (const item of list.items) {
-      const obj = withKind(item, list);
+      const obj = this.transform(withKind(item, list));
       fresh.set(objectKey(obj), obj);
     }
     this.forgetVanished(fresh);
@@ -255,6 +260,10 @@ export class ResilientInformer<T extends KubernetesObject> {
       this.cache.delete(key);
       this.notify("onDelete", () => this.handlers.onDelete?.(cached));
     }
+  }
+
+  private transform(obj: T): T {
+    return this.options.transform ? this.options.transform(obj) : obj;
   }
 
   private storeListed(key: string, obj: T): void {
@@ -349,7 +358,7 @@ export class ResilientInformer<T extends KubernetesObject> {
     const object = obj as T;
     const resourceVersion = object?.metadata?.resourceVersion;
     if (resourceVersion) this.resourceVersion = resourceVersion;
-    if (type === "ADDED" || type === "MODIFIED") this.storeWatched(object);
+    if (type === "ADDED" || type === "MODIFIED") this.storeWatched(this.transform(object));
     else if (type === "DELETED") this.removeWatched(object);
     // BOOKMARK: only the resourceVersion, already taken.
     return undefined;

@@ -63,7 +63,7 @@ export const CATALOGUE: CatalogueEntry[] = [
   { id: "3b", title: "kube-apiserver SIGSTOPped longer than the watch watchdog", promise: "the watchdog relists; a change made meanwhile is applied" },
   { id: "3x", title: "Informer recovery at the runtime level", promise: "restart and watchdog relist", coveredBy: "test/integration/runtime/informer-recovery.test.ts" },
   { id: "4a", title: "Another field manager changes the injected env", promise: "the operator's two entries restored, the other manager's edits kept, one write per foreign change" },
-  { id: "4b", title: "409 on status writes under concurrent edits", promise: "no lost update, writes per minute bounded, quiet once converged" },
+  { id: "4b", title: "a policy edited ten times a second while its status is written", promise: "no lost update, no status write refused with 409, writes per minute bounded, quiet once converged" },
   { id: "5a", title: "PostgreSQL down during reconciles", promise: "condition with reason, bounded retries, recovery, no crash" },
   { id: "5b", title: "Wrong password, then a rotated Secret", promise: "AuthenticationFailed, bounded login attempts, recovery, no crash" },
   { id: "5c", title: "Redis down (required)", promise: "Ready=False RedisUnavailable, recovery" },

@@ -68,14 +68,14 @@ Every resource here is namespaced, which is what lets watchNamespace swap the Cl
 Role. Leases are not here: they get a Role of their own in the release namespace (role.yaml).
 */}}
 {{- define "poolpolicy-operator.rules" -}}
-# The PoolPolicies themselves: informer (list/watch), finalizer add/remove (patch, update).
+# The PoolPolicies themselves: informer (list/watch), finalizer add/remove (patch).
 - apiGroups: ["pooling.dbops.io"]
   resources: ["poolpolicies"]
-  verbs: ["get", "list", "watch", "patch", "update"]
-# Conditions, counts and budget are written through the status subresource.
+  verbs: ["get", "list", "watch", "patch"]
+# Conditions, counts and budget are written through the status subresource (a JSON patch).
 - apiGroups: ["pooling.dbops.io"]
   resources: ["poolpolicies/status"]
-  verbs: ["get", "update", "patch"]
+  verbs: ["get", "patch"]
 # Needed to set an ownerReference with blockOwnerDeletion to a PoolPolicy where the
 # OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift).
 - apiGroups: ["pooling.dbops.io"]

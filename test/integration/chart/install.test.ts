@@ -175,7 +175,7 @@ describe("helm install of the chart", () => {
       { group: "pooling.dbops.io", resource: "poolpolicies", verb: "list" },
       { group: "pooling.dbops.io", resource: "poolpolicies", verb: "watch" },
       { group: "pooling.dbops.io", resource: "poolpolicies", verb: "patch", namespace: "apps", name: "p" },
-      { group: "pooling.dbops.io", resource: "poolpolicies", subresource: "status", verb: "update", namespace: "apps", name: "p" },
+      { group: "pooling.dbops.io", resource: "poolpolicies", subresource: "status", verb: "patch", namespace: "apps", name: "p" },
       { group: "pooling.dbops.io", resource: "poolpolicies", subresource: "finalizers", verb: "update", namespace: "apps", name: "p" },
       { group: "apps", resource: "deployments", verb: "patch", namespace: "apps", name: "web" },
       { group: "apps", resource: "deployments", verb: "watch", namespace: "apps" },
@@ -199,6 +199,8 @@ describe("helm install of the chart", () => {
     const denied: V1ResourceAttributes[] = [
       { group: "apps", resource: "deployments", verb: "delete", namespace: "apps", name: "web" },
       { group: "apps", resource: "deployments", verb: "create", namespace: "apps" },
+      { group: "pooling.dbops.io", resource: "poolpolicies", verb: "update", namespace: "apps", name: "p" },
+      { group: "pooling.dbops.io", resource: "poolpolicies", subresource: "status", verb: "update", namespace: "apps", name: "p" },
       { group: "apps", resource: "deployments", verb: "update", namespace: "apps", name: "web" },
       { group: "apps", resource: "statefulsets", verb: "delete", namespace: "db", name: "postgres" },
       { group: "", resource: "secrets", verb: "list", namespace: "apps" },

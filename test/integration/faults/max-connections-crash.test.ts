@@ -77,7 +77,7 @@ interface Baseline {
 /** The operator's pod-template patch of the StatefulSet, refused. */
 const REFUSED_RESTART_REQUEST: RequestFilter = { code: "403", resource: "statefulsets", verb: "PATCH" };
 /** The operator's status write, refused. */
-const REFUSED_STATUS_WRITE: RequestFilter = { code: "403", resource: "poolpolicies", subresource: "status", verb: "PUT" };
+const REFUSED_STATUS_WRITE: RequestFilter = { code: "403", resource: "poolpolicies", subresource: "status", verb: "PATCH" };
 
 /**
  * Where we are before a change: every counter of restarts, so a change can be held to +1.
@@ -124,7 +124,10 @@ function probeRestartRequest(): Promise<unknown> {
 /** A status write of the policy, made as the operator, dry run. */
 async function probeStatusWrite(): Promise<unknown> {
   const current = await s.readPolicy("p");
-  return saKc.makeApiClient(CustomObjectsApi).replaceNamespacedCustomObjectStatus({ ...api, namespace: s.namespace, name: "p", body: current!, dryRun: "All" });
+  return saKc.makeApiClient(CustomObjectsApi).patchNamespacedCustomObjectStatus(
+    { ...api, namespace: s.namespace, name: "p", body: [{ op: "add", path: "/status", value: current!.status ?? {} }], dryRun: "All" },
+    setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
+  );
 }
 
 const refuseRestartRequests = () =>

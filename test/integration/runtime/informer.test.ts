@@ -58,6 +58,27 @@ describe("ResilientInformer against a real kube-apiserver", () => {
     expect(seen.added).not.toContain("kube-root-ca.crt");
   });
 
+  it("caches listed and watched objects through its transform", async () => {
+    const ns = await freshNamespace();
+    await createConfigMap(kc, ns, "listed", { v: "1" });
+    const handed: Array<string | undefined> = [];
+    const { informer } = configMapInformer(kc, ns, {
+      transform: (cm) => ({ ...cm, metadata: { ...cm.metadata, managedFields: undefined } }),
+      onAdd: (cm) => void handed.push(String(cm.metadata?.managedFields)),
+    });
+    informers.push(informer);
+    informer.start();
+    expect(await informer.waitForSync(30_000)).toBe(true);
+    await createConfigMap(kc, ns, "watched", { v: "1" });
+    await waitFor("the informer to see the add", () => informer.get(ns, "watched") !== undefined);
+    // The API server does send managedFields; neither the cache nor the handlers see them.
+    expect((await core.readNamespacedConfigMap({ name: "watched", namespace: ns })).metadata?.managedFields?.length).toBeGreaterThan(0);
+    expect(informer.get(ns, "listed")?.metadata?.managedFields).toBeUndefined();
+    expect(informer.get(ns, "watched")?.metadata?.managedFields).toBeUndefined();
+    expect(informer.get(ns, "watched")?.data).toEqual({ v: "1" });
+    expect(handed).toEqual(["undefined", "undefined"]);
+  });
+
   it("after a blind spot, relists and reports what changed meanwhile", async () => {
     const ns = await freshNamespace();
     await createConfigMap(kc, ns, "kept", { v: "1" });

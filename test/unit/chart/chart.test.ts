@@ -31,8 +31,8 @@ function ruleTable(role: Manifest): string[] {
 
 /** What the operator needs (see the chart's _helpers.tpl), and nothing more. */
 const OPERATOR_RULES = [
-  "pooling.dbops.io/poolpolicies: get,list,patch,update,watch",
-  "pooling.dbops.io/poolpolicies/status: get,patch,update",
+  "pooling.dbops.io/poolpolicies: get,list,patch,watch",
+  "pooling.dbops.io/poolpolicies/status: get,patch",
   "pooling.dbops.io/poolpolicies/finalizers: update",
   "apps/deployments: get,list,patch,watch",
   "apps/statefulsets: get,list,patch,watch",

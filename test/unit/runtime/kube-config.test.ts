@@ -1,0 +1,53 @@
+import { describe, expect, it } from "vitest";
+import { RequestContext } from "@kubernetes/client-node";
+import { ConnectionReusingKubeConfig } from "../../../src/runtime/kube-config.js";
+
+function kubeConfig(user: Record<string, unknown>, server = "https://127.0.0.1:6443"): ConnectionReusingKubeConfig {
+  const kc = new ConnectionReusingKubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: "c", server, caData: Buffer.from("not a real CA").toString("base64"), skipTLSVerify: false }],
+    users: [{ name: "u", ...user }],
+    contexts: [{ name: "ctx", cluster: "c", user: "u" }],
+    currentContext: "ctx",
+  });
+  return kc;
+}
+
+async function dispatcherOf(kc: ConnectionReusingKubeConfig): Promise<unknown> {
+  const context = new RequestContext("https://127.0.0.1:6443/api", "GET" as never);
+  await kc.applySecurityAuthentication(context);
+  return context.getDispatcher();
+}
+
+describe("ConnectionReusingKubeConfig", () => {
+  it("hands every request the same dispatcher, so connections are kept and reused", async () => {
+    const kc = kubeConfig({ token: "t" });
+    const first = await dispatcherOf(kc);
+    expect(first).toBeDefined();
+    expect(await dispatcherOf(kc)).toBe(first);
+  });
+
+  it("builds a new dispatcher when the endpoint changes", async () => {
+    const kc = kubeConfig({ token: "t" });
+    const first = await dispatcherOf(kc);
+    kc.loadFromOptions({
+      clusters: [{ name: "c", server: "https://127.0.0.2:6443", caData: Buffer.from("not a real CA").toString("base64"), skipTLSVerify: false }],
+      users: [{ name: "u", token: "t" }],
+      contexts: [{ name: "ctx", cluster: "c", user: "u" }],
+      currentContext: "ctx",
+    });
+    const second = await dispatcherOf(kc);
+    expect(second).toBeDefined();
+    expect(second).not.toBe(first);
+  });
+
+  it("leaves credentials that may rotate (exec plugins) to a fresh dispatcher per request", async () => {
+    const credential = JSON.stringify({ apiVersion: "client.authentication.k8s.io/v1", kind: "ExecCredential", status: { token: "from-exec" } });
+    const kc = kubeConfig({ exec: { command: "sh", args: ["-c", `echo '${credential}'`], apiVersion: "client.authentication.k8s.io/v1", interactiveMode: "Never" } });
+    const first = await dispatcherOf(kc);
+    const second = await dispatcherOf(kc);
+    expect(first).toBeDefined();
+    expect(second).toBeDefined();
+    expect(second).not.toBe(first);
+  });
+});
