@@ -13,8 +13,8 @@ function kubeConfig(user: Record<string, unknown>, server = "https://127.0.0.1:6
   return kc;
 }
 
-async function dispatcherOf(kc: ConnectionReusingKubeConfig): Promise<unknown> {
-  const context = new RequestContext("https://127.0.0.1:6443/api", "GET" as never);
+async function dispatcherOf(kc: ConnectionReusingKubeConfig, url = "https://127.0.0.1:6443/api"): Promise<unknown> {
+  const context = new RequestContext(url, "GET" as never);
   await kc.applySecurityAuthentication(context);
   return context.getDispatcher();
 }
@@ -25,6 +25,16 @@ describe("ConnectionReusingKubeConfig", () => {
     const first = await dispatcherOf(kc);
     expect(first).toBeDefined();
     expect(await dispatcherOf(kc)).toBe(first);
+  });
+
+  it("keeps watches on a dispatcher of their own, shared by every watch", async () => {
+    const kc = kubeConfig({ token: "t" });
+    const request = await dispatcherOf(kc);
+    const watch = await dispatcherOf(kc, "https://127.0.0.1:6443/apis/apps/v1/deployments?watch=true&resourceVersion=1");
+    expect(watch).toBeDefined();
+    expect(watch).not.toBe(request);
+    expect(await dispatcherOf(kc, "https://127.0.0.1:6443/api/v1/pods?watch=true")).toBe(watch);
+    expect(await dispatcherOf(kc, "https://127.0.0.1:6443/api/v1/pods?labelSelector=a")).toBe(request);
   });
 
   it("builds a new dispatcher when the endpoint changes", async () => {
