@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps node-deps tools build typecheck generate test test-unit test-integration demo e2e-kind lint-chart clean
+.PHONY: all deps node-deps tools build typecheck generate test test-unit test-integration demo bench bench-smoke e2e-kind lint-chart clean
 
 all: build
 
@@ -43,6 +43,14 @@ test-integration: deps tools
 ## demo: a local control plane, PostgreSQL and Redis, the operator, and a PoolPolicy converging
 demo: deps tools
 	npm run -s demo
+
+## bench: the benchmarks of docs/benchmarks.md (about 30 min; BENCH_SCALE=small for about 10); not part of `make test`
+bench: deps tools
+	npm run -s bench
+
+## bench-smoke: every benchmark scenario at a tiny size (a few minutes), report to a temp file
+bench-smoke: deps tools
+	npm run -s bench:smoke
 
 ## e2e-kind: for machines with Docker: kind cluster, image, Helm install, example policy
 e2e-kind:

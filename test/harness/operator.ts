@@ -13,6 +13,8 @@ export interface OperatorOptions {
   kubeconfigPath: string;
   logFile: string;
   env?: Record<string, string>;
+  /** Node's arguments that run the operator; default src/main.ts under tsx. */
+  entry?: string[];
 }
 
 export class OperatorProcess {
@@ -28,7 +30,7 @@ export class OperatorProcess {
     this.process = new ManagedProcess({
       name: "operator",
       command: process.execPath,
-      args: ["--import", "tsx", join(repoRoot, "src/main.ts")],
+      args: this.options.entry ?? ["--import", "tsx", join(repoRoot, "src/main.ts")],
       cwd: repoRoot,
       logFile: this.options.logFile,
       env: {

@@ -11,6 +11,7 @@ import { PostgresServer, type PostgresOptions } from "../../harness/postgres.js"
 import { PostgresPodBridge } from "../../harness/postgres-bridge.js";
 import { waitFor } from "../../harness/processes.js";
 import type { Condition, PoolPolicy, PoolPolicyStatus } from "../../../src/api/schema.js";
+import { deepMerge } from "../../harness/deep-merge.js";
 
 export const APP_DATABASE = "appdb";
 const api = { group: "pooling.dbops.io", version: "v1alpha1", plural: "poolpolicies" };
@@ -147,17 +148,4 @@ export class Scenario {
     await this.server.destroy();
     await deleteNamespace(this.kc, this.namespace);
   }
-}
-
-function deepMerge(base: Record<string, unknown>, extra: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...base };
-  for (const [k, v] of Object.entries(extra)) {
-    const b = out[k];
-    out[k] = isPlainObject(b) && isPlainObject(v) ? deepMerge(b, v) : v;
-  }
-  return out;
-}
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }

@@ -1,0 +1,29 @@
+/**
+ * `make bench` is not part of `make test` (it takes half an hour), but its code must not rot:
+ * every scenario runs here at a tiny size (bench/smoke.ts), and the goals that do not depend on
+ * timing must hold: zero writes in the steady state, exactly the right sessions reaped, never
+ * two reconciles of one key at once. Timing goals are only printed: at this size, on a shared
+ * machine, they say nothing.
+ */
+import { spawnSync } from "node:child_process";
+import { readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { expect, it } from "vitest";
+import { repoRoot } from "../harness/tools.js";
+
+it("runs every benchmark scenario and keeps the exact goals", () => {
+  const run = spawnSync(process.execPath, ["--import", "tsx", join(repoRoot, "bench/smoke.ts")], {
+    cwd: repoRoot,
+    encoding: "utf8",
+    timeout: 900_000,
+  });
+  const out = run.stdout + run.stderr;
+  expect(run.status, out).toBe(0);
+  expect(out).toContain("bench smoke: 6 scenarios ran");
+  const report = out.match(/smoke report: (\S+)/)?.[1];
+  expect(report, out).toBeDefined();
+  const markdown = readFileSync(report!, "utf8");
+  for (const title of ["1. Fan-out", "2. Steady state", "3. Memory", "4. Reaper", "5. Event storm", "6. Restart"]) expect(markdown).toContain(`## ${title}`);
+  expect(markdown).not.toContain("The scenario failed");
+  rmSync(report!);
+}, 960_000);
