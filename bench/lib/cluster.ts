@@ -3,7 +3,6 @@
  * scenario, bulk creation of Deployments, PoolPolicy helpers, a bench-side watch that
  * timestamps what it sees, and the kube-apiserver's own request counters.
  */
-import { request } from "node:https";
 import { join } from "node:path";
 import {
   AppsV1Api,
@@ -249,23 +248,8 @@ export function policyWatch(c: Cluster, namespace: string, onObject: (type: stri
 }
 
 /** The kube-apiserver's own /metrics, read with the admin token. */
-export function apiserverMetrics(c: Cluster): Promise<Sample[]> {
-  const { server, adminToken } = c.cp.info();
-  const url = new URL("/metrics", server);
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { host: url.hostname, port: url.port, path: url.pathname, rejectUnauthorized: false, headers: { Authorization: `Bearer ${adminToken}` }, timeout: 30_000 },
-      (res) => {
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (chunk: string) => (body += chunk));
-        res.on("end", () => (res.statusCode === 200 ? resolve(parseProm(body)) : reject(new Error(`apiserver /metrics: HTTP ${res.statusCode}`))));
-      },
-    );
-    req.on("error", reject);
-    req.on("timeout", () => req.destroy(new Error("apiserver /metrics timed out")));
-    req.end();
-  });
+export async function apiserverMetrics(c: Cluster): Promise<Sample[]> {
+  return parseProm(await c.cp.adminGet("/metrics"));
 }
 
 const WRITE_VERBS = new Set(["POST", "PUT", "PATCH", "APPLY", "DELETE", "CREATE", "UPDATE", "DELETECOLLECTION"]);

@@ -1,8 +1,8 @@
 /** Small numeric and async helpers shared by the scenarios. */
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+import { sleep } from "../../src/runtime/backoff.js";
+
+export { sleep };
 
 /** Linear-interpolated percentile (p in 0..100) of unsorted values; NaN when empty. */
 export function percentile(values: readonly number[], p: number): number {

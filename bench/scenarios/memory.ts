@@ -89,7 +89,7 @@ export async function memory(ctx: Ctx): Promise<ScenarioResult> {
       ctx.log(`${n} Deployments (${watched} watched): heap ${fmtBytes(point.heapUsed)}, RSS ${fmtBytes(point.rss)}, synced in ${(syncMs / 1000).toFixed(1)} s`);
       if (n === Math.max(...settings.memoryN)) {
         // The size of a watched Deployment as the API serves it (JSON, managedFields included).
-        const raw = (await (await fetchRaw(cluster.cp.info(), `/apis/apps/v1/namespaces/${ns}/deployments?labelSelector=${encodeURIComponent(`${GROUP_LABEL}=g0`)}`)).json()) as { items: unknown[] };
+        const raw = JSON.parse(await cluster.cp.adminGet(`/apis/apps/v1/namespaces/${ns}/deployments?labelSelector=${encodeURIComponent(`${GROUP_LABEL}=g0`)}`)) as { items: unknown[] };
         jsonBytes = mean(raw.items.map((d) => JSON.stringify(d).length));
         jsonBytesWithoutManagedFields = mean(raw.items.map((d) => JSON.stringify({ ...(d as object), metadata: { ...(d as { metadata: object }).metadata, managedFields: undefined } }).length));
         ctx.log(`a watched Deployment is ${fmtBytes(jsonBytes)} of JSON (${raw.items.length} sampled)`);
@@ -220,26 +220,6 @@ async function measure(operator: BenchOperator, deployments: number, watched: nu
     promRss: sumOf(metrics, "process_resident_memory_bytes"),
     syncMs,
   };
-}
-
-/** A GET with the admin token, the body left as the API server sent it. */
-async function fetchRaw(info: { server: string; adminToken: string }, path: string): Promise<{ json(): Promise<unknown> }> {
-  const { request } = await import("node:https");
-  const url = new URL(path, info.server);
-  const body = await new Promise<string>((resolve, reject) => {
-    const req = request(
-      { host: url.hostname, port: url.port, path: url.pathname + url.search, rejectUnauthorized: false, headers: { Authorization: `Bearer ${info.adminToken}` } },
-      (res) => {
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => (text += c));
-        res.on("end", () => resolve(text));
-      },
-    );
-    req.on("error", reject);
-    req.end();
-  });
-  return { json: async () => JSON.parse(body) };
 }
 
 /** What the RSS is made of, from the numbers of this run. */

@@ -150,6 +150,9 @@ const PROGRESS_POLL_MS = 2_000;
  */
 const RESTART_POLL_MS = 500;
 
+/** The soonest a pass asks to come back, whatever is due. */
+const MIN_REQUEUE_MS = 500;
+
 export class PoolPolicyReconciler {
   private readonly apps: AppsV1Api;
   private readonly autoscaling: AutoscalingV2Api;
@@ -287,7 +290,7 @@ export class PoolPolicyReconciler {
     const poll = maxConnections.restarting ? RESTART_POLL_MS : targets.rollingOut ? PROGRESS_POLL_MS : (this.deps.statsRefreshMs ?? 30_000);
     const untilWindow = maxConnections.nextWindow ? maxConnections.nextWindow.getTime() - now.getTime() : Number.POSITIVE_INFINITY;
     const next = Math.min(poll, reaperDueIn, untilWindow);
-    return { requeueAfter: Math.max(next, RESTART_POLL_MS) };
+    return { requeueAfter: Math.max(next, MIN_REQUEUE_MS) };
   }
 
   /** ALTER SYSTEM, restart through the workload, verify; or say why not. */

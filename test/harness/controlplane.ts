@@ -52,6 +52,27 @@ export class ControlPlane {
     return { kubeconfigPath: this.kubeconfigPath, server: this.server, adminToken: this.adminToken, dir: this.dir };
   }
 
+  /**
+   * GET `path` from the kube-apiserver with the admin token, the body as the server sent it
+   * (its /metrics text, or JSON left unparsed by any client library).
+   */
+  adminGet(path: string, timeoutMs = 30_000): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const req = request(
+        { host: "127.0.0.1", port: this.apiPort, path, rejectUnauthorized: false, headers: { Authorization: `Bearer ${this.adminToken}` }, timeout: timeoutMs },
+        (res) => {
+          let body = "";
+          res.setEncoding("utf8");
+          res.on("data", (chunk: string) => (body += chunk));
+          res.on("end", () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`kube-apiserver ${path} answered ${res.statusCode}`))));
+        },
+      );
+      req.on("error", reject);
+      req.on("timeout", () => req.destroy(new Error(`kube-apiserver ${path} timed out`)));
+      req.end();
+    });
+  }
+
   kubeConfig(): KubeConfig {
     const kc = new KubeConfig();
     kc.loadFromFile(this.kubeconfigPath);

@@ -16,7 +16,6 @@
  */
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
-import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import {
   AdmissionregistrationV1Api,
@@ -438,21 +437,7 @@ export function perMinute(before: OperatorCounters, after: OperatorCounters, ms:
  * conflicts), whatever the operator logs about them. Counters restart with the apiserver.
  */
 export function apiserverMetrics(cluster: FaultCluster): Promise<string> {
-  const { server, adminToken } = cluster.controlPlane.info();
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      { host: "127.0.0.1", port: Number(new URL(server).port), path: "/metrics", rejectUnauthorized: false, headers: { Authorization: `Bearer ${adminToken}` }, timeout: 10_000 },
-      (res) => {
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (chunk: string) => (body += chunk));
-        res.on("end", () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`kube-apiserver /metrics answered ${res.statusCode}`))));
-      },
-    );
-    req.on("error", reject);
-    req.on("timeout", () => req.destroy(new Error("kube-apiserver /metrics timed out")));
-    req.end();
-  });
+  return cluster.controlPlane.adminGet("/metrics", 10_000);
 }
 
 export interface RequestFilter {
