@@ -3,7 +3,6 @@
  * scenario, bulk creation of Deployments, PoolPolicy helpers, a bench-side watch that
  * timestamps what it sees, and the kube-apiserver's own request counters.
  */
-import { join } from "node:path";
 import {
   AppsV1Api,
   CoreV1Api,
@@ -18,8 +17,7 @@ import {
 import { ControlPlane } from "../../test/harness/controlplane.js";
 import { installPoolPolicyCrd } from "../../test/harness/crd.js";
 import { appDeployment } from "../../test/harness/manifests.js";
-import { ManagedProcess, waitFor } from "../../test/harness/processes.js";
-import { toolPath } from "../../test/harness/tools.js";
+import { waitFor } from "../../test/harness/processes.js";
 import type { PoolPolicy } from "../../src/api/schema.js";
 import { parseProm, type Sample } from "./prom.js";
 import { mapLimit, retry, sleep } from "./stats.js";
@@ -39,14 +37,13 @@ export interface Cluster {
  * A fresh control plane. The harness's kube-controller-manager runs with the default client
  * rate limit (20 requests/s, burst 30): the Deployment controller then settles about 5
  * Deployments a second, so 5,000 would take a quarter of an hour to get their ReplicaSets.
- * For the benchmarks it is replaced by one with the same flags and a higher limit
- * (`controllerManagerQps`; 0 keeps the harness's). The operator has no client-side limit.
+ * The benchmarks start it with a higher limit (`controllerManagerQps`; 0 keeps the harness's
+ * default). The operator has no client-side limit.
  */
 export async function startCluster({ controllerManagerQps = 300 }: { controllerManagerQps?: number } = {}): Promise<Cluster> {
-  const cp = new ControlPlane();
+  const cp = new ControlPlane({ controllerManagerQps: controllerManagerQps > 0 ? controllerManagerQps : undefined });
   try {
     await cp.start();
-    if (controllerManagerQps > 0) await replaceControllerManager(cp, controllerManagerQps);
   } catch (err) {
     await cp.stop();
     throw err;
@@ -61,31 +58,6 @@ export async function startCluster({ controllerManagerQps = 300 }: { controllerM
     custom: kc.makeApiClient(CustomObjectsApi),
     stop: () => cp.stop(),
   };
-}
-
-/**
- * Swaps the harness's kube-controller-manager for one with a higher client rate limit. The
- * harness (test/harness/controlplane.ts) takes no extra flags, so this reaches into its private
- * field; the flags are the harness's own plus --kube-api-qps/--kube-api-burst.
- */
-async function replaceControllerManager(cp: ControlPlane, qps: number): Promise<void> {
-  const internals = cp as unknown as { controllerManager?: ManagedProcess };
-  await internals.controllerManager?.stop("SIGTERM", 5_000);
-  internals.controllerManager = new ManagedProcess({
-    name: "kube-controller-manager",
-    command: toolPath("kube-controller-manager"),
-    args: [
-      `--kubeconfig=${cp.kubeconfigPath}`,
-      "--leader-elect=false",
-      "--secure-port=0",
-      `--service-account-private-key-file=${join(cp.dir, "sa.key")}`,
-      "--use-service-account-credentials=false",
-      "--concurrent-namespace-syncs=5",
-      `--kube-api-qps=${qps}`,
-      `--kube-api-burst=${qps * 2}`,
-    ],
-    logFile: join(cp.dir, "logs", "kube-controller-manager-bench.log"),
-  });
 }
 
 export async function createNamespace(c: Cluster, name: string): Promise<string> {

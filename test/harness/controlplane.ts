@@ -26,6 +26,16 @@ export interface ControlPlaneInfo {
   dir: string;
 }
 
+export interface ControlPlaneOptions {
+  /** Where its files go; default a new temp dir, removed by stop(). */
+  dir?: string;
+  /**
+   * kube-controller-manager's client rate limit (burst twice that). Unset: its default of 20/s,
+   * burst 30, which settles about 5 Deployments a second: enough for tests, not for thousands.
+   */
+  controllerManagerQps?: number;
+}
+
 export class ControlPlane {
   readonly dir: string;
   readonly kubeconfigPath: string;
@@ -39,8 +49,8 @@ export class ControlPlane {
   private scheduler?: ManagedProcess;
   private kwok?: ManagedProcess;
 
-  constructor(dir?: string) {
-    this.dir = dir ?? mkdtempSync(join(tmpdir(), "poolpolicy-cp-"));
+  constructor(private readonly options: ControlPlaneOptions = {}) {
+    this.dir = options.dir ?? mkdtempSync(join(tmpdir(), "poolpolicy-cp-"));
     this.kubeconfigPath = join(this.dir, "kubeconfig");
   }
 
@@ -95,6 +105,7 @@ export class ControlPlane {
       "--use-service-account-credentials=false",
       // Namespaces are created and deleted per test: finish their deletion quickly.
       "--concurrent-namespace-syncs=5",
+      ...(this.options.controllerManagerQps ? [`--kube-api-qps=${this.options.controllerManagerQps}`, `--kube-api-burst=${this.options.controllerManagerQps * 2}`] : []),
     ]);
     this.scheduler = this.spawn("kube-scheduler", [
       `--kubeconfig=${this.kubeconfigPath}`,
