@@ -126,10 +126,10 @@ function policyInformer(kc: KubeConfig, config: OperatorConfig, enqueue: (key: s
   const informer: ResilientInformer<PoolPolicy> = new ResilientInformer<PoolPolicy>(
     kc,
     path,
-    ({ signal }) =>
+    ({ resourceVersion, signal }) =>
       (ns
-        ? custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace: ns }, abortableRequest(signal))
-        : custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL }, abortableRequest(signal))) as never,
+        ? custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace: ns, resourceVersion }, abortableRequest(signal))
+        : custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, resourceVersion }, abortableRequest(signal))) as never,
     {
       name: "poolpolicies",
       resyncMs,

@@ -46,12 +46,17 @@ function start(port) {
       reconcileMs: [],
       connects: 0,
       responsesByStatus: {},
+      /** The first requests after a reset, each with when it was sent and answered (ms since the reset). */
+      timeline: [],
     };
   }
   const active = new Map();
   let inFlight = 0;
 
-  dc.subscribe("undici:request:headers", ({ response }) => {
+  const timed = new WeakMap();
+  dc.subscribe("undici:request:headers", ({ request, response }) => {
+    const entry = timed.get(request);
+    if (entry) entry.answered = Date.now() - state.since;
     const code = String(response?.statusCode ?? "?");
     state.responsesByStatus[code] = (state.responsesByStatus[code] ?? 0) + 1;
   });
@@ -64,6 +69,11 @@ function start(port) {
     const key = `${verb} ${resource}`;
     state.requests[key] = (state.requests[key] ?? 0) + 1;
     if (isWrite(verb) && state.writes.length < 500) state.writes.push({ at: Date.now(), verb, path });
+    if (state.timeline.length < 40) {
+      const entry = { sent: Date.now() - state.since, request: `${verb} ${path}` };
+      state.timeline.push(entry);
+      timed.set(request, entry);
+    }
     if (!controllerWrapped) void wrapController();
   });
 

@@ -43,6 +43,8 @@ export interface ProbeState {
   connects: number;
   /** API responses by HTTP status (409: a write lost to a concurrent change). */
   responsesByStatus: Record<string, number>;
+  /** The first requests after a reset: sent and answered, in ms since `since`. */
+  timeline: Array<{ sent: number; answered?: number; request: string }>;
   wrapError?: string;
   memory: NodeJS.MemoryUsage;
 }

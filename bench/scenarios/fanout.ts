@@ -257,6 +257,8 @@ async function operatorRun(ctx: Ctx, cluster: Cluster, pgs: BenchPostgres, opera
   await operator.stop();
   await forceDeletePolicy(cluster, namespace, "fanout");
   const applies = probe.writes.filter((w) => w.verb === "APPLY").map((w) => w.at);
+  const fromCreate = probe.since - createdAt;
+  ctx.log(`  first requests (ms after the create): ${probe.timeline.slice(0, 10).map((t) => `${t.sent + fromCreate}–${(t.answered ?? Number.NaN) + fromCreate} ${t.request}`).join("; ")}`);
   const setupMs = applies.length > 0 ? applies[0]! - createdAt : undefined;
   // The probe keeps the first 500 writes: extrapolate the loop from them when N is larger.
   const loopMs = applies.length > 1 ? ((applies.at(-1)! - applies[0]!) * (n - 1)) / (applies.length - 1) : undefined;

@@ -9,21 +9,22 @@ import { GROUP, PLURAL, VERSION, type PoolPolicy } from "../api/schema.js";
 
 export const FINALIZER = `${GROUP}/cleanup`;
 
-async function patchFinalizers(custom: CustomObjectsApi, policy: PoolPolicy, finalizers: string[]): Promise<void> {
-  await custom.patchNamespacedCustomObject(
+async function patchFinalizers(custom: CustomObjectsApi, policy: PoolPolicy, finalizers: string[]): Promise<PoolPolicy> {
+  return (await custom.patchNamespacedCustomObject(
     {
       group: GROUP, version: VERSION, plural: PLURAL,
       namespace: policy.metadata.namespace, name: policy.metadata.name,
       body: { metadata: { finalizers, resourceVersion: policy.metadata.resourceVersion } },
     },
     setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-  );
+  )) as PoolPolicy;
 }
 
-export function ensureFinalizer(custom: CustomObjectsApi, policy: PoolPolicy): Promise<void> {
+/** Returns the policy as the API server stored it, finalizer included. */
+export function ensureFinalizer(custom: CustomObjectsApi, policy: PoolPolicy): Promise<PoolPolicy> {
   return patchFinalizers(custom, policy, [...(policy.metadata.finalizers ?? []), FINALIZER]);
 }
 
-export function removeFinalizer(custom: CustomObjectsApi, policy: PoolPolicy): Promise<void> {
-  return patchFinalizers(custom, policy, (policy.metadata.finalizers ?? []).filter((f) => f !== FINALIZER));
+export async function removeFinalizer(custom: CustomObjectsApi, policy: PoolPolicy): Promise<void> {
+  await patchFinalizers(custom, policy, (policy.metadata.finalizers ?? []).filter((f) => f !== FINALIZER));
 }

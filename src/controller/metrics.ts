@@ -73,6 +73,7 @@ export const operatorMetrics = {
   statusWrites: new Counter({
     name: "poolpolicy_status_writes_total",
     help: "PoolPolicy status updates written to the API server",
+    labelNames: ["namespace"],
     registers: [registry],
   }),
   observeServer(target: PostgresTarget, facts: ServerFacts): void {

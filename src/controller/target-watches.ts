@@ -11,6 +11,12 @@ import type { Logger } from "../log.js";
 import { ResilientInformer } from "../runtime/informer.js";
 import { abortableRequest } from "../runtime/request-options.js";
 
+/**
+ * How long a reader waits for a watch that is still listing before listing itself: a watch
+ * that cannot list (the API server failing, RBAC) leaves the error to the reader's own list.
+ */
+const SYNC_WAIT_MS = 3_000;
+
 interface Watched {
   namespace: string;
   selector: string;
@@ -48,7 +54,7 @@ export class TargetWatches {
     const informer = new ResilientInformer<V1Deployment>(
       this.kc,
       `/apis/apps/v1/namespaces/${namespace}/deployments`,
-      ({ labelSelector, signal }) => this.apps.listNamespacedDeployment({ namespace, labelSelector }, abortableRequest(signal)),
+      ({ labelSelector, resourceVersion, signal }) => this.apps.listNamespacedDeployment({ namespace, labelSelector, resourceVersion }, abortableRequest(signal)),
       {
         name: `deployments(${policyKey})`,
         labelSelector: selector,
@@ -67,17 +73,22 @@ export class TargetWatches {
     this.watches.set(policyKey, { namespace, selector, informer });
   }
 
-  /** The policy's Deployments from its watch, if it watches this selector and has synced. */
-  cachedTargets(policyKey: string, namespace: string, selector: string): V1Deployment[] | undefined {
+  /**
+   * The policy's Deployments from its watch, if it watches this selector; a watch still listing
+   * is waited for (the first pass of a new policy would otherwise list the same Deployments a
+   * second time). Undefined when there is no such watch or it has not synced in time.
+   */
+  async cachedTargets(policyKey: string, namespace: string, selector: string): Promise<V1Deployment[] | undefined> {
     const w = this.watches.get(policyKey);
-    if (!w || w.namespace !== namespace || w.selector !== selector || !w.informer.hasSynced()) return undefined;
-    return w.informer.list();
+    if (!w || w.namespace !== namespace || w.selector !== selector) return undefined;
+    return (await w.informer.waitForSync(SYNC_WAIT_MS)) ? w.informer.list() : undefined;
   }
 
-  /** The namespace's HPAs from its watch, once synced. */
-  cachedHpas(namespace: string): V2HorizontalPodAutoscaler[] | undefined {
+  /** The namespace's HPAs from its watch, waited for as the Deployments are. */
+  async cachedHpas(namespace: string): Promise<V2HorizontalPodAutoscaler[] | undefined> {
     const informer = this.hpaWatches.get(namespace);
-    return informer?.hasSynced() ? informer.list() : undefined;
+    if (!informer) return undefined;
+    return (await informer.waitForSync(SYNC_WAIT_MS)) ? informer.list() : undefined;
   }
 
   private ensureHpaWatch(namespace: string): void {
@@ -88,7 +99,7 @@ export class TargetWatches {
     const informer = new ResilientInformer<V2HorizontalPodAutoscaler>(
       this.kc,
       `/apis/autoscaling/v2/namespaces/${namespace}/horizontalpodautoscalers`,
-      ({ signal }) => this.autoscaling.listNamespacedHorizontalPodAutoscaler({ namespace }, abortableRequest(signal)),
+      ({ resourceVersion, signal }) => this.autoscaling.listNamespacedHorizontalPodAutoscaler({ namespace, resourceVersion }, abortableRequest(signal)),
       {
         name: `hpas(${namespace})`,
         onAdd: enqueueNamespace,

@@ -44,7 +44,9 @@ export async function applyPoolEnv(
   const manager = fieldManagerFor(policy.name);
   const env = desiredEnv(spec.pool);
   const envText = env.map((e) => `${e.name}=${e.value}`).join(", ");
-  const matched = [...selected].sort((a, b) => a.metadata!.name!.localeCompare(b.metadata!.name!));
+  // By code point: a fixed order is all the status needs, and localeCompare's collator cost
+  // several milliseconds of a policy's first pass.
+  const matched = [...selected].sort((a, b) => byCodePoint(a.metadata!.name!, b.metadata!.name!));
 
   const outcome: TargetsOutcome = { targets: [], summary: "", condition: { status: "True", reason: "Injected", message: "" }, actions: [], rollingOut: false };
   const failures: string[] = [];
@@ -114,6 +116,10 @@ export async function applyPoolEnv(
     outcome.condition = { status: "True", reason: "Injected", message: `${envText} in ${matched.length} Deployment(s), all rolled out` };
   }
   return outcome;
+}
+
+function byCodePoint(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** "Deployment api (containers: app)" or "3 Deployments: api, web, worker (containers: app)", the list cut at 10 names. */

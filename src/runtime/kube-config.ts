@@ -16,19 +16,45 @@
  * instead of the frozen watch being caught and relisted. One connection per watch keeps each
  * watch's failure its own, as it was before connections were shared.
  *
- * Credentials that can change while the process runs (an exec plugin or auth provider that may
- * hand out a new client certificate) keep the library's behaviour: a fresh dispatcher per
- * request, so a rotated certificate is always used.
+ * The dispatcher holds the TLS material, read once from the kubeconfig (or the service
+ * account's ca.crt in the cluster), as client-go does; the bearer token is a header set on
+ * every request, so a refreshed token (the in-cluster token file, OIDC, the other auth
+ * providers) is picked up all the same. An exec plugin may hand out a new client certificate,
+ * so with one the library's behaviour stays: a fresh dispatcher per request.
+ *
+ * The typed clients it makes send their requests with undici's `request` (undici-http.ts).
  */
 import { createHash } from "node:crypto";
 import type { AgentOptions } from "node:https";
-import { KubeConfig, type RequestContext } from "@kubernetes/client-node";
+import {
+  createConfiguration,
+  KubeConfig,
+  ServerConfiguration,
+  type ApiConstructor,
+  type ApiType,
+  type RequestContext,
+} from "@kubernetes/client-node";
 import { Agent } from "undici";
+import { undiciHttpLibrary } from "./undici-http.js";
+
+const USER_AGENT = "poolpolicy-operator";
 
 type Dispatcher = NonNullable<ReturnType<RequestContext["getDispatcher"]>>;
 
 export class ConnectionReusingKubeConfig extends KubeConfig {
   private readonly dispatchers = new Map<string, Dispatcher>();
+  private readonly httpApi = undiciHttpLibrary(USER_AGENT);
+
+  /** As the library's, on our HTTP library. */
+  override makeApiClient<T extends ApiType>(apiClientType: ApiConstructor<T>): T {
+    const cluster = this.getCurrentCluster();
+    if (!cluster) throw new Error("No active cluster!");
+    return new apiClientType(createConfiguration({
+      baseServer: new ServerConfiguration(cluster.server, {}),
+      authMethods: { default: this },
+      httpApi: this.httpApi,
+    }));
+  }
 
   override async applySecurityAuthentication(context: RequestContext): Promise<void> {
     await super.applySecurityAuthentication(context);
@@ -64,7 +90,7 @@ export class ConnectionReusingKubeConfig extends KubeConfig {
   private credentialsKey(): string | undefined {
     const cluster = this.getCurrentCluster();
     const user = this.getCurrentUser();
-    if (!cluster || user?.exec || user?.authProvider) return undefined;
+    if (!cluster || user?.exec) return undefined;
     const parts = [
       cluster.server,
       cluster.proxyUrl,

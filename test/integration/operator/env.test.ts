@@ -9,6 +9,7 @@ import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { loadKubeConfig, waitForDeployment } from "../../harness/kube.js";
 import { OperatorProcess } from "../../harness/operator.js";
+import { metricValue } from "../../harness/faults.js";
 import { waitFor } from "../../harness/processes.js";
 import { Scenario } from "./scenario.js";
 
@@ -73,10 +74,13 @@ it("writes nothing once converged: neither the status nor the Deployments change
     settled = version;
     return same;
   }, { intervalMs: 3_000 });
-  const writes = async () => Number((await operator.metrics()).match(/^poolpolicy_status_writes_total (\d+)/m)?.[1] ?? NaN);
+  // This namespace's only: the policies other test files leave behind are reconciled too until
+  // their namespaces are gone.
+  const writes = async () => metricValue(await operator.metrics(), "poolpolicy_status_writes_total", { namespace: scenario.namespace });
   const policyVersion = (await scenario.readPolicy("p"))!.metadata.resourceVersion;
   const apiVersion = (await scenario.readDeployment("api")).metadata!.resourceVersion;
   const statusWrites = await writes();
+  expect(statusWrites, "the status writes that converged this policy").toBeGreaterThan(0);
   const reconciles = async () => Number((await operator.metrics()).match(/^controller_runtime_reconcile_total\{[^}]*result="requeue"[^}]*\} (\d+)/m)?.[1] ?? 0);
   const before = await reconciles();
   await waitFor("three more reconciles", async () => (await reconciles()) >= before + 3, { timeoutMs: 30_000 });

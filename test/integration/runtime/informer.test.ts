@@ -112,6 +112,10 @@ describe("ResilientInformer against a real kube-apiserver", () => {
     expect(seen.added).toContain("added");
     expect(informer.get(ns, "changed")?.data?.v).toBe("2");
     expect(informer.list().map((cm) => cm.metadata?.name).sort()).toEqual(["added", "changed", "kept"]);
+    // The first list may come from the API server's cache; a relist must not go back in time.
+    expect(seen.listedAt[0]).toBe("0");
+    expect(seen.listedAt.length).toBeGreaterThan(1);
+    expect(seen.listedAt.slice(1).every((rv) => rv === undefined)).toBe(true);
   });
 
   it("survives handlers that throw or reject, and keeps delivering", async () => {

@@ -16,6 +16,8 @@ export interface Seen {
   updated: string[];
   deleted: string[];
   resynced: string[];
+  /** The resourceVersion each list asked for ("0": the API server's cache; undefined: a consistent read). */
+  listedAt: Array<string | undefined>;
 }
 
 export const testLabel = { "runtime-test": "yes" };
@@ -27,12 +29,15 @@ export function configMapInformer(
   options: InformerOptions<V1ConfigMap> = {},
 ): { informer: ResilientInformer<V1ConfigMap>; seen: Seen } {
   const core = kc.makeApiClient(CoreV1Api);
-  const seen: Seen = { added: [], updated: [], deleted: [], resynced: [] };
+  const seen: Seen = { added: [], updated: [], deleted: [], resynced: [], listedAt: [] };
   const labelSelector = "runtime-test=yes";
   const informer = new ResilientInformer<V1ConfigMap>(
     kc,
     `/api/v1/namespaces/${namespace}/configmaps`,
-    ({ labelSelector, signal }) => core.listNamespacedConfigMap({ namespace, labelSelector }, abortableRequest(signal)),
+    ({ labelSelector, resourceVersion, signal }) => {
+      seen.listedAt.push(resourceVersion);
+      return core.listNamespacedConfigMap({ namespace, labelSelector, resourceVersion }, abortableRequest(signal));
+    },
     {
       labelSelector,
       logger: quietLogger,

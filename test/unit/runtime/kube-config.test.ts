@@ -1,4 +1,7 @@
-import { describe, expect, it } from "vitest";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it, vi } from "vitest";
 import { RequestContext } from "@kubernetes/client-node";
 import { ConnectionReusingKubeConfig } from "../../../src/runtime/kube-config.js";
 
@@ -45,6 +48,33 @@ describe("ConnectionReusingKubeConfig", () => {
     const second = await dispatcherOf(kc);
     expect(second).toBeDefined();
     expect(second).not.toBe(first);
+  });
+
+  it("shares the dispatcher in the cluster, where the token file is re-read as a header on every request", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "sa-"));
+    writeFileSync(join(dir, "token"), "first-token");
+    writeFileSync(join(dir, "ca.crt"), "not a real CA");
+    const kc = new ConnectionReusingKubeConfig();
+    kc.loadFromClusterAndUser(
+      { name: "inCluster", server: "https://10.0.0.1:443", caFile: join(dir, "ca.crt"), skipTLSVerify: false },
+      { name: "inClusterUser", authProvider: { name: "tokenFile", config: { tokenFile: join(dir, "token") } } },
+    );
+    const first = new RequestContext("https://10.0.0.1:443/api", "GET" as never);
+    await kc.applySecurityAuthentication(first);
+    expect(first.getHeaders().Authorization).toBe("Bearer first-token");
+    expect(first.getDispatcher()).toBeDefined();
+
+    // The kubelet rotates the token; the library re-reads the file once its copy is a minute old.
+    writeFileSync(join(dir, "token"), "rotated-token");
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() + 61_000 });
+    try {
+      const second = new RequestContext("https://10.0.0.1:443/api", "GET" as never);
+      await kc.applySecurityAuthentication(second);
+      expect(second.getHeaders().Authorization).toBe("Bearer rotated-token");
+      expect(second.getDispatcher()).toBe(first.getDispatcher());
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("leaves credentials that may rotate (exec plugins) to a fresh dispatcher per request", async () => {
