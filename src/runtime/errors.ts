@@ -64,7 +64,7 @@ function kubernetesStatusOf(err: unknown): KubernetesStatus | undefined {
   };
 }
 
-/** Undici wraps socket errors: "fetch failed" alone says nothing, its cause says why. */
+/** fetch (the library's watches use it) wraps socket errors: "fetch failed" alone says nothing, its cause says why. */
 function shortMessage(err: Error): string {
   const cause = (err as { cause?: unknown }).cause;
   const causeText = cause instanceof Error ? `: ${cause.message}` : "";

@@ -11,6 +11,10 @@
  * The body is read whole before the response is handed on: every typed call reads it anyway,
  * and a body nobody reads would hold its connection. Watches do not come through here (the
  * library's Watch calls fetch itself and streams the body).
+ *
+ * Unlike fetch, `request` sends no Accept-Encoding, so the API server answers large lists
+ * uncompressed: less CPU on both ends, more bytes on the cluster network (client-go asks
+ * for gzip; kubectl can be told not to).
  */
 import { ResponseContext, SelfDecodingBody, wrapHttpLibrary, type HttpLibrary, type RequestContext } from "@kubernetes/client-node";
 import { request, type Dispatcher } from "undici";
