@@ -16,7 +16,14 @@
  * uncompressed: less CPU on both ends, more bytes on the cluster network (client-go asks
  * for gzip; kubectl can be told not to).
  */
-import { ResponseContext, SelfDecodingBody, wrapHttpLibrary, type HttpLibrary, type RequestContext } from "@kubernetes/client-node";
+import {
+  ResponseContext,
+  SelfDecodingBody,
+  wrapHttpLibrary,
+  type HttpLibrary,
+  type RequestContext,
+  type ResponseBody,
+} from "@kubernetes/client-node";
 import { request, type Dispatcher } from "undici";
 
 export function undiciHttpLibrary(userAgent: string): HttpLibrary {
@@ -29,10 +36,24 @@ export function undiciHttpLibrary(userAgent: string): HttpLibrary {
         signal: call.getSignal(),
         dispatcher: call.getDispatcher(),
       });
-      const body = Buffer.from(await response.body.arrayBuffer());
-      return new ResponseContext(response.statusCode, flatHeaders(response.headers), new SelfDecodingBody(Promise.resolve(body)));
+      return new ResponseContext(response.statusCode, flatHeaders(response.headers), await readBody(response));
     },
   });
+}
+
+/**
+ * JSON (everything the API server answers to the typed calls) is decoded straight from the
+ * socket's chunks: reading it as an ArrayBuffer first allocated a copy of every response
+ * outside the JS heap, which left the C heap about 16 MiB larger at 5,000 Deployments (docs/benchmarks.md).
+ */
+async function readBody(response: Dispatcher.ResponseData): Promise<ResponseBody> {
+  const contentType = String(response.headers["content-type"] ?? "");
+  if (!/json|yaml|text/.test(contentType)) {
+    const bytes = Buffer.from(await response.body.arrayBuffer());
+    return new SelfDecodingBody(Promise.resolve(bytes));
+  }
+  const text = await response.body.text();
+  return { text: async () => text, binary: async () => Buffer.from(text), stream: () => null };
 }
 
 function withUserAgent(headers: Record<string, string>, userAgent: string): Record<string, string> {

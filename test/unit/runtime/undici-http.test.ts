@@ -26,6 +26,11 @@ describe("the typed clients on undici's request", () => {
           res.end(JSON.stringify({ kind: "Status", apiVersion: "v1", status: "Failure", message: 'configmaps "missing" not found', reason: "NotFound", code: 404 }));
           return;
         }
+        if (req.url?.endsWith("/log")) {
+          res.writeHead(200, { "content-type": "text/plain" });
+          res.end("first line\nsecond line ✓\n");
+          return;
+        }
         if (req.url?.includes("/deployments/")) {
           res.writeHead(200, [["content-type", "application/json"], ["warning", '299 - "first"'], ["warning", '299 - "second"']]);
           res.end(JSON.stringify({ apiVersion: "apps/v1", kind: "Deployment", metadata: { name: "web", namespace: "ns", generation: 2 } }));
@@ -77,6 +82,11 @@ describe("the typed clients on undici's request", () => {
     expect(request.url).toBe("/apis/apps/v1/namespaces/ns/deployments/web?fieldManager=test&force=true");
     expect(request.headers["content-type"]).toBe("application/apply-patch+yaml");
     expect(JSON.parse(request.body)).toEqual(body);
+  });
+
+  it("reads a plain-text answer (a pod's log) as it was sent", async () => {
+    const log = await kc.makeApiClient(CoreV1Api).readNamespacedPodLog({ name: "web-0", namespace: "ns" });
+    expect(log).toBe("first line\nsecond line ✓\n");
   });
 
   it("turns an error status into the library's ApiException with the server's message", async () => {
