@@ -82,7 +82,7 @@ describe("the operator with the chart's ServiceAccount", () => {
     await s.waitForCondition("shop", "MaxConnectionsApplied", { status: "True", reason: "Applied" }, 180_000);
     expect(await s.server.setting("max_connections")).toBe("120");
     expect((await s.server.postmasterStartTime()).getTime()).toBeGreaterThan(before.getTime());
-    expect(bridge.restarts, JSON.stringify(bridge.events)).toBe(1);
+    expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(1);
     await s.waitForCondition("shop", "PoolEnvInjected", { status: "True" }, 120_000);
     expect(await s.envOf("api")).toEqual({ LOG_LEVEL: "info", DB_POSTGRES_MIN_CONN: "3", DB_POSTGRES_MAX_CONN: "12" });
     expect(await s.envOf("worker", "sidecar")).toMatchObject({ DB_POSTGRES_MAX_CONN: "12" });

@@ -82,7 +82,7 @@ describe("the connection budget", () => {
     const p = await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
     expect(await s.server.setting("max_connections")).toBe("160"); // 130 × 1.2 = 156 → 160
     expect(p.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain("auto: demand 130");
-    expect(bridge.restarts, JSON.stringify(bridge.events)).toBe(1);
+    expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(1);
     await s.waitForCondition("p", "BudgetWithinLimits", { status: "True" });
   });
 
@@ -98,14 +98,14 @@ describe("the connection budget", () => {
       const p = await s.waitForCondition(name, "MaxConnectionsApplied", { status: "False", reason: "Conflict" });
       expect(p.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain(`${s.namespace}/a (150), ${s.namespace}/b (160)`);
     }
-    expect(bridge.restarts, JSON.stringify(bridge.events)).toBe(0);
+    expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(0);
     await s.patchPolicy("b", { spec: { postgres: { maxConnections: 150 } } });
     for (const name of ["a", "b"]) await s.waitForCondition(name, "MaxConnectionsApplied", { reason: "AwaitingApproval" });
     await s.patchPolicy("a", { metadata: { annotations: { "pooling.dbops.io/approve-restart": "150" } } });
     await s.waitForCondition("a", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
     await s.waitForCondition("b", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
     expect(await s.server.setting("max_connections")).toBe("150");
-    expect(bridge.restarts, JSON.stringify(bridge.events)).toBe(1);
+    expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(1);
   });
 });
 
@@ -131,7 +131,7 @@ describe("ordering by direction", () => {
     const injected = grow.find((e) => e.reason === "EnvInjected" && e.note.includes("DB_POSTGRES_MAX_CONN=30"));
     expect(injected, JSON.stringify(grow, null, 1)).toBeDefined();
     expect(Date.parse(injected!.time)).toBeGreaterThan(restartedAt.getTime());
-    expect(bridge.restarts, JSON.stringify(bridge.events)).toBe(1);
+    expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(1);
 
     // Shrink: pool 30 → 10 and max_connections 150 → 110.
     const shrinkStarted = new Date();
@@ -143,7 +143,7 @@ describe("ordering by direction", () => {
     const altered = shrink.findIndex((e) => e.reason === "MaxConnectionsAltered" && e.note.includes("= 110"));
     expect(shrunk).toBeGreaterThanOrEqual(0);
     expect(altered, JSON.stringify(shrink, null, 1)).toBeGreaterThan(shrunk);
-    expect(bridge.restarts, JSON.stringify(bridge.events)).toBe(2);
+    expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(2);
   });
 });
 
@@ -157,14 +157,14 @@ describe("maintenance windows", () => {
     await s.applyPolicy("p", s.policySpec(restartTo(120, { maintenanceWindow: { days: [otherDay], start: "03:00", duration: "1h", timeZone: "UTC" } })));
     const waiting = await s.waitForCondition("p", "MaxConnectionsApplied", { status: "False", reason: "OutsideMaintenanceWindow" });
     expect(waiting.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toMatch(/next maintenance window opens at \d{4}-\d\d-\d\dT03:00:00.000Z/);
-    expect(bridge.restarts, JSON.stringify(bridge.events)).toBe(0);
+    expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(0);
 
     const start = new Date(now.getTime() - 3_600_000);
     const hhmm = `${String(start.getUTCHours()).padStart(2, "0")}:${String(start.getUTCMinutes()).padStart(2, "0")}`;
     const all = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
     await s.patchPolicy("p", { spec: { postgres: { restart: { maintenanceWindow: { days: all, start: hhmm, duration: "3h" } } } } });
     await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
-    expect(bridge.restarts, JSON.stringify(bridge.events)).toBe(1);
+    expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(1);
   });
 });
 

@@ -51,7 +51,7 @@ describe("max_connections", () => {
     expect(p.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain("ALTER SYSTEM cannot change it");
     expect(p.status?.postgres?.settingSource).toBe("command line");
     await s.waitForCondition("p", "Ready", { status: "False", reason: "CommandLineOverride" });
-    expect(bridge.restarts, JSON.stringify(bridge.events)).toBe(0);
+    expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(0);
     expect((await s.server.postmasterStartTime()).getTime()).toBe(started.getTime());
     const altered = await s.server.query("SELECT count(*)::int AS n FROM pg_file_settings WHERE name = 'max_connections' AND sourcefile LIKE '%auto.conf'");
     expect(altered[0]!.n).toBe(0);
@@ -75,13 +75,13 @@ describe("max_connections", () => {
     await s.applyPolicy("p", s.policySpec(withRestart(110, "Manual")));
     const waiting = await s.waitForCondition("p", "MaxConnectionsApplied", { reason: "AwaitingApproval" });
     expect(waiting.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain("pooling.dbops.io/approve-restart=110");
-    expect(bridge.restarts, JSON.stringify(bridge.events)).toBe(0);
+    expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(0);
     expect((await s.server.query("SELECT pending_restart FROM pg_settings WHERE name = 'max_connections'"))[0]!.pending_restart).toBe(true);
 
     await s.patchPolicy("p", { metadata: { annotations: { "pooling.dbops.io/approve-restart": "110" } } });
     await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
     expect(await s.server.setting("max_connections")).toBe("110");
-    expect(bridge.restarts, JSON.stringify(bridge.events)).toBe(1);
+    expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(1);
   });
 
   it("restarts exactly once when the operator is SIGKILLed after requesting the restart", async () => {
@@ -96,7 +96,7 @@ describe("max_connections", () => {
     bridge.start();
     await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
     expect(await s.server.setting("max_connections")).toBe("130");
-    expect(bridge.restarts, JSON.stringify(bridge.events)).toBe(1);
+    expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(1);
     const sts = await s.apps.readNamespacedStatefulSet({ name: "postgres", namespace: s.namespace });
     expect(sts.metadata?.generation).toBe(2); // one template change: one rollout
     expect((await s.events()).filter((e) => e.reason === "RestartRequested")).toHaveLength(1);

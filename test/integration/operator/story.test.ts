@@ -51,7 +51,7 @@ it("converges, reaps, reports and cleans up", async () => {
   await scenario.waitForCondition("shop", "MaxConnectionsApplied", { status: "True", reason: "Applied" }, 180_000);
   expect(await scenario.server.setting("max_connections")).toBe("120");
   expect((await scenario.server.postmasterStartTime()).getTime()).toBeGreaterThan(before.getTime());
-  expect(bridge.restarts, JSON.stringify(bridge.events)).toBe(1);
+  expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(1);
 
   // Env: both matching Deployments carry it (every container of "worker"), the other does not.
   await scenario.waitForCondition("shop", "PoolEnvInjected", { status: "True" });
@@ -101,7 +101,7 @@ it("converges, reaps, reports and cleans up", async () => {
   expect(ready.status!.observedGeneration).toBe(1);
 
   // Still exactly one restart after several more reconciles.
-  expect(bridge.restarts, JSON.stringify(bridge.events)).toBe(1);
+  expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(1);
 
   // Delete: env gone, the other env kept, max_connections left as is.
   await scenario.deletePolicy("shop");
