@@ -6,7 +6,7 @@
  * One HorizontalPodAutoscaler watch per namespace that has policies: an HPA's maxReplicas is
  * part of the connection budget, so any HPA change enqueues every policy of the namespace.
  */
-import { AppsV1Api, AutoscalingV2Api, type KubeConfig, type V1Deployment, type V2HorizontalPodAutoscaler } from "@kubernetes/client-node";
+import { AppsV1Api, AutoscalingV2Api, type KubeConfig, type KubernetesObject, type V1Deployment, type V2HorizontalPodAutoscaler } from "@kubernetes/client-node";
 import type { Logger } from "../log.js";
 import { ResilientInformer } from "../runtime/informer.js";
 import { abortableRequest } from "../runtime/request-options.js";
@@ -80,15 +80,13 @@ export class TargetWatches {
    */
   async cachedTargets(policyKey: string, namespace: string, selector: string): Promise<V1Deployment[] | undefined> {
     const w = this.watches.get(policyKey);
-    if (!w || w.namespace !== namespace || w.selector !== selector) return undefined;
-    return (await w.informer.waitForSync(SYNC_WAIT_MS)) ? w.informer.list() : undefined;
+    return w && w.namespace === namespace && w.selector === selector ? syncedContents(w.informer) : undefined;
   }
 
   /** The namespace's HPAs from its watch, waited for as the Deployments are. */
   async cachedHpas(namespace: string): Promise<V2HorizontalPodAutoscaler[] | undefined> {
     const informer = this.hpaWatches.get(namespace);
-    if (!informer) return undefined;
-    return (await informer.waitForSync(SYNC_WAIT_MS)) ? informer.list() : undefined;
+    return informer ? syncedContents(informer) : undefined;
   }
 
   private ensureHpaWatch(namespace: string): void {
@@ -133,6 +131,11 @@ export class TargetWatches {
     this.hpaWatches.clear();
     await Promise.all(informers.map((i) => i.stop()));
   }
+}
+
+/** What the watch holds once it has synced; undefined if it has not within SYNC_WAIT_MS. */
+async function syncedContents<T extends KubernetesObject>(informer: ResilientInformer<T>): Promise<T[] | undefined> {
+  return (await informer.waitForSync(SYNC_WAIT_MS)) ? informer.list() : undefined;
 }
 
 /**
