@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps node-deps tools build typecheck generate test test-unit test-integration demo bench bench-smoke e2e-kind lint-chart clean
+.PHONY: all deps node-deps tools build typecheck lint format generate test test-unit test-integration demo bench bench-smoke e2e-kind lint-chart clean
 
 all: build
 
@@ -31,7 +31,7 @@ generate: node-deps
 	npm run generate
 
 ## test: every test (unit + integration against a real control plane, PostgreSQL and Redis)
-test: deps tools typecheck
+test: deps tools typecheck lint
 	@bash tools/run-tests.sh
 
 test-unit: node-deps
@@ -61,3 +61,10 @@ lint-chart: tools
 
 clean:
 	rm -rf dist coverage
+
+## lint: the formatter's check and the linter (Biome); `make format` rewrites the files
+lint: node-deps
+	npm run -s lint
+
+format: node-deps
+	npm run -s format

@@ -48,7 +48,8 @@ export async function runBench(options: { scale?: ScaleName; out?: string } = {}
   mkdirSync(settings.logDir, { recursive: true });
   const started = performance.now();
   const machine = machineInfo();
-  const log = (message: string) => console.log(`[bench ${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${message}`);
+  const log = (message: string) =>
+    console.log(`[bench ${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${message}`);
   log(`scale ${settings.scale}; logs, profiles and results.json in ${settings.logDir}`);
   const selected = Object.entries(scenarios).filter(([id]) => !settings.only || settings.only.includes(id));
   const results: ScenarioResult[] = [];
@@ -58,14 +59,28 @@ export async function runBench(options: { scale?: ScaleName; out?: string } = {}
     try {
       const result = await scenario.run({ settings, log: (m) => log(`${id}: ${m}`) });
       results.push(result);
-      for (const c of result.checks) log(`${id}: ${c.what}: ${c.measured} vs ${c.baseline} → ${c.ratio} (goal ${c.goal}: ${c.met === null ? "—" : c.met ? "met" : "MISSED"})`);
+      for (const c of result.checks)
+        log(
+          `${id}: ${c.what}: ${c.measured} vs ${c.baseline} → ${c.ratio} (goal ${c.goal}: ${c.met === null ? "—" : c.met ? "met" : "MISSED"})`,
+        );
     } catch (err) {
       const error = (err as Error).stack ?? String(err);
       log(`${scenario.title}: FAILED: ${error}`);
-      results.push({ id, title: scenario.title, method: [], checks: [], tables: [], notes: [], durationMs: performance.now() - t0, error });
+      results.push({
+        id,
+        title: scenario.title,
+        method: [],
+        checks: [],
+        tables: [],
+        notes: [],
+        durationMs: performance.now() - t0,
+        error,
+      });
     }
   }
-  machine.loadAverageEnd = loadavg().map((l) => l.toFixed(2)).join(" ");
+  machine.loadAverageEnd = loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ");
   const sizes = sizesOf(settings);
 
   const totalMs = performance.now() - started;
@@ -73,7 +88,10 @@ export async function runBench(options: { scale?: ScaleName; out?: string } = {}
   const out = resolve(repoRoot, settings.out);
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, markdown);
-  writeFileSync(join(settings.logDir, "results.json"), JSON.stringify({ machine, settings, totalMs, results }, null, 2));
+  writeFileSync(
+    join(settings.logDir, "results.json"),
+    JSON.stringify({ machine, settings, totalMs, results }, null, 2),
+  );
   log(`wrote ${out} (raw results: ${join(settings.logDir, "results.json")})`);
   return { settings, results, markdown };
 }
@@ -94,7 +112,12 @@ function sizesOf(settings: Settings): Record<string, string> {
 
 /** Renders the report again from a run's results.json, measuring nothing. */
 function renderAgain(resultsFile: string, outFile: string): void {
-  const saved = JSON.parse(readFileSync(resultsFile, "utf8")) as { machine: MachineInfo; settings: Settings; totalMs?: number; results: ScenarioResult[] };
+  const saved = JSON.parse(readFileSync(resultsFile, "utf8")) as {
+    machine: MachineInfo;
+    settings: Settings;
+    totalMs?: number;
+    results: ScenarioResult[];
+  };
   const totalMs = saved.totalMs ?? saved.results.reduce((sum, r) => sum + r.durationMs, 0);
   const out = resolve(repoRoot, outFile);
   writeFileSync(out, renderMarkdown(saved.machine, saved.results, sizesOf(saved.settings), totalMs));

@@ -12,14 +12,20 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runBench } from "./run.js";
 
-const EXACT = [/steady state: API writes/, /steady state: SQL/, /exactly the right sessions/, /reconciles of one key in flight/];
+const EXACT = [
+  /steady state: API writes/,
+  /steady state: SQL/,
+  /exactly the right sessions/,
+  /reconciles of one key in flight/,
+];
 
 const out = join(tmpdir(), `poolpolicy-bench-smoke-${Date.now()}.md`);
 const run = await runBench({ scale: "smoke", out });
 const problems: string[] = [];
 for (const r of run.results) {
   if (r.error) problems.push(`${r.title} did not run: ${r.error.split("\n")[0]}`);
-  for (const c of r.checks) if (c.met === false && EXACT.some((re) => re.test(c.what))) problems.push(`${c.what}: ${c.measured}`);
+  for (const c of r.checks)
+    if (c.met === false && EXACT.some((re) => re.test(c.what))) problems.push(`${c.what}: ${c.measured}`);
 }
 console.log(`smoke report: ${out}`);
 if (problems.length > 0) {

@@ -15,7 +15,17 @@ export function createLogger(level = process.env.LOG_LEVEL ?? "info"): Logger {
     base: { component: "poolpolicy-operator" },
     timestamp: pino.stdTimeFunctions.isoTime,
     redact: {
-      paths: ["password", "*.password", "*.*.password", "url", "*.url", "connectionString", "*.connectionString", "data", "*.data"],
+      paths: [
+        "password",
+        "*.password",
+        "*.*.password",
+        "url",
+        "*.url",
+        "connectionString",
+        "*.connectionString",
+        "data",
+        "*.data",
+      ],
       censor: "[redacted]",
     },
   });

@@ -10,7 +10,7 @@
  * was in flight). SIGTERM stops the workers after their current reconcile, releases the Lease
  * for a fast hand-over, and exits 0.
  */
-import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { GROUP, PLURAL, VERSION, type PoolPolicy } from "./api/schema.js";
 import { loadConfig, type OperatorConfig } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
@@ -75,7 +75,10 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig, log: L
   let stopping = false;
   const server = new OperatorServer({ logger: log });
   server.addHealthCheck("process", () => !stopping);
-  server.addReadinessCheck("policies-synced", () => policies.hasSynced() || (elector !== undefined && !elector.isLeader()));
+  server.addReadinessCheck(
+    "policies-synced",
+    () => policies.hasSynced() || (elector !== undefined && !elector.isLeader()),
+  );
   const httpPort = await server.listen(config.HTTP_PORT, config.HTTP_HOST);
 
   const stop = async () => {
@@ -109,7 +112,13 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig, log: L
   return { httpPort, stop };
 }
 
-function policyInformer(kc: KubeConfig, config: OperatorConfig, enqueue: (key: string) => void, resyncMs: number, log: Logger) {
+function policyInformer(
+  kc: KubeConfig,
+  config: OperatorConfig,
+  enqueue: (key: string) => void,
+  resyncMs: number,
+  log: Logger,
+) {
   const custom = kc.makeApiClient(CustomObjectsApi);
   const ns = config.WATCH_NAMESPACE;
   const path = ns ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}` : `/apis/${GROUP}/${VERSION}/${PLURAL}`;
@@ -128,8 +137,14 @@ function policyInformer(kc: KubeConfig, config: OperatorConfig, enqueue: (key: s
     path,
     ({ resourceVersion, signal }) =>
       (ns
-        ? custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace: ns, resourceVersion }, abortableRequest(signal))
-        : custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, resourceVersion }, abortableRequest(signal))) as never,
+        ? custom.listNamespacedCustomObject(
+            { group: GROUP, version: VERSION, plural: PLURAL, namespace: ns, resourceVersion },
+            abortableRequest(signal),
+          )
+        : custom.listClusterCustomObject(
+            { group: GROUP, version: VERSION, plural: PLURAL, resourceVersion },
+            abortableRequest(signal),
+          )) as never,
     {
       name: "poolpolicies",
       resyncMs,
@@ -151,7 +166,10 @@ async function main(): Promise<void> {
   const log = createLogger(config.LOG_LEVEL);
   const kc = loadDefaultKubeConfig();
   const operator = await runOperator(config, kc, log);
-  log.info({ httpPort: operator.httpPort, namespace: config.WATCH_NAMESPACE || "(all)", leaderElection: config.LEADER_ELECT }, "poolpolicy-operator started");
+  log.info(
+    { httpPort: operator.httpPort, namespace: config.WATCH_NAMESPACE || "(all)", leaderElection: config.LEADER_ELECT },
+    "poolpolicy-operator started",
+  );
   const shutdown = (signal: string) => {
     log.info({ signal }, "signal received");
     operator.stop().then(

@@ -40,7 +40,11 @@ export interface Cluster {
  * The benchmarks start it with a higher limit (`controllerManagerQps`; 0 keeps the harness's
  * default). The operator has no client-side limit.
  */
-export async function startCluster({ controllerManagerQps = 300 }: { controllerManagerQps?: number } = {}): Promise<Cluster> {
+export async function startCluster({
+  controllerManagerQps = 300,
+}: {
+  controllerManagerQps?: number;
+} = {}): Promise<Cluster> {
   const cp = new ControlPlane({ controllerManagerQps: controllerManagerQps > 0 ? controllerManagerQps : undefined });
   try {
     await cp.start();
@@ -65,7 +69,12 @@ export async function createNamespace(c: Cluster, name: string): Promise<string>
   return name;
 }
 
-export async function createSecret(c: Cluster, namespace: string, name: string, data: Record<string, string>): Promise<void> {
+export async function createSecret(
+  c: Cluster,
+  namespace: string,
+  name: string,
+  data: Record<string, string>,
+): Promise<void> {
   await retry(() => c.core.createNamespacedSecret({ namespace, body: { metadata: { name }, stringData: data } }));
 }
 
@@ -76,24 +85,44 @@ export async function createSecret(c: Cluster, namespace: string, name: string, 
 export async function createDeployments(
   c: Cluster,
   namespace: string,
-  { prefix, from = 0, to, replicas, labels = () => ({}) }: { prefix: string; from?: number; to: number; replicas: number; labels?: (i: number) => Record<string, string> },
+  {
+    prefix,
+    from = 0,
+    to,
+    replicas,
+    labels = () => ({}),
+  }: { prefix: string; from?: number; to: number; replicas: number; labels?: (i: number) => Record<string, string> },
 ): Promise<string[]> {
   const indexes = Array.from({ length: to - from }, (_, k) => from + k);
   return mapLimit(indexes, 16, async (i) => {
     const name = `${prefix}-${i}`;
-    await retry(() => c.apps.createNamespacedDeployment({ namespace, body: appDeployment(namespace, name, { labels: labels(i), replicas }) }), 8);
+    await retry(
+      () =>
+        c.apps.createNamespacedDeployment({
+          namespace,
+          body: appDeployment(namespace, name, { labels: labels(i), replicas }),
+        }),
+      8,
+    );
     return name;
   });
 }
 
 /** Waits until the Deployment controller has caught up with every Deployment of the namespace (status written). */
-export async function waitDeploymentsSettled(c: Cluster, namespace: string, expected: number, timeoutMs = 600_000): Promise<void> {
+export async function waitDeploymentsSettled(
+  c: Cluster,
+  namespace: string,
+  expected: number,
+  timeoutMs = 600_000,
+): Promise<void> {
   let last = "";
   await waitFor(
     `${expected} Deployments in ${namespace} observed by the Deployment controller`,
     async () => {
       const list = await c.apps.listNamespacedDeployment({ namespace });
-      const settled = list.items.filter((d) => (d.status?.observedGeneration ?? 0) >= (d.metadata?.generation ?? 1)).length;
+      const settled = list.items.filter(
+        (d) => (d.status?.observedGeneration ?? 0) >= (d.metadata?.generation ?? 1),
+      ).length;
       last = `${settled}/${list.items.length}`;
       return list.items.length >= expected && settled === list.items.length;
     },
@@ -107,7 +136,12 @@ export function policyBody(name: string, spec: Record<string, unknown>): Record<
   return { apiVersion: `${API.group}/${API.version}`, kind: "PoolPolicy", metadata: { name }, spec };
 }
 
-export async function createPolicy(c: Cluster, namespace: string, name: string, spec: Record<string, unknown>): Promise<void> {
+export async function createPolicy(
+  c: Cluster,
+  namespace: string,
+  name: string,
+  spec: Record<string, unknown>,
+): Promise<void> {
   await c.custom.createNamespacedCustomObject({ ...API, namespace, body: policyBody(name, spec) });
 }
 
@@ -119,9 +153,11 @@ export async function patchPolicy(c: Cluster, namespace: string, name: string, p
 }
 
 export async function listPolicies(c: Cluster, namespace?: string): Promise<PoolPolicy[]> {
-  const list = (namespace
-    ? await c.custom.listNamespacedCustomObject({ ...API, namespace })
-    : await c.custom.listClusterCustomObject({ ...API })) as { items: PoolPolicy[] };
+  const list = (
+    namespace
+      ? await c.custom.listNamespacedCustomObject({ ...API, namespace })
+      : await c.custom.listClusterCustomObject({ ...API })
+  ) as { items: PoolPolicy[] };
   return list.items;
 }
 
@@ -131,7 +167,12 @@ export function conditionOf(p: PoolPolicy, type: string) {
 }
 
 /** Waits until every listed policy is Ready=True for its current generation. */
-export async function waitPoliciesReady(c: Cluster, namespace: string | undefined, expected: number, timeoutMs = 300_000): Promise<PoolPolicy[]> {
+export async function waitPoliciesReady(
+  c: Cluster,
+  namespace: string | undefined,
+  expected: number,
+  timeoutMs = 300_000,
+): Promise<PoolPolicy[]> {
   let policies: PoolPolicy[] = [];
   let notReady = "";
   await waitFor(
@@ -141,7 +182,10 @@ export async function waitPoliciesReady(c: Cluster, namespace: string | undefine
       const waiting = policies.filter((p) => conditionOf(p, "Ready")?.status !== "True");
       notReady = waiting
         .slice(0, 3)
-        .map((p) => `${p.metadata.name}: ${JSON.stringify(p.status?.conditions?.filter((x) => x.status !== "True").map((x) => `${x.type}=${x.status} ${x.reason} ${x.message}`))}`)
+        .map(
+          (p) =>
+            `${p.metadata.name}: ${JSON.stringify(p.status?.conditions?.filter((x) => x.status !== "True").map((x) => `${x.type}=${x.status} ${x.reason} ${x.message}`))}`,
+        )
         .join("; ");
       return policies.length >= expected && waiting.length === 0;
     },
@@ -206,11 +250,24 @@ export class BenchWatch<T extends KubernetesObject> {
   }
 }
 
-export function deploymentWatch(c: Cluster, namespace: string, onObject: (type: string, d: V1Deployment, at: number) => void): BenchWatch<V1Deployment> {
-  return new BenchWatch<V1Deployment>(c.kc, `/apis/apps/v1/namespaces/${namespace}/deployments`, () => c.apps.listNamespacedDeployment({ namespace }), onObject);
+export function deploymentWatch(
+  c: Cluster,
+  namespace: string,
+  onObject: (type: string, d: V1Deployment, at: number) => void,
+): BenchWatch<V1Deployment> {
+  return new BenchWatch<V1Deployment>(
+    c.kc,
+    `/apis/apps/v1/namespaces/${namespace}/deployments`,
+    () => c.apps.listNamespacedDeployment({ namespace }),
+    onObject,
+  );
 }
 
-export function policyWatch(c: Cluster, namespace: string, onObject: (type: string, p: PoolPolicy, at: number) => void): BenchWatch<PoolPolicy> {
+export function policyWatch(
+  c: Cluster,
+  namespace: string,
+  onObject: (type: string, p: PoolPolicy, at: number) => void,
+): BenchWatch<PoolPolicy> {
   return new BenchWatch<PoolPolicy>(
     c.kc,
     `/apis/${API.group}/${API.version}/namespaces/${namespace}/${API.plural}`,
@@ -232,9 +289,12 @@ const WRITE_VERBS = new Set(["POST", "PUT", "PATCH", "APPLY", "DELETE", "CREATE"
  * operator's own count.
  */
 export function apiserverWrites(before: readonly Sample[], after: readonly Sample[]): Record<string, number> {
-  const key = (s: Sample) => `${s.labels.verb} ${s.labels.resource}${s.labels.subresource ? `/${s.labels.subresource}` : ""}`;
+  const key = (s: Sample) =>
+    `${s.labels.verb} ${s.labels.resource}${s.labels.subresource ? `/${s.labels.subresource}` : ""}`;
   const prior = new Map<string, number>();
-  for (const s of before) if (s.name === "apiserver_request_total" && WRITE_VERBS.has(s.labels.verb ?? "")) prior.set(key(s), (prior.get(key(s)) ?? 0) + s.value);
+  for (const s of before)
+    if (s.name === "apiserver_request_total" && WRITE_VERBS.has(s.labels.verb ?? ""))
+      prior.set(key(s), (prior.get(key(s)) ?? 0) + s.value);
   const out: Record<string, number> = {};
   for (const s of after) {
     if (s.name !== "apiserver_request_total" || !WRITE_VERBS.has(s.labels.verb ?? "")) continue;

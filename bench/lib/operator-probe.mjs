@@ -147,7 +147,9 @@ function start(port) {
         profiler = new inspector.Session();
         profiler.connect();
         profiler.post("Profiler.enable", () =>
-          profiler.post("Profiler.setSamplingInterval", { interval: 500 }, () => profiler.post("Profiler.start", () => reply({ ok: true }))),
+          profiler.post("Profiler.setSamplingInterval", { interval: 500 }, () =>
+            profiler.post("Profiler.start", () => reply({ ok: true })),
+          ),
         );
         return;
       }

@@ -22,7 +22,11 @@ let compiled = false;
 /** Compiles src/ to dist/bench-operator (once per benchmark process). */
 export function compileOperator(): string {
   if (!compiled) {
-    execFileSync(process.execPath, [join(repoRoot, "node_modules/typescript/bin/tsc"), "-p", join(repoRoot, "bench/tsconfig.operator.json")], { stdio: "inherit" });
+    execFileSync(
+      process.execPath,
+      [join(repoRoot, "node_modules/typescript/bin/tsc"), "-p", join(repoRoot, "bench/tsconfig.operator.json")],
+      { stdio: "inherit" },
+    );
     compiled = true;
   }
   return join(compiledRoot, "main.js");
@@ -52,7 +56,13 @@ export interface ProbeState {
 export interface GcResult {
   memory: NodeJS.MemoryUsage;
   /** Resident bytes by kind of mapping, from /proc/self/smaps. */
-  smaps?: { brkHeap: number; anonymous: number; files: number; other: number; anonymousBySize?: Record<string, number> };
+  smaps?: {
+    brkHeap: number;
+    anonymous: number;
+    files: number;
+    other: number;
+    anonymousBySize?: Record<string, number>;
+  };
   heap: { used_heap_size: number; total_heap_size: number; malloced_memory: number; peak_malloced_memory: number };
 }
 

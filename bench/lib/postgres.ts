@@ -64,7 +64,13 @@ export async function createCredentialsSecret(c: Cluster, namespace: string, pgs
 /** A PoolPolicy spec pointing at `pgs`; `overrides` are merged in. */
 export function policySpec(pgs: BenchPostgres, overrides: Record<string, unknown> = {}): Record<string, unknown> {
   const base = {
-    postgres: { host: "127.0.0.1", port: pgs.server.port, database: APP_DATABASE, sslMode: "disable", credentialsSecret: { name: "pg-admin" } },
+    postgres: {
+      host: "127.0.0.1",
+      port: pgs.server.port,
+      database: APP_DATABASE,
+      sslMode: "disable",
+      credentialsSecret: { name: "pg-admin" },
+    },
     targets: { selector: { matchLabels: { "bench.pooling.dbops.io/group": "g0" } } },
     pool: { ...POOL },
   };

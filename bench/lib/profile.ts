@@ -40,12 +40,22 @@ export function summarizeProfile(file: string, top = 10): string[] {
     const where = place(n.callFrame.url);
     const fn = `${n.callFrame.functionName || "(anonymous)"} (${where}${n.callFrame.url ? `:${n.callFrame.lineNumber + 1}` : ""})`;
     byFunction.set(fn, (byFunction.get(fn) ?? 0) + us);
-    const pkg = n.callFrame.functionName === "(idle)" ? "(idle)" : n.callFrame.functionName === "(garbage collector)" ? "(garbage collector)" : where;
+    const pkg =
+      n.callFrame.functionName === "(idle)"
+        ? "(idle)"
+        : n.callFrame.functionName === "(garbage collector)"
+          ? "(garbage collector)"
+          : where;
     byPackage.set(pkg, (byPackage.get(pkg) ?? 0) + us);
   }
   const pct = (us: number) => `${((100 * us) / Math.max(total, 1)).toFixed(1)}%`;
   const sorted = (m: Map<string, number>) => [...m.entries()].sort((a, b) => b[1] - a[1]);
-  const packages = sorted(byPackage).slice(0, 8).map(([k, v]) => `${k} ${pct(v)}`);
-  const functions = sorted(byFunction).filter(([k]) => !k.startsWith("(idle)")).slice(0, top).map(([k, v]) => `${k} ${pct(v)}`);
+  const packages = sorted(byPackage)
+    .slice(0, 8)
+    .map(([k, v]) => `${k} ${pct(v)}`);
+  const functions = sorted(byFunction)
+    .filter(([k]) => !k.startsWith("(idle)"))
+    .slice(0, top)
+    .map(([k, v]) => `${k} ${pct(v)}`);
   return [`by package: ${packages.join(", ")} (of ${(total / 1e6).toFixed(1)} s sampled)`, ...functions];
 }

@@ -18,7 +18,8 @@ export function parseProm(text: string): Sample[] {
     if (!m) continue;
     const labels: Record<string, string> = {};
     if (m[3]) {
-      for (const l of m[3].matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!.replace(/\\(.)/g, "$1");
+      for (const l of m[3].matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g))
+        labels[l[1]!] = l[2]!.replace(/\\(.)/g, "$1");
     }
     out.push({ name: m[1]!, labels, value: Number(m[4]) });
   }
@@ -27,7 +28,9 @@ export function parseProm(text: string): Sample[] {
 
 function matches(s: Sample, name: string, match: Record<string, string | RegExp>): boolean {
   if (s.name !== name) return false;
-  return Object.entries(match).every(([k, v]) => (typeof v === "string" ? s.labels[k] === v : v.test(s.labels[k] ?? "")));
+  return Object.entries(match).every(([k, v]) =>
+    typeof v === "string" ? s.labels[k] === v : v.test(s.labels[k] ?? ""),
+  );
 }
 
 export function sumOf(samples: readonly Sample[], name: string, match: Record<string, string | RegExp> = {}): number {
@@ -35,9 +38,15 @@ export function sumOf(samples: readonly Sample[], name: string, match: Record<st
 }
 
 /** The samples of `name` grouped by one label, summed. */
-export function sumBy(samples: readonly Sample[], name: string, label: string, match: Record<string, string | RegExp> = {}): Record<string, number> {
+export function sumBy(
+  samples: readonly Sample[],
+  name: string,
+  label: string,
+  match: Record<string, string | RegExp> = {},
+): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const s of samples) if (matches(s, name, match)) out[s.labels[label] ?? ""] = (out[s.labels[label] ?? ""] ?? 0) + s.value;
+  for (const s of samples)
+    if (matches(s, name, match)) out[s.labels[label] ?? ""] = (out[s.labels[label] ?? ""] ?? 0) + s.value;
   return out;
 }
 
@@ -48,7 +57,11 @@ export interface Histogram {
   sum: number;
 }
 
-export function histogramOf(samples: readonly Sample[], name: string, match: Record<string, string | RegExp> = {}): Histogram {
+export function histogramOf(
+  samples: readonly Sample[],
+  name: string,
+  match: Record<string, string | RegExp> = {},
+): Histogram {
   const byLe = new Map<number, number>();
   for (const s of samples) {
     if (!matches(s, `${name}_bucket`, match)) continue;

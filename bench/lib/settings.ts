@@ -46,7 +46,10 @@ export interface Settings {
   logDir: string;
 }
 
-const presets: Record<ScaleName, Omit<Settings, "scale" | "only" | "out" | "logDir" | "profile" | "replicas" | "workers" | "extras">> = {
+const presets: Record<
+  ScaleName,
+  Omit<Settings, "scale" | "only" | "out" | "logDir" | "profile" | "replicas" | "workers" | "extras">
+> = {
   full: {
     fanoutN: [100, 1000],
     fanoutRounds: 2,
@@ -103,8 +106,15 @@ const presets: Record<ScaleName, Omit<Settings, "scale" | "only" | "out" | "logD
   },
 };
 
-const numbers = (v: string | undefined) => (v ? v.split(",").map((x) => Number(x.trim())).filter((n) => Number.isFinite(n) && n > 0) : undefined);
-const number = (v: string | undefined) => (v !== undefined && v !== "" && Number.isFinite(Number(v)) ? Number(v) : undefined);
+const numbers = (v: string | undefined) =>
+  v
+    ? v
+        .split(",")
+        .map((x) => Number(x.trim()))
+        .filter((n) => Number.isFinite(n) && n > 0)
+    : undefined;
+const number = (v: string | undefined) =>
+  v !== undefined && v !== "" && Number.isFinite(Number(v)) ? Number(v) : undefined;
 
 export function loadSettings(env: NodeJS.ProcessEnv = process.env, forced?: ScaleName): Settings {
   const scale = (forced ?? env.BENCH_SCALE ?? "full") as ScaleName;

@@ -38,7 +38,10 @@ if (mode === "client-node") {
   const apps = kc.makeApiClient(AppsV1Api);
   const ssa = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
   patch = async (i) => {
-    await apps.patchNamespacedDeployment({ name: names[i]!, namespace, body: bodies[i]!, fieldManager, force: true }, ssa);
+    await apps.patchNamespacedDeployment(
+      { name: names[i]!, namespace, body: bodies[i]!, fieldManager, force: true },
+      ssa,
+    );
   };
   // One request first, as the operator has talked to the API server before it patches.
   await apps.readNamespacedDeployment({ name: names[0]!, namespace });
@@ -55,18 +58,30 @@ if (mode === "client-node") {
           method,
           path,
           agent,
-          headers: { Authorization: `Bearer ${token}`, Accept: "application/json", ...(contentType ? { "Content-Type": contentType } : {}) },
+          headers: {
+            Authorization: `Bearer ${token}`,
+            Accept: "application/json",
+            ...(contentType ? { "Content-Type": contentType } : {}),
+          },
         },
         (res) => {
           res.resume();
-          res.on("end", () => ((res.statusCode ?? 500) < 300 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
+          res.on("end", () =>
+            (res.statusCode ?? 500) < 300 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`)),
+          );
         },
       );
       req.on("error", reject);
       req.end(body);
     });
   const base = `/apis/apps/v1/namespaces/${namespace}/deployments`;
-  patch = (i) => send("PATCH", `${base}/${names[i]}?fieldManager=${fieldManager}&force=true`, JSON.stringify(bodies[i]), "application/apply-patch+yaml");
+  patch = (i) =>
+    send(
+      "PATCH",
+      `${base}/${names[i]}?fieldManager=${fieldManager}&force=true`,
+      JSON.stringify(bodies[i]),
+      "application/apply-patch+yaml",
+    );
   // Open the connections, as the operator's are open before it patches.
   await Promise.all(Array.from({ length: concurrency }, () => send("GET", `${base}/${names[0]}`)));
 }

@@ -26,7 +26,14 @@ import {
   type Cluster,
 } from "../lib/cluster.js";
 import { BenchOperator, total, writesOf } from "../lib/operator.js";
-import { createCredentialsSecret, maxConnectionsFor, policySpec, POOL, startPostgres, type BenchPostgres } from "../lib/postgres.js";
+import {
+  createCredentialsSecret,
+  maxConnectionsFor,
+  policySpec,
+  POOL,
+  startPostgres,
+  type BenchPostgres,
+} from "../lib/postgres.js";
 import { summarizeProfile } from "../lib/profile.js";
 import type { ScenarioResult } from "../lib/report.js";
 import type { Ctx } from "../lib/settings.js";
@@ -70,8 +77,12 @@ export async function fanout(ctx: Ctx): Promise<ScenarioResult> {
   const { settings } = ctx;
   const started = performance.now();
   const cluster = await startCluster();
-  const pgs = await startPostgres({ conf: { max_connections: maxConnectionsFor(Math.max(...settings.fanoutN), settings.replicas) } });
-  const operator = new BenchOperator(cluster.cp.kubeconfigPath, settings.logDir, "fanout", { WORKERS: String(settings.workers) });
+  const pgs = await startPostgres({
+    conf: { max_connections: maxConnectionsFor(Math.max(...settings.fanoutN), settings.replicas) },
+  });
+  const operator = new BenchOperator(cluster.cp.kubeconfigPath, settings.logDir, "fanout", {
+    WORKERS: String(settings.workers),
+  });
   const runs: Run[] = [];
   let nsCounter = 0;
   const notes: string[] = [];
@@ -89,7 +100,12 @@ export async function fanout(ctx: Ctx): Promise<ScenarioResult> {
       for (const _ of plan) {
         const ns = await createNamespace(cluster, `fanout-${n}-${nsCounter++}`);
         await createCredentialsSecret(cluster, ns, pgs);
-        await createDeployments(cluster, ns, { prefix: "app", to: n, replicas: settings.replicas, labels: () => ({ [GROUP_LABEL]: "g0" }) });
+        await createDeployments(cluster, ns, {
+          prefix: "app",
+          to: n,
+          replicas: settings.replicas,
+          labels: () => ({ [GROUP_LABEL]: "g0" }),
+        });
         namespaces.push(ns);
       }
       for (const ns of namespaces) await waitDeploymentsSettled(cluster, ns, n);
@@ -117,7 +133,10 @@ export async function fanout(ctx: Ctx): Promise<ScenarioResult> {
   const ratiosAgainst = (ofN: Run[], kind: Kind, of: Kind = "operator") =>
     ofN.flatMap((r, i) => {
       if (r.kind !== of) return [];
-      const before = ofN.slice(0, i).reverse().find((x) => x.kind === kind);
+      const before = ofN
+        .slice(0, i)
+        .reverse()
+        .find((x) => x.kind === kind);
       const after = ofN.slice(i + 1).find((x) => x.kind === kind);
       const around = [before, after].filter((x): x is Run => x !== undefined).map((x) => x.ms);
       return around.length > 0 ? [r.ms / mean(around)] : [];
@@ -134,13 +153,22 @@ export async function fanout(ctx: Ctx): Promise<ScenarioResult> {
         String(n),
         LABEL[r.kind],
         fmtMs(r.ms),
-        r.clientMs !== undefined ? fmtMs(r.clientMs) : r.setupMs !== undefined ? `${fmtMs(r.setupMs)} to the first patch, then ${fmtMs(r.loopMs ?? Number.NaN)}` : "",
+        r.clientMs !== undefined
+          ? fmtMs(r.clientMs)
+          : r.setupMs !== undefined
+            ? `${fmtMs(r.setupMs)} to the first patch, then ${fmtMs(r.loopMs ?? Number.NaN)}`
+            : "",
         `${(r.ms / n).toFixed(1)} ms`,
-        r.writes ? Object.entries(r.writes).map(([k, v]) => `${k} ${v}`).join(", ") : "",
+        r.writes
+          ? Object.entries(r.writes)
+              .map(([k, v]) => `${k} ${v}`)
+              .join(", ")
+          : "",
         r.connects !== undefined ? `${r.connects} for ${r.requests} requests` : "",
       ]);
     }
-    const runsText = (xs: number[]): string => (xs.length > 1 ? ` (runs: ${xs.map((x) => x.toFixed(2)).join(", ")})` : "");
+    const runsText = (xs: number[]): string =>
+      xs.length > 1 ? ` (runs: ${xs.map((x) => x.toFixed(2)).join(", ")})` : "";
     checks.push({
       what: `1. fan-out N=${n}: apply → env in every Deployment`,
       measured: `${fmtMs(median(ops.map((r) => r.ms)))} (median of ${ops.length})`,
@@ -162,9 +190,15 @@ export async function fanout(ctx: Ctx): Promise<ScenarioResult> {
     }
     const writes = ops[0]?.writes ?? {};
     const opWrites = total(writes);
-    if (opWrites > 0) notes.push(`N=${n}: API writes by the operator in its first run, until it went idle: ${opWrites} for ${n} Deployments (${(opWrites / n).toFixed(2)} per Deployment; the baseline sends 1.00).`);
+    if (opWrites > 0)
+      notes.push(
+        `N=${n}: API writes by the operator in its first run, until it went idle: ${opWrites} for ${n} Deployments (${(opWrites / n).toFixed(2)} per Deployment; the baseline sends 1.00).`,
+      );
     const profiled = ofN.find((r) => r.kind === "operator-profiled");
-    if (profiled?.profile) notes.push(`CPU profile of an extra, uncounted operator run at N=${n} (self time): ${profiled.profile.join("; ")}.`);
+    if (profiled?.profile)
+      notes.push(
+        `CPU profile of an extra, uncounted operator run at N=${n} (self time): ${profiled.profile.join("; ")}.`,
+      );
   }
   return {
     id: "fanout",
@@ -176,7 +210,20 @@ export async function fanout(ctx: Ctx): Promise<ScenarioResult> {
       "The operator's time includes everything it does first: adding its finalizer, connecting to PostgreSQL, reading the server's facts and the budget, listing the targets.",
     ],
     checks,
-    tables: [{ columns: ["N", "run", "apply → env everywhere", "client's own loop (operator: setup, then patch loop)", "per Deployment", "operator's API writes (whole reconcile)", "new API connections"], rows }],
+    tables: [
+      {
+        columns: [
+          "N",
+          "run",
+          "apply → env everywhere",
+          "client's own loop (operator: setup, then patch loop)",
+          "per Deployment",
+          "operator's API writes (whole reconcile)",
+          "new API connections",
+        ],
+        rows,
+      },
+    ],
     notes,
     durationMs: performance.now() - started,
     raw: { runs },
@@ -184,7 +231,13 @@ export async function fanout(ctx: Ctx): Promise<ScenarioResult> {
 }
 
 /** Waits until the watch of `namespace` has seen all `n` Deployments injected; returns that time. */
-async function watchUntilInjected(cluster: Cluster, namespace: string, n: number, start: () => Promise<number>, timeoutMs = 900_000): Promise<number> {
+async function watchUntilInjected(
+  cluster: Cluster,
+  namespace: string,
+  n: number,
+  start: () => Promise<number>,
+  timeoutMs = 900_000,
+): Promise<number> {
   const injected = new Set<string>();
   let doneAt = 0;
   let resolveDone!: () => void;
@@ -205,14 +258,32 @@ async function watchUntilInjected(cluster: Cluster, namespace: string, n: number
   await done;
   clearTimeout(timer);
   watch.stop();
-  if (doneAt === 0) throw new Error(`${namespace}: only ${injected.size}/${n} Deployments got the env within ${timeoutMs} ms`);
+  if (doneAt === 0)
+    throw new Error(`${namespace}: only ${injected.size}/${n} Deployments got the env within ${timeoutMs} ms`);
   return doneAt - t0;
 }
 
-async function baselineRun(ctx: Ctx, cluster: Cluster, namespace: string, n: number, concurrency: number, kind: Kind): Promise<Run> {
+async function baselineRun(
+  ctx: Ctx,
+  cluster: Cluster,
+  namespace: string,
+  n: number,
+  concurrency: number,
+  kind: Kind,
+): Promise<Run> {
   const client = kind === "baseline-client-node" ? "client-node" : "raw";
   const child = spawn(process.execPath, ["--import", "tsx", ssaClient], {
-    env: { ...process.env, KUBECONFIG: cluster.cp.kubeconfigPath, NAMESPACE: namespace, PREFIX: "app", COUNT: String(n), CONCURRENCY: String(concurrency), CLIENT: client, MIN_CONN: ENV[0]!.value, MAX_CONN: ENV[1]!.value },
+    env: {
+      ...process.env,
+      KUBECONFIG: cluster.cp.kubeconfigPath,
+      NAMESPACE: namespace,
+      PREFIX: "app",
+      COUNT: String(n),
+      CONCURRENCY: String(concurrency),
+      CLIENT: client,
+      MIN_CONN: ENV[0]!.value,
+      MAX_CONN: ENV[1]!.value,
+    },
     stdio: ["pipe", "pipe", "inherit"],
   });
   const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
@@ -232,7 +303,15 @@ async function baselineRun(ctx: Ctx, cluster: Cluster, namespace: string, n: num
   return { kind, n, ms, clientMs };
 }
 
-async function operatorRun(ctx: Ctx, cluster: Cluster, pgs: BenchPostgres, operator: BenchOperator, namespace: string, n: number, kind: Kind): Promise<Run> {
+async function operatorRun(
+  ctx: Ctx,
+  cluster: Cluster,
+  pgs: BenchPostgres,
+  operator: BenchOperator,
+  namespace: string,
+  n: number,
+  kind: Kind,
+): Promise<Run> {
   await operator.start();
   await sleep(1500);
   await operator.reset();
@@ -242,7 +321,12 @@ async function operatorRun(ctx: Ctx, cluster: Cluster, pgs: BenchPostgres, opera
   const ms = await watchUntilInjected(cluster, namespace, n, async () => {
     const t0 = performance.now();
     createdAt = Date.now();
-    await createPolicy(cluster, namespace, "fanout", policySpec(pgs, { targets: { selector: { matchLabels: { [GROUP_LABEL]: "g0" } } } }));
+    await createPolicy(
+      cluster,
+      namespace,
+      "fanout",
+      policySpec(pgs, { targets: { selector: { matchLabels: { [GROUP_LABEL]: "g0" } } } }),
+    );
     return t0;
   });
   let profile: string[] | undefined;
@@ -258,9 +342,24 @@ async function operatorRun(ctx: Ctx, cluster: Cluster, pgs: BenchPostgres, opera
   await forceDeletePolicy(cluster, namespace, "fanout");
   const applies = probe.writes.filter((w) => w.verb === "APPLY").map((w) => w.at);
   const fromCreate = probe.since - createdAt;
-  ctx.log(`  first requests (ms after the create): ${probe.timeline.slice(0, 10).map((t) => `${t.sent + fromCreate}–${(t.answered ?? Number.NaN) + fromCreate} ${t.request}`).join("; ")}`);
+  ctx.log(
+    `  first requests (ms after the create): ${probe.timeline
+      .slice(0, 10)
+      .map((t) => `${t.sent + fromCreate}–${(t.answered ?? Number.NaN) + fromCreate} ${t.request}`)
+      .join("; ")}`,
+  );
   const setupMs = applies.length > 0 ? applies[0]! - createdAt : undefined;
   // The probe keeps the first 500 writes: extrapolate the loop from them when N is larger.
   const loopMs = applies.length > 1 ? ((applies.at(-1)! - applies[0]!) * (n - 1)) / (applies.length - 1) : undefined;
-  return { kind, n, ms, setupMs, loopMs, writes: writesOf(probe.requests), requests: total(probe.requests), connects: probe.connects, profile };
+  return {
+    kind,
+    n,
+    ms,
+    setupMs,
+    loopMs,
+    writes: writesOf(probe.requests),
+    requests: total(probe.requests),
+    connects: probe.connects,
+    profile,
+  };
 }

@@ -6,7 +6,16 @@
  * policy and no Deployment (its fixed cost), and the size of a watched Deployment as the API
  * serves it (JSON bytes).
  */
-import { createDeployments, createNamespace, createPolicy, listPolicies, patchPolicy, startCluster, waitDeploymentsSettled, waitPoliciesReady } from "../lib/cluster.js";
+import {
+  createDeployments,
+  createNamespace,
+  createPolicy,
+  listPolicies,
+  patchPolicy,
+  startCluster,
+  waitDeploymentsSettled,
+  waitPoliciesReady,
+} from "../lib/cluster.js";
 import { BenchOperator, type GcResult } from "../lib/operator.js";
 import { createCredentialsSecret, maxConnectionsFor, policySpec, POOL, startPostgres } from "../lib/postgres.js";
 import { sumOf } from "../lib/prom.js";
@@ -46,10 +55,18 @@ export async function memory(ctx: Ctx): Promise<ScenarioResult> {
   const P = settings.memoryPolicies;
   const groups = P * 5; // a fifth of the Deployments match
   const cluster = await startCluster();
-  const pgs = await startPostgres({ conf: { max_connections: maxConnectionsFor(Math.max(...settings.memoryN) / 5, settings.replicas) } });
+  const pgs = await startPostgres({
+    conf: { max_connections: maxConnectionsFor(Math.max(...settings.memoryN) / 5, settings.replicas) },
+  });
   // Compiled and run by plain node, as the container image runs it: under tsx, the loader's own
   // thread and the TypeScript transform hold about 150 MiB of RSS that production never has.
-  const operator = new BenchOperator(cluster.cp.kubeconfigPath, settings.logDir, "memory", { WORKERS: String(settings.workers) }, "compiled");
+  const operator = new BenchOperator(
+    cluster.cp.kubeconfigPath,
+    settings.logDir,
+    "memory",
+    { WORKERS: String(settings.workers) },
+    "compiled",
+  );
   const points: Point[] = [];
   const variants: Array<{ label: string; point: Point }> = [];
   let base: Point | undefined;
@@ -64,34 +81,65 @@ export async function memory(ctx: Ctx): Promise<ScenarioResult> {
     ctx.log(`baseline (no policy, no Deployment): heap ${fmtBytes(base.heapUsed)}, RSS ${fmtBytes(base.rss)}`);
 
     for (let j = 0; j < P; j++) {
-      await createPolicy(cluster, ns, `p${j}`, policySpec(pgs, { targets: { selector: { matchLabels: { [GROUP_LABEL]: `g${j}` } } } }));
+      await createPolicy(
+        cluster,
+        ns,
+        `p${j}`,
+        policySpec(pgs, { targets: { selector: { matchLabels: { [GROUP_LABEL]: `g${j}` } } } }),
+      );
     }
     let created = 0;
     for (const n of [...settings.memoryN].sort((a, b) => a - b)) {
       ctx.log(`creating Deployments ${created}…${n - 1}`);
-      await createDeployments(cluster, ns, { prefix: "app", from: created, to: n, replicas: settings.replicas, labels: (i) => ({ [GROUP_LABEL]: `g${i % groups}` }) });
+      await createDeployments(cluster, ns, {
+        prefix: "app",
+        from: created,
+        to: n,
+        replicas: settings.replicas,
+        labels: (i) => ({ [GROUP_LABEL]: `g${i % groups}` }),
+      });
       created = n;
       await waitDeploymentsSettled(cluster, ns, n);
       const watched = Array.from({ length: n }, (_, i) => i % groups).filter((g) => g < P).length;
       const t0 = performance.now();
       await operator.start();
       // Synced: every policy reports all its Deployments injected and rolled out.
-      await waitFor(`${P} policies to report ${watched} Deployments injected`, async () => {
-        const policies = await listPolicies(cluster, ns);
-        const done = policies.map((p) => /^(\d+)\/(\d+)$/.exec(p.status?.targetsSummary ?? "")).filter((m) => m && m[1] === m[2]);
-        return done.reduce((a, m) => a + Number(m![1]), 0) === watched;
-      }, { timeoutMs: 900_000, intervalMs: 1000 });
+      await waitFor(
+        `${P} policies to report ${watched} Deployments injected`,
+        async () => {
+          const policies = await listPolicies(cluster, ns);
+          const done = policies
+            .map((p) => /^(\d+)\/(\d+)$/.exec(p.status?.targetsSummary ?? ""))
+            .filter((m) => m && m[1] === m[2]);
+          return done.reduce((a, m) => a + Number(m![1]), 0) === watched;
+        },
+        { timeoutMs: 900_000, intervalMs: 1000 },
+      );
       const syncMs = performance.now() - t0;
       await waitQuiet(operator);
       await sleep(2000);
       const point = await measure(operator, n, watched, syncMs, true);
       points.push(point);
-      ctx.log(`${n} Deployments (${watched} watched): heap ${fmtBytes(point.heapUsed)}, RSS ${fmtBytes(point.rss)}, synced in ${(syncMs / 1000).toFixed(1)} s`);
+      ctx.log(
+        `${n} Deployments (${watched} watched): heap ${fmtBytes(point.heapUsed)}, RSS ${fmtBytes(point.rss)}, synced in ${(syncMs / 1000).toFixed(1)} s`,
+      );
       if (n === Math.max(...settings.memoryN)) {
         // The size of a watched Deployment as the API serves it (JSON, managedFields included).
-        const raw = JSON.parse(await cluster.cp.adminGet(`/apis/apps/v1/namespaces/${ns}/deployments?labelSelector=${encodeURIComponent(`${GROUP_LABEL}=g0`)}`)) as { items: unknown[] };
+        const raw = JSON.parse(
+          await cluster.cp.adminGet(
+            `/apis/apps/v1/namespaces/${ns}/deployments?labelSelector=${encodeURIComponent(`${GROUP_LABEL}=g0`)}`,
+          ),
+        ) as { items: unknown[] };
         jsonBytes = mean(raw.items.map((d) => JSON.stringify(d).length));
-        jsonBytesWithoutManagedFields = mean(raw.items.map((d) => JSON.stringify({ ...(d as object), metadata: { ...(d as { metadata: object }).metadata, managedFields: undefined } }).length));
+        jsonBytesWithoutManagedFields = mean(
+          raw.items.map(
+            (d) =>
+              JSON.stringify({
+                ...(d as object),
+                metadata: { ...(d as { metadata: object }).metadata, managedFields: undefined },
+              }).length,
+          ),
+        );
         ctx.log(`a watched Deployment is ${fmtBytes(jsonBytes)} of JSON (${raw.items.length} sampled)`);
       }
       await operator.stop();
@@ -100,9 +148,9 @@ export async function memory(ctx: Ctx): Promise<ScenarioResult> {
     // Deployment must receive: a start that patches all of them, the operator's busiest start.
     const largestN = Math.max(...settings.memoryN);
     const watchedLargest = points.at(-1)!.watched;
-    const variantsToRun: Array<{ label: string; env: Record<string, string>; maxSize: number }> = !settings.extras ? [] : [
-      { label: "pool change re-applied to every watched Deployment", env: {}, maxSize: POOL.maxSize + 1 },
-    ];
+    const variantsToRun: Array<{ label: string; env: Record<string, string>; maxSize: number }> = !settings.extras
+      ? []
+      : [{ label: "pool change re-applied to every watched Deployment", env: {}, maxSize: POOL.maxSize + 1 }];
     for (const v of variantsToRun) {
       for (let j = 0; j < P; j++) await patchPolicy(cluster, ns, `p${j}`, { spec: { pool: { maxSize: v.maxSize } } });
       const t0 = performance.now();
@@ -113,7 +161,9 @@ export async function memory(ctx: Ctx): Promise<ScenarioResult> {
       await sleep(2000);
       const point = await measure(operator, largestN, watchedLargest, syncMs, true);
       variants.push({ label: v.label, point });
-      ctx.log(`${largestN} Deployments, ${v.label}: heap ${fmtBytes(point.heapUsed)}, RSS ${fmtBytes(point.rss)}, ${point.connects} new API connections`);
+      ctx.log(
+        `${largestN} Deployments, ${v.label}: heap ${fmtBytes(point.heapUsed)}, RSS ${fmtBytes(point.rss)}, ${point.connects} new API connections`,
+      );
       await operator.stop();
     }
   } finally {
@@ -125,7 +175,10 @@ export async function memory(ctx: Ctx): Promise<ScenarioResult> {
   const b = base!;
   const largest = points.at(-1)!;
   const perWatched = (p: Point) => (p.heapUsed - b.heapUsed) / Math.max(p.watched, 1);
-  const slope = points.length >= 2 ? (largest.heapUsed - points[0]!.heapUsed) / Math.max(largest.watched - points[0]!.watched, 1) : Number.NaN;
+  const slope =
+    points.length >= 2
+      ? (largest.heapUsed - points[0]!.heapUsed) / Math.max(largest.watched - points[0]!.watched, 1)
+      : Number.NaN;
   const cells = (p: Point) => [
     fmtBytes(p.heapUsed),
     fmtBytes(p.heapTotal),
@@ -139,9 +192,23 @@ export async function memory(ctx: Ctx): Promise<ScenarioResult> {
     ...points.map((p, i) => {
       const prev = points[i - 1];
       const marginal = prev ? (p.heapUsed - prev.heapUsed) / Math.max(p.watched - prev.watched, 1) : Number.NaN;
-      return [String(p.deployments), String(p.watched), ...cells(p), fmtBytes(perWatched(p)), prev ? fmtBytes(marginal) : "", `${(p.syncMs / 1000).toFixed(1)} s`];
+      return [
+        String(p.deployments),
+        String(p.watched),
+        ...cells(p),
+        fmtBytes(perWatched(p)),
+        prev ? fmtBytes(marginal) : "",
+        `${(p.syncMs / 1000).toFixed(1)} s`,
+      ];
     }),
-    ...variants.map((v) => [`${v.point.deployments}, ${v.label}`, String(v.point.watched), ...cells(v.point), fmtBytes(perWatched(v.point)), "", `${(v.point.syncMs / 1000).toFixed(1)} s`]),
+    ...variants.map((v) => [
+      `${v.point.deployments}, ${v.label}`,
+      String(v.point.watched),
+      ...cells(v.point),
+      fmtBytes(perWatched(v.point)),
+      "",
+      `${(v.point.syncMs / 1000).toFixed(1)} s`,
+    ]),
   ];
   const smallest = points[0]!;
   // The headline: what one more watched Deployment costs, from the smallest to the largest size
@@ -179,7 +246,24 @@ export async function memory(ctx: Ctx): Promise<ScenarioResult> {
         met: rssMet,
       },
     ],
-    tables: [{ columns: ["Deployments in the cluster", "watched", "heap used (after GC)", "V8 heap reserved", "external", "RSS", "RSS: C heap / anonymous maps / files", "new API connections since start", "heap per watched Deployment (from the empty operator)", "marginal, from the previous size", "start → synced"], rows }],
+    tables: [
+      {
+        columns: [
+          "Deployments in the cluster",
+          "watched",
+          "heap used (after GC)",
+          "V8 heap reserved",
+          "external",
+          "RSS",
+          "RSS: C heap / anonymous maps / files",
+          "new API connections since start",
+          "heap per watched Deployment (from the empty operator)",
+          "marginal, from the previous size",
+          "start → synced",
+        ],
+        rows,
+      },
+    ],
     notes: [
       `Heap per watched Deployment counted from the empty operator (fixed costs included) at the largest size: ${fmtBytes(perWatched(largest))}.`,
       `A watched Deployment is ${fmtBytes(jsonBytes)} of JSON, ${fmtBytes(jsonBytesWithoutManagedFields)} without metadata.managedFields. The per-policy Deployment informers (src/controller/target-watches.ts) cache them without managedFields; the budget and the env injection read them there instead of listing.`,
@@ -191,7 +275,13 @@ export async function memory(ctx: Ctx): Promise<ScenarioResult> {
   };
 }
 
-async function measure(operator: BenchOperator, deployments: number, watched: number, syncMs: number, running = false): Promise<Point> {
+async function measure(
+  operator: BenchOperator,
+  deployments: number,
+  watched: number,
+  syncMs: number,
+  running = false,
+): Promise<Point> {
   if (!running) {
     await operator.start();
     await sleep(3000);

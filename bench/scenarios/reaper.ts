@@ -16,7 +16,14 @@ import pg from "pg";
 import { reapIdleInTransaction, REAP_SQL } from "../../src/postgres/reap.js";
 import { createDeployments, createNamespace, createPolicy, startCluster, waitPoliciesReady } from "../lib/cluster.js";
 import { BenchOperator } from "../lib/operator.js";
-import { APP_DATABASE, createCredentialsSecret, OPERATOR_ROLE, policySpec, startPostgres, type BenchPostgres } from "../lib/postgres.js";
+import {
+  APP_DATABASE,
+  createCredentialsSecret,
+  OPERATOR_ROLE,
+  policySpec,
+  startPostgres,
+  type BenchPostgres,
+} from "../lib/postgres.js";
 import type { ScenarioResult, Table } from "../lib/report.js";
 import type { Ctx } from "../lib/settings.js";
 import { fmtMs, fmtRatio, mapLimit, median, percentile, sleep } from "../lib/stats.js";
@@ -36,14 +43,77 @@ interface Kind {
 }
 
 const MIX: Kind[] = [
-  { name: "idle in transaction > timeout", share: 0.015, user: "app_user", app: "web", db: APP_DATABASE, state: "tx", old: true, kill: true },
-  { name: "idle in transaction (aborted) > timeout", share: 0.005, user: "app_user", app: "web", db: APP_DATABASE, state: "aborted", old: true, kill: true },
-  { name: "idle in transaction < timeout", share: 0.1, user: "app_user", app: "web", db: APP_DATABASE, state: "tx", old: false, kill: false },
-  { name: "idle in transaction > timeout, excluded user", share: 0.1, user: "batch_user", app: "batch", db: APP_DATABASE, state: "tx", old: true, kill: false },
-  { name: "idle in transaction > timeout, excluded application", share: 0.1, user: "app_user", app: "pg_dump", db: APP_DATABASE, state: "tx", old: true, kill: false },
-  { name: "idle in transaction > timeout, other database", share: 0.05, user: "app_user", app: "web", db: OTHER_DATABASE, state: "tx", old: true, kill: false },
+  {
+    name: "idle in transaction > timeout",
+    share: 0.015,
+    user: "app_user",
+    app: "web",
+    db: APP_DATABASE,
+    state: "tx",
+    old: true,
+    kill: true,
+  },
+  {
+    name: "idle in transaction (aborted) > timeout",
+    share: 0.005,
+    user: "app_user",
+    app: "web",
+    db: APP_DATABASE,
+    state: "aborted",
+    old: true,
+    kill: true,
+  },
+  {
+    name: "idle in transaction < timeout",
+    share: 0.1,
+    user: "app_user",
+    app: "web",
+    db: APP_DATABASE,
+    state: "tx",
+    old: false,
+    kill: false,
+  },
+  {
+    name: "idle in transaction > timeout, excluded user",
+    share: 0.1,
+    user: "batch_user",
+    app: "batch",
+    db: APP_DATABASE,
+    state: "tx",
+    old: true,
+    kill: false,
+  },
+  {
+    name: "idle in transaction > timeout, excluded application",
+    share: 0.1,
+    user: "app_user",
+    app: "pg_dump",
+    db: APP_DATABASE,
+    state: "tx",
+    old: true,
+    kill: false,
+  },
+  {
+    name: "idle in transaction > timeout, other database",
+    share: 0.05,
+    user: "app_user",
+    app: "web",
+    db: OTHER_DATABASE,
+    state: "tx",
+    old: true,
+    kill: false,
+  },
   { name: "idle", share: 0.53, user: "app_user", app: "web", db: APP_DATABASE, state: "idle", old: false, kill: false },
-  { name: "active (pg_sleep)", share: 0.1, user: "app_user", app: "reports", db: APP_DATABASE, state: "active", old: false, kill: false },
+  {
+    name: "active (pg_sleep)",
+    share: 0.1,
+    user: "app_user",
+    app: "reports",
+    db: APP_DATABASE,
+    state: "active",
+    old: false,
+    kill: false,
+  },
 ];
 
 interface Session {
@@ -87,8 +157,19 @@ export async function reaper(ctx: Ctx): Promise<ScenarioResult> {
   const rawFloor = median(largest.rawReadMs) + median(largest.rawKillMs);
   const tables: Table[] = [
     {
-      title: "One reap pass (client-side wall time on the operator's kind of connection; median / p95, or median (min–max))",
-      columns: ["backends", "dry run (select only)", "raw read of pg_stat_activity", "ratio", "kill pass", "raw kill of as many pids", "ratio kill pass / (raw read + raw kill)", "mass kill: pass / raw", "EXPLAIN ANALYZE (dry run, server, timing off)"],
+      title:
+        "One reap pass (client-side wall time on the operator's kind of connection; median / p95, or median (min–max))",
+      columns: [
+        "backends",
+        "dry run (select only)",
+        "raw read of pg_stat_activity",
+        "ratio",
+        "kill pass",
+        "raw kill of as many pids",
+        "ratio kill pass / (raw read + raw kill)",
+        "mass kill: pass / raw",
+        "EXPLAIN ANALYZE (dry run, server, timing off)",
+      ],
       rows: passes.map((p) => [
         String(p.backends),
         `${fmtMs(median(p.dryRunMs))} / ${fmtMs(percentile(p.dryRunMs, 95))} (${p.dryRunMs.length}×)`,
@@ -110,8 +191,20 @@ export async function reaper(ctx: Ctx): Promise<ScenarioResult> {
       title: "Promptness: lateness after the 2 s timeout (sessions going idle in a transaction at random moments)",
       columns: ["who ends the session", "sessions", "p50", "p95", "max"],
       rows: [
-        [`the operator's reaper (interval 5 s)`, String(promptness.reaper.length), fmtMs(median(promptness.reaper)), fmtMs(percentile(promptness.reaper, 95)), fmtMs(Math.max(...promptness.reaper))],
-        ["PostgreSQL idle_in_transaction_session_timeout", String(promptness.server.length), fmtMs(median(promptness.server)), fmtMs(percentile(promptness.server, 95)), fmtMs(Math.max(...promptness.server))],
+        [
+          `the operator's reaper (interval 5 s)`,
+          String(promptness.reaper.length),
+          fmtMs(median(promptness.reaper)),
+          fmtMs(percentile(promptness.reaper, 95)),
+          fmtMs(Math.max(...promptness.reaper)),
+        ],
+        [
+          "PostgreSQL idle_in_transaction_session_timeout",
+          String(promptness.server.length),
+          fmtMs(median(promptness.server)),
+          fmtMs(percentile(promptness.server, 95)),
+          fmtMs(Math.max(...promptness.server)),
+        ],
       ],
     },
   ];
@@ -155,7 +248,9 @@ export async function reaper(ctx: Ctx): Promise<ScenarioResult> {
         : []),
       {
         what: "4. reaper: exactly the right sessions terminated",
-        measured: passes.map((p) => `${p.backends}: ${p.killed}/${p.expected} killed, ${p.missing} missed, ${p.extra} wrongly`).join("; "),
+        measured: passes
+          .map((p) => `${p.backends}: ${p.killed}/${p.expected} killed, ${p.missing} missed, ${p.extra} wrongly`)
+          .join("; "),
         baseline: "—",
         ratio: "—",
         goal: "exact",
@@ -178,7 +273,9 @@ async function measureAt(ctx: Ctx, n: number): Promise<PassResult> {
   // Room for the N sessions, the mass-kill round's fresh sessions (a fifth more) and our own.
   const maxConnections = n + Math.round(n / 5) + 50;
   ctx.log(`reaper N=${n}: starting PostgreSQL with max_connections ${maxConnections}`);
-  const pgs = await startPostgres({ conf: { max_connections: maxConnections, shared_buffers: "'64MB'", max_locks_per_transaction: 64 } });
+  const pgs = await startPostgres({
+    conf: { max_connections: maxConnections, shared_buffers: "'64MB'", max_locks_per_transaction: 64 },
+  });
   const sessions: Session[] = [];
   const operatorPool = new pg.Pool({
     host: "127.0.0.1",
@@ -203,13 +300,23 @@ async function measureAt(ctx: Ctx, n: number): Promise<PassResult> {
     ctx.log(`reaper N=${n}: ${sessions.length} sessions connected in ${fmtMs(connectMs)}`);
 
     await enterStates(sessions.filter((s) => s.kind.old));
-    for (const s of sessions.filter((x) => x.kind.state === "active")) s.client.query("SELECT pg_sleep(3600)").catch(() => undefined);
+    for (const s of sessions.filter((x) => x.kind.state === "active"))
+      s.client.query("SELECT pg_sleep(3600)").catch(() => undefined);
     await sleep(IDLE_TIMEOUT_MS + 1000);
     await enterStates(sessions.filter((s) => !s.kind.old && s.kind.state !== "active"));
 
     const client = await operatorPool.connect();
-    const options = { database: APP_DATABASE, idleLongerThanMs: IDLE_TIMEOUT_MS, excludeUsers: ["batch_user"], excludeApplicationNames: ["pg_dump"], dryRun: true };
-    const backends = Number((await client.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend'")).rows[0].n);
+    const options = {
+      database: APP_DATABASE,
+      idleLongerThanMs: IDLE_TIMEOUT_MS,
+      excludeUsers: ["batch_user"],
+      excludeApplicationNames: ["pg_dump"],
+      dryRun: true,
+    };
+    const backends = Number(
+      (await client.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend'"))
+        .rows[0].n,
+    );
     // Warm-up, then interleaved timing.
     await reapIdleInTransaction(client, options);
     const dryRunMs: number[] = [];
@@ -223,9 +330,18 @@ async function measureAt(ctx: Ctx, n: number): Promise<PassResult> {
       await client.query("SELECT count(*) FROM pg_stat_activity");
       rawReadMs.push(performance.now() - t);
     }
-    const explain = await client.query(`EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) ${REAP_SQL}`, [IDLE_TIMEOUT_MS, APP_DATABASE, ["batch_user"], ["pg_dump"], true]);
-    const explainMs = (explain.rows[0]["QUERY PLAN"][0]["Execution Time"] as number) + (explain.rows[0]["QUERY PLAN"][0]["Planning Time"] as number);
-    if (performance.now() - youngSince > IDLE_TIMEOUT_MS / 2) ctx.log("warning: the young sessions may have aged past the timeout");
+    const explain = await client.query(`EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) ${REAP_SQL}`, [
+      IDLE_TIMEOUT_MS,
+      APP_DATABASE,
+      ["batch_user"],
+      ["pg_dump"],
+      true,
+    ]);
+    const explainMs =
+      (explain.rows[0]["QUERY PLAN"][0]["Execution Time"] as number) +
+      (explain.rows[0]["QUERY PLAN"][0]["Planning Time"] as number);
+    if (performance.now() - youngSince > IDLE_TIMEOUT_MS / 2)
+      ctx.log("warning: the young sessions may have aged past the timeout");
 
     // The first kill pass, checked session by session.
     let t = performance.now();
@@ -236,16 +352,29 @@ async function measureAt(ctx: Ctx, n: number): Promise<PassResult> {
     const missing = [...expectedPids].filter((p) => !killedPids.has(p)).length;
     const extra = [...killedPids].filter((p) => !expectedPids.has(p)).length;
     await sleep(1500);
-    const alive = new Set((await client.query<{ pid: number }>("SELECT pid FROM pg_stat_activity")).rows.map((r) => r.pid));
+    const alive = new Set(
+      (await client.query<{ pid: number }>("SELECT pid FROM pg_stat_activity")).rows.map((r) => r.pid),
+    );
     const survivorsOk = sessions.every((s) => (s.kind.kill ? !alive.has(s.pid) : alive.has(s.pid)));
     const byKind = MIX.map((k) => {
       const of = sessions.filter((s) => s.kind === k);
-      return { name: k.name, count: of.length, terminated: of.filter((s) => killedPids.has(s.pid)).length, expected: k.kill };
+      return {
+        name: k.name,
+        count: of.length,
+        terminated: of.filter((s) => killedPids.has(s.pid)).length,
+        expected: k.kill,
+      };
     });
-    ctx.log(`reaper N=${n}: first kill pass ${fmtMs(killPassMs[0]!)}: ${killedPids.size} killed, ${missing} missed, ${extra} wrongly; survivors ${survivorsOk ? "all alive" : "NOT as expected"}`);
+    ctx.log(
+      `reaper N=${n}: first kill pass ${fmtMs(killPassMs[0]!)}: ${killedPids.size} killed, ${missing} missed, ${extra} wrongly; survivors ${survivorsOk ? "all alive" : "NOT as expected"}`,
+    );
 
     // The young sessions would be old by the next pass: end their transactions.
-    await mapLimit(sessions.filter((x) => x.kind.state === "tx" && !x.kind.old), 64, (x) => x.client.query("COMMIT"));
+    await mapLimit(
+      sessions.filter((x) => x.kind.state === "tx" && !x.kind.old),
+      64,
+      (x) => x.client.query("COMMIT"),
+    );
     // More kill passes and the raw kill baseline, alternating, each on fresh sessions; then one
     // mass kill (a fifth of the backends at once) each way.
     const rawKillMs: number[] = [];
@@ -283,8 +412,28 @@ async function measureAt(ctx: Ctx, n: number): Promise<PassResult> {
       await sleep(1000);
     }
     client.release();
-    ctx.log(`reaper N=${n}: kill passes ${killPassMs.map((x) => fmtMs(x)).join(", ")}; raw kills ${rawKillMs.map((x) => fmtMs(x)).join(", ")}; mass kill of ${massK}: pass ${fmtMs(massKillPassMs)}, raw ${fmtMs(massRawKillMs)}`);
-    return { n, backends, connectMs, dryRunMs, rawReadMs, explainMs, killPassMs, rawKillMs, massKilled, massKillPassMs, massRawKillMs, killed: killedPids.size, expected: expectedPids.size, missing, extra, survivorsOk, byKind };
+    ctx.log(
+      `reaper N=${n}: kill passes ${killPassMs.map((x) => fmtMs(x)).join(", ")}; raw kills ${rawKillMs.map((x) => fmtMs(x)).join(", ")}; mass kill of ${massK}: pass ${fmtMs(massKillPassMs)}, raw ${fmtMs(massRawKillMs)}`,
+    );
+    return {
+      n,
+      backends,
+      connectMs,
+      dryRunMs,
+      rawReadMs,
+      explainMs,
+      killPassMs,
+      rawKillMs,
+      massKilled,
+      massKillPassMs,
+      massRawKillMs,
+      killed: killedPids.size,
+      expected: expectedPids.size,
+      missing,
+      extra,
+      survivorsOk,
+      byKind,
+    };
   } finally {
     await operatorPool.end().catch(() => undefined);
     await mapLimit(sessions, 64, async (s) => {
@@ -295,7 +444,14 @@ async function measureAt(ctx: Ctx, n: number): Promise<PassResult> {
 }
 
 async function connect(pgs: BenchPostgres, kind: Kind): Promise<Session> {
-  const client = new pg.Client({ host: pgs.server.socketDir, port: pgs.server.port, user: kind.user, database: kind.db, application_name: kind.app, connectionTimeoutMillis: 30_000 });
+  const client = new pg.Client({
+    host: pgs.server.socketDir,
+    port: pgs.server.port,
+    user: kind.user,
+    database: kind.db,
+    application_name: kind.app,
+    connectionTimeoutMillis: 30_000,
+  });
   const session: Session = { kind, client, pid: 0, ended: false };
   client.on("error", () => (session.ended = true));
   client.on("end", () => (session.ended = true));
@@ -324,7 +480,9 @@ async function measurePromptness(ctx: Ctx): Promise<{ reaper: number[]; server: 
   ctx.log(`promptness: ${S} sessions each side over ${spreadMs / 1000} s`);
   const cluster = await startCluster();
   const pgs = await startPostgres();
-  const operator = new BenchOperator(cluster.cp.kubeconfigPath, ctx.settings.logDir, "reaper", { WORKERS: String(ctx.settings.workers) });
+  const operator = new BenchOperator(cluster.cp.kubeconfigPath, ctx.settings.logDir, "reaper", {
+    WORKERS: String(ctx.settings.workers),
+  });
   const clients: pg.Client[] = [];
   try {
     await pgs.server.query("CREATE ROLE app_user LOGIN");
@@ -332,14 +490,32 @@ async function measurePromptness(ctx: Ctx): Promise<{ reaper: number[]; server: 
     await pgs.server.query(`ALTER ROLE timeout_user SET idle_in_transaction_session_timeout = '${timeoutMs}ms'`);
     const ns = await createNamespace(cluster, "reaper");
     await createCredentialsSecret(cluster, ns, pgs);
-    await createDeployments(cluster, ns, { prefix: "app", to: 1, replicas: 0, labels: () => ({ "bench.pooling.dbops.io/group": "g0" }) });
-    await createPolicy(cluster, ns, "reaper", policySpec(pgs, { reaper: { interval: "5s", idleInTransactionTimeout: `${timeoutMs / 1000}s`, excludeUsers: ["timeout_user"] } }));
+    await createDeployments(cluster, ns, {
+      prefix: "app",
+      to: 1,
+      replicas: 0,
+      labels: () => ({ "bench.pooling.dbops.io/group": "g0" }),
+    });
+    await createPolicy(
+      cluster,
+      ns,
+      "reaper",
+      policySpec(pgs, {
+        reaper: { interval: "5s", idleInTransactionTimeout: `${timeoutMs / 1000}s`, excludeUsers: ["timeout_user"] },
+      }),
+    );
     await operator.start();
     await waitPoliciesReady(cluster, ns, 1);
 
     const lateness = { reaper: [] as number[], server: [] as number[] };
     const one = async (user: "app_user" | "timeout_user", delayMs: number) => {
-      const client = new pg.Client({ host: pgs.server.socketDir, port: pgs.server.port, user, database: APP_DATABASE, application_name: "promptness" });
+      const client = new pg.Client({
+        host: pgs.server.socketDir,
+        port: pgs.server.port,
+        user,
+        database: APP_DATABASE,
+        application_name: "promptness",
+      });
       clients.push(client);
       let endedAt = 0;
       const ended = new Promise<void>((resolve) => {
@@ -358,8 +534,15 @@ async function measurePromptness(ctx: Ctx): Promise<{ reaper: number[]; server: 
       await Promise.race([ended, sleep(timeoutMs + 20_000)]);
       if (endedAt > 0) lateness[user === "app_user" ? "reaper" : "server"].push(endedAt - idleAt - timeoutMs);
     };
-    await Promise.all(Array.from({ length: S }, (_, i) => [one("app_user", Math.random() * spreadMs), one("timeout_user", (i / S) * spreadMs + Math.random() * 100)]).flat());
-    ctx.log(`promptness: reaper p50 ${fmtMs(median(lateness.reaper))}, server timeout p50 ${fmtMs(median(lateness.server))}`);
+    await Promise.all(
+      Array.from({ length: S }, (_, i) => [
+        one("app_user", Math.random() * spreadMs),
+        one("timeout_user", (i / S) * spreadMs + Math.random() * 100),
+      ]).flat(),
+    );
+    ctx.log(
+      `promptness: reaper p50 ${fmtMs(median(lateness.reaper))}, server timeout p50 ${fmtMs(median(lateness.server))}`,
+    );
     return lateness;
   } finally {
     for (const c of clients) await Promise.race([c.end().catch(() => undefined), sleep(500)]);

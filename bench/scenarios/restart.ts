@@ -19,7 +19,17 @@ import { waitForStatefulSet } from "../../test/harness/kube.js";
 import { postgresService, postgresStatefulSet } from "../../test/harness/manifests.js";
 import { PostgresPodBridge } from "../../test/harness/postgres-bridge.js";
 import { waitFor } from "../../test/harness/processes.js";
-import { conditionOf, createDeployments, createNamespace, createPolicy, patchPolicy, policyWatch, startCluster, waitPoliciesReady, type Cluster } from "../lib/cluster.js";
+import {
+  conditionOf,
+  createDeployments,
+  createNamespace,
+  createPolicy,
+  patchPolicy,
+  policyWatch,
+  startCluster,
+  waitPoliciesReady,
+  type Cluster,
+} from "../lib/cluster.js";
 import { BenchOperator } from "../lib/operator.js";
 import { createCredentialsSecret, policySpec, startPostgres, type BenchPostgres } from "../lib/postgres.js";
 import type { ScenarioResult } from "../lib/report.js";
@@ -41,14 +51,21 @@ class Prober {
   private running = false;
   private loop?: Promise<void>;
 
-  constructor(private readonly pgs: BenchPostgres, private readonly intervalMs = 50) {}
+  constructor(
+    private readonly pgs: BenchPostgres,
+    private readonly intervalMs = 50,
+  ) {}
 
   start(): void {
     this.running = true;
     this.loop = (async () => {
       while (this.running) {
         const start = performance.now();
-        const client = new pg.Client({ ...this.pgs.server.connection, application_name: "prober", connectionTimeoutMillis: 2000 });
+        const client = new pg.Client({
+          ...this.pgs.server.connection,
+          application_name: "prober",
+          connectionTimeoutMillis: 2000,
+        });
         client.on("error", () => undefined);
         try {
           await client.connect();
@@ -103,7 +120,9 @@ export async function restart(ctx: Ctx): Promise<ScenarioResult> {
   const started = performance.now();
   const cluster = await startCluster();
   const pgs = await startPostgres();
-  const operator = new BenchOperator(cluster.cp.kubeconfigPath, settings.logDir, "restart", { WORKERS: String(settings.workers) });
+  const operator = new BenchOperator(cluster.cp.kubeconfigPath, settings.logDir, "restart", {
+    WORKERS: String(settings.workers),
+  });
   const prober = new Prober(pgs);
   let bridge: PostgresPodBridge | undefined;
   const changes: Change[] = [];
@@ -115,9 +134,22 @@ export async function restart(ctx: Ctx): Promise<ScenarioResult> {
     bridge = new PostgresPodBridge(cluster.kc, ns, "postgres", [pgs.server]);
     bridge.start();
     await waitForStatefulSet(cluster.kc, ns, "postgres");
-    await createDeployments(cluster, ns, { prefix: "app", to: 1, replicas: 0, labels: () => ({ "bench.pooling.dbops.io/group": "g0" }) });
+    await createDeployments(cluster, ns, {
+      prefix: "app",
+      to: 1,
+      replicas: 0,
+      labels: () => ({ "bench.pooling.dbops.io/group": "g0" }),
+    });
     let value = 110;
-    await createPolicy(cluster, ns, "db", policySpec(pgs, { postgres: { maxConnections: value, restart: { workload: { kind: "StatefulSet", name: "postgres" } } }, reaper: { enabled: false } }));
+    await createPolicy(
+      cluster,
+      ns,
+      "db",
+      policySpec(pgs, {
+        postgres: { maxConnections: value, restart: { workload: { kind: "StatefulSet", name: "postgres" } } },
+        reaper: { enabled: false },
+      }),
+    );
     await operator.start();
     await waitPoliciesReady(cluster, ns, 1, 300_000);
     prober.start();
@@ -126,14 +158,18 @@ export async function restart(ctx: Ctx): Promise<ScenarioResult> {
       await operator.stop();
       changes.push(await baselineChange(cluster, ns, pgs, prober, value, value + 10));
       value += 10;
-      ctx.log(`baseline ${value - 10} → ${value}: effect ${fmtMs(changes.at(-1)!.effectMs)}, new connections failed ${fmtMs(changes.at(-1)!.failedMs)}`);
+      ctx.log(
+        `baseline ${value - 10} → ${value}: effect ${fmtMs(changes.at(-1)!.effectMs)}, new connections failed ${fmtMs(changes.at(-1)!.failedMs)}`,
+      );
       await patchPolicy(cluster, ns, "db", { spec: { postgres: { maxConnections: value } } });
       await operator.start();
       await waitPoliciesReady(cluster, ns, 1, 300_000);
       await waitQuiet(operator);
       changes.push(await operatorChange(cluster, ns, prober, value, value + 10));
       value += 10;
-      ctx.log(`operator ${value - 10} → ${value}: verified ${fmtMs(changes.at(-1)!.verifiedMs!)}, new connections failed ${fmtMs(changes.at(-1)!.failedMs)}`);
+      ctx.log(
+        `operator ${value - 10} → ${value}: verified ${fmtMs(changes.at(-1)!.verifiedMs!)}, new connections failed ${fmtMs(changes.at(-1)!.failedMs)}`,
+      );
     }
     await operator.stop();
     changes.push(await baselineChange(cluster, ns, pgs, prober, value, value + 10));
@@ -143,9 +179,18 @@ export async function restart(ctx: Ctx): Promise<ScenarioResult> {
     const t0 = performance.now();
     await pgs.server.query(`ALTER SYSTEM SET max_connections = ${value + 10}`);
     await pgs.server.restart("fast");
-    await waitFor("the new max_connections", () => prober.attempts.some((a) => a.start >= t0 && a.ok && a.value === value + 10), { timeoutMs: 60_000, intervalMs: 50 });
+    await waitFor(
+      "the new max_connections",
+      () => prober.attempts.some((a) => a.start >= t0 && a.ok && a.value === value + 10),
+      { timeoutMs: 60_000, intervalMs: 50 },
+    );
     await sleep(300);
-    changes.push({ kind: "floor (ALTER SYSTEM + process restart)", from: value, to: value + 10, ...prober.effect(t0, value + 10) });
+    changes.push({
+      kind: "floor (ALTER SYSTEM + process restart)",
+      from: value,
+      to: value + 10,
+      ...prober.effect(t0, value + 10),
+    });
   } finally {
     await prober.stop();
     await operator.stop().catch(() => undefined);
@@ -188,8 +233,24 @@ export async function restart(ctx: Ctx): Promise<ScenarioResult> {
     ],
     tables: [
       {
-        columns: ["run", "max_connections", "new value seen by a new connection", "verified by the operator", "new connections failing", "failed attempts", "errors seen"],
-        rows: changes.map((c) => [c.kind, `${c.from} → ${c.to}`, fmtMs(c.effectMs), c.verifiedMs !== undefined ? fmtMs(c.verifiedMs) : "", fmtMs(c.failedMs), String(c.failedAttempts), c.errors.join("; ").slice(0, 160)]),
+        columns: [
+          "run",
+          "max_connections",
+          "new value seen by a new connection",
+          "verified by the operator",
+          "new connections failing",
+          "failed attempts",
+          "errors seen",
+        ],
+        rows: changes.map((c) => [
+          c.kind,
+          `${c.from} → ${c.to}`,
+          fmtMs(c.effectMs),
+          c.verifiedMs !== undefined ? fmtMs(c.verifiedMs) : "",
+          fmtMs(c.failedMs),
+          String(c.failedAttempts),
+          c.errors.join("; ").slice(0, 160),
+        ]),
       },
     ],
     notes: [
@@ -201,16 +262,35 @@ export async function restart(ctx: Ctx): Promise<ScenarioResult> {
   };
 }
 
-async function baselineChange(cluster: Cluster, ns: string, pgs: BenchPostgres, prober: Prober, from: number, to: number): Promise<Change> {
+async function baselineChange(
+  cluster: Cluster,
+  ns: string,
+  pgs: BenchPostgres,
+  prober: Prober,
+  from: number,
+  to: number,
+): Promise<Change> {
   await sleep(1000);
   const t0 = performance.now();
   await pgs.server.query(`ALTER SYSTEM SET max_connections = ${to}`);
   await pgs.server.query("SELECT pg_reload_conf()");
   await cluster.apps.patchNamespacedStatefulSet(
-    { name: "postgres", namespace: ns, body: { spec: { template: { metadata: { annotations: { "kubectl.kubernetes.io/restartedAt": new Date().toISOString() } } } } } },
+    {
+      name: "postgres",
+      namespace: ns,
+      body: {
+        spec: {
+          template: { metadata: { annotations: { "kubectl.kubernetes.io/restartedAt": new Date().toISOString() } } },
+        },
+      },
+    },
     setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
   );
-  await waitFor(`max_connections ${to} after a rollout restart`, () => prober.attempts.some((a) => a.start >= t0 && a.ok && a.value === to), { timeoutMs: 120_000, intervalMs: 50 });
+  await waitFor(
+    `max_connections ${to} after a rollout restart`,
+    () => prober.attempts.some((a) => a.start >= t0 && a.ok && a.value === to),
+    { timeoutMs: 120_000, intervalMs: 50 },
+  );
   await waitForStatefulSet(cluster.kc, ns, "postgres");
   return { kind: "baseline (ALTER SYSTEM + rollout restart)", from, to, ...prober.effect(t0, to) };
 }
@@ -220,7 +300,14 @@ async function operatorChange(cluster: Cluster, ns: string, prober: Prober, from
   let generation = Number.POSITIVE_INFINITY;
   const watch = policyWatch(cluster, ns, (_type, p: PoolPolicy, at) => {
     const c = conditionOf(p, "MaxConnectionsApplied");
-    if (verifiedAt === 0 && (p.metadata.generation ?? 0) >= generation && c?.status === "True" && c.reason === "Applied" && p.status?.postgres?.maxConnections === to) verifiedAt = at;
+    if (
+      verifiedAt === 0 &&
+      (p.metadata.generation ?? 0) >= generation &&
+      c?.status === "True" &&
+      c.reason === "Applied" &&
+      p.status?.postgres?.maxConnections === to
+    )
+      verifiedAt = at;
   });
   await watch.start();
   await sleep(1000);

@@ -16,7 +16,13 @@ import {
   waitPoliciesReady,
 } from "../lib/cluster.js";
 import { BenchOperator, readsOf, total, writesOf } from "../lib/operator.js";
-import { createCredentialsSecret, maxConnectionsFor, OPERATOR_ROLE, policySpec, startPostgres } from "../lib/postgres.js";
+import {
+  createCredentialsSecret,
+  maxConnectionsFor,
+  OPERATOR_ROLE,
+  policySpec,
+  startPostgres,
+} from "../lib/postgres.js";
 import { sumBy, sumOf, type Sample } from "../lib/prom.js";
 import type { ScenarioResult } from "../lib/report.js";
 import type { Ctx } from "../lib/settings.js";
@@ -33,7 +39,8 @@ const HEALTH_AND_STATS: Array<[string, RegExp]> = [
   ["extensions", /pg_available_extensions/],
 ];
 const REAPER = /pg_terminate_backend/;
-const SQL_WRITE = /^\s*(ALTER|SET|RESET|CREATE|DROP|INSERT|UPDATE|DELETE|GRANT|REVOKE|TRUNCATE|COPY|SELECT\s+pg_reload_conf|SELECT\s+pg_terminate_backend)/i;
+const SQL_WRITE =
+  /^\s*(ALTER|SET|RESET|CREATE|DROP|INSERT|UPDATE|DELETE|GRANT|REVOKE|TRUNCATE|COPY|SELECT\s+pg_reload_conf|SELECT\s+pg_terminate_backend)/i;
 
 interface StatementRow {
   query: string;
@@ -49,16 +56,32 @@ export async function steady(ctx: Ctx): Promise<ScenarioResult> {
   const windowS = settings.steadySeconds;
   const resyncS = Math.max(5, Math.min(300, Math.floor(windowS / 2.5)));
   const cluster = await startCluster();
-  const pgs = await startPostgres({ statements: true, conf: { max_connections: maxConnectionsFor(D, settings.replicas) } });
-  const operator = new BenchOperator(cluster.cp.kubeconfigPath, settings.logDir, "steady", { WORKERS: String(settings.workers), RESYNC_SECONDS: String(resyncS) });
+  const pgs = await startPostgres({
+    statements: true,
+    conf: { max_connections: maxConnectionsFor(D, settings.replicas) },
+  });
+  const operator = new BenchOperator(cluster.cp.kubeconfigPath, settings.logDir, "steady", {
+    WORKERS: String(settings.workers),
+    RESYNC_SECONDS: String(resyncS),
+  });
   try {
     const ns = await createNamespace(cluster, "steady");
     await createCredentialsSecret(cluster, ns, pgs);
     ctx.log(`creating ${D} Deployments and ${P} policies`);
-    await createDeployments(cluster, ns, { prefix: "app", to: D, replicas: settings.replicas, labels: (i) => ({ [GROUP_LABEL]: `g${i % P}` }) });
+    await createDeployments(cluster, ns, {
+      prefix: "app",
+      to: D,
+      replicas: settings.replicas,
+      labels: (i) => ({ [GROUP_LABEL]: `g${i % P}` }),
+    });
     await waitDeploymentsSettled(cluster, ns, D);
     for (let j = 0; j < P; j++) {
-      await createPolicy(cluster, ns, `p${j}`, policySpec(pgs, { targets: { selector: { matchLabels: { [GROUP_LABEL]: `g${j}` } } } }));
+      await createPolicy(
+        cluster,
+        ns,
+        `p${j}`,
+        policySpec(pgs, { targets: { selector: { matchLabels: { [GROUP_LABEL]: `g${j}` } } } }),
+      );
     }
     const t0 = performance.now();
     await operator.start();
@@ -97,19 +120,29 @@ export async function steady(ctx: Ctx): Promise<ScenarioResult> {
 
     const writes = writesOf(probe.requests);
     const reads = readsOf(probe.requests);
-    const delta = (name: string, match: Record<string, string> = {}) => sumOf(opAfter, name, match) - sumOf(opBefore, name, match);
-    const reconcilesByResult = diff(sumBy(opBefore, "controller_runtime_reconcile_total", "result"), sumBy(opAfter, "controller_runtime_reconcile_total", "result"));
+    const delta = (name: string, match: Record<string, string> = {}) =>
+      sumOf(opAfter, name, match) - sumOf(opBefore, name, match);
+    const reconcilesByResult = diff(
+      sumBy(opBefore, "controller_runtime_reconcile_total", "result"),
+      sumBy(opAfter, "controller_runtime_reconcile_total", "result"),
+    );
     const reconciles = total(reconcilesByResult);
     const statusWrites = delta("poolpolicy_status_writes_total");
     const events = delta("events_recorded_total");
     const reaped = delta("poolpolicy_reaper_sessions_terminated_total");
     const serverWrites = apiserverWrites(apiBefore, apiAfter);
     const operatorKinds = /^(\S+) (poolpolicies|deployments|events|secrets|statefulsets|pods)(\/status)?$/;
-    const serverWritesOnOperatorKinds = Object.entries(serverWrites).filter(([k]) => operatorKinds.test(k) && !/^\S+ (deployments|statefulsets|pods)\/status$/.test(k) && !/ pods$/.test(k));
+    const serverWritesOnOperatorKinds = Object.entries(serverWrites).filter(
+      ([k]) => operatorKinds.test(k) && !/^\S+ (deployments|statefulsets|pods)\/status$/.test(k) && !/ pods$/.test(k),
+    );
 
     const classified = statements.map((s) => {
       const health = HEALTH_AND_STATS.find(([, re]) => re.test(s.query));
-      const kind = health ? `health/stats: ${health[0]}` : REAPER.test(s.query) ? "reaper pass (one statement: select + terminate)" : "other";
+      const kind = health
+        ? `health/stats: ${health[0]}`
+        : REAPER.test(s.query)
+          ? "reaper pass (one statement: select + terminate)"
+          : "other";
       const write = !health && !REAPER.test(s.query) && SQL_WRITE.test(s.query);
       return { ...s, kind, write };
     });
@@ -138,12 +171,32 @@ export async function steady(ctx: Ctx): Promise<ScenarioResult> {
     ];
     const notes = [
       `Converged (every policy Ready) ${(convergedMs / 1000).toFixed(1)} s after the operator started; the window began once the status writes had stopped for 10 s.`,
-      `In the window: ${reconciles} reconciles (${Object.entries(reconcilesByResult).map(([k, v]) => `${k} ${v}`).join(", ")}), ${(reconciles / P / minutes).toFixed(2)} per policy per minute; status writes ${statusWrites}; Events ${events}; reconciles of one key in flight at once: at most ${probe.maxConcurrentPerKey}.`,
-      `API reads by the operator in the window: ${total(reads)} (${(total(reads) / Math.max(reconciles, 1)).toFixed(1)} per reconcile; ${(total(reads) / (windowMs / 1000)).toFixed(1)} per second): ${Object.entries(reads).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(", ")}.`,
+      `In the window: ${reconciles} reconciles (${Object.entries(reconcilesByResult)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(
+          ", ",
+        )}), ${(reconciles / P / minutes).toFixed(2)} per policy per minute; status writes ${statusWrites}; Events ${events}; reconciles of one key in flight at once: at most ${probe.maxConcurrentPerKey}.`,
+      `API reads by the operator in the window: ${total(reads)} (${(total(reads) / Math.max(reconciles, 1)).toFixed(1)} per reconcile; ${(total(reads) / (windowMs / 1000)).toFixed(1)} per second): ${Object.entries(
+        reads,
+      )
+        .sort((a, b) => b[1] - a[1])
+        .map(([k, v]) => `${k} ${v}`)
+        .join(", ")}.`,
       `The operator opened ${probe.connects} new connections to the API server in the window (it keeps them: src/runtime/kube-config.ts). Its live heap after a full GC went from ${fmtBytes(before.memory.heapUsed)} to ${fmtBytes(after.memory.heapUsed)} over the window, its RSS from ${fmtBytes(before.memory.rss)} to ${fmtBytes(after.memory.rss)} (under tsx, as the tests run it; the memory scenario measures the compiled operator).`,
-      `Writes the kube-apiserver served in the window, all clients (the controller-manager, scheduler and kwok write too): ${Object.entries(serverWrites).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(", ") || "none"}.`,
+      `Writes the kube-apiserver served in the window, all clients (the controller-manager, scheduler and kwok write too): ${
+        Object.entries(serverWrites)
+          .sort((a, b) => b[1] - a[1])
+          .map(([k, v]) => `${k} ${v}`)
+          .join(", ") || "none"
+      }.`,
     ];
-    if (apiWrites > 0) notes.push(`The operator's writes: ${probe.writes.slice(0, 20).map((w) => `${w.verb} ${w.path}`).join("; ")}.`);
+    if (apiWrites > 0)
+      notes.push(
+        `The operator's writes: ${probe.writes
+          .slice(0, 20)
+          .map((w) => `${w.verb} ${w.path}`)
+          .join("; ")}.`,
+      );
     return {
       id: "steady",
       title: "2. Steady state",
@@ -167,7 +220,18 @@ export async function steady(ctx: Ctx): Promise<ScenarioResult> {
       ],
       notes,
       durationMs: performance.now() - started,
-      raw: { windowMs, convergedMs, requests: probe.requests, writes: probe.writes, reconcilesByResult, statusWrites, events, reaped, serverWrites, statements: classified },
+      raw: {
+        windowMs,
+        convergedMs,
+        requests: probe.requests,
+        writes: probe.writes,
+        reconcilesByResult,
+        statusWrites,
+        events,
+        reaped,
+        serverWrites,
+        statements: classified,
+      },
     };
   } finally {
     await operator.stop().catch(() => undefined);
@@ -188,7 +252,8 @@ function diff(before: Record<string, number>, after: Record<string, number>): Re
 /** Waits until the operator's status-write and reconcile-error counters stand still for 10 s (at most 3 min). */
 export async function waitQuiet(operator: BenchOperator, quietMs = 10_000, maxMs = 180_000): Promise<void> {
   const deadline = performance.now() + maxMs;
-  const signature = (s: Sample[]) => `${sumOf(s, "poolpolicy_status_writes_total")}/${sumOf(s, "events_recorded_total")}`;
+  const signature = (s: Sample[]) =>
+    `${sumOf(s, "poolpolicy_status_writes_total")}/${sumOf(s, "events_recorded_total")}`;
   let last = signature(await operator.metrics());
   let since = performance.now();
   while (performance.now() < deadline) {

@@ -14,7 +14,6 @@ import {
   createDeployments,
   createNamespace,
   createPolicy,
-  forceDeletePolicy,
   patchPolicy,
   policyWatch,
   startCluster,
@@ -23,8 +22,22 @@ import {
   type Cluster,
 } from "../lib/cluster.js";
 import { BenchOperator, type ProbeState } from "../lib/operator.js";
-import { createCredentialsSecret, maxConnectionsFor, policySpec, POOL, startPostgres, type BenchPostgres } from "../lib/postgres.js";
-import { histogramDelta, histogramOf, histogramQuantile, histogramQuantileBound, sumBy, type Histogram } from "../lib/prom.js";
+import {
+  createCredentialsSecret,
+  maxConnectionsFor,
+  policySpec,
+  POOL,
+  startPostgres,
+  type BenchPostgres,
+} from "../lib/postgres.js";
+import {
+  histogramDelta,
+  histogramOf,
+  histogramQuantile,
+  histogramQuantileBound,
+  sumBy,
+  type Histogram,
+} from "../lib/prom.js";
 import type { ScenarioResult } from "../lib/report.js";
 import type { Ctx } from "../lib/settings.js";
 import { fmtMs, fmtRatio, median, percentile } from "../lib/stats.js";
@@ -60,7 +73,9 @@ export async function storm(ctx: Ctx): Promise<ScenarioResult> {
   const P = settings.stormPolicies;
   const cluster = await startCluster();
   const pgs = await startPostgres({ conf: { max_connections: maxConnectionsFor(P * PER_POLICY, settings.replicas) } });
-  const operator = new BenchOperator(cluster.cp.kubeconfigPath, settings.logDir, "storm", { WORKERS: String(settings.workers) });
+  const operator = new BenchOperator(cluster.cp.kubeconfigPath, settings.logDir, "storm", {
+    WORKERS: String(settings.workers),
+  });
   let result: StormResult;
   try {
     result = await runStorm(ctx, cluster, pgs, operator, "storm");
@@ -72,7 +87,8 @@ export async function storm(ctx: Ctx): Promise<ScenarioResult> {
 
   const p99 = histogramQuantile(result.queue, 0.99);
   const conflicts = result.probe.responsesByStatus["409"] ?? 0;
-  const requestsPerReconcile = Object.values(result.probe.requests).reduce((a, b) => a + b, 0) / Math.max(result.probe.reconciles, 1);
+  const requestsPerReconcile =
+    Object.values(result.probe.requests).reduce((a, b) => a + b, 0) / Math.max(result.probe.reconciles, 1);
   const checks: ScenarioResult["checks"] = [
     {
       what: `5. storm, ${settings.stormRatePerSecond}/s × ${settings.stormSeconds} s over ${P} policies: work-queue latency p99`,
@@ -109,35 +125,67 @@ export async function storm(ctx: Ctx): Promise<ScenarioResult> {
     checks,
     tables: [
       {
-        columns: ["updates sent", "reconciles (by result)", "API requests per reconcile", "work per reconcile p50 / p99", "API writes refused with 409", "queue p50 / p99", "update → observedGeneration p50 / p99", "last update → every policy caught up"],
-        rows: [[
-          `${result.updates} in ${(result.stormMs / 1000).toFixed(1)} s`,
-          `${result.probe.reconciles} (${result.reconciles})`,
-          requestsPerReconcile.toFixed(1),
-          `${fmtMs(histogramQuantile(result.work, 0.5) * 1000)} / ${fmtMs(histogramQuantile(result.work, 0.99) * 1000)}`,
-          String(conflicts),
-          `${fmtMs(histogramQuantile(result.queue, 0.5) * 1000)} / ${fmtMs(p99 * 1000)}`,
-          `${fmtMs(median(result.e2e))} / ${fmtMs(percentile(result.e2e, 99))}`,
-          fmtMs(result.caughtUpMs),
-        ]],
+        columns: [
+          "updates sent",
+          "reconciles (by result)",
+          "API requests per reconcile",
+          "work per reconcile p50 / p99",
+          "API writes refused with 409",
+          "queue p50 / p99",
+          "update → observedGeneration p50 / p99",
+          "last update → every policy caught up",
+        ],
+        rows: [
+          [
+            `${result.updates} in ${(result.stormMs / 1000).toFixed(1)} s`,
+            `${result.probe.reconciles} (${result.reconciles})`,
+            requestsPerReconcile.toFixed(1),
+            `${fmtMs(histogramQuantile(result.work, 0.5) * 1000)} / ${fmtMs(histogramQuantile(result.work, 0.99) * 1000)}`,
+            String(conflicts),
+            `${fmtMs(histogramQuantile(result.queue, 0.5) * 1000)} / ${fmtMs(p99 * 1000)}`,
+            `${fmtMs(median(result.e2e))} / ${fmtMs(percentile(result.e2e, 99))}`,
+            fmtMs(result.caughtUpMs),
+          ],
+        ],
       },
     ],
-    notes: result.probe.controllerWrapped ? [] : [`The reconcile probe was not installed (${result.probe.wrapError ?? "unknown"}): the concurrency check has no data.`],
+    notes: result.probe.controllerWrapped
+      ? []
+      : [
+          `The reconcile probe was not installed (${result.probe.wrapError ?? "unknown"}): the concurrency check has no data.`,
+        ],
     durationMs: performance.now() - started,
     raw: { ...result, probe: { ...result.probe, reconcileMs: undefined, writes: undefined } },
   };
 }
 
-async function runStorm(ctx: Ctx, cluster: Cluster, pgs: BenchPostgres, operator: BenchOperator, ns: string): Promise<StormResult> {
+async function runStorm(
+  ctx: Ctx,
+  cluster: Cluster,
+  pgs: BenchPostgres,
+  operator: BenchOperator,
+  ns: string,
+): Promise<StormResult> {
   const { settings } = ctx;
   const P = settings.stormPolicies;
   const rate = settings.stormRatePerSecond;
   const seconds = settings.stormSeconds;
   await createNamespace(cluster, ns);
   await createCredentialsSecret(cluster, ns, pgs);
-  await createDeployments(cluster, ns, { prefix: "app", to: P * PER_POLICY, replicas: settings.replicas, labels: (i) => ({ [GROUP_LABEL]: `g${i % P}` }) });
+  await createDeployments(cluster, ns, {
+    prefix: "app",
+    to: P * PER_POLICY,
+    replicas: settings.replicas,
+    labels: (i) => ({ [GROUP_LABEL]: `g${i % P}` }),
+  });
   await waitDeploymentsSettled(cluster, ns, P * PER_POLICY);
-  for (let j = 0; j < P; j++) await createPolicy(cluster, ns, `p${j}`, policySpec(pgs, { targets: { selector: { matchLabels: { [GROUP_LABEL]: `g${j}` } } } }));
+  for (let j = 0; j < P; j++)
+    await createPolicy(
+      cluster,
+      ns,
+      `p${j}`,
+      policySpec(pgs, { targets: { selector: { matchLabels: { [GROUP_LABEL]: `g${j}` } } } }),
+    );
   await operator.start();
   await waitPoliciesReady(cluster, ns, P);
   await waitQuiet(operator);
@@ -146,7 +194,12 @@ async function runStorm(ctx: Ctx, cluster: Cluster, pgs: BenchPostgres, operator
   const updates: Update[] = [];
   const seen: Array<{ policy: string; generation: number; observed: number; at: number }> = [];
   const watch = policyWatch(cluster, ns, (_type, p: PoolPolicy, at) => {
-    seen.push({ policy: p.metadata.name, generation: p.metadata.generation ?? 0, observed: p.status?.observedGeneration ?? 0, at });
+    seen.push({
+      policy: p.metadata.name,
+      generation: p.metadata.generation ?? 0,
+      observed: p.status?.observedGeneration ?? 0,
+      at,
+    });
   });
   await watch.start();
 
@@ -162,20 +215,29 @@ async function runStorm(ctx: Ctx, cluster: Cluster, pgs: BenchPostgres, operator
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     const policy = `p${k % P}`;
     const round = Math.floor(k / P);
-    const patch = round % 5 === 4
-      ? { spec: { pool: { maxSize: POOL.maxSize + ((Math.floor(round / 5) + 1) % 2) } } }
-      : { spec: { reaper: { excludeApplicationNames: [`storm-${k}`] } } };
+    const patch =
+      round % 5 === 4
+        ? { spec: { pool: { maxSize: POOL.maxSize + ((Math.floor(round / 5) + 1) % 2) } } }
+        : { spec: { reaper: { excludeApplicationNames: [`storm-${k}`] } } };
     const sentAt = performance.now();
-    sends.push(patchPolicy(cluster, ns, policy, patch).then((p) => void updates.push({ policy, sentAt, generation: p.metadata.generation ?? 0 })));
+    sends.push(
+      patchPolicy(cluster, ns, policy, patch).then(
+        (p) => void updates.push({ policy, sentAt, generation: p.metadata.generation ?? 0 }),
+      ),
+    );
   }
   await Promise.all(sends);
   const stormMs = performance.now() - t0;
   const lastGeneration = new Map<string, number>();
   for (const u of updates) lastGeneration.set(u.policy, Math.max(lastGeneration.get(u.policy) ?? 0, u.generation));
-  await waitFor("every policy to report its last generation", () => [...lastGeneration].every(([policy, g]) => seen.some((e) => e.policy === policy && e.observed >= g)), {
-    timeoutMs: 300_000,
-    intervalMs: 200,
-  });
+  await waitFor(
+    "every policy to report its last generation",
+    () => [...lastGeneration].every(([policy, g]) => seen.some((e) => e.policy === policy && e.observed >= g)),
+    {
+      timeoutMs: 300_000,
+      intervalMs: 200,
+    },
+  );
   const caughtUpMs = performance.now() - t0 - stormMs;
   watch.stop();
   const after = await operator.metrics();
@@ -194,11 +256,21 @@ async function runStorm(ctx: Ctx, cluster: Cluster, pgs: BenchPostgres, operator
     caughtUpMs,
     e2e: updates.filter((u) => u.observedAt !== undefined).map((u) => u.observedAt! - u.sentAt),
     delivery: updates.filter((u) => u.seenAt !== undefined).map((u) => u.seenAt! - u.sentAt),
-    queue: histogramDelta(histogramOf(before, "workqueue_queue_duration_seconds", name), histogramOf(after, "workqueue_queue_duration_seconds", name)),
-    work: histogramDelta(histogramOf(before, "workqueue_work_duration_seconds", name), histogramOf(after, "workqueue_work_duration_seconds", name)),
-    reconciles: Object.entries(results).map(([k, v]) => `${k} ${v - (resultsBefore[k] ?? 0)}`).join(", "),
+    queue: histogramDelta(
+      histogramOf(before, "workqueue_queue_duration_seconds", name),
+      histogramOf(after, "workqueue_queue_duration_seconds", name),
+    ),
+    work: histogramDelta(
+      histogramOf(before, "workqueue_work_duration_seconds", name),
+      histogramOf(after, "workqueue_work_duration_seconds", name),
+    ),
+    reconciles: Object.entries(results)
+      .map(([k, v]) => `${k} ${v - (resultsBefore[k] ?? 0)}`)
+      .join(", "),
     probe,
   };
-  ctx.log(`storm: queue p99 ${fmtMs(histogramQuantile(result.queue, 0.99) * 1000)}, update → observed p99 ${fmtMs(percentile(result.e2e, 99))}, 409s ${probe.responsesByStatus["409"] ?? 0}`);
+  ctx.log(
+    `storm: queue p99 ${fmtMs(histogramQuantile(result.queue, 0.99) * 1000)}, update → observed p99 ${fmtMs(percentile(result.e2e, 99))}, 409s ${probe.responsesByStatus["409"] ?? 0}`,
+  );
   return result;
 }

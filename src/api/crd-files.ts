@@ -2,7 +2,10 @@ import { dump } from "js-yaml";
 import { poolPolicyCrd } from "./crd.js";
 
 /** Where the generated CRD is committed: the plain manifest and the Helm chart's crds/ folder. */
-export const CRD_FILES = ["crds/pooling.dbops.io_poolpolicies.yaml", "charts/poolpolicy-operator/crds/pooling.dbops.io_poolpolicies.yaml"];
+export const CRD_FILES = [
+  "crds/pooling.dbops.io_poolpolicies.yaml",
+  "charts/poolpolicy-operator/crds/pooling.dbops.io_poolpolicies.yaml",
+];
 
 export function renderCrdYaml(): string {
   return (

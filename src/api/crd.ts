@@ -104,9 +104,24 @@ export function poolPolicyCrd(): JsonSchema {
           additionalPrinterColumns: [
             { name: "Ready", type: "string", jsonPath: `${readyCondition}.status` },
             { name: "Reason", type: "string", jsonPath: `${readyCondition}.reason` },
-            { name: "MaxConn", type: "integer", jsonPath: ".status.postgres.maxConnections", description: "max_connections in effect on the server" },
-            { name: "Usage", type: "string", jsonPath: ".status.postgres.usage", description: "connections in use / max_connections" },
-            { name: "Targets", type: "string", jsonPath: ".status.targetsSummary", description: "Deployments injected and rolled out / selected" },
+            {
+              name: "MaxConn",
+              type: "integer",
+              jsonPath: ".status.postgres.maxConnections",
+              description: "max_connections in effect on the server",
+            },
+            {
+              name: "Usage",
+              type: "string",
+              jsonPath: ".status.postgres.usage",
+              description: "connections in use / max_connections",
+            },
+            {
+              name: "Targets",
+              type: "string",
+              jsonPath: ".status.targetsSummary",
+              description: "Deployments injected and rolled out / selected",
+            },
             { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
           ],
           schema: {

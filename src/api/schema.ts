@@ -26,7 +26,11 @@ type CelRule = { rule: string; message: string; fieldPath?: string; reason?: str
 const cel = (...rules: CelRule[]) => ({ "x-kubernetes-validations": rules });
 
 const name = (max = 253) => z.string().min(1).max(max);
-const envVarName = z.string().min(1).max(128).regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid environment variable name");
+const envVarName = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid environment variable name");
 
 const duration = (minimum: string) =>
   z
@@ -36,23 +40,25 @@ const duration = (minimum: string) =>
     .refine((d) => (parseDuration(d) ?? 0) >= parseDuration(minimum)!, `must be at least ${minimum}`)
     .meta(cel({ rule: `duration(self) >= duration('${minimum}')`, message: `must be at least ${minimum}` }));
 
-const maxConnections = z
-  .union([z.int().min(MAX_CONNECTIONS_MIN).max(MAX_CONNECTIONS_MAX), z.literal("auto")])
-  .meta({
-    description: `max_connections for the server: an integer from ${MAX_CONNECTIONS_MIN} to ${MAX_CONNECTIONS_MAX}, or "auto" to size it from the connection budget. Absent: the operator does not manage it.`,
-    "x-kubernetes-int-or-string": true,
-    ...cel({
-      rule: `type(self) == int ? (self >= ${MAX_CONNECTIONS_MIN} && self <= ${MAX_CONNECTIONS_MAX}) : self == 'auto'`,
-      message: `maxConnections must be an integer from ${MAX_CONNECTIONS_MIN} to ${MAX_CONNECTIONS_MAX}, or "auto"`,
-    }),
-  });
+const maxConnections = z.union([z.int().min(MAX_CONNECTIONS_MIN).max(MAX_CONNECTIONS_MAX), z.literal("auto")]).meta({
+  description: `max_connections for the server: an integer from ${MAX_CONNECTIONS_MIN} to ${MAX_CONNECTIONS_MAX}, or "auto" to size it from the connection budget. Absent: the operator does not manage it.`,
+  "x-kubernetes-int-or-string": true,
+  ...cel({
+    rule: `type(self) == int ? (self >= ${MAX_CONNECTIONS_MIN} && self <= ${MAX_CONNECTIONS_MAX}) : self == 'auto'`,
+    message: `maxConnections must be an integer from ${MAX_CONNECTIONS_MIN} to ${MAX_CONNECTIONS_MAX}, or "auto"`,
+  }),
+});
 
 const weekday = z.enum(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]);
 
 const maintenanceWindow = z
   .object({
     days: z.array(weekday).min(1).max(7).meta({ "x-kubernetes-list-type": "set" }),
-    start: z.string().max(5).regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be HH:MM (24h)").describe("Start of the window, HH:MM in timeZone."),
+    start: z
+      .string()
+      .max(5)
+      .regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, "must be HH:MM (24h)")
+      .describe("Start of the window, HH:MM in timeZone."),
     duration: duration("1m").describe("Length of the window, e.g. 2h."),
     timeZone: z
       .string()
@@ -79,14 +85,21 @@ const restart = z
     maintenanceWindow: maintenanceWindow.optional(),
     delayBetweenPods: duration("0s")
       .default("10s")
-      .describe("With several PostgreSQL pods (a primary and replicas), the pause after one pod is verified before the next restarts."),
+      .describe(
+        "With several PostgreSQL pods (a primary and replicas), the pause after one pod is verified before the next restarts.",
+      ),
   })
   .describe("How to restart PostgreSQL after max_connections changed (it needs a postmaster restart).");
 
 const postgres = z.object({
   host: z.string().min(1).max(253).describe("Host name or address of the PostgreSQL server (its primary)."),
   port: z.int().min(1).max(65535).default(5432),
-  database: z.string().min(1).max(63).default("postgres").describe("The database whose sessions are counted and reaped."),
+  database: z
+    .string()
+    .min(1)
+    .max(63)
+    .default("postgres")
+    .describe("The database whose sessions are counted and reaped."),
   sslMode: z.enum(["disable", "prefer", "require", "verify-ca", "verify-full"]).default("prefer"),
   credentialsSecret: z
     .object({
@@ -114,7 +127,9 @@ const pool = z
       .meta(cel({ rule: "self.min != self.max", message: "env.min and env.max must name different variables" })),
   })
   .refine((p) => p.minSize <= p.maxSize, { message: "minSize must not exceed maxSize", path: ["minSize"] })
-  .meta(cel({ rule: "self.minSize <= self.maxSize", message: "minSize must not exceed maxSize", fieldPath: ".minSize" }))
+  .meta(
+    cel({ rule: "self.minSize <= self.maxSize", message: "minSize must not exceed maxSize", fieldPath: ".minSize" }),
+  )
   .describe("The per-pod connection pool the apps are told to use, through environment variables.");
 
 const labelSelectorRequirement = z
@@ -123,14 +138,20 @@ const labelSelectorRequirement = z
     operator: z.enum(["In", "NotIn", "Exists", "DoesNotExist"]),
     values: z.array(z.string().max(63)).max(64).optional(),
   })
-  .refine((r) => ((r.operator === "In" || r.operator === "NotIn") ? (r.values ?? []).length > 0 : (r.values ?? []).length === 0), {
-    message: "In and NotIn need values; Exists and DoesNotExist take none",
-    path: ["values"],
-  })
-  .meta(cel({
-    rule: "(self.operator == 'In' || self.operator == 'NotIn') ? (has(self.values) && size(self.values) > 0) : (!has(self.values) || size(self.values) == 0)",
-    message: "In and NotIn need values; Exists and DoesNotExist take none",
-  }));
+  .refine(
+    (r) =>
+      r.operator === "In" || r.operator === "NotIn" ? (r.values ?? []).length > 0 : (r.values ?? []).length === 0,
+    {
+      message: "In and NotIn need values; Exists and DoesNotExist take none",
+      path: ["values"],
+    },
+  )
+  .meta(
+    cel({
+      rule: "(self.operator == 'In' || self.operator == 'NotIn') ? (has(self.values) && size(self.values) > 0) : (!has(self.values) || size(self.values) == 0)",
+      message: "In and NotIn need values; Exists and DoesNotExist take none",
+    }),
+  );
 
 const targets = z.object({
   selector: z
@@ -138,22 +159,44 @@ const targets = z.object({
       matchLabels: z.record(z.string().max(317), z.string().max(63)).optional(),
       matchExpressions: z.array(labelSelectorRequirement).max(32).optional(),
     })
-    .refine((s) => Object.keys(s.matchLabels ?? {}).length + (s.matchExpressions ?? []).length > 0, "selector must not be empty: it would select every Deployment of the namespace")
-    .meta(cel({
-      rule: "(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)",
-      message: "selector must not be empty: it would select every Deployment of the namespace",
-    }))
+    .refine(
+      (s) => Object.keys(s.matchLabels ?? {}).length + (s.matchExpressions ?? []).length > 0,
+      "selector must not be empty: it would select every Deployment of the namespace",
+    )
+    .meta(
+      cel({
+        rule: "(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)",
+        message: "selector must not be empty: it would select every Deployment of the namespace",
+      }),
+    )
     .describe("Deployments of the PoolPolicy's namespace whose labels match get the pool env."),
-  containers: z.array(name(63)).max(32).default([]).describe("Containers to inject into; empty means every container.").meta({ "x-kubernetes-list-type": "set" }),
+  containers: z
+    .array(name(63))
+    .max(32)
+    .default([])
+    .describe("Containers to inject into; empty means every container.")
+    .meta({ "x-kubernetes-list-type": "set" }),
 });
 
 const serverTimeout = z
   .object({
-    scope: z.enum(["Server", "Roles"]).default("Server").describe("Server: ALTER SYSTEM for every session; Roles: ALTER ROLE … SET for the listed roles."),
+    scope: z
+      .enum(["Server", "Roles"])
+      .default("Server")
+      .describe("Server: ALTER SYSTEM for every session; Roles: ALTER ROLE … SET for the listed roles."),
     roles: z.array(z.string().min(1).max(63)).max(64).default([]).meta({ "x-kubernetes-list-type": "set" }),
   })
-  .refine((t) => t.scope === "Server" || t.roles.length > 0, { message: "scope Roles needs at least one role", path: ["roles"] })
-  .meta(cel({ rule: "self.scope == 'Server' || size(self.roles) > 0", message: "scope Roles needs at least one role", fieldPath: ".roles" }));
+  .refine((t) => t.scope === "Server" || t.roles.length > 0, {
+    message: "scope Roles needs at least one role",
+    path: ["roles"],
+  })
+  .meta(
+    cel({
+      rule: "self.scope == 'Server' || size(self.roles) > 0",
+      message: "scope Roles needs at least one role",
+      fieldPath: ".roles",
+    }),
+  );
 
 const reaper = z
   .object({
@@ -161,12 +204,18 @@ const reaper = z
     mode: z
       .enum(["Terminate", "ServerTimeout", "Both"])
       .default("Terminate")
-      .describe("Terminate: the operator's own pass every interval. ServerTimeout: set idle_in_transaction_session_timeout on the server and let PostgreSQL end such sessions itself. Both: the two together."),
+      .describe(
+        "Terminate: the operator's own pass every interval. ServerTimeout: set idle_in_transaction_session_timeout on the server and let PostgreSQL end such sessions itself. Both: the two together.",
+      ),
     serverTimeout: serverTimeout.prefault({}),
     interval: duration("5s").default("60s"),
     idleInTransactionTimeout: duration("1s").default("5m"),
     excludeUsers: z.array(z.string().min(1).max(63)).max(64).default([]).meta({ "x-kubernetes-list-type": "set" }),
-    excludeApplicationNames: z.array(z.string().min(1).max(64)).max(64).default([]).meta({ "x-kubernetes-list-type": "set" }),
+    excludeApplicationNames: z
+      .array(z.string().min(1).max(64))
+      .max(64)
+      .default([])
+      .meta({ "x-kubernetes-list-type": "set" }),
     dryRun: z.boolean().default(false).describe("Report the sessions that would be terminated, terminate none."),
   })
   .describe('Terminates sessions left "idle in transaction" longer than idleInTransactionTimeout.');
@@ -178,11 +227,28 @@ const redis = z.object({
 
 const budget = z
   .object({
-    reserve: z.int().min(0).max(10000).default(0).describe("Connections kept for monitoring, backups and replication on top of the server's reserved slots."),
-    headroomPercent: z.int().min(0).max(1000).default(20).describe('With maxConnections: "auto", room above the worst-case demand.'),
-    ceiling: z.int().min(MAX_CONNECTIONS_MIN).max(MAX_CONNECTIONS_MAX).default(1000).describe('With maxConnections: "auto", never size max_connections above this.'),
+    reserve: z
+      .int()
+      .min(0)
+      .max(10000)
+      .default(0)
+      .describe("Connections kept for monitoring, backups and replication on top of the server's reserved slots."),
+    headroomPercent: z
+      .int()
+      .min(0)
+      .max(1000)
+      .default(20)
+      .describe('With maxConnections: "auto", room above the worst-case demand.'),
+    ceiling: z
+      .int()
+      .min(MAX_CONNECTIONS_MIN)
+      .max(MAX_CONNECTIONS_MAX)
+      .default(1000)
+      .describe('With maxConnections: "auto", never size max_connections above this.'),
   })
-  .describe("The connection budget of the server: Σ pool max × worst-case pods of every policy pointing at it, plus reserves.");
+  .describe(
+    "The connection budget of the server: Σ pool max × worst-case pods of every policy pointing at it, plus reserves.",
+  );
 
 export const poolPolicySpecSchema = z.object({
   postgres,
@@ -225,11 +291,9 @@ export const poolPolicyStatusSchema = z.object({
       pendingRestart: z.boolean().optional(),
       settingSource: z.string().optional(),
       postmasterStartTime: z.string().optional(),
-      connections: z
-        .object({ total: z.int(), active: z.int(), idle: z.int(), idleInTransaction: z.int() })
-        .optional(),
+      connections: z.object({ total: z.int(), active: z.int(), idle: z.int(), idleInTransaction: z.int() }).optional(),
       usagePercent: z.int().optional(),
-      usage: z.string().optional().describe("In use / max_connections, e.g. \"37/200 (18%)\"."),
+      usage: z.string().optional().describe('In use / max_connections, e.g. "37/200 (18%)".'),
     })
     .optional(),
   budget: z
@@ -237,7 +301,17 @@ export const poolPolicyStatusSchema = z.object({
       demand: z.int(),
       capacity: z.int(),
       reserve: z.int(),
-      targets: z.array(z.object({ policy: z.string(), deployment: z.string(), poolMax: z.int(), podsWorstCase: z.int(), connections: z.int() })).optional(),
+      targets: z
+        .array(
+          z.object({
+            policy: z.string(),
+            deployment: z.string(),
+            poolMax: z.int(),
+            podsWorstCase: z.int(),
+            connections: z.int(),
+          }),
+        )
+        .optional(),
     })
     .optional(),
   targets: z.array(targetStatus).optional(),
@@ -251,7 +325,11 @@ export const poolPolicyStatusSchema = z.object({
     })
     .optional(),
   redis: z
-    .object({ connectedClients: z.int().optional(), maxClients: z.int().optional(), rejectedConnections: z.int().optional() })
+    .object({
+      connectedClients: z.int().optional(),
+      maxClients: z.int().optional(),
+      rejectedConnections: z.int().optional(),
+    })
     .optional(),
 });
 
@@ -278,9 +356,7 @@ export type SpecValidation = { ok: true; spec: PoolPolicySpec } | { ok: false; m
 export function validateSpec(spec: unknown): SpecValidation {
   const result = poolPolicySpecSchema.safeParse(spec);
   if (result.success) return { ok: true, spec: result.data };
-  const message = result.error.issues
-    .map((issue) => `spec.${issue.path.join(".")}: ${issue.message}`)
-    .join("; ");
+  const message = result.error.issues.map((issue) => `spec.${issue.path.join(".")}: ${issue.message}`).join("; ");
   return { ok: false, message };
 }
 

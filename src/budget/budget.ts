@@ -74,14 +74,30 @@ export function reserveTotal(r: BudgetReserve): number {
   return r.superuserReserved + r.reserved + r.operator + r.extra;
 }
 
-export function computeBudget(targets: readonly BudgetTarget[], reserve: BudgetReserve, maxConnections: number): Budget {
+export function computeBudget(
+  targets: readonly BudgetTarget[],
+  reserve: BudgetReserve,
+  maxConnections: number,
+): Budget {
   const perTarget = targets.map((t) => {
     const podsWorstCase = worstCasePods(t);
-    return { policy: t.policy, deployment: t.deployment, poolMax: t.poolMax, podsWorstCase, connections: podsWorstCase * t.poolMax };
+    return {
+      policy: t.policy,
+      deployment: t.deployment,
+      poolMax: t.poolMax,
+      podsWorstCase,
+      connections: podsWorstCase * t.poolMax,
+    };
   });
   const reserved = reserveTotal(reserve);
   const demand = perTarget.reduce((sum, t) => sum + t.connections, 0) + reserved;
-  return { demand, capacity: maxConnections, reserve: reserved, targets: perTarget, withinLimits: demand <= maxConnections };
+  return {
+    demand,
+    capacity: maxConnections,
+    reserve: reserved,
+    targets: perTarget,
+    withinLimits: demand <= maxConnections,
+  };
 }
 
 export interface AutoSizeOptions {

@@ -12,10 +12,18 @@ import {
   AutoscalingV2Api,
   CoreV1Api,
   CustomObjectsApi,
-  KubeConfig,
+  type KubeConfig,
   type V1Deployment,
 } from "@kubernetes/client-node";
-import { GROUP, MAX_CONNECTIONS_MAX, PLURAL, VERSION, validateSpec, type PoolPolicy, type PoolPolicySpec } from "../api/schema.js";
+import {
+  GROUP,
+  MAX_CONNECTIONS_MAX,
+  PLURAL,
+  VERSION,
+  validateSpec,
+  type PoolPolicy,
+  type PoolPolicySpec,
+} from "../api/schema.js";
 import type { BudgetReserve, BudgetTarget } from "../budget/budget.js";
 import { labelSelectorString } from "../controller/env-injection.js";
 import { apiErrorMessage, httpStatus } from "../controller/kube-errors.js";
@@ -54,12 +62,18 @@ export function defaultNamespace(kc: KubeConfig): string {
 }
 
 /** "ns/name", or "name" with -n, or "name" in the context's namespace. */
-export function parsePolicyRef(ref: string, namespace: string | undefined, kc: KubeConfig): { namespace: string; name: string } {
+export function parsePolicyRef(
+  ref: string,
+  namespace: string | undefined,
+  kc: KubeConfig,
+): { namespace: string; name: string } {
   const slash = ref.indexOf("/");
   if (slash >= 0) {
     const [ns, name] = [ref.slice(0, slash), ref.slice(slash + 1)];
-    if (!ns || !name || name.includes("/")) throw new CliError(`invalid PoolPolicy reference "${ref}": expected NAMESPACE/NAME or NAME`);
-    if (namespace && namespace !== ns) throw new CliError(`"${ref}" names namespace ${ns} but --namespace says ${namespace}`);
+    if (!ns || !name || name.includes("/"))
+      throw new CliError(`invalid PoolPolicy reference "${ref}": expected NAMESPACE/NAME or NAME`);
+    if (namespace && namespace !== ns)
+      throw new CliError(`"${ref}" names namespace ${ns} but --namespace says ${namespace}`);
     return { namespace: ns, name };
   }
   return { namespace: namespace ?? defaultNamespace(kc), name: ref };
@@ -75,7 +89,13 @@ export async function readPolicy(kc: KubeConfig, namespace: string, name: string
   const custom = kc.makeApiClient(CustomObjectsApi);
   let policy: PoolPolicy;
   try {
-    policy = (await custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace, name })) as PoolPolicy;
+    policy = (await custom.getNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: PLURAL,
+      namespace,
+      name,
+    })) as PoolPolicy;
   } catch (err) {
     if (httpStatus(err) === 404) throw new CliError(`PoolPolicy ${namespace}/${name} not found`);
     throw new CliError(`cannot read PoolPolicy ${namespace}/${name}: ${apiErrorMessage(err)}`);
@@ -92,7 +112,10 @@ export async function policyTarget(
   override: { host?: string; port?: number },
 ): Promise<{ ok: true; target: PostgresTarget } | { ok: false; reason: string; message: string }> {
   const s = loaded.spec.postgres.credentialsSecret;
-  const secret = await readSecretKeys(kc.makeApiClient(CoreV1Api), loaded.policy.metadata.namespace, s.name, [s.usernameKey, s.passwordKey]);
+  const secret = await readSecretKeys(kc.makeApiClient(CoreV1Api), loaded.policy.metadata.namespace, s.name, [
+    s.usernameKey,
+    s.passwordKey,
+  ]);
   if (!secret.ok) return secret;
   return {
     ok: true,
@@ -113,7 +136,11 @@ export async function policyTarget(
  */
 export function budgetSettings(spec: PoolPolicySpec): { reserve: number; headroomPercent: number; ceiling: number } {
   const b = (spec as { budget?: { reserve?: number; headroomPercent?: number; ceiling?: number } }).budget ?? {};
-  return { reserve: b.reserve ?? 0, headroomPercent: b.headroomPercent ?? 20, ceiling: b.ceiling ?? MAX_CONNECTIONS_MAX };
+  return {
+    reserve: b.reserve ?? 0,
+    headroomPercent: b.headroomPercent ?? 20,
+    ceiling: b.ceiling ?? MAX_CONNECTIONS_MAX,
+  };
 }
 
 export interface BudgetInputs {
@@ -126,7 +153,11 @@ export interface BudgetInputs {
 }
 
 /** Every policy, Deployment and HPA that adds to the demand on the diagnosed policy's server. */
-export async function gatherBudgetInputs(kc: KubeConfig, diagnosed: LoadedPolicy, facts: ServerFacts): Promise<BudgetInputs> {
+export async function gatherBudgetInputs(
+  kc: KubeConfig,
+  diagnosed: LoadedPolicy,
+  facts: ServerFacts,
+): Promise<BudgetInputs> {
   const notes: string[] = [];
   const server = diagnosed.spec.postgres;
   const sameServer = (await listPolicies(kc, diagnosed.policy.metadata.namespace, notes)).filter(
@@ -144,12 +175,15 @@ export async function gatherBudgetInputs(kc: KubeConfig, diagnosed: LoadedPolicy
     const namespace = p.policy.metadata.namespace;
     let deployments: V1Deployment[];
     try {
-      deployments = (await apps.listNamespacedDeployment({ namespace, labelSelector: labelSelectorString(p.spec.targets.selector) })).items;
+      deployments = (
+        await apps.listNamespacedDeployment({ namespace, labelSelector: labelSelectorString(p.spec.targets.selector) })
+      ).items;
     } catch (err) {
       notes.push(`Deployments of ${p.key} not counted: ${apiErrorMessage(err)}`);
       continue;
     }
-    if (!hpaMaxByNamespace.has(namespace)) hpaMaxByNamespace.set(namespace, await hpaMaxReplicas(autoscaling, namespace, notes));
+    if (!hpaMaxByNamespace.has(namespace))
+      hpaMaxByNamespace.set(namespace, await hpaMaxReplicas(autoscaling, namespace, notes));
     const hpas = hpaMaxByNamespace.get(namespace)!;
     for (const d of deployments) {
       const name = d.metadata!.name!;
@@ -183,11 +217,21 @@ async function listPolicies(kc: KubeConfig, namespace: string, notes: string[]):
   const custom = kc.makeApiClient(CustomObjectsApi);
   let items: PoolPolicy[];
   try {
-    items = ((await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL })) as { items: PoolPolicy[] }).items;
+    items = (
+      (await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL })) as {
+        items: PoolPolicy[];
+      }
+    ).items;
   } catch (err) {
     try {
-      items = ((await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace })) as { items: PoolPolicy[] }).items;
-      notes.push(`only policies of namespace ${namespace} counted: cannot list PoolPolicies cluster-wide (${apiErrorMessage(err)})`);
+      items = (
+        (await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace })) as {
+          items: PoolPolicy[];
+        }
+      ).items;
+      notes.push(
+        `only policies of namespace ${namespace} counted: cannot list PoolPolicies cluster-wide (${apiErrorMessage(err)})`,
+      );
     } catch (nsErr) {
       notes.push(`only the diagnosed policy counted: cannot list PoolPolicies (${apiErrorMessage(nsErr)})`);
       items = [];
@@ -208,15 +252,22 @@ async function listPolicies(kc: KubeConfig, namespace: string, notes: string[]):
 }
 
 /** maxReplicas of the autoscaling/v2 HPAs that scale a Deployment, by Deployment name. */
-async function hpaMaxReplicas(autoscaling: AutoscalingV2Api, namespace: string, notes: string[]): Promise<Map<string, number>> {
+async function hpaMaxReplicas(
+  autoscaling: AutoscalingV2Api,
+  namespace: string,
+  notes: string[],
+): Promise<Map<string, number>> {
   const byDeployment = new Map<string, number>();
   try {
     for (const hpa of (await autoscaling.listNamespacedHorizontalPodAutoscaler({ namespace })).items) {
       const ref = hpa.spec?.scaleTargetRef;
-      if (ref?.kind === "Deployment" && hpa.spec?.maxReplicas !== undefined) byDeployment.set(ref.name, hpa.spec.maxReplicas);
+      if (ref?.kind === "Deployment" && hpa.spec?.maxReplicas !== undefined)
+        byDeployment.set(ref.name, hpa.spec.maxReplicas);
     }
   } catch (err) {
-    notes.push(`HPAs of namespace ${namespace} not read (replicas used instead of maxReplicas): ${apiErrorMessage(err)}`);
+    notes.push(
+      `HPAs of namespace ${namespace} not read (replicas used instead of maxReplicas): ${apiErrorMessage(err)}`,
+    );
   }
   return byDeployment;
 }

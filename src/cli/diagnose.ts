@@ -15,11 +15,30 @@ import { checkRedisDependency } from "../controller/checks.js";
 import { PostgresError, PostgresPools, describeTarget, type PostgresTarget } from "../postgres/connection.js";
 import { inspectServer, type ServerFacts } from "../postgres/inspect.js";
 import { checkRedis } from "../redis/check.js";
-import { budgetSettings, CliError, gatherBudgetInputs, loadKubeConfig, parsePolicyRef, policyTarget, readPolicy, type KubeOptions, type LoadedPolicy } from "./cluster.js";
+import {
+  budgetSettings,
+  CliError,
+  gatherBudgetInputs,
+  loadKubeConfig,
+  parsePolicyRef,
+  policyTarget,
+  readPolicy,
+  type KubeOptions,
+  type LoadedPolicy,
+} from "./cluster.js";
 import { DsnError, dsnWithoutPassword, parseDsn, redactDsn } from "./dsn.js";
 import { analyze, isOk } from "./findings.js";
 import type { CliIo } from "./io.js";
-import type { BudgetSection, DiagnoseReport, ExtensionsSection, PolicySection, PostgresSection, RedisSection, SessionsSection, Subject } from "./report.js";
+import type {
+  BudgetSection,
+  DiagnoseReport,
+  ExtensionsSection,
+  PolicySection,
+  PostgresSection,
+  RedisSection,
+  SessionsSection,
+  Subject,
+} from "./report.js";
 import { countIdleInTransactionOlderThan, oldestIdleInTransaction, rollUp, sessionGroups } from "./sessions.js";
 
 /** application_name of the CLI's sessions, so that they are recognisable in pg_stat_activity. */
@@ -58,7 +77,9 @@ interface ServerSnapshot {
 export async function diagnose(options: DiagnoseOptions, io: CliIo): Promise<DiagnoseReport> {
   const pools = new PostgresPools({ applicationName: CLI_APPLICATION_NAME, connectTimeoutMs: 5_000 });
   try {
-    return options.dsn !== undefined ? await diagnoseDsn(options.dsn, options, pools, io) : await diagnosePolicy(options, pools, io);
+    return options.dsn !== undefined
+      ? await diagnoseDsn(options.dsn, options, pools, io)
+      : await diagnosePolicy(options, pools, io);
   } finally {
     await pools.closeAll();
   }
@@ -97,15 +118,27 @@ async function diagnosePolicy(options: DiagnoseOptions, pools: PostgresPools, io
   }
 
   io.progress("checking Redis");
-  const redis = options.redisUrl !== undefined
-    ? await redisFromUrl(options.redisUrl, options.redisRequired ?? spec.redis?.required ?? false, io)
-    : spec.redis ? await redisOfPolicy(kc, loaded) : undefined;
+  const redis =
+    options.redisUrl !== undefined
+      ? await redisFromUrl(options.redisUrl, options.redisRequired ?? spec.redis?.required ?? false, io)
+      : spec.redis
+        ? await redisOfPolicy(kc, loaded)
+        : undefined;
 
   const policy: PolicySection = {
     maxConnections: spec.postgres.maxConnections,
     pool: { minSize: spec.pool.minSize, maxSize: spec.pool.maxSize },
-    reaper: { enabled: spec.reaper.enabled, dryRun: spec.reaper.dryRun, idleInTransactionTimeout: spec.reaper.idleInTransactionTimeout },
-    conditions: (loaded.policy.status?.conditions ?? []).map(({ type, status, reason, message }) => ({ type, status, reason, message })),
+    reaper: {
+      enabled: spec.reaper.enabled,
+      dryRun: spec.reaper.dryRun,
+      idleInTransactionTimeout: spec.reaper.idleInTransactionTimeout,
+    },
+    conditions: (loaded.policy.status?.conditions ?? []).map(({ type, status, reason, message }) => ({
+      type,
+      status,
+      reason,
+      message,
+    })),
   };
   const required = [...new Set([...spec.postgres.requiredExtensions, ...options.requireExtensions])];
   const facts = {
@@ -120,7 +153,12 @@ async function diagnosePolicy(options: DiagnoseOptions, pools: PostgresPools, io
   return finish(facts, `${options.program} reap ${loaded.key}`);
 }
 
-async function diagnoseDsn(dsn: string, options: DiagnoseOptions, pools: PostgresPools, io: CliIo): Promise<DiagnoseReport> {
+async function diagnoseDsn(
+  dsn: string,
+  options: DiagnoseOptions,
+  pools: PostgresPools,
+  io: CliIo,
+): Promise<DiagnoseReport> {
   let target: PostgresTarget;
   try {
     target = parseDsn(dsn);
@@ -132,7 +170,10 @@ async function diagnoseDsn(dsn: string, options: DiagnoseOptions, pools: Postgre
   const shown = redactDsn(dsn);
   const threshold = thresholdOf(options.idleThreshold ?? DEFAULT_IDLE_THRESHOLD);
   const { postgres, snapshot } = await readServer(pools, target, threshold, options.top, io);
-  const redis = options.redisUrl !== undefined ? await redisFromUrl(options.redisUrl, options.redisRequired ?? false, io) : undefined;
+  const redis =
+    options.redisUrl !== undefined
+      ? await redisFromUrl(options.redisUrl, options.redisRequired ?? false, io)
+      : undefined;
   const facts = {
     subject: { dsn: shown, server: `${target.host}:${target.port}`, database: target.database, user: target.user },
     postgres,
@@ -220,7 +261,11 @@ async function budgetOf(kc: KubeConfig, loaded: LoadedPolicy, facts: ServerFacts
   };
 }
 
-function extensionsOf(required: string[], database: string, facts: ServerFacts | undefined): ExtensionsSection | undefined {
+function extensionsOf(
+  required: string[],
+  database: string,
+  facts: ServerFacts | undefined,
+): ExtensionsSection | undefined {
   if (required.length === 0 || !facts) return undefined;
   const missing = required
     .filter((name) => !facts.installedExtensions.includes(name))
@@ -230,7 +275,11 @@ function extensionsOf(required: string[], database: string, facts: ServerFacts |
 
 /** The operator's own Redis check (Secret → PING → INFO), so both say the same. */
 async function redisOfPolicy(kc: KubeConfig, loaded: LoadedPolicy): Promise<RedisSection> {
-  const outcome = await checkRedisDependency(kc.makeApiClient(CoreV1Api), loaded.policy.metadata.namespace, loaded.spec);
+  const outcome = await checkRedisDependency(
+    kc.makeApiClient(CoreV1Api),
+    loaded.policy.metadata.namespace,
+    loaded.spec,
+  );
   return {
     required: outcome.required,
     available: outcome.condition.status === "True",

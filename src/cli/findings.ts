@@ -40,8 +40,16 @@ export function analyze(facts: Facts, ctx: FindingContext): Finding[] {
     slotsAndUsage(facts, pg, add);
     if (pg.pendingRestart) {
       const next = pg.alterSystemValue !== undefined ? `max_connections = ${pg.alterSystemValue}` : "a changed setting";
-      const how = facts.policy?.maxConnections !== undefined ? "the operator restarts it: see the policy's MaxConnectionsApplied condition" : "restart PostgreSQL to apply it";
-      add("notice", "RestartPending", `${next} waits for a restart (in force: max_connections = ${pg.maxConnections})`, how);
+      const how =
+        facts.policy?.maxConnections !== undefined
+          ? "the operator restarts it: see the policy's MaxConnectionsApplied condition"
+          : "restart PostgreSQL to apply it";
+      add(
+        "notice",
+        "RestartPending",
+        `${next} waits for a restart (in force: max_connections = ${pg.maxConnections})`,
+        how,
+      );
     }
   }
 
@@ -53,7 +61,12 @@ export function analyze(facts: Facts, ctx: FindingContext): Finding[] {
   // Without pg_read_all_stats, other roles' sessions show no state: the counts above undercount.
   const hidden = s?.byUserAndApplication.reduce((n, g) => n + g.other, 0) ?? 0;
   if (pg.reachable && !pg.isSuperuser && hidden > 0) {
-    add("notice", "SessionsHidden", `${hidden} session(s) of other roles show no state to ${facts.subject.user}: they count as "other", and those idle in transaction are not listed`, `GRANT pg_read_all_stats TO ${quoteIdent(facts.subject.user)}`);
+    add(
+      "notice",
+      "SessionsHidden",
+      `${hidden} session(s) of other roles show no state to ${facts.subject.user}: they count as "other", and those idle in transaction are not listed`,
+      `GRANT pg_read_all_stats TO ${quoteIdent(facts.subject.user)}`,
+    );
   }
   if (s && s.idleInTransactionOverThreshold > 0) {
     const over = s.oldestIdleInTransaction.filter((x) => x.idleSeconds * 1000 >= s.idleThresholdMs);
@@ -62,9 +75,10 @@ export function analyze(facts: Facts, ctx: FindingContext): Finding[] {
       ? `; the oldest: pid ${oldest.pid} (user ${oldest.user || "?"}, application "${oldest.applicationName}", client ${oldest.clientAddress ?? "local socket"}, database ${oldest.database}), idle for ${formatDuration(oldest.idleSeconds * 1000)}`
       : "";
     const users = [...new Set(over.map((x) => x.user).filter(Boolean))];
-    const prevent = users.length > 0
-      ? `; to prevent it: ${users.map((u) => `ALTER ROLE ${quoteIdent(u)} SET idle_in_transaction_session_timeout = '${Math.max(1, Math.round(s.idleThresholdMs / 1000))}s'`).join("; ")}`
-      : "";
+    const prevent =
+      users.length > 0
+        ? `; to prevent it: ${users.map((u) => `ALTER ROLE ${quoteIdent(u)} SET idle_in_transaction_session_timeout = '${Math.max(1, Math.round(s.idleThresholdMs / 1000))}s'`).join("; ")}`
+        : "";
     add(
       "warning",
       "IdleInTransaction",
@@ -80,9 +94,11 @@ export function analyze(facts: Facts, ctx: FindingContext): Finding[] {
       "ExtensionMissing",
       `required extension(s) missing in database ${e.database}: ${e.missing.map((m) => m.name).join(", ")}`,
       e.missing
-        .map((m) => m.availableOnServer
-          ? `CREATE EXTENSION ${m.name} in database ${e.database}`
-          : `install the package that provides ${m.name} on the server (it is not available there), then CREATE EXTENSION ${m.name}`)
+        .map((m) =>
+          m.availableOnServer
+            ? `CREATE EXTENSION ${m.name} in database ${e.database}`
+            : `install the package that provides ${m.name} on the server (it is not available there), then CREATE EXTENSION ${m.name}`,
+        )
         .join("; "),
     );
   }
@@ -90,25 +106,44 @@ export function analyze(facts: Facts, ctx: FindingContext): Finding[] {
   const r = facts.redis;
   if (r) {
     if (!r.available) {
-      add(r.required ? "critical" : "notice", "RedisUnavailable", `${r.message}${r.required ? "" : " (not required)"}`, "check that Redis runs and that the URL in the Secret points at it");
+      add(
+        r.required ? "critical" : "notice",
+        "RedisUnavailable",
+        `${r.message}${r.required ? "" : " (not required)"}`,
+        "check that Redis runs and that the URL in the Secret points at it",
+      );
     } else {
       const max = r.maxClients ?? 0;
       const connected = r.connectedClients ?? 0;
       if (max > 0 && connected >= REDIS_NEAR_LIMIT * max) {
         const raise = Math.ceil((connected * 1.5) / 100) * 100;
-        add("warning", "RedisNearClientLimit", `Redis has ${connected} of ${max} clients connected; beyond ${max} clients get "ERR max number of clients reached"`, `raise maxclients to ${raise} (CONFIG SET maxclients ${raise}, and in redis.conf so that it survives a restart)`);
+        add(
+          "warning",
+          "RedisNearClientLimit",
+          `Redis has ${connected} of ${max} clients connected; beyond ${max} clients get "ERR max number of clients reached"`,
+          `raise maxclients to ${raise} (CONFIG SET maxclients ${raise}, and in redis.conf so that it survives a restart)`,
+        );
       }
       if ((r.rejectedConnections ?? 0) > 0) {
-        add("notice", "RedisRejectedClients", `Redis turned away ${r.rejectedConnections} client connection(s) since it started (maxclients ${max})`);
+        add(
+          "notice",
+          "RedisRejectedClients",
+          `Redis turned away ${r.rejectedConnections} client connection(s) since it started (maxclients ${max})`,
+        );
       }
     }
   }
 
   for (const c of facts.policy?.conditions ?? []) {
-    if (c.type !== "Ready" && c.status !== "True") add("notice", "PolicyCondition", `the operator reports ${c.type}=${c.status} (${c.reason}): ${c.message}`);
+    if (c.type !== "Ready" && c.status !== "True")
+      add("notice", "PolicyCondition", `the operator reports ${c.type}=${c.status} (${c.reason}): ${c.message}`);
   }
   if (facts.policy && facts.policy.conditions.length === 0) {
-    add("notice", "NoStatus", "the operator has not reported on this PoolPolicy yet (is it running and watching this namespace?)");
+    add(
+      "notice",
+      "NoStatus",
+      "the operator has not reported on this PoolPolicy yet (is it running and watching this namespace?)",
+    );
   }
 
   const rank: Record<Severity, number> = { critical: 0, warning: 1, notice: 2 };
@@ -119,19 +154,26 @@ export function isOk(findings: readonly Finding[]): boolean {
   return findings.every((f) => f.severity === "notice");
 }
 
-function slotsAndUsage(facts: Facts, pg: Reachable, add: (s: Severity, code: string, m: string, r?: string) => void): void {
+function slotsAndUsage(
+  facts: Facts,
+  pg: Reachable,
+  add: (s: Severity, code: string, m: string, r?: string) => void,
+): void {
   const c = pg.connections;
   const reserved = pg.superuserReservedConnections + pg.reservedConnections;
   const headroom = Math.max(facts.budget?.headroomPercent ?? 0, MIN_USAGE_HEADROOM_PERCENT);
   // What is in use plus the reserved slots, with headroom; never a value at or below today's.
-  const sizeFor = (need: number) => autoSizeMaxConnections(need, { headroomPercent: headroom, ceiling: MAX_CONNECTIONS_MAX, currentUsage: c.total });
+  const sizeFor = (need: number) =>
+    autoSizeMaxConnections(need, { headroomPercent: headroom, ceiling: MAX_CONNECTIONS_MAX, currentUsage: c.total });
   let size = sizeFor(c.total + reserved);
   if (size <= pg.maxConnections) size = sizeFor(pg.maxConnections);
   const breakdown = `${c.active} active, ${c.idle} idle, ${c.idleInTransaction} idle in transaction`;
   const advice = [raiseAdvice(facts, pg, size)];
   if (c.total > 0 && c.idle * 2 >= c.total) {
     const minSize = facts.policy ? ` (pool.minSize of ${facts.subject.policy} is ${facts.policy.pool.minSize})` : "";
-    advice.push(`${c.idle} of the ${c.total} sessions are idle: pools keep connections they do not use; lower the pools' minimum size${minSize}`);
+    advice.push(
+      `${c.idle} of the ${c.total} sessions are idle: pools keep connections they do not use; lower the pools' minimum size${minSize}`,
+    );
   }
   if (pg.ordinarySlotsFree <= 0) {
     add(
@@ -159,10 +201,15 @@ function budgetMessage(b: BudgetSection): string {
 }
 
 function budgetAdvice(facts: Facts, pg: Reachable, b: BudgetSection): string {
-  const size = autoSizeMaxConnections(b.demand, { headroomPercent: b.headroomPercent, ceiling: MAX_CONNECTIONS_MAX, currentUsage: pg.connections.total });
+  const size = autoSizeMaxConnections(b.demand, {
+    headroomPercent: b.headroomPercent,
+    ceiling: MAX_CONNECTIONS_MAX,
+    currentUsage: pg.connections.total,
+  });
   const options = [raiseAdvice(facts, pg, size)];
   const cut = poolCut(b);
-  if (cut) options.push(`lower pool.maxSize of ${cut.policy} (${cut.deployments.join(", ")}) from ${cut.from} to ${cut.to}`);
+  if (cut)
+    options.push(`lower pool.maxSize of ${cut.policy} (${cut.deployments.join(", ")}) from ${cut.from} to ${cut.to}`);
   return options.join(", or ");
 }
 
@@ -170,7 +217,9 @@ function budgetAdvice(facts: Facts, pg: Reachable, b: BudgetSection): string {
  * The smallest change of one policy's pool that fits the budget: the policy that contributes
  * most, its pool max lowered until demand ≤ capacity. undefined when no pool size ≥ 1 fits.
  */
-export function poolCut(b: BudgetSection): { policy: string; deployments: string[]; from: number; to: number } | undefined {
+export function poolCut(
+  b: BudgetSection,
+): { policy: string; deployments: string[]; from: number; to: number } | undefined {
   const byPolicy = new Map<string, { connections: number; pods: number; poolMax: number; deployments: string[] }>();
   for (const t of b.targets) {
     const p = byPolicy.get(t.policy) ?? { connections: 0, pods: 0, poolMax: t.poolMax, deployments: [] };
@@ -201,7 +250,8 @@ function raiseAdvice(facts: Facts, pg: Reachable, n: number): string {
       ? `raise max_connections to ${value}: spec.postgres.maxConnections of ${policy} is "auto" but spec.budget.ceiling (${ceiling}) caps it; raise the ceiling to at least ${value}`
       : `raise max_connections to ${value} (spec.postgres.maxConnections of ${policy} is "auto": see its MaxConnectionsApplied condition for why it is not there yet)`;
   }
-  if (policy) return `raise max_connections to ${value} (set spec.postgres.maxConnections of ${policy} to ${value}: the operator applies it with one rolling restart)`;
+  if (policy)
+    return `raise max_connections to ${value} (set spec.postgres.maxConnections of ${policy} to ${value}: the operator applies it with one rolling restart)`;
   return `raise max_connections to ${value} (ALTER SYSTEM SET max_connections = ${value}, then restart PostgreSQL)`;
 }
 

@@ -138,7 +138,12 @@ async function dispatch(argv: string[], io: CliIo, program: string): Promise<num
 }
 
 async function runDiagnose(argv: string[], io: CliIo, program: string): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, options: diagnoseOptions, allowPositionals: true, strict: true });
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: diagnoseOptions,
+    allowPositionals: true,
+    strict: true,
+  });
   if (values.help) {
     io.out(usage(program));
     return EXIT_OK;
@@ -181,13 +186,22 @@ async function runReap(argv: string[], io: CliIo, program: string): Promise<numb
 
 /** What both commands point at: a PoolPolicy or a DSN, never both. */
 function subjectOf(
-  values: { kubeconfig?: string; context?: string; namespace?: string; dsn?: string; "pg-host"?: string; "pg-port"?: string },
+  values: {
+    kubeconfig?: string;
+    context?: string;
+    namespace?: string;
+    dsn?: string;
+    "pg-host"?: string;
+    "pg-port"?: string;
+  },
   positionals: string[],
 ) {
-  if (positionals.length > 1) throw new CliError(`expected one PoolPolicy, got ${positionals.length}: ${positionals.join(" ")}`);
+  if (positionals.length > 1)
+    throw new CliError(`expected one PoolPolicy, got ${positionals.length}: ${positionals.join(" ")}`);
   const [policyRef] = positionals;
   if (policyRef !== undefined && values.dsn !== undefined) throw new CliError("give a PoolPolicy or --dsn, not both");
-  if (policyRef === undefined && values.dsn === undefined) throw new CliError("give a PoolPolicy ([NAMESPACE/]NAME) or --dsn");
+  if (policyRef === undefined && values.dsn === undefined)
+    throw new CliError("give a PoolPolicy ([NAMESPACE/]NAME) or --dsn");
   return {
     policyRef,
     namespace: values.namespace,
@@ -243,7 +257,10 @@ async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const quiet = argv.includes("--quiet") || argv.includes("-q");
   // Progress only on a terminal: in a pipe or a CI log it would be noise around the result.
-  const io = createIo({ out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) }, Boolean(process.stderr.isTTY) && !quiet);
+  const io = createIo(
+    { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) },
+    Boolean(process.stderr.isTTY) && !quiet,
+  );
   const { exitCode } = await runCli(argv, { io, program: programName(process.argv[1]) });
   // Exit explicitly once stdout is flushed: idle keep-alive sockets of the Kubernetes client
   // would otherwise hold the process open for seconds.

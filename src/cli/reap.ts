@@ -45,7 +45,8 @@ export async function reap(options: ReapCommandOptions, io: CliIo): Promise<Reap
   const plan = options.dsn !== undefined ? planForDsn(options.dsn, options) : await planForPolicy(options, io);
   io.secret(plan.target.password);
   const olderThanMs = parseDuration(plan.olderThan);
-  if (olderThanMs === undefined || olderThanMs <= 0) throw new CliError(`invalid --older-than "${plan.olderThan}": expected e.g. 90s, 5m or 1h30m`);
+  if (olderThanMs === undefined || olderThanMs <= 0)
+    throw new CliError(`invalid --older-than "${plan.olderThan}": expected e.g. 90s, 5m or 1h30m`);
 
   const pools = new PostgresPools({ applicationName: CLI_APPLICATION_NAME, connectTimeoutMs: 5_000 });
   io.progress(`connecting to ${describeTarget(plan.target)}`);
@@ -68,7 +69,12 @@ export async function reap(options: ReapCommandOptions, io: CliIo): Promise<Reap
   }
   sessions.sort((a, b) => b.idleSeconds - a.idleSeconds);
   return {
-    subject: { ...plan.subject, server: `${plan.target.host}:${plan.target.port}`, database: plan.target.database, user: plan.target.user },
+    subject: {
+      ...plan.subject,
+      server: `${plan.target.host}:${plan.target.port}`,
+      database: plan.target.database,
+      user: plan.target.user,
+    },
     dryRun: !options.execute,
     olderThan: plan.olderThan,
     excludeUsers: plan.excludeUsers,

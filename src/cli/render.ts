@@ -8,12 +8,23 @@ import type { DiagnoseReport, Finding } from "./report.js";
 import type { ReapReport } from "./reap.js";
 
 /** Rows under upper-case headers, columns padded to their widest cell. */
-export function table(headers: readonly string[], rows: readonly (readonly (string | number)[])[], indent = "  "): string {
+export function table(
+  headers: readonly string[],
+  rows: readonly (readonly (string | number)[])[],
+  indent = "  ",
+): string {
   const cells = [headers.map(String), ...rows.map((r) => r.map(String))];
   const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? "").length)));
-  return cells
-    .map((r) => indent + r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join("   ").trimEnd())
-    .join("\n") + "\n";
+  return `${cells
+    .map(
+      (r) =>
+        indent +
+        r
+          .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!)))
+          .join("   ")
+          .trimEnd(),
+    )
+    .join("\n")}\n`;
 }
 
 /** "key   value" lines, the keys padded to the longest. */
@@ -31,14 +42,16 @@ function truncate(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
-const SEVERITY_LABEL: Record<Finding["severity"], string> = { critical: "CRITICAL", warning: "WARNING", notice: "NOTICE" };
+const SEVERITY_LABEL: Record<Finding["severity"], string> = {
+  critical: "CRITICAL",
+  warning: "WARNING",
+  notice: "NOTICE",
+};
 
 export function renderDiagnose(r: DiagnoseReport): string {
   const out: string[] = [];
   const s = r.subject;
-  out.push(s.policy
-    ? `PoolPolicy ${s.policy}: ${s.user}@${s.server}/${s.database}\n\n`
-    : `${s.dsn}\n\n`);
+  out.push(s.policy ? `PoolPolicy ${s.policy}: ${s.user}@${s.server}/${s.database}\n\n` : `${s.dsn}\n\n`);
 
   const pg = r.postgres;
   out.push("POSTGRESQL\n");
@@ -49,58 +62,126 @@ export function renderDiagnose(r: DiagnoseReport): string {
     const pending = pg.pendingRestart
       ? `restart pending${pg.alterSystemValue !== undefined ? `: ${pg.alterSystemValue} after it` : ""}`
       : "no restart pending";
-    out.push(keyValues([
-      ["version", pg.version],
-      ["max_connections", `${pg.maxConnections} (source: ${pg.settingSource}; ${pending})`],
-      ["reserved slots", `${pg.superuserReservedConnections} superuser_reserved_connections + ${pg.reservedConnections} reserved_connections`],
-      ["in use", `${c.total}/${pg.maxConnections} (${pg.usagePercent}%): ${c.active} active, ${c.idle} idle, ${c.idleInTransaction} idle in transaction`],
-      ["free for apps", `${Math.max(0, pg.ordinarySlotsFree)} slot(s) for roles without a reserved slot`],
-    ]));
+    out.push(
+      keyValues([
+        ["version", pg.version],
+        ["max_connections", `${pg.maxConnections} (source: ${pg.settingSource}; ${pending})`],
+        [
+          "reserved slots",
+          `${pg.superuserReservedConnections} superuser_reserved_connections + ${pg.reservedConnections} reserved_connections`,
+        ],
+        [
+          "in use",
+          `${c.total}/${pg.maxConnections} (${pg.usagePercent}%): ${c.active} active, ${c.idle} idle, ${c.idleInTransaction} idle in transaction`,
+        ],
+        ["free for apps", `${Math.max(0, pg.ordinarySlotsFree)} slot(s) for roles without a reserved slot`],
+      ]),
+    );
   }
 
   const sessions = r.sessions;
   if (sessions) {
     out.push("\nCONNECTIONS BY DATABASE\n");
-    out.push(table(["DATABASE", "TOTAL", "ACTIVE", "IDLE", "IDLE IN TX", "OTHER"],
-      sessions.byDatabase.map((d) => [d.database || "(none)", d.total, d.active, d.idle, d.idleInTransaction, d.other])));
+    out.push(
+      table(
+        ["DATABASE", "TOTAL", "ACTIVE", "IDLE", "IDLE IN TX", "OTHER"],
+        sessions.byDatabase.map((d) => [
+          d.database || "(none)",
+          d.total,
+          d.active,
+          d.idle,
+          d.idleInTransaction,
+          d.other,
+        ]),
+      ),
+    );
     out.push("\nCONNECTIONS BY USER AND APPLICATION\n");
-    out.push(table(["USER", "APPLICATION", "DATABASE", "TOTAL", "ACTIVE", "IDLE", "IDLE IN TX", "OTHER"],
-      sessions.byUserAndApplication.map((g) => [g.user || "?", g.applicationName || "(none)", g.database || "(none)", g.total, g.active, g.idle, g.idleInTransaction, g.other])));
-    out.push(`\nOLDEST IDLE IN TRANSACTION (${sessions.idleInTransactionOverThreshold} longer than ${sessions.idleThreshold})\n`);
-    out.push(sessions.oldestIdleInTransaction.length === 0
-      ? "  none\n"
-      : table(["PID", "IDLE", "USER", "APPLICATION", "CLIENT", "DATABASE", "QUERY"],
-        sessions.oldestIdleInTransaction.map((x) => [x.pid, age(x.idleSeconds), x.user || "?", x.applicationName || "(none)", x.clientAddress ?? "local", x.database, truncate(x.query, 60)])));
+    out.push(
+      table(
+        ["USER", "APPLICATION", "DATABASE", "TOTAL", "ACTIVE", "IDLE", "IDLE IN TX", "OTHER"],
+        sessions.byUserAndApplication.map((g) => [
+          g.user || "?",
+          g.applicationName || "(none)",
+          g.database || "(none)",
+          g.total,
+          g.active,
+          g.idle,
+          g.idleInTransaction,
+          g.other,
+        ]),
+      ),
+    );
+    out.push(
+      `\nOLDEST IDLE IN TRANSACTION (${sessions.idleInTransactionOverThreshold} longer than ${sessions.idleThreshold})\n`,
+    );
+    out.push(
+      sessions.oldestIdleInTransaction.length === 0
+        ? "  none\n"
+        : table(
+            ["PID", "IDLE", "USER", "APPLICATION", "CLIENT", "DATABASE", "QUERY"],
+            sessions.oldestIdleInTransaction.map((x) => [
+              x.pid,
+              age(x.idleSeconds),
+              x.user || "?",
+              x.applicationName || "(none)",
+              x.clientAddress ?? "local",
+              x.database,
+              truncate(x.query, 60),
+            ]),
+          ),
+    );
   }
 
   const b = r.budget;
   if (b) {
     out.push(`\nBUDGET ON ${b.server} (${b.policies.length} PoolPolic${b.policies.length === 1 ? "y" : "ies"})\n`);
-    out.push(b.targets.length === 0
-      ? "  no target Deployments\n"
-      : table(["POLICY", "DEPLOYMENT", "POOL MAX", "PODS (WORST CASE)", "CONNECTIONS"],
-        b.targets.map((t) => [t.policy, t.deployment, t.poolMax, t.podsWorstCase, t.connections])));
+    out.push(
+      b.targets.length === 0
+        ? "  no target Deployments\n"
+        : table(
+            ["POLICY", "DEPLOYMENT", "POOL MAX", "PODS (WORST CASE)", "CONNECTIONS"],
+            b.targets.map((t) => [t.policy, t.deployment, t.poolMax, t.podsWorstCase, t.connections]),
+          ),
+    );
     const rs = b.reserve;
-    out.push(`  reserve    ${rs.total} (${rs.superuserReserved} superuser_reserved + ${rs.reserved} reserved_connections + ${rs.operator} operator + ${rs.extra} spec.budget.reserve)\n`);
-    out.push(`  demand     ${b.demand} of capacity ${b.capacity}: ${b.withinLimits ? "within limits" : `${b.demand - b.capacity} over`}\n`);
+    out.push(
+      `  reserve    ${rs.total} (${rs.superuserReserved} superuser_reserved + ${rs.reserved} reserved_connections + ${rs.operator} operator + ${rs.extra} spec.budget.reserve)\n`,
+    );
+    out.push(
+      `  demand     ${b.demand} of capacity ${b.capacity}: ${b.withinLimits ? "within limits" : `${b.demand - b.capacity} over`}\n`,
+    );
     for (const note of b.notes) out.push(`  note: ${note}\n`);
   }
 
   const e = r.extensions;
   if (e) {
     out.push(`\nEXTENSIONS IN ${e.database}\n`);
-    out.push(table(["EXTENSION", "STATE"], e.required.map((name) => {
-      const m = e.missing.find((x) => x.name === name);
-      return [name, !m ? "installed" : m.availableOnServer ? "missing (available: CREATE EXTENSION)" : "missing (not available on the server)"];
-    })));
+    out.push(
+      table(
+        ["EXTENSION", "STATE"],
+        e.required.map((name) => {
+          const m = e.missing.find((x) => x.name === name);
+          return [
+            name,
+            !m
+              ? "installed"
+              : m.availableOnServer
+                ? "missing (available: CREATE EXTENSION)"
+                : "missing (not available on the server)",
+          ];
+        }),
+      ),
+    );
   }
 
   const redis = r.redis;
   if (redis) {
     out.push(`\nREDIS (${redis.required ? "required" : "optional"})\n`);
-    out.push(redis.available
-      ? `  PING ok; clients ${redis.connectedClients}/${redis.maxClients}; ${redis.rejectedConnections} rejected since start\n`
-      : `  unavailable (${redis.reason}): ${redis.message}\n`);
+    out.push(
+      redis.available
+        ? `  PING ok; clients ${redis.connectedClients}/${redis.maxClients}; ${redis.rejectedConnections} rejected since start\n`
+        : `  unavailable (${redis.reason}): ${redis.message}\n`,
+    );
   }
 
   out.push("\nFINDINGS\n");
@@ -114,7 +195,9 @@ export function renderDiagnose(r: DiagnoseReport): string {
 }
 
 export function renderReap(r: ReapReport): string {
-  const where = r.subject.policy ? `PoolPolicy ${r.subject.policy} (${r.subject.user}@${r.subject.server}/${r.subject.database})` : `${r.subject.dsn}`;
+  const where = r.subject.policy
+    ? `PoolPolicy ${r.subject.policy} (${r.subject.user}@${r.subject.server}/${r.subject.database})`
+    : `${r.subject.dsn}`;
   const n = r.sessions.length;
   const head = r.dryRun
     ? `Dry run on ${where}: ${n} session(s) idle in transaction for more than ${r.olderThan} would be terminated${n > 0 ? "; pass --execute to terminate them" : ""}.\n`

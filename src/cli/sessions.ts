@@ -86,7 +86,10 @@ export async function sessionGroups(client: pg.PoolClient): Promise<SessionGroup
   }));
 }
 
-export async function oldestIdleInTransaction(client: pg.PoolClient, limit: number): Promise<IdleInTransactionSession[]> {
+export async function oldestIdleInTransaction(
+  client: pg.PoolClient,
+  limit: number,
+): Promise<IdleInTransactionSession[]> {
   const rows = (await client.query(IDLE_IN_TRANSACTION_SQL, [limit])).rows;
   return rows.map((r) => ({
     pid: r.pid,
@@ -106,7 +109,10 @@ export async function countIdleInTransactionOlderThan(client: pg.PoolClient, ms:
 }
 
 /** Sums the groups by one key: the per-database or per-user view of the same sessions. */
-export function rollUp(groups: readonly SessionGroup[], key: (g: SessionGroup) => string): (Omit<SessionGroup, "database" | "user" | "applicationName"> & { key: string })[] {
+export function rollUp(
+  groups: readonly SessionGroup[],
+  key: (g: SessionGroup) => string,
+): (Omit<SessionGroup, "database" | "user" | "applicationName"> & { key: string })[] {
   const sums = new Map<string, Omit<SessionGroup, "database" | "user" | "applicationName"> & { key: string }>();
   for (const g of groups) {
     const k = key(g);

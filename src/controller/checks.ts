@@ -12,13 +12,25 @@ import { readSecretKeys } from "./secrets.js";
 export function checkExtensions(spec: PoolPolicySpec, facts: ServerFacts | undefined): Omit<ConditionUpdate, "type"> {
   const required = spec.postgres.requiredExtensions;
   if (required.length === 0) return { status: "True", reason: "NoneRequired", message: "no extensions required" };
-  if (!facts) return { status: "Unknown", reason: "PostgresUnreachable", message: "cannot list extensions: PostgreSQL is not reachable" };
+  if (!facts)
+    return {
+      status: "Unknown",
+      reason: "PostgresUnreachable",
+      message: "cannot list extensions: PostgreSQL is not reachable",
+    };
   const missing = required.filter((e) => !facts.installedExtensions.includes(e));
-  if (missing.length === 0) return { status: "True", reason: "Installed", message: `installed in ${spec.postgres.database}: ${required.join(", ")}` };
+  if (missing.length === 0)
+    return {
+      status: "True",
+      reason: "Installed",
+      message: `installed in ${spec.postgres.database}: ${required.join(", ")}`,
+    };
   const detail = missing
-    .map((e) => facts.availableExtensions.includes(e)
-      ? `${e} is available but not created (run CREATE EXTENSION ${e} in ${spec.postgres.database})`
-      : `${e} is not available on the server (its package is not installed)`)
+    .map((e) =>
+      facts.availableExtensions.includes(e)
+        ? `${e} is available but not created (run CREATE EXTENSION ${e} in ${spec.postgres.database})`
+        : `${e} is not available on the server (its package is not installed)`,
+    )
     .join("; ");
   return { status: "False", reason: "ExtensionMissing", message: detail };
 }
@@ -30,11 +42,17 @@ export interface RedisOutcome {
   required: boolean;
 }
 
-export async function checkRedisDependency(core: CoreV1Api, namespace: string, spec: PoolPolicySpec): Promise<RedisOutcome> {
+export async function checkRedisDependency(
+  core: CoreV1Api,
+  namespace: string,
+  spec: PoolPolicySpec,
+): Promise<RedisOutcome> {
   const redis = spec.redis;
-  if (!redis) return { required: false, condition: { status: "True", reason: "NotConfigured", message: "no Redis configured" } };
+  if (!redis)
+    return { required: false, condition: { status: "True", reason: "NotConfigured", message: "no Redis configured" } };
   const secret = await readSecretKeys(core, namespace, redis.urlSecret.name, [redis.urlSecret.key]);
-  if (!secret.ok) return { required: redis.required, condition: { status: "False", reason: secret.reason, message: secret.message } };
+  if (!secret.ok)
+    return { required: redis.required, condition: { status: "False", reason: secret.reason, message: secret.message } };
   try {
     const facts = await checkRedis(secret.values[redis.urlSecret.key]!);
     const nearLimit = facts.maxClients > 0 && facts.connectedClients >= 0.9 * facts.maxClients;
@@ -49,6 +67,9 @@ export async function checkRedisDependency(core: CoreV1Api, namespace: string, s
     };
   } catch (err) {
     const tail = redis.required ? "" : " (not required: a warning only)";
-    return { required: redis.required, condition: { status: "False", reason: "RedisUnavailable", message: `${(err as Error).message}${tail}` } };
+    return {
+      required: redis.required,
+      condition: { status: "False", reason: "RedisUnavailable", message: `${(err as Error).message}${tail}` },
+    };
   }
 }

@@ -26,10 +26,17 @@ export interface ConditionUpdate {
 }
 
 /** Returns the list with `update` applied; the input is not modified. */
-export function setCondition(conditions: readonly Condition[], update: ConditionUpdate, now: Date, generation: number): Condition[] {
+export function setCondition(
+  conditions: readonly Condition[],
+  update: ConditionUpdate,
+  now: Date,
+  generation: number,
+): Condition[] {
   const existing = conditions.find((c) => c.type === update.type);
   const lastTransitionTime =
-    existing && existing.status === update.status ? existing.lastTransitionTime : now.toISOString().replace(/\.\d{3}Z$/, "Z");
+    existing && existing.status === update.status
+      ? existing.lastTransitionTime
+      : now.toISOString().replace(/\.\d{3}Z$/, "Z");
   const next: Condition = {
     type: update.type,
     status: update.status,
@@ -42,7 +49,10 @@ export function setCondition(conditions: readonly Condition[], update: Condition
   return sortConditions([...others, next]);
 }
 
-export function findCondition(conditions: readonly Condition[] | undefined, type: ConditionType): Condition | undefined {
+export function findCondition(
+  conditions: readonly Condition[] | undefined,
+  type: ConditionType,
+): Condition | undefined {
   return conditions?.find((c) => c.type === type);
 }
 
@@ -53,7 +63,13 @@ export function summarizeReady(updates: readonly ConditionUpdate[]): ConditionUp
     return { type: "Ready", status: "True", reason: "Converged", message: "Every condition is True" };
   }
   const first = blocking[0]!;
-  const others = blocking.length > 1 ? ` (and ${blocking.slice(1).map((b) => b.type).join(", ")})` : "";
+  const others =
+    blocking.length > 1
+      ? ` (and ${blocking
+          .slice(1)
+          .map((b) => b.type)
+          .join(", ")})`
+      : "";
   return {
     type: "Ready",
     status: blocking.some((b) => b.status === "False") ? "False" : "Unknown",

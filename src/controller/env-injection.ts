@@ -33,12 +33,18 @@ export function isInjected(deployment: V1Deployment, containers: readonly string
   const byName = new Map((deployment.spec?.template.spec?.containers ?? []).map((c) => [c.name, c]));
   return containers.every((name) => {
     const current = byName.get(name)?.env ?? [];
-    return env.every((want) => current.some((have) => have.name === want.name && have.value === want.value && !have.valueFrom));
+    return env.every((want) =>
+      current.some((have) => have.name === want.name && have.value === want.value && !have.valueFrom),
+    );
   });
 }
 
 /** The SSA body that sets our env entries in the given containers. */
-export function injectionApplyConfig(deployment: V1Deployment, containers: readonly string[], env: readonly V1EnvVar[]): object {
+export function injectionApplyConfig(
+  deployment: V1Deployment,
+  containers: readonly string[],
+  env: readonly V1EnvVar[],
+): object {
   return {
     apiVersion: "apps/v1",
     kind: "Deployment",

@@ -9,11 +9,18 @@ import { GROUP, PLURAL, VERSION, type PoolPolicy } from "../api/schema.js";
 
 export const FINALIZER = `${GROUP}/cleanup`;
 
-async function patchFinalizers(custom: CustomObjectsApi, policy: PoolPolicy, finalizers: string[]): Promise<PoolPolicy> {
+async function patchFinalizers(
+  custom: CustomObjectsApi,
+  policy: PoolPolicy,
+  finalizers: string[],
+): Promise<PoolPolicy> {
   return (await custom.patchNamespacedCustomObject(
     {
-      group: GROUP, version: VERSION, plural: PLURAL,
-      namespace: policy.metadata.namespace, name: policy.metadata.name,
+      group: GROUP,
+      version: VERSION,
+      plural: PLURAL,
+      namespace: policy.metadata.namespace,
+      name: policy.metadata.name,
       body: { metadata: { finalizers, resourceVersion: policy.metadata.resourceVersion } },
     },
     setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
@@ -26,5 +33,9 @@ export function ensureFinalizer(custom: CustomObjectsApi, policy: PoolPolicy): P
 }
 
 export async function removeFinalizer(custom: CustomObjectsApi, policy: PoolPolicy): Promise<void> {
-  await patchFinalizers(custom, policy, (policy.metadata.finalizers ?? []).filter((f) => f !== FINALIZER));
+  await patchFinalizers(
+    custom,
+    policy,
+    (policy.metadata.finalizers ?? []).filter((f) => f !== FINALIZER),
+  );
 }

@@ -29,7 +29,14 @@ const DAY_MS = 86_400_000;
 /** The offset of `timeZone` from UTC at `instant`, in ms (positive east of Greenwich). */
 function offsetMs(instant: number, timeZone: string): number {
   const parts = new Intl.DateTimeFormat("en-US", {
-    timeZone, hourCycle: "h23", year: "numeric", month: "numeric", day: "numeric", hour: "numeric", minute: "numeric", second: "numeric",
+    timeZone,
+    hourCycle: "h23",
+    year: "numeric",
+    month: "numeric",
+    day: "numeric",
+    hour: "numeric",
+    minute: "numeric",
+    second: "numeric",
   }).formatToParts(new Date(instant));
   const get = (type: string) => Number(parts.find((p) => p.type === type)!.value);
   const asUtc = Date.UTC(get("year"), get("month") - 1, get("day"), get("hour"), get("minute"), get("second"));
@@ -37,7 +44,14 @@ function offsetMs(instant: number, timeZone: string): number {
 }
 
 /** The instant at which the wall clock of `timeZone` shows the given local date and time. */
-export function zonedTime(year: number, month: number, day: number, hour: number, minute: number, timeZone: string): Date {
+export function zonedTime(
+  year: number,
+  month: number,
+  day: number,
+  hour: number,
+  minute: number,
+  timeZone: string,
+): Date {
   const wall = Date.UTC(year, month, day, hour, minute);
   let instant = wall - offsetMs(wall, timeZone);
   instant = wall - offsetMs(instant, timeZone); // second pass settles DST transitions
@@ -50,7 +64,9 @@ function candidateStarts(now: Date, w: MaintenanceWindow): Date[] {
   const starts: Date[] = [];
   for (let offsetDays = -8; offsetDays <= 15; offsetDays++) {
     const probe = new Date(now.getTime() + offsetDays * DAY_MS + offsetMs(now.getTime(), w.timeZone));
-    const y = probe.getUTCFullYear(), m = probe.getUTCMonth(), d = probe.getUTCDate();
+    const y = probe.getUTCFullYear(),
+      m = probe.getUTCMonth(),
+      d = probe.getUTCDate();
     const weekday = WEEKDAYS[new Date(Date.UTC(y, m, d)).getUTCDay()]!;
     if (w.days.includes(weekday)) starts.push(zonedTime(y, m, d, hour, minute, w.timeZone));
   }

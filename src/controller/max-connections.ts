@@ -37,7 +37,13 @@ export interface MaxConnectionsInput {
   desired: number | "auto" | undefined;
   /** undefined when PostgreSQL could not be reached. */
   facts: ServerFacts | undefined;
-  workload: { configured: boolean; found: boolean; rolledOut: boolean; record: RestartRecord | undefined; description: string };
+  workload: {
+    configured: boolean;
+    found: boolean;
+    rolledOut: boolean;
+    record: RestartRecord | undefined;
+    description: string;
+  };
   restartPolicy: "Automatic" | "Manual";
   /** Value of the approval annotation on the PoolPolicy, if any. */
   approval: string | undefined;
@@ -64,15 +70,30 @@ const RESTART_POLL_HINT = "waiting for the rollout to replace the PostgreSQL pod
 export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPlan {
   const { desired, facts, workload } = input;
   if (desired === undefined) {
-    return done("True", "NotManaged", "spec.postgres.maxConnections is not set: the operator leaves max_connections alone");
+    return done(
+      "True",
+      "NotManaged",
+      "spec.postgres.maxConnections is not set: the operator leaves max_connections alone",
+    );
   }
   if (desired === "auto") {
-    return done("False", "AutoSizingUnavailable", 'maxConnections: "auto" needs the connection budget, which this operator version does not compute yet; set an integer');
+    return done(
+      "False",
+      "AutoSizingUnavailable",
+      'maxConnections: "auto" needs the connection budget, which this operator version does not compute yet; set an integer',
+    );
   }
   const pending = workload.record?.value === desired ? workload.record : undefined;
   if (!facts) {
     return pending
-      ? { restarting: true, condition: { status: "Unknown", reason: "RestartInProgress", message: `restart for max_connections = ${desired} under way; PostgreSQL is not reachable yet` } }
+      ? {
+          restarting: true,
+          condition: {
+            status: "Unknown",
+            reason: "RestartInProgress",
+            message: `restart for max_connections = ${desired} under way; PostgreSQL is not reachable yet`,
+          },
+        }
       : done("Unknown", "PostgresUnreachable", "cannot read max_connections: PostgreSQL is not reachable");
   }
   if (facts.maxConnections === desired) {
@@ -81,9 +102,12 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
     return { ...done("True", "Applied", `max_connections is ${desired}${detail}`), verifiedRestart: verified };
   }
   if (facts.settingSource === "command line") {
-    return done("False", "CommandLineOverride",
+    return done(
+      "False",
+      "CommandLineOverride",
       `max_connections is set on the postgres command line (${facts.maxConnections}), so ALTER SYSTEM cannot change it; ` +
-      "change it where the server is started (e.g. Patroni's or the operator's parameters)");
+        "change it where the server is started (e.g. Patroni's or the operator's parameters)",
+    );
   }
   if (!facts.allowAlterSystem) {
     return done("False", "AlterSystemDisabled", "ALTER SYSTEM is disabled on this server (allow_alter_system = off)");
@@ -91,41 +115,93 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
   const alterTo = needsAlterSystem(facts, desired) ? desired : undefined;
   if (alterTo !== undefined && !facts.mayAlterMaxConnections) {
     // Known before trying: no failed ALTER (and no Event) on every pass.
-    return done("False", "PermissionDenied",
-      `the operator's role may not change max_connections: grant it with \`GRANT ALTER SYSTEM ON PARAMETER max_connections TO <role>\` (PostgreSQL 15+) or use a superuser`);
+    return done(
+      "False",
+      "PermissionDenied",
+      `the operator's role may not change max_connections: grant it with \`GRANT ALTER SYSTEM ON PARAMETER max_connections TO <role>\` (PostgreSQL 15+) or use a superuser`,
+    );
   }
   if (!workload.configured) {
-    return { alterTo, restarting: false, condition: { status: "False", reason: "RestartRequired",
-      message: `max_connections = ${desired} is set with ALTER SYSTEM but needs a PostgreSQL restart (currently ${facts.maxConnections}); set spec.postgres.restart.workload to let the operator restart it` } };
+    return {
+      alterTo,
+      restarting: false,
+      condition: {
+        status: "False",
+        reason: "RestartRequired",
+        message: `max_connections = ${desired} is set with ALTER SYSTEM but needs a PostgreSQL restart (currently ${facts.maxConnections}); set spec.postgres.restart.workload to let the operator restart it`,
+      },
+    };
   }
   if (!workload.found) {
-    return { alterTo, restarting: false, condition: { status: "False", reason: "WorkloadNotFound", message: `${workload.description} does not exist, so PostgreSQL cannot be restarted to apply max_connections = ${desired}` } };
+    return {
+      alterTo,
+      restarting: false,
+      condition: {
+        status: "False",
+        reason: "WorkloadNotFound",
+        message: `${workload.description} does not exist, so PostgreSQL cannot be restarted to apply max_connections = ${desired}`,
+      },
+    };
   }
   if (pending) {
     const restarted = facts.postmasterStartTime.getTime() > pending.after.getTime();
     if (!restarted || !workload.rolledOut) {
-      return { alterTo, restarting: true, condition: { status: "False", reason: "RestartInProgress",
-        message: `restarting ${workload.description} to apply max_connections = ${desired} (now ${facts.maxConnections}): ${RESTART_POLL_HINT}` } };
+      return {
+        alterTo,
+        restarting: true,
+        condition: {
+          status: "False",
+          reason: "RestartInProgress",
+          message: `restarting ${workload.description} to apply max_connections = ${desired} (now ${facts.maxConnections}): ${RESTART_POLL_HINT}`,
+        },
+      };
     }
-    return { restarting: false, condition: { status: "False", reason: "VerificationFailed",
-      message: `PostgreSQL restarted at ${facts.postmasterStartTime.toISOString()} but max_connections is ${facts.maxConnections}, not ${desired} ` +
-        `(source: ${facts.settingSource}); not restarting again` } };
+    return {
+      restarting: false,
+      condition: {
+        status: "False",
+        reason: "VerificationFailed",
+        message:
+          `PostgreSQL restarted at ${facts.postmasterStartTime.toISOString()} but max_connections is ${facts.maxConnections}, not ${desired} ` +
+          `(source: ${facts.settingSource}); not restarting again`,
+      },
+    };
   }
   if (input.restartPolicy === "Manual" && input.approval !== String(desired)) {
-    return { alterTo, restarting: false, condition: { status: "False", reason: "AwaitingApproval",
-      message: `max_connections = ${desired} needs a PostgreSQL restart (now ${facts.maxConnections}); approve it with ` +
-        `kubectl annotate poolpolicy <name> ${APPROVAL_ANNOTATION}=${desired}` } };
+    return {
+      alterTo,
+      restarting: false,
+      condition: {
+        status: "False",
+        reason: "AwaitingApproval",
+        message:
+          `max_connections = ${desired} needs a PostgreSQL restart (now ${facts.maxConnections}); approve it with ` +
+          `kubectl annotate poolpolicy <name> ${APPROVAL_ANNOTATION}=${desired}`,
+      },
+    };
   }
   if (input.window && !input.window.open) {
     const next = input.window.nextStart;
-    return { alterTo, restarting: false, nextWindow: next, condition: { status: "False", reason: "OutsideMaintenanceWindow",
-      message: `max_connections = ${desired} needs a PostgreSQL restart (now ${facts.maxConnections}); the next maintenance window opens at ${next?.toISOString() ?? "an unknown time"}` } };
+    return {
+      alterTo,
+      restarting: false,
+      nextWindow: next,
+      condition: {
+        status: "False",
+        reason: "OutsideMaintenanceWindow",
+        message: `max_connections = ${desired} needs a PostgreSQL restart (now ${facts.maxConnections}); the next maintenance window opens at ${next?.toISOString() ?? "an unknown time"}`,
+      },
+    };
   }
   return {
     alterTo,
     requestRestart: { value: desired, after: facts.postmasterStartTime },
     restarting: true,
-    condition: { status: "False", reason: "RestartInProgress", message: `restarting ${workload.description} to apply max_connections = ${desired} (now ${facts.maxConnections})` },
+    condition: {
+      status: "False",
+      reason: "RestartInProgress",
+      message: `restarting ${workload.description} to apply max_connections = ${desired} (now ${facts.maxConnections})`,
+    },
   };
 }
 

@@ -77,7 +77,9 @@ export async function runReaper(
 }
 
 export function describeSessions(sessions: readonly ReapedSession[]): string {
-  const shown = sessions.slice(0, 10).map((s) => `pid ${s.pid} (user ${s.user ?? "?"}, application "${s.applicationName}", idle ${s.idleSeconds}s)`);
+  const shown = sessions
+    .slice(0, 10)
+    .map((s) => `pid ${s.pid} (user ${s.user ?? "?"}, application "${s.applicationName}", idle ${s.idleSeconds}s)`);
   const more = sessions.length > shown.length ? ` and ${sessions.length - shown.length} more` : "";
   return shown.join(", ") + more;
 }
@@ -90,8 +92,12 @@ export async function applyServerTimeout(client: pg.PoolClient, spec: PoolPolicy
   const ms = parseDuration(spec.reaper.idleInTransactionTimeout) ?? 300_000;
   const { scope, roles } = spec.reaper.serverTimeout;
   if (scope === "Server") {
-    return (await ensureServerTimeout(client, ms)) ? `ALTER SYSTEM SET idle_in_transaction_session_timeout = ${ms} (ms); configuration reloaded` : undefined;
+    return (await ensureServerTimeout(client, ms))
+      ? `ALTER SYSTEM SET idle_in_transaction_session_timeout = ${ms} (ms); configuration reloaded`
+      : undefined;
   }
   const changed = await ensureRoleTimeouts(client, roles, ms);
-  return changed.length > 0 ? `ALTER ROLE … SET idle_in_transaction_session_timeout = ${ms} (ms) for ${changed.join(", ")}` : undefined;
+  return changed.length > 0
+    ? `ALTER ROLE … SET idle_in_transaction_session_timeout = ${ms} (ms) for ${changed.join(", ")}`
+    : undefined;
 }

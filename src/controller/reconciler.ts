@@ -24,8 +24,16 @@ import {
   type V2HorizontalPodAutoscaler,
 } from "@kubernetes/client-node";
 import type { Logger } from "../log.js";
-import { GROUP, PLURAL, VERSION, validateSpec, type PoolPolicy, type PoolPolicySpec, type PoolPolicyStatus } from "../api/schema.js";
-import { PostgresError, PostgresPools, describeTarget, type PostgresTarget } from "../postgres/connection.js";
+import {
+  GROUP,
+  PLURAL,
+  VERSION,
+  validateSpec,
+  type PoolPolicy,
+  type PoolPolicySpec,
+  type PoolPolicyStatus,
+} from "../api/schema.js";
+import { PostgresError, type PostgresPools, describeTarget, type PostgresTarget } from "../postgres/connection.js";
 import { inspectServer, type ServerFacts } from "../postgres/inspect.js";
 import { alterMaxConnections, AlterSystemError } from "../postgres/settings.js";
 import { findCondition, setCondition, summarizeReady, type ConditionType, type ConditionUpdate } from "./conditions.js";
@@ -165,9 +173,11 @@ export class PoolPolicyReconciler {
   private readonly now: () => Date;
   private readonly read: TargetReader = {
     deployments: async (key, namespace, labelSelector) =>
-      (await this.deps.cachedTargets?.(key, namespace, labelSelector)) ?? (await this.apps.listNamespacedDeployment({ namespace, labelSelector })).items,
+      (await this.deps.cachedTargets?.(key, namespace, labelSelector)) ??
+      (await this.apps.listNamespacedDeployment({ namespace, labelSelector })).items,
     hpas: async (namespace) =>
-      (await this.deps.cachedHpas?.(namespace)) ?? (await this.autoscaling.listNamespacedHorizontalPodAutoscaler({ namespace })).items,
+      (await this.deps.cachedHpas?.(namespace)) ??
+      (await this.autoscaling.listNamespacedHorizontalPodAutoscaler({ namespace })).items,
   };
 
   constructor(private readonly deps: ReconcilerDeps) {
@@ -201,7 +211,10 @@ export class PoolPolicyReconciler {
     const previous: PoolPolicyStatus = policy.status ?? {};
     const updates: ConditionUpdate[] = [];
     const pass: Pass = {
-      key, policy, spec, previous,
+      key,
+      policy,
+      spec,
+      previous,
       now: this.now(),
       log: this.deps.log.child({ policy: key }),
       events: [],
@@ -220,7 +233,11 @@ export class PoolPolicyReconciler {
     } else {
       try {
         facts = await this.deps.pools.withClient(connection.target, inspectServer);
-        set("PostgresReachable", { status: "True", reason: "Connected", message: `connected to ${describeTarget(connection.target)}: PostgreSQL ${facts.version}` });
+        set("PostgresReachable", {
+          status: "True",
+          reason: "Connected",
+          message: `connected to ${describeTarget(connection.target)}: PostgreSQL ${facts.version}`,
+        });
         status.postgres = withUsage(previous.postgres, facts);
         operatorMetrics.observeServer(connection.target, facts);
       } catch (err) {
@@ -235,7 +252,12 @@ export class PoolPolicyReconciler {
     const self = peers.find((p) => p.key === key) ?? { key, namespace, spec };
     const budget = facts ? serverBudget(await gatherBudgetTargets(this.read, peers), facts, spec) : undefined;
     if (budget && connection.ok) {
-      status.budget = { demand: budget.demand, capacity: budget.capacity, reserve: budget.reserve, targets: budget.targets };
+      status.budget = {
+        demand: budget.demand,
+        capacity: budget.capacity,
+        reserve: budget.reserve,
+        targets: budget.targets,
+      };
       operatorMetrics.observeBudget(serverLabel(connection.target), budget);
     }
     const desired = resolveDesiredMaxConnections(self, peers, budget, facts);
@@ -249,9 +271,17 @@ export class PoolPolicyReconciler {
     let targets: TargetsOutcome;
     if (lowering) {
       targets = await this.injectEnv(pass, false);
-      maxConnections = targets.condition.status === "True"
-        ? await this.applyMaxConnections(pass, connection, facts, desired)
-        : { restarting: false, condition: { status: "False", reason: "WaitingForApps", message: `lowering max_connections to ${desired.value} once the apps run with their new pools (${targets.condition.message})` } };
+      maxConnections =
+        targets.condition.status === "True"
+          ? await this.applyMaxConnections(pass, connection, facts, desired)
+          : {
+              restarting: false,
+              condition: {
+                status: "False",
+                reason: "WaitingForApps",
+                message: `lowering max_connections to ${desired.value} once the apps run with their new pools (${targets.condition.message})`,
+              },
+            };
     } else {
       maxConnections = await this.applyMaxConnections(pass, connection, facts, desired);
       // Pools may grow only once the server is known to allow it: while PostgreSQL is down
@@ -264,7 +294,17 @@ export class PoolPolicyReconciler {
     set("BudgetWithinLimits", budgetCondition(budget));
 
     // 4. Reaper.
-    const reaperDueIn = await this.reap(key, spec, connection, facts, maxConnections.restarting, status, set, events, now);
+    const reaperDueIn = await this.reap(
+      key,
+      spec,
+      connection,
+      facts,
+      maxConnections.restarting,
+      status,
+      set,
+      events,
+      now,
+    );
 
     // 5. Extensions and Redis.
     set("ExtensionsReady", checkExtensions(spec, facts));
@@ -290,8 +330,14 @@ export class PoolPolicyReconciler {
       await this.writeStatus(policy, status);
     }
 
-    const poll = maxConnections.restarting ? RESTART_POLL_MS : targets.rollingOut ? PROGRESS_POLL_MS : (this.deps.statsRefreshMs ?? 30_000);
-    const untilWindow = maxConnections.nextWindow ? maxConnections.nextWindow.getTime() - now.getTime() : Number.POSITIVE_INFINITY;
+    const poll = maxConnections.restarting
+      ? RESTART_POLL_MS
+      : targets.rollingOut
+        ? PROGRESS_POLL_MS
+        : (this.deps.statsRefreshMs ?? 30_000);
+    const untilWindow = maxConnections.nextWindow
+      ? maxConnections.nextWindow.getTime() - now.getTime()
+      : Number.POSITIVE_INFINITY;
     const next = Math.min(poll, reaperDueIn, untilWindow);
     return { requeueAfter: Math.max(next, MIN_REQUEUE_MS) };
   }
@@ -303,9 +349,14 @@ export class PoolPolicyReconciler {
     facts: ServerFacts | undefined,
     desired: DesiredMaxConnections,
   ): Promise<MaxConnectionsStep> {
-    const { spec, policy, previous, events, log } = pass;
-    if (desired.kind === "conflict") return { restarting: false, condition: { status: "False", reason: "Conflict", message: desired.message } };
-    if (desired.kind === "unknown") return { restarting: false, condition: { status: "Unknown", reason: "AutoSizingUnavailable", message: desired.message } };
+    const { spec, policy, previous, events } = pass;
+    if (desired.kind === "conflict")
+      return { restarting: false, condition: { status: "False", reason: "Conflict", message: desired.message } };
+    if (desired.kind === "unknown")
+      return {
+        restarting: false,
+        condition: { status: "Unknown", reason: "AutoSizingUnavailable", message: desired.message },
+      };
     const workload = await readWorkload(this.apps, spec.postgres.restart, policy.metadata.namespace);
     if (isReplicationGroup(workload) && desired.kind === "value" && facts && connection.ok) {
       return this.applyAcrossGroup(pass, connection.target, facts, desired.value, workload);
@@ -325,36 +376,66 @@ export class PoolPolicyReconciler {
     // not repeated after a crash (the next pass sees it done), so the Event is not repeated either.
     if (plan.alterTo !== undefined && connection.ok) {
       try {
-        await this.emit(policy, [{
-          type: "Normal", reason: "MaxConnectionsAltered", action: "AlterSystem",
-          note: `ALTER SYSTEM SET max_connections = ${plan.alterTo}; configuration reloaded, restart pending`,
-          name: actionEventName(policy, `alter-${plan.alterTo}`, facts!.postmasterStartTime),
-        }]);
+        await this.emit(policy, [
+          {
+            type: "Normal",
+            reason: "MaxConnectionsAltered",
+            action: "AlterSystem",
+            note: `ALTER SYSTEM SET max_connections = ${plan.alterTo}; configuration reloaded, restart pending`,
+            name: actionEventName(policy, `alter-${plan.alterTo}`, facts!.postmasterStartTime),
+          },
+        ]);
         await this.deps.pools.withClient(connection.target, (c) => alterMaxConnections(c, plan.alterTo!));
       } catch (err) {
-        if (err instanceof AlterSystemError) return { restarting: false, condition: { status: "False", reason: err.failure, message: err.message } };
+        if (err instanceof AlterSystemError)
+          return { restarting: false, condition: { status: "False", reason: err.failure, message: err.message } };
         // The server went away under us (e.g. a restart began): not a verdict, try again soon.
         const failure = err instanceof PostgresError ? err : undefined;
         const transient = failure?.reason === "ServerShuttingDown" || failure?.reason === "ConnectionRefused";
         return transient
-          ? { restarting: true, condition: { status: "Unknown", reason: "PostgresUnreachable", message: failure.message } }
-          : { restarting: false, condition: { status: "False", reason: "AlterSystemFailed", message: (err as Error).message } };
+          ? {
+              restarting: true,
+              condition: { status: "Unknown", reason: "PostgresUnreachable", message: failure.message },
+            }
+          : {
+              restarting: false,
+              condition: { status: "False", reason: "AlterSystemFailed", message: (err as Error).message },
+            };
       }
     }
     if (plan.requestRestart) {
-      await this.emit(policy, [{
-        type: "Normal", reason: "RestartRequested", action: "RollingRestart",
-        note: `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}`,
-        name: actionEventName(policy, `restart-${plan.requestRestart.value}`, plan.requestRestart.after),
-      }]);
+      await this.emit(policy, [
+        {
+          type: "Normal",
+          reason: "RestartRequested",
+          action: "RollingRestart",
+          note: `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}`,
+          name: actionEventName(policy, `restart-${plan.requestRestart.value}`, plan.requestRestart.after),
+        },
+      ]);
       await requestRestart(this.apps, workload, plan.requestRestart);
       operatorMetrics.restartsRequested.inc();
     }
     // Once per restart: a lagging cache can show the old condition to two passes in a row.
     const verification = `${pass.key}/${desired.kind === "value" ? desired.value : ""}/${facts?.postmasterStartTime.getTime()}`;
-    if (condition.reason === "Applied" && plan.verifiedRestart && findCondition(previous.conditions, "MaxConnectionsApplied")?.status !== "True" && !this.verified.has(verification)) {
+    if (
+      condition.reason === "Applied" &&
+      plan.verifiedRestart &&
+      findCondition(previous.conditions, "MaxConnectionsApplied")?.status !== "True" &&
+      !this.verified.has(verification)
+    ) {
       this.verified.add(verification);
-      events.push({ type: "Normal", reason: "MaxConnectionsVerified", action: "Verify", note: condition.message, name: actionEventName(policy, `verified-${desired.kind === "value" ? desired.value : 0}`, facts!.postmasterStartTime) });
+      events.push({
+        type: "Normal",
+        reason: "MaxConnectionsVerified",
+        action: "Verify",
+        note: condition.message,
+        name: actionEventName(
+          policy,
+          `verified-${desired.kind === "value" ? desired.value : 0}`,
+          facts!.postmasterStartTime,
+        ),
+      });
       operatorMetrics.restartsVerified.inc();
     }
     if (condition.status === "True" && desired.kind === "value" && desired.source !== "spec") {
@@ -367,10 +448,23 @@ export class PoolPolicyReconciler {
    * max_connections on a primary with streaming replicas: every pod altered, then restarted one
    * at a time in hot-standby order (see topology.ts), each verified before the next.
    */
-  private async applyAcrossGroup(pass: Pass, target: PostgresTarget, facts: ServerFacts, desired: number, workload: WorkloadState): Promise<MaxConnectionsStep> {
+  private async applyAcrossGroup(
+    pass: Pass,
+    target: PostgresTarget,
+    facts: ServerFacts,
+    desired: number,
+    workload: WorkloadState,
+  ): Promise<MaxConnectionsStep> {
     const { spec, policy, previous, events } = pass;
     if (facts.settingSource === "command line") {
-      return { restarting: false, condition: { status: "False", reason: "CommandLineOverride", message: `max_connections is set on the postgres command line (${facts.maxConnections}), so ALTER SYSTEM cannot change it` } };
+      return {
+        restarting: false,
+        condition: {
+          status: "False",
+          reason: "CommandLineOverride",
+          message: `max_connections is set on the postgres command line (${facts.maxConnections}), so ALTER SYSTEM cannot change it`,
+        },
+      };
     }
     const members = await readGroup(this.core, this.deps.pools, workload, target);
     const states = members.map((m) => m.state);
@@ -379,14 +473,34 @@ export class PoolPolicyReconciler {
       // Gates apply before the first pod restarts; a restart under way is finished.
       const restart = spec.postgres.restart!;
       if (restart.policy === "Manual" && policy.metadata.annotations?.[APPROVAL_ANNOTATION] !== String(desired)) {
-        return { restarting: false, condition: { status: "False", reason: "AwaitingApproval", message: `max_connections = ${desired} needs a restart of ${workload.description}; approve it with kubectl annotate poolpolicy ${policy.metadata.name} ${APPROVAL_ANNOTATION}=${desired}` } };
+        return {
+          restarting: false,
+          condition: {
+            status: "False",
+            reason: "AwaitingApproval",
+            message: `max_connections = ${desired} needs a restart of ${workload.description}; approve it with kubectl annotate poolpolicy ${policy.metadata.name} ${APPROVAL_ANNOTATION}=${desired}`,
+          },
+        };
       }
       const window = restart.maintenanceWindow ? windowState(pass.now, restart.maintenanceWindow) : undefined;
       if (window && !window.open) {
-        return { restarting: false, nextWindow: window.nextStart, condition: { status: "False", reason: "OutsideMaintenanceWindow", message: `max_connections = ${desired} needs a restart of ${workload.description}; the next maintenance window opens at ${window.nextStart?.toISOString()}` } };
+        return {
+          restarting: false,
+          nextWindow: window.nextStart,
+          condition: {
+            status: "False",
+            reason: "OutsideMaintenanceWindow",
+            message: `max_connections = ${desired} needs a restart of ${workload.description}; the next maintenance window opens at ${window.nextStart?.toISOString()}`,
+          },
+        };
       }
     }
-    const step = planTopologyRestart(states, desired, pass.now, parseDuration(spec.postgres.restart?.delayBetweenPods ?? "0s") ?? 0);
+    const step = planTopologyRestart(
+      states,
+      desired,
+      pass.now,
+      parseDuration(spec.postgres.restart?.delayBetweenPods ?? "0s") ?? 0,
+    );
     if (step.kind === "done") {
       const condition = { status: "True" as const, reason: "Applied", message: step.message };
       if (findCondition(previous.conditions, "MaxConnectionsApplied")?.reason === "RestartInProgress") {
@@ -396,11 +510,19 @@ export class PoolPolicyReconciler {
       return { restarting: false, condition };
     }
     if (step.kind === "wait") {
-      return { restarting: step.reason !== "TopologyUnclear", condition: { status: "False", reason: step.reason, message: step.message } };
+      return {
+        restarting: step.reason !== "TopologyUnclear",
+        condition: { status: "False", reason: step.reason, message: step.message },
+      };
     }
     const note = await carryOut(step, members, desired, this.core, this.deps.pools, workload.namespace!);
     if (step.kind === "restart") operatorMetrics.restartsRequested.inc();
-    events.push({ type: "Normal", reason: step.kind === "alter" ? "MaxConnectionsAltered" : "RestartingPod", action: step.kind === "alter" ? "AlterSystem" : "DeletePod", note });
+    events.push({
+      type: "Normal",
+      reason: step.kind === "alter" ? "MaxConnectionsAltered" : "RestartingPod",
+      action: step.kind === "alter" ? "AlterSystem" : "DeletePod",
+      note,
+    });
     return { restarting: true, condition: { status: "False", reason: "RestartInProgress", message: note } };
   }
 
@@ -409,8 +531,16 @@ export class PoolPolicyReconciler {
     const { policy, spec, previous, events, status } = pass;
     const { name, namespace } = policy.metadata;
     const selected = await this.read.deployments(pass.key, namespace, labelSelectorString(spec.targets.selector));
-    const targets = await applyPoolEnv(this.apps, { name, namespace }, spec, selected, previous.targets ?? [], { holdGrowthUntil });
-    for (const a of targets.actions) events.push({ type: a.warning ? "Warning" : "Normal", reason: a.reason, action: "ServerSideApply", note: a.note });
+    const targets = await applyPoolEnv(this.apps, { name, namespace }, spec, selected, previous.targets ?? [], {
+      holdGrowthUntil,
+    });
+    for (const a of targets.actions)
+      events.push({
+        type: a.warning ? "Warning" : "Normal",
+        reason: a.reason,
+        action: "ServerSideApply",
+        note: a.note,
+      });
     status.targets = targets.targets;
     status.targetsSummary = targets.summary;
     return targets;
@@ -437,7 +567,11 @@ export class PoolPolicyReconciler {
       return PROGRESS_POLL_MS;
     }
     if (!connection.ok || !facts) {
-      set("ReaperHealthy", { status: "Unknown", reason: "PostgresUnreachable", message: "cannot reap: PostgreSQL is not reachable" });
+      set("ReaperHealthy", {
+        status: "Unknown",
+        reason: "PostgresUnreachable",
+        message: "cannot reap: PostgreSQL is not reachable",
+      });
       return interval;
     }
     let serverTimeout = "";
@@ -447,7 +581,11 @@ export class PoolPolicyReconciler {
         if (note) events.push({ type: "Normal", reason: "ServerTimeoutSet", action: "AlterSystem", note });
         serverTimeout = `PostgreSQL ends sessions idle in transaction for more than ${spec.reaper.idleInTransactionTimeout} (${spec.reaper.serverTimeout.scope === "Server" ? "server-wide" : `roles ${spec.reaper.serverTimeout.roles.join(", ")}`})`;
       } catch (err) {
-        set("ReaperHealthy", { status: "False", reason: "ServerTimeoutFailed", message: `cannot set idle_in_transaction_session_timeout: ${(err as Error).message}` });
+        set("ReaperHealthy", {
+          status: "False",
+          reason: "ServerTimeoutFailed",
+          message: `cannot set idle_in_transaction_session_timeout: ${(err as Error).message}`,
+        });
         return interval;
       }
       if (spec.reaper.mode === "ServerTimeout") {
@@ -460,20 +598,36 @@ export class PoolPolicyReconciler {
     const dueIn = this.reaper.dueIn(key, interval, now.getTime());
     const previousCondition = findCondition(status.conditions, "ReaperHealthy");
     if (dueIn > 0 && previousCondition && REAPER_VERDICTS.has(previousCondition.reason)) {
-      set("ReaperHealthy", { status: previousCondition.status, reason: previousCondition.reason, message: previousCondition.message });
+      set("ReaperHealthy", {
+        status: previousCondition.status,
+        reason: previousCondition.reason,
+        message: previousCondition.message,
+      });
       return dueIn;
     }
     try {
-      const outcome = await this.deps.pools.withClient(connection.target, (c) => runReaper(c, spec, status.reaper, now));
+      const outcome = await this.deps.pools.withClient(connection.target, (c) =>
+        runReaper(c, spec, status.reaper, now),
+      );
       this.reaper.markRun(key, now.getTime());
       status.reaper = outcome.status;
       set("ReaperHealthy", outcome.condition);
       const terminated = outcome.sessions.filter((s) => s.terminated);
       operatorMetrics.sessionsReaped.inc({ namespace: key.split("/")[0] }, terminated.length);
       if (terminated.length > 0) {
-        events.push({ type: "Normal", reason: "SessionsReaped", action: "TerminateBackend", note: `Terminated ${terminated.length} session(s) idle in transaction: ${describeSessions(terminated)}` });
+        events.push({
+          type: "Normal",
+          reason: "SessionsReaped",
+          action: "TerminateBackend",
+          note: `Terminated ${terminated.length} session(s) idle in transaction: ${describeSessions(terminated)}`,
+        });
       } else if (spec.reaper.dryRun && outcome.sessions.length > 0) {
-        events.push({ type: "Normal", reason: "ReapDryRun", action: "TerminateBackend", note: `Dry run: would terminate ${outcome.sessions.length} session(s): ${describeSessions(outcome.sessions)}` });
+        events.push({
+          type: "Normal",
+          reason: "ReapDryRun",
+          action: "TerminateBackend",
+          note: `Dry run: would terminate ${outcome.sessions.length} session(s): ${describeSessions(outcome.sessions)}`,
+        });
       }
     } catch (err) {
       this.reaper.markRun(key, now.getTime());
@@ -503,8 +657,17 @@ export class PoolPolicyReconciler {
     const now = this.now();
     const previous = policy.status ?? {};
     const generation = policy.metadata.generation ?? 0;
-    const update: ConditionUpdate = { type: "Ready", status: "False", reason: "InvalidSpec", message: `nothing was applied: ${message}` };
-    const status: PoolPolicyStatus = { ...previous, observedGeneration: generation, conditions: setCondition(previous.conditions ?? [], update, now, generation) };
+    const update: ConditionUpdate = {
+      type: "Ready",
+      status: "False",
+      reason: "InvalidSpec",
+      message: `nothing was applied: ${message}`,
+    };
+    const status: PoolPolicyStatus = {
+      ...previous,
+      observedGeneration: generation,
+      conditions: setCondition(previous.conditions ?? [], update, now, generation),
+    };
     if (statusChanged(previous, status)) {
       await this.emit(policy, [{ type: "Warning", reason: "InvalidSpec", action: "Validate", note: message }]);
       await this.writeStatus(policy, status);
@@ -520,12 +683,20 @@ export class PoolPolicyReconciler {
     const notes: PolicyEvent[] = [];
     for (const deployment of owned) {
       if (await removePoolEnv(this.apps, deployment, namespace, manager)) {
-        notes.push({ type: "Normal", reason: "EnvRemoved", action: "Finalize", note: `Removed the pool env from Deployment ${deployment}: the PoolPolicy is being deleted` });
+        notes.push({
+          type: "Normal",
+          reason: "EnvRemoved",
+          action: "Finalize",
+          note: `Removed the pool env from Deployment ${deployment}: the PoolPolicy is being deleted`,
+        });
       }
     }
     await this.emit(policy, notes);
     await removeFinalizer(this.custom, policy);
-    this.deps.log.info({ policy: key, action: "Finalize", deployments: owned }, "removed injected env and the finalizer; max_connections left as is");
+    this.deps.log.info(
+      { policy: key, action: "Finalize", deployments: owned },
+      "removed injected env and the finalizer; max_connections left as is",
+    );
     this.forget(key);
     return {};
   }
@@ -543,7 +714,9 @@ export class PoolPolicyReconciler {
    */
   private cacheLagsOurWrite(policy: PoolPolicy, status: PoolPolicyStatus): boolean {
     const last = this.lastStatusWrite.get(`${policy.metadata.namespace}/${policy.metadata.name}`);
-    return last !== undefined && last.basedOn === policy.metadata.resourceVersion && !statusChanged(last.status, status);
+    return (
+      last !== undefined && last.basedOn === policy.metadata.resourceVersion && !statusChanged(last.status, status)
+    );
   }
 
   /**
@@ -558,7 +731,11 @@ export class PoolPolicyReconciler {
     try {
       await this.custom.patchNamespacedCustomObjectStatus(
         {
-          group: GROUP, version: VERSION, plural: PLURAL, namespace, name,
+          group: GROUP,
+          version: VERSION,
+          plural: PLURAL,
+          namespace,
+          name,
           body: [
             { op: "test", path: "/metadata/uid", value: uid },
             { op: "add", path: "/status", value: status },
@@ -569,7 +746,10 @@ export class PoolPolicyReconciler {
     } catch (err) {
       // A failed test answers 422, like a status the schema refuses: only the uid tells them apart.
       if (httpStatus(err) === 422 && (await this.uidNow(policy)) !== uid) {
-        throw new RequeueError(`${namespace}/${name} was deleted or re-created meanwhile; reconciling what is there now`, STALE_RETRY_MS);
+        throw new RequeueError(
+          `${namespace}/${name} was deleted or re-created meanwhile; reconciling what is there now`,
+          STALE_RETRY_MS,
+        );
       }
       throw err;
     }
@@ -581,7 +761,13 @@ export class PoolPolicyReconciler {
   private async uidNow(policy: PoolPolicy): Promise<string | undefined> {
     const { name, namespace } = policy.metadata;
     try {
-      const current = (await this.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace, name })) as PoolPolicy;
+      const current = (await this.custom.getNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: PLURAL,
+        namespace,
+        name,
+      })) as PoolPolicy;
       return current.metadata.uid;
     } catch (err) {
       if (isNotFound(err)) return undefined;
@@ -594,14 +780,26 @@ export class PoolPolicyReconciler {
     const { name, namespace, uid } = policy.metadata;
     const regarding = { apiVersion: policy.apiVersion, kind: policy.kind, name, namespace, uid };
     for (const e of events) {
-      this.deps.log[e.type === "Warning" ? "warn" : "info"]({ policy: `${namespace}/${name}`, action: e.action, reason: e.reason }, e.note);
+      this.deps.log[e.type === "Warning" ? "warn" : "info"](
+        { policy: `${namespace}/${name}`, action: e.action, reason: e.reason },
+        e.note,
+      );
       await this.deps.events.record({ regarding, ...e });
     }
   }
 }
 
 /** Reasons that say "under way", not "broken": their Events are Normal, not Warning. */
-const PROGRESS_REASONS = new Set(["RestartInProgress", "RollingOut", "AwaitingApproval", "Paused", "Scheduled", "WaitingForApps", "WaitingForMaxConnections", "OutsideMaintenanceWindow"]);
+const PROGRESS_REASONS = new Set([
+  "RestartInProgress",
+  "RollingOut",
+  "AwaitingApproval",
+  "Paused",
+  "Scheduled",
+  "WaitingForApps",
+  "WaitingForMaxConnections",
+  "OutsideMaintenanceWindow",
+]);
 
 /** An Event for every condition that changed status or reason: the story `kubectl describe` tells. */
 function transitionEvents(previous: PoolPolicyStatus, updates: readonly ConditionUpdate[]): PolicyEvent[] {

@@ -9,13 +9,23 @@ export type SecretRead =
   | { ok: true; values: Record<string, string> }
   | { ok: false; reason: "SecretNotFound" | "SecretKeyMissing" | "SecretUnreadable"; message: string };
 
-export async function readSecretKeys(core: CoreV1Api, namespace: string, name: string, keys: string[]): Promise<SecretRead> {
+export async function readSecretKeys(
+  core: CoreV1Api,
+  namespace: string,
+  name: string,
+  keys: string[],
+): Promise<SecretRead> {
   let data: Record<string, string> | undefined;
   try {
     data = (await core.readNamespacedSecret({ name, namespace })).data;
   } catch (err) {
-    if (httpStatus(err) === 404) return { ok: false, reason: "SecretNotFound", message: `Secret ${namespace}/${name} not found` };
-    return { ok: false, reason: "SecretUnreadable", message: `cannot read Secret ${namespace}/${name}: ${apiErrorMessage(err)}` };
+    if (httpStatus(err) === 404)
+      return { ok: false, reason: "SecretNotFound", message: `Secret ${namespace}/${name} not found` };
+    return {
+      ok: false,
+      reason: "SecretUnreadable",
+      message: `cannot read Secret ${namespace}/${name}: ${apiErrorMessage(err)}`,
+    };
   }
   const values: Record<string, string> = {};
   for (const key of keys) {

@@ -11,7 +11,6 @@ import { OPERATOR_POOL_SIZE } from "../postgres/connection.js";
 import { labelSelectorString } from "./env-injection.js";
 import type { ConditionUpdate } from "./conditions.js";
 
-
 export interface PolicyOnServer {
   key: string;
   namespace: string;
@@ -29,7 +28,8 @@ export function policiesOnServer(all: readonly PoolPolicy[], spec: PoolPolicySpe
   for (const p of all) {
     if (p.metadata.deletionTimestamp) continue;
     const v = validateSpec(p.spec);
-    if (v.ok && serverOf(v.spec) === server) found.push({ key: `${p.metadata.namespace}/${p.metadata.name}`, namespace: p.metadata.namespace, spec: v.spec });
+    if (v.ok && serverOf(v.spec) === server)
+      found.push({ key: `${p.metadata.namespace}/${p.metadata.name}`, namespace: p.metadata.namespace, spec: v.spec });
   }
   return found.sort((a, b) => a.key.localeCompare(b.key));
 }
@@ -40,7 +40,10 @@ export interface TargetReader {
   hpas(namespace: string): Promise<V2HorizontalPodAutoscaler[]>;
 }
 
-export async function gatherBudgetTargets(read: TargetReader, policies: readonly PolicyOnServer[]): Promise<BudgetTarget[]> {
+export async function gatherBudgetTargets(
+  read: TargetReader,
+  policies: readonly PolicyOnServer[],
+): Promise<BudgetTarget[]> {
   const hpasByNamespace = new Map<string, V2HorizontalPodAutoscaler[]>();
   const targets: BudgetTarget[] = [];
   for (const p of policies) {
@@ -64,12 +67,16 @@ export async function gatherBudgetTargets(read: TargetReader, policies: readonly
 }
 
 export function serverBudget(targets: readonly BudgetTarget[], facts: ServerFacts, selfSpec: PoolPolicySpec): Budget {
-  return computeBudget(targets, {
-    superuserReserved: facts.superuserReservedConnections,
-    reserved: facts.reservedConnections,
-    operator: OPERATOR_POOL_SIZE,
-    extra: selfSpec.budget.reserve,
-  }, facts.maxConnections);
+  return computeBudget(
+    targets,
+    {
+      superuserReserved: facts.superuserReservedConnections,
+      reserved: facts.reservedConnections,
+      operator: OPERATOR_POOL_SIZE,
+      extra: selfSpec.budget.reserve,
+    },
+    facts.maxConnections,
+  );
 }
 
 export type DesiredMaxConnections =
@@ -95,29 +102,56 @@ export function resolveDesiredMaxConnections(
   const values = [...new Set(explicit.map((p) => p.spec.postgres.maxConnections as number))];
   if (values.length > 1) {
     const who = explicit.map((p) => `${p.key} (${p.spec.postgres.maxConnections})`).join(", ");
-    return { kind: "conflict", message: `policies ask different max_connections of ${serverOf(self.spec)}: ${who}; nothing is applied until they agree` };
+    return {
+      kind: "conflict",
+      message: `policies ask different max_connections of ${serverOf(self.spec)}: ${who}; nothing is applied until they agree`,
+    };
   }
   if (values.length === 1) {
     const owner = explicit[0]!;
-    return { kind: "value", value: values[0]!, source: owner.key === self.key ? "spec" : `${owner.key}'s explicit value` };
+    return {
+      kind: "value",
+      value: values[0]!,
+      source: owner.key === self.key ? "spec" : `${owner.key}'s explicit value`,
+    };
   }
-  if (!budget || !facts) return { kind: "unknown", message: "maxConnections: auto needs the server's numbers, and PostgreSQL is not reachable" };
+  if (!budget || !facts)
+    return {
+      kind: "unknown",
+      message: "maxConnections: auto needs the server's numbers, and PostgreSQL is not reachable",
+    };
   const leader = peers.find((p) => p.spec.postgres.maxConnections === "auto") ?? self;
   const value = autoSizeMaxConnections(budget.demand, {
     headroomPercent: leader.spec.budget.headroomPercent,
     ceiling: leader.spec.budget.ceiling,
     currentUsage: facts.connections.total + budget.reserve,
   });
-  return { kind: "value", value, source: `auto: demand ${budget.demand} + ${leader.spec.budget.headroomPercent}% headroom` };
+  return {
+    kind: "value",
+    value,
+    source: `auto: demand ${budget.demand} + ${leader.spec.budget.headroomPercent}% headroom`,
+  };
 }
 
 export function budgetCondition(budget: Budget | undefined): Omit<ConditionUpdate, "type"> {
-  if (!budget) return { status: "Unknown", reason: "PostgresUnreachable", message: "cannot compute the budget: PostgreSQL is not reachable" };
-  const biggest = [...budget.targets].sort((a, b) => b.connections - a.connections).slice(0, 3)
-    .map((t) => `${t.deployment} ${t.podsWorstCase} pods × ${t.poolMax}`).join(", ");
+  if (!budget)
+    return {
+      status: "Unknown",
+      reason: "PostgresUnreachable",
+      message: "cannot compute the budget: PostgreSQL is not reachable",
+    };
+  const biggest = [...budget.targets]
+    .sort((a, b) => b.connections - a.connections)
+    .slice(0, 3)
+    .map((t) => `${t.deployment} ${t.podsWorstCase} pods × ${t.poolMax}`)
+    .join(", ");
   const detail = `${budget.targets.length} Deployment(s)${biggest ? `: ${biggest}` : ""}; reserve ${budget.reserve}`;
   if (budget.withinLimits) {
-    return { status: "True", reason: "WithinLimits", message: `worst-case demand ${budget.demand} ≤ max_connections ${budget.capacity} (${detail})` };
+    return {
+      status: "True",
+      reason: "WithinLimits",
+      message: `worst-case demand ${budget.demand} ≤ max_connections ${budget.capacity} (${detail})`,
+    };
   }
   return {
     status: "False",

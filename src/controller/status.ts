@@ -26,7 +26,11 @@ export function withUsage(previous: PostgresStatus | undefined, facts: ServerFac
     Math.abs(previous.usagePercent - percent) < USAGE_STEP_PERCENT;
   const counts = keepCounts
     ? { connections: previous.connections, usagePercent: previous.usagePercent, usage: previous.usage }
-    : { connections: facts.connections, usagePercent: percent, usage: `${facts.connections.total}/${facts.maxConnections} (${percent}%)` };
+    : {
+        connections: facts.connections,
+        usagePercent: percent,
+        usage: `${facts.connections.total}/${facts.maxConnections} (${percent}%)`,
+      };
   return {
     version: facts.version,
     maxConnections: facts.maxConnections,
@@ -50,7 +54,9 @@ function normalize(value: unknown): unknown {
 export function changedFields(previous: PoolPolicyStatus, next: PoolPolicyStatus): string[] {
   const a = normalize(previous) as Record<string, unknown>;
   const b = normalize(next) as Record<string, unknown>;
-  const fields = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => k !== "conditions" && !isDeepStrictEqual(a[k], b[k]));
+  const fields = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter(
+    (k) => k !== "conditions" && !isDeepStrictEqual(a[k], b[k]),
+  );
   const before = new Map((previous.conditions ?? []).map((c) => [c.type, c]));
   for (const c of next.conditions ?? []) {
     if (!isDeepStrictEqual(normalize(before.get(c.type)), normalize(c))) fields.push(`conditions.${c.type}`);

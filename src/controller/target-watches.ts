@@ -6,7 +6,14 @@
  * One HorizontalPodAutoscaler watch per namespace that has policies: an HPA's maxReplicas is
  * part of the connection budget, so any HPA change enqueues every policy of the namespace.
  */
-import { AppsV1Api, AutoscalingV2Api, type KubeConfig, type KubernetesObject, type V1Deployment, type V2HorizontalPodAutoscaler } from "@kubernetes/client-node";
+import {
+  AppsV1Api,
+  AutoscalingV2Api,
+  type KubeConfig,
+  type KubernetesObject,
+  type V1Deployment,
+  type V2HorizontalPodAutoscaler,
+} from "@kubernetes/client-node";
 import type { Logger } from "../log.js";
 import { ResilientInformer } from "../runtime/informer.js";
 import { abortableRequest } from "../runtime/request-options.js";
@@ -54,7 +61,8 @@ export class TargetWatches {
     const informer = new ResilientInformer<V1Deployment>(
       this.kc,
       `/apis/apps/v1/namespaces/${namespace}/deployments`,
-      ({ labelSelector, resourceVersion, signal }) => this.apps.listNamespacedDeployment({ namespace, labelSelector, resourceVersion }, abortableRequest(signal)),
+      ({ labelSelector, resourceVersion, signal }) =>
+        this.apps.listNamespacedDeployment({ namespace, labelSelector, resourceVersion }, abortableRequest(signal)),
       {
         name: `deployments(${policyKey})`,
         labelSelector: selector,
@@ -97,7 +105,11 @@ export class TargetWatches {
     const informer = new ResilientInformer<V2HorizontalPodAutoscaler>(
       this.kc,
       `/apis/autoscaling/v2/namespaces/${namespace}/horizontalpodautoscalers`,
-      ({ resourceVersion, signal }) => this.autoscaling.listNamespacedHorizontalPodAutoscaler({ namespace, resourceVersion }, abortableRequest(signal)),
+      ({ resourceVersion, signal }) =>
+        this.autoscaling.listNamespacedHorizontalPodAutoscaler(
+          { namespace, resourceVersion },
+          abortableRequest(signal),
+        ),
       {
         name: `hpas(${namespace})`,
         onAdd: enqueueNamespace,
@@ -126,7 +138,10 @@ export class TargetWatches {
   }
 
   async stopAll(): Promise<void> {
-    const informers: { stop(): Promise<void> }[] = [...[...this.watches.values()].map((w) => w.informer), ...this.hpaWatches.values()];
+    const informers: { stop(): Promise<void> }[] = [
+      ...[...this.watches.values()].map((w) => w.informer),
+      ...this.hpaWatches.values(),
+    ];
     this.watches.clear();
     this.hpaWatches.clear();
     await Promise.all(informers.map((i) => i.stop()));

@@ -48,7 +48,13 @@ export async function applyPoolEnv(
   // several milliseconds of a policy's first pass.
   const matched = [...selected].sort((a, b) => byCodePoint(a.metadata!.name!, b.metadata!.name!));
 
-  const outcome: TargetsOutcome = { targets: [], summary: "", condition: { status: "True", reason: "Injected", message: "" }, actions: [], rollingOut: false };
+  const outcome: TargetsOutcome = {
+    targets: [],
+    summary: "",
+    condition: { status: "True", reason: "Injected", message: "" },
+    actions: [],
+    rollingOut: false,
+  };
   const failures: string[] = [];
   const held: string[] = [];
   const injected: Array<{ name: string; containers: string[] }> = [];
@@ -69,13 +75,23 @@ export async function applyPoolEnv(
     if (!isInjected(deployment, containers, env)) {
       try {
         current = await apps.patchNamespacedDeployment(
-          { name, namespace: policy.namespace, body: injectionApplyConfig(deployment, containers, env), fieldManager: manager, force: true },
+          {
+            name,
+            namespace: policy.namespace,
+            body: injectionApplyConfig(deployment, containers, env),
+            fieldManager: manager,
+            force: true,
+          },
           ssa(),
         );
         injected.push({ name, containers });
       } catch (err) {
         failures.push(`${name}: ${apiErrorMessage(err)}`);
-        outcome.actions.push({ reason: "EnvInjectionFailed", note: `Deployment ${name}: ${apiErrorMessage(err)}`, warning: true });
+        outcome.actions.push({
+          reason: "EnvInjectionFailed",
+          note: `Deployment ${name}: ${apiErrorMessage(err)}`,
+          warning: true,
+        });
         outcome.targets.push({ name, containers, injected: false, rolledOut: false });
         continue;
       }
@@ -87,13 +103,17 @@ export async function applyPoolEnv(
 
   // One Event per pass, not per Deployment: a policy over 1,000 Deployments would bury
   // everything else in `kubectl describe` (and cost 1,000 more API writes).
-  if (injected.length > 0) outcome.actions.unshift({ reason: "EnvInjected", note: `Set ${envText} in ${describeInjected(injected)}` });
+  if (injected.length > 0)
+    outcome.actions.unshift({ reason: "EnvInjected", note: `Set ${envText} in ${describeInjected(injected)}` });
 
   const matchedNames = new Set(matched.map((d) => d.metadata!.name!));
   for (const gone of previousTargets.filter((t) => !matchedNames.has(t.name))) {
     try {
       if (await removePoolEnv(apps, gone.name, policy.namespace, manager)) {
-        outcome.actions.push({ reason: "EnvRemoved", note: `Removed the pool env from Deployment ${gone.name}: it no longer matches the selector` });
+        outcome.actions.push({
+          reason: "EnvRemoved",
+          note: `Removed the pool env from Deployment ${gone.name}: it no longer matches the selector`,
+        });
       }
     } catch (err) {
       failures.push(`${gone.name}: removing the pool env failed: ${apiErrorMessage(err)}`);
@@ -106,14 +126,29 @@ export async function applyPoolEnv(
   if (failures.length > 0) {
     outcome.condition = { status: "False", reason: "ApplyFailed", message: failures.join("; ") };
   } else if (held.length > 0) {
-    outcome.condition = { status: "False", reason: "WaitingForMaxConnections",
-      message: `the pool max grows to ${spec.pool.maxSize} in ${held.join(", ")}: waiting until max_connections is raised to ${options.holdGrowthUntil} first` };
+    outcome.condition = {
+      status: "False",
+      reason: "WaitingForMaxConnections",
+      message: `the pool max grows to ${spec.pool.maxSize} in ${held.join(", ")}: waiting until max_connections is raised to ${options.holdGrowthUntil} first`,
+    };
   } else if (matched.length === 0) {
-    outcome.condition = { status: "False", reason: "NoMatchingDeployments", message: `no Deployment in namespace ${policy.namespace} matches ${labelSelectorString(spec.targets.selector)}` };
+    outcome.condition = {
+      status: "False",
+      reason: "NoMatchingDeployments",
+      message: `no Deployment in namespace ${policy.namespace} matches ${labelSelectorString(spec.targets.selector)}`,
+    };
   } else if (outcome.rollingOut) {
-    outcome.condition = { status: "False", reason: "RollingOut", message: `${envText} set in ${matched.length} Deployment(s); ${matched.length - ready} still rolling out` };
+    outcome.condition = {
+      status: "False",
+      reason: "RollingOut",
+      message: `${envText} set in ${matched.length} Deployment(s); ${matched.length - ready} still rolling out`,
+    };
   } else {
-    outcome.condition = { status: "True", reason: "Injected", message: `${envText} in ${matched.length} Deployment(s), all rolled out` };
+    outcome.condition = {
+      status: "True",
+      reason: "Injected",
+      message: `${envText} in ${matched.length} Deployment(s), all rolled out`,
+    };
   }
   return outcome;
 }
@@ -127,13 +162,21 @@ export function describeInjected(injected: ReadonlyArray<{ name: string; contain
   const shown = 10;
   const containers = [...new Set(injected.flatMap((d) => d.containers))].sort().join(", ");
   if (injected.length === 1) return `Deployment ${injected[0]!.name} (containers: ${containers})`;
-  const names = injected.slice(0, shown).map((d) => d.name).join(", ");
+  const names = injected
+    .slice(0, shown)
+    .map((d) => d.name)
+    .join(", ");
   const more = injected.length > shown ? ` and ${injected.length - shown} more` : "";
   return `${injected.length} Deployments: ${names}${more} (containers: ${containers})`;
 }
 
 /** Removes what this policy's field manager set in one Deployment; false when there was nothing. */
-export async function removePoolEnv(apps: AppsV1Api, name: string, namespace: string, manager: string): Promise<boolean> {
+export async function removePoolEnv(
+  apps: AppsV1Api,
+  name: string,
+  namespace: string,
+  manager: string,
+): Promise<boolean> {
   let deployment: V1Deployment;
   try {
     deployment = await apps.readNamespacedDeployment({ name, namespace });
@@ -142,7 +185,10 @@ export async function removePoolEnv(apps: AppsV1Api, name: string, namespace: st
     throw err;
   }
   if (!ownsFields(deployment, manager)) return false;
-  await apps.patchNamespacedDeployment({ name, namespace, body: removalApplyConfig(name, namespace), fieldManager: manager, force: true }, ssa());
+  await apps.patchNamespacedDeployment(
+    { name, namespace, body: removalApplyConfig(name, namespace), fieldManager: manager, force: true },
+    ssa(),
+  );
   return true;
 }
 
@@ -156,7 +202,11 @@ export async function deploymentsOwnedBy(apps: AppsV1Api, namespace: string, man
  * Whether injecting would let the Deployment's pods open more connections than now: its
  * current pool max (our variable, if set) is below the new one, or unknown.
  */
-export function poolWouldGrow(deployment: V1Deployment, containers: readonly string[], pool: PoolPolicySpec["pool"]): boolean {
+export function poolWouldGrow(
+  deployment: V1Deployment,
+  containers: readonly string[],
+  pool: PoolPolicySpec["pool"],
+): boolean {
   const byName = new Map((deployment.spec?.template.spec?.containers ?? []).map((c) => [c.name, c]));
   return containers.some((name) => {
     const current = Number(byName.get(name)?.env?.find((e) => e.name === pool.env.max)?.value);

@@ -15,9 +15,15 @@ export interface GroupMember {
   target?: PostgresTarget;
 }
 
-export async function readGroup(core: CoreV1Api, pools: PostgresPools, workload: WorkloadState, serviceTarget: PostgresTarget): Promise<GroupMember[]> {
-  const pods = (await core.listNamespacedPod({ namespace: workload.namespace!, labelSelector: workload.podSelector })).items
-    .filter((p) => ordinalOf(p, workload.name!) !== undefined);
+export async function readGroup(
+  core: CoreV1Api,
+  pools: PostgresPools,
+  workload: WorkloadState,
+  serviceTarget: PostgresTarget,
+): Promise<GroupMember[]> {
+  const pods = (
+    await core.listNamespacedPod({ namespace: workload.namespace!, labelSelector: workload.podSelector })
+  ).items.filter((p) => ordinalOf(p, workload.name!) !== undefined);
   const members: GroupMember[] = [];
   for (let ordinal = 0; ordinal < (workload.replicas ?? 1); ordinal++) {
     const pod = pods.find((p) => ordinalOf(p, workload.name!) === ordinal);
@@ -32,7 +38,9 @@ export async function readGroup(core: CoreV1Api, pools: PostgresPools, workload:
       members.push({
         target,
         state: {
-          name, ordinal, ready: true,
+          name,
+          ordinal,
+          ready: true,
           role: facts.inRecovery ? "replica" : "primary",
           maxConnections: facts.maxConnections,
           alterSystemValue: facts.alterSystemValue,
@@ -48,7 +56,14 @@ export async function readGroup(core: CoreV1Api, pools: PostgresPools, workload:
 }
 
 /** Carries out an "alter" or "restart" step; returns the Event note. */
-export async function carryOut(step: Extract<TopologyStep, { kind: "alter" | "restart" }>, members: readonly GroupMember[], desired: number, core: CoreV1Api, pools: PostgresPools, namespace: string): Promise<string> {
+export async function carryOut(
+  step: Extract<TopologyStep, { kind: "alter" | "restart" }>,
+  members: readonly GroupMember[],
+  desired: number,
+  core: CoreV1Api,
+  pools: PostgresPools,
+  namespace: string,
+): Promise<string> {
   if (step.kind === "alter") {
     for (const name of step.pods) {
       const target = members.find((m) => m.state.name === name)?.target;

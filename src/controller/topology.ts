@@ -33,14 +33,27 @@ export type TopologyStep =
   | { kind: "alter"; pods: string[] }
   | { kind: "restart"; pod: string; message: string };
 
-export function planTopologyRestart(pods: readonly PodState[], desired: number, now: Date, delayMs: number): TopologyStep {
+export function planTopologyRestart(
+  pods: readonly PodState[],
+  desired: number,
+  now: Date,
+  delayMs: number,
+): TopologyStep {
   const notReady = pods.filter((p) => !p.ready || p.role === undefined || p.maxConnections === undefined);
   if (notReady.length > 0) {
-    return { kind: "wait", reason: "RestartInProgress", message: `waiting for ${notReady.map((p) => p.name).join(", ")} to be Ready and answer` };
+    return {
+      kind: "wait",
+      reason: "RestartInProgress",
+      message: `waiting for ${notReady.map((p) => p.name).join(", ")} to be Ready and answer`,
+    };
   }
   const primaries = pods.filter((p) => p.role === "primary");
   if (primaries.length !== 1) {
-    return { kind: "wait", reason: "TopologyUnclear", message: `expected one primary among ${pods.map((p) => p.name).join(", ")}, found ${primaries.length}` };
+    return {
+      kind: "wait",
+      reason: "TopologyUnclear",
+      message: `expected one primary among ${pods.map((p) => p.name).join(", ")}, found ${primaries.length}`,
+    };
   }
   const stale = pods.filter((p) => p.maxConnections !== desired);
   if (stale.length === 0) return { kind: "done", message: `max_connections is ${desired} on all ${pods.length} pods` };
@@ -49,25 +62,48 @@ export function planTopologyRestart(pods: readonly PodState[], desired: number, 
 
   const lastStart = Math.max(...pods.map((p) => p.postmasterStartTime?.getTime() ?? 0));
   if (stale.length < pods.length && now.getTime() < lastStart + delayMs) {
-    return { kind: "wait", reason: "RestartInProgress", message: `pausing ${Math.round(delayMs / 1000)}s between pods`, untilMs: lastStart + delayMs - now.getTime() };
+    return {
+      kind: "wait",
+      reason: "RestartInProgress",
+      message: `pausing ${Math.round(delayMs / 1000)}s between pods`,
+      untilMs: lastStart + delayMs - now.getTime(),
+    };
   }
   const primary = primaries[0]!;
   const byOrdinal = (a: PodState, b: PodState) => b.ordinal - a.ordinal;
   const replicas = stale.filter((p) => p.role === "replica").sort(byOrdinal);
-  const raising = desired > primary.maxConnections! || (primary.maxConnections === desired && replicas.every((r) => r.maxConnections! < desired));
+  const raising =
+    desired > primary.maxConnections! ||
+    (primary.maxConnections === desired && replicas.every((r) => r.maxConnections! < desired));
   const progress = `${pods.length - stale.length}/${pods.length} pods done`;
 
   if (raising) {
     const next = replicas[0] ?? primary;
     const what = next === primary ? "the primary, last" : `replica ${next.name} first`;
-    return { kind: "restart", pod: next.name, message: `raising max_connections to ${desired}: restarting ${what} (${progress})` };
+    return {
+      kind: "restart",
+      pod: next.name,
+      message: `raising max_connections to ${desired}: restarting ${what} (${progress})`,
+    };
   }
   if (primary.maxConnections !== desired) {
-    return { kind: "restart", pod: primary.name, message: `lowering max_connections to ${desired}: restarting the primary ${primary.name} first (${progress})` };
+    return {
+      kind: "restart",
+      pod: primary.name,
+      message: `lowering max_connections to ${desired}: restarting the primary ${primary.name} first (${progress})`,
+    };
   }
   const replayed = replicas.find((r) => (r.lsn ?? -1n) >= (primary.lsn ?? 0n));
   if (!replayed) {
-    return { kind: "wait", reason: "WaitingForReplay", message: `lowering max_connections to ${desired}: waiting for ${replicas.map((r) => r.name).join(", ")} to replay the primary's change` };
+    return {
+      kind: "wait",
+      reason: "WaitingForReplay",
+      message: `lowering max_connections to ${desired}: waiting for ${replicas.map((r) => r.name).join(", ")} to replay the primary's change`,
+    };
   }
-  return { kind: "restart", pod: replayed.name, message: `lowering max_connections to ${desired}: restarting replica ${replayed.name} (${progress})` };
+  return {
+    kind: "restart",
+    pod: replayed.name,
+    message: `lowering max_connections to ${desired}: restarting replica ${replayed.name} (${progress})`,
+  };
 }

@@ -26,8 +26,13 @@ export interface WorkloadState {
 
 type RestartSpec = NonNullable<PoolPolicySpec["postgres"]["restart"]>;
 
-export async function readWorkload(apps: AppsV1Api, restart: RestartSpec | undefined, policyNamespace: string): Promise<WorkloadState> {
-  if (!restart) return { configured: false, found: false, rolledOut: false, record: undefined, description: "no workload" };
+export async function readWorkload(
+  apps: AppsV1Api,
+  restart: RestartSpec | undefined,
+  policyNamespace: string,
+): Promise<WorkloadState> {
+  if (!restart)
+    return { configured: false, found: false, rolledOut: false, record: undefined, description: "no workload" };
   const { kind, name } = restart.workload;
   const namespace = restart.workload.namespace ?? policyNamespace;
   const base = { configured: true, kind, name, namespace, description: `${kind} ${namespace}/${name}` };
@@ -36,9 +41,14 @@ export async function readWorkload(apps: AppsV1Api, restart: RestartSpec | undef
       kind === "StatefulSet"
         ? await apps.readNamespacedStatefulSet({ name, namespace })
         : await apps.readNamespacedDeployment({ name, namespace });
-    const rolledOut = kind === "StatefulSet" ? statefulSetRolledOut(object as V1StatefulSet) : deploymentRolledOut(object as V1Deployment);
+    const rolledOut =
+      kind === "StatefulSet"
+        ? statefulSetRolledOut(object as V1StatefulSet)
+        : deploymentRolledOut(object as V1Deployment);
     const record = parseRestartRecord(object.spec?.template.metadata?.annotations?.[RESTART_ANNOTATION]);
-    const podSelector = Object.entries(object.spec?.selector.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`).join(",");
+    const podSelector = Object.entries(object.spec?.selector.matchLabels ?? {})
+      .map(([k, v]) => `${k}=${v}`)
+      .join(",");
     return { ...base, found: true, rolledOut, record, replicas: object.spec?.replicas ?? 1, podSelector };
   } catch (err) {
     if (isNotFound(err)) return { ...base, found: false, rolledOut: false, record: undefined };
@@ -48,7 +58,9 @@ export async function readWorkload(apps: AppsV1Api, restart: RestartSpec | undef
 
 /** Writes the restart record into the pod template: the workload controller then rolls every pod. */
 export async function requestRestart(apps: AppsV1Api, workload: WorkloadState, record: RestartRecord): Promise<void> {
-  const body = { spec: { template: { metadata: { annotations: { [RESTART_ANNOTATION]: formatRestartRecord(record) } } } } };
+  const body = {
+    spec: { template: { metadata: { annotations: { [RESTART_ANNOTATION]: formatRestartRecord(record) } } } },
+  };
   const params = { name: workload.name!, namespace: workload.namespace!, body };
   const options = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
   if (workload.kind === "StatefulSet") await apps.patchNamespacedStatefulSet(params, options);

@@ -57,7 +57,11 @@ export function classifyPostgresError(err: unknown, target: PostgresTarget): Pos
     case "28000":
       return new PostgresError("AuthenticationFailed", `authentication failed for ${where}: ${text}`, e.code);
     case "53300":
-      return new PostgresError("TooManyConnections", `${where}: ${text} (the operator's role should own a reserved slot: superuser or pg_use_reserved_connections)`, e.code);
+      return new PostgresError(
+        "TooManyConnections",
+        `${where}: ${text} (the operator's role should own a reserved slot: superuser or pg_use_reserved_connections)`,
+        e.code,
+      );
     case "3D000":
       return new PostgresError("DatabaseNotFound", `${where}: ${text}`, e.code);
     case "42501":
@@ -67,7 +71,11 @@ export function classifyPostgresError(err: unknown, target: PostgresTarget): Pos
     case "57P03":
       return new PostgresError("ServerShuttingDown", `${where}: ${text}`, e.code);
     case "ECONNREFUSED":
-      return new PostgresError("ConnectionRefused", `cannot connect to ${target.host}:${target.port}: connection refused`, e.code);
+      return new PostgresError(
+        "ConnectionRefused",
+        `cannot connect to ${target.host}:${target.port}: connection refused`,
+        e.code,
+      );
     case "ENOTFOUND":
     case "EAI_AGAIN":
       return new PostgresError("HostNotFound", `cannot resolve host ${target.host}`, e.code);

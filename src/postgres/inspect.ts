@@ -90,8 +90,10 @@ export async function inspectServer(client: pg.PoolClient): Promise<ServerFacts>
   const settings = (await client.query(SETTINGS_SQL)).rows[0];
   const mayReadFiles = await mayReadConfigFiles(client);
   // has_parameter_privilege exists from PostgreSQL 15; before, only a superuser may.
-  const mayAlter = settings.is_superuser || (settings.version_num >= 150000 &&
-    (await client.query("SELECT has_parameter_privilege('max_connections', 'ALTER SYSTEM') AS ok")).rows[0].ok);
+  const mayAlter =
+    settings.is_superuser ||
+    (settings.version_num >= 150000 &&
+      (await client.query("SELECT has_parameter_privilege('max_connections', 'ALTER SYSTEM') AS ok")).rows[0].ok);
   const alterSystemValue = mayReadFiles ? await readAlterSystemValue(client) : undefined;
   const counts = (await client.query(COUNTS_SQL)).rows[0];
   const extensions = (await client.query(EXTENSIONS_SQL)).rows[0];

@@ -11,7 +11,9 @@ import { PostgresError } from "./connection.js";
 
 export function renderAlterMaxConnections(value: number): string {
   if (!Number.isSafeInteger(value) || value < MAX_CONNECTIONS_MIN || value > MAX_CONNECTIONS_MAX) {
-    throw new RangeError(`max_connections must be an integer from ${MAX_CONNECTIONS_MIN} to ${MAX_CONNECTIONS_MAX}, got ${value}`);
+    throw new RangeError(
+      `max_connections must be an integer from ${MAX_CONNECTIONS_MIN} to ${MAX_CONNECTIONS_MAX}, got ${value}`,
+    );
   }
   return `ALTER SYSTEM SET max_connections = ${value.toFixed(0)}`;
 }
@@ -19,7 +21,11 @@ export function renderAlterMaxConnections(value: number): string {
 export type AlterFailure = "PermissionDenied" | "AlterSystemDisabled";
 
 export class AlterSystemError extends PostgresError {
-  constructor(readonly failure: AlterFailure, message: string, code?: string) {
+  constructor(
+    readonly failure: AlterFailure,
+    message: string,
+    code?: string,
+  ) {
     super("PermissionDenied", message, code);
   }
 }

@@ -37,7 +37,7 @@ export async function checkRedis(url: string, timeoutMs = 3_000): Promise<RedisF
   try {
     await client.connect();
     await client.ping();
-    const info = parseInfo((await client.info("clients")) + "\n" + (await client.info("stats")));
+    const info = parseInfo(`${await client.info("clients")}\n${await client.info("stats")}`);
     return {
       connectedClients: Number(info.connected_clients ?? 0),
       maxClients: Number(info.maxclients ?? 0),

@@ -27,7 +27,7 @@ export interface ReconcileResult {
   requeueAfter?: number;
 }
 
-export type Reconcile = (key: string) => Promise<ReconcileResult | void>;
+export type Reconcile = (key: string) => Promise<ReconcileResult | undefined>;
 
 /** An error that says when to retry, instead of leaving it to the backoff. */
 export class RequeueError extends Error {

@@ -12,7 +12,13 @@
  * broadcaster, an identical event within a few minutes instead updates the first one's
  * `series` (count and lastObservedTime), so the user sees one line with a count.
  */
-import { EventsV1Api, V1MicroTime, type EventsV1Event, type KubeConfig, type V1ObjectReference } from "@kubernetes/client-node";
+import {
+  EventsV1Api,
+  V1MicroTime,
+  type EventsV1Event,
+  type KubeConfig,
+  type V1ObjectReference,
+} from "@kubernetes/client-node";
 import { log as rootLog, type Logger } from "../log.js";
 import { describeError, statusCodeOf } from "./errors.js";
 import { eventsRecorded } from "./metrics.js";
@@ -118,11 +124,15 @@ export class EventRecorder {
       note: input.note === undefined ? undefined : truncateUtf8(input.note, maxNoteBytes),
     };
     try {
-      const created = await this.events.createNamespacedEvent({ namespace, body }, requestTimeout(this.requestTimeoutMs));
+      const created = await this.events.createNamespacedEvent(
+        { namespace, body },
+        requestTimeout(this.requestTimeoutMs),
+      );
       return { namespace, name: created.metadata?.name ?? body.metadata!.name!, count: 1, firstWrittenAt: Date.now() };
     } catch (err) {
       // An idempotent Event that already exists was recorded before: nothing to add.
-      if (input.name !== undefined && statusCodeOf(err) === 409) return { namespace, name: input.name, count: 1, firstWrittenAt: Date.now() };
+      if (input.name !== undefined && statusCodeOf(err) === 409)
+        return { namespace, name: input.name, count: 1, firstWrittenAt: Date.now() };
       throw err;
     }
   }

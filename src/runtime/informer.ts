@@ -420,7 +420,8 @@ export class ResilientInformer<T extends KubernetesObject> {
 
   /** Calls a handler; whatever it throws or rejects with is logged, never propagated. */
   private notify(handler: string, call: () => void | Promise<void> | undefined): void {
-    const logFailure = (err: unknown) => this.log.error({ handler, error: describeError(err) }, "informer handler failed");
+    const logFailure = (err: unknown) =>
+      this.log.error({ handler, error: describeError(err) }, "informer handler failed");
     try {
       const result = call();
       if (result instanceof Promise) result.catch(logFailure);

@@ -49,11 +49,13 @@ export class ConnectionReusingKubeConfig extends KubeConfig {
   override makeApiClient<T extends ApiType>(apiClientType: ApiConstructor<T>): T {
     const cluster = this.getCurrentCluster();
     if (!cluster) throw new Error("No active cluster!");
-    return new apiClientType(createConfiguration({
-      baseServer: new ServerConfiguration(cluster.server, {}),
-      authMethods: { default: this },
-      httpApi: this.httpApi,
-    }));
+    return new apiClientType(
+      createConfiguration({
+        baseServer: new ServerConfiguration(cluster.server, {}),
+        authMethods: { default: this },
+        httpApi: this.httpApi,
+      }),
+    );
   }
 
   override async applySecurityAuthentication(context: RequestContext): Promise<void> {

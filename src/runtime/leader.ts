@@ -28,7 +28,13 @@
  */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import { CoordinationV1Api, V1MicroTime, type ConfigurationOptions, type KubeConfig, type V1Lease } from "@kubernetes/client-node";
+import {
+  CoordinationV1Api,
+  V1MicroTime,
+  type ConfigurationOptions,
+  type KubeConfig,
+  type V1Lease,
+} from "@kubernetes/client-node";
 import { log as rootLog, type Logger } from "../log.js";
 import { sleep } from "./backoff.js";
 import { describeError, statusCodeOf } from "./errors.js";
@@ -84,7 +90,10 @@ export class LeaderElector {
     this.retryPeriodMs = options.retryPeriodMs ?? 2_000;
     validateTimings(this.leaseDurationMs, this.renewDeadlineMs, this.retryPeriodMs);
     this.coordination = kubeConfig.makeApiClient(CoordinationV1Api);
-    this.log = (options.logger ?? rootLog).child({ lease: `${options.namespace}/${options.name}`, identity: this.identity });
+    this.log = (options.logger ?? rootLog).child({
+      lease: `${options.namespace}/${options.name}`,
+      identity: this.identity,
+    });
   }
 
   /** Starts competing for the Lease in the background. */
@@ -182,7 +191,10 @@ export class LeaderElector {
 
   private async readLease(options: ConfigurationOptions): Promise<V1Lease | undefined> {
     try {
-      return await this.coordination.readNamespacedLease({ name: this.options.name, namespace: this.options.namespace }, options);
+      return await this.coordination.readNamespacedLease(
+        { name: this.options.name, namespace: this.options.namespace },
+        options,
+      );
     } catch (err) {
       if (statusCodeOf(err) === httpNotFound) return undefined;
       throw err;
@@ -248,7 +260,10 @@ export class LeaderElector {
       ...lease,
       spec: { ...lease.spec, holderIdentity: undefined, leaseDurationSeconds: 1, renewTime: time, acquireTime: time },
     };
-    await this.coordination.replaceNamespacedLease({ name: this.options.name, namespace: this.options.namespace, body }, options);
+    await this.coordination.replaceNamespacedLease(
+      { name: this.options.name, namespace: this.options.namespace, body },
+      options,
+    );
   }
 
   private leaseDurationSeconds(): number {
@@ -271,7 +286,8 @@ export class LeaderElector {
 
   /** Runs a callback without awaiting it; what it throws is logged. */
   private callback(name: string, fn: (() => void | Promise<void>) | undefined): void {
-    const logFailure = (err: unknown) => this.log.error({ callback: name, error: describeError(err) }, "leader election callback failed");
+    const logFailure = (err: unknown) =>
+      this.log.error({ callback: name, error: describeError(err) }, "leader election callback failed");
     try {
       const result = fn?.();
       if (result instanceof Promise) result.catch(logFailure);
@@ -307,7 +323,8 @@ function defaultIdentity(): string {
 
 function validateTimings(leaseDurationMs: number, renewDeadlineMs: number, retryPeriodMs: number): void {
   if (!(leaseDurationMs > renewDeadlineMs)) throw new Error("leaseDuration must be greater than renewDeadline");
-  if (!(renewDeadlineMs > retryJitter * retryPeriodMs)) throw new Error("renewDeadline must be greater than 1.2 × retryPeriod");
+  if (!(renewDeadlineMs > retryJitter * retryPeriodMs))
+    throw new Error("renewDeadline must be greater than 1.2 × retryPeriod");
 }
 
 /** Monotonic milliseconds: immune to the wall clock being set back or forward. */

@@ -94,7 +94,10 @@ export class WorkQueue {
    */
   addAfter(key: string, delayMs: number): void {
     if (this.shuttingDown) return;
-    if (delayMs <= 0) return this.add(key);
+    if (delayMs <= 0) {
+      this.add(key);
+      return;
+    }
     const readyAt = this.now() + delayMs;
     const scheduled = this.delayed.get(key);
     if (scheduled && scheduled.readyAt <= readyAt) return;

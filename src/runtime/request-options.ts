@@ -6,7 +6,12 @@
  * deadline passing. The clients do let a middleware set an AbortSignal on the request, which
  * undici honours.
  */
-import { Observable, type ConfigurationOptions, type RequestContext, type ResponseContext } from "@kubernetes/client-node";
+import {
+  Observable,
+  type ConfigurationOptions,
+  type RequestContext,
+  type ResponseContext,
+} from "@kubernetes/client-node";
 
 /** Options that make one API call abort when `signal` aborts. */
 export function abortableRequest(signal: AbortSignal): ConfigurationOptions {

@@ -104,7 +104,9 @@ export class OperatorServer {
   private async serveChecks(res: ServerResponse, checks: NamedCheck[]): Promise<void> {
     const results = await Promise.all(checks.map((check) => this.runCheck(check)));
     const passed = results.every((result) => result.passed);
-    const lines = results.map((r) => (r.passed ? `[+]${r.name} ok` : `[-]${r.name} failed${r.detail ? `: ${r.detail}` : ""}`));
+    const lines = results.map((r) =>
+      r.passed ? `[+]${r.name} ok` : `[-]${r.name} failed${r.detail ? `: ${r.detail}` : ""}`,
+    );
     lines.push(passed ? "ok" : "failed");
     send(res, passed ? 200 : 503, `${lines.join("\n")}\n`);
   }

@@ -57,7 +57,9 @@ async function readBody(response: Dispatcher.ResponseData): Promise<ResponseBody
 }
 
 function withUserAgent(headers: Record<string, string>, userAgent: string): Record<string, string> {
-  return Object.keys(headers).some((name) => name.toLowerCase() === "user-agent") ? headers : { ...headers, "user-agent": userAgent };
+  return Object.keys(headers).some((name) => name.toLowerCase() === "user-agent")
+    ? headers
+    : { ...headers, "user-agent": userAgent };
 }
 
 /** The Kubernetes API takes JSON (a string here); multipart bodies are for other OpenAPI services. */

@@ -69,12 +69,23 @@ export class ControlPlane {
   adminGet(path: string, timeoutMs = 30_000): Promise<string> {
     return new Promise((resolve, reject) => {
       const req = request(
-        { host: "127.0.0.1", port: this.apiPort, path, rejectUnauthorized: false, headers: { Authorization: `Bearer ${this.adminToken}` }, timeout: timeoutMs },
+        {
+          host: "127.0.0.1",
+          port: this.apiPort,
+          path,
+          rejectUnauthorized: false,
+          headers: { Authorization: `Bearer ${this.adminToken}` },
+          timeout: timeoutMs,
+        },
         (res) => {
           let body = "";
           res.setEncoding("utf8");
           res.on("data", (chunk: string) => (body += chunk));
-          res.on("end", () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`kube-apiserver ${path} answered ${res.statusCode}`))));
+          res.on("end", () =>
+            res.statusCode === 200
+              ? resolve(body)
+              : reject(new Error(`kube-apiserver ${path} answered ${res.statusCode}`)),
+          );
         },
       );
       req.on("error", reject);
@@ -105,7 +116,12 @@ export class ControlPlane {
       "--use-service-account-credentials=false",
       // Namespaces are created and deleted per test: finish their deletion quickly.
       "--concurrent-namespace-syncs=5",
-      ...(this.options.controllerManagerQps ? [`--kube-api-qps=${this.options.controllerManagerQps}`, `--kube-api-burst=${this.options.controllerManagerQps * 2}`] : []),
+      ...(this.options.controllerManagerQps
+        ? [
+            `--kube-api-qps=${this.options.controllerManagerQps}`,
+            `--kube-api-burst=${this.options.controllerManagerQps * 2}`,
+          ]
+        : []),
     ]);
     this.scheduler = this.spawn("kube-scheduler", [
       `--kubeconfig=${this.kubeconfigPath}`,

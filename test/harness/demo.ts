@@ -31,11 +31,12 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "poolpolicy-demo-"));
   const cleanups: (() => Promise<void>)[] = [];
   let cleaning: Promise<void> | undefined;
-  const cleanup = () => (cleaning ??= (async () => {
-    say("cleaning up: stopping the operator, PostgreSQL, Redis and the control plane");
-    for (const c of cleanups.reverse()) await c().catch(() => undefined);
-    rmSync(dir, { recursive: true, force: true });
-  })());
+  const cleanup = () =>
+    (cleaning ??= (async () => {
+      say("cleaning up: stopping the operator, PostgreSQL, Redis and the control plane");
+      for (const c of cleanups.reverse()) await c().catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    })());
   process.on("SIGINT", () => void cleanup().then(() => process.exit(0)));
   process.on("SIGTERM", () => void cleanup().then(() => process.exit(0)));
 
@@ -45,7 +46,8 @@ async function main(): Promise<void> {
     cleanups.push(() => plane.stop());
     await plane.start();
     const kc = plane.kubeConfig();
-    const kubectl = (...args: string[]) => execFileSync(toolPath("kubectl"), ["--kubeconfig", plane.kubeconfigPath, ...args], { encoding: "utf8" });
+    const kubectl = (...args: string[]) =>
+      execFileSync(toolPath("kubectl"), ["--kubeconfig", plane.kubeconfigPath, ...args], { encoding: "utf8" });
 
     say("starting PostgreSQL and Redis (local processes on free loopback ports)");
     const postgres = await PostgresServer.create();
@@ -60,37 +62,92 @@ async function main(): Promise<void> {
     cleanups.push(() => bridge.stop());
 
     say("starting the operator");
-    const operator = new OperatorProcess({ kubeconfigPath: plane.kubeconfigPath, logFile: join(dir, "operator.log"), env: { LOG_LEVEL: "info" } });
+    const operator = new OperatorProcess({
+      kubeconfigPath: plane.kubeconfigPath,
+      logFile: join(dir, "operator.log"),
+      env: { LOG_LEVEL: "info" },
+    });
     cleanups.push(() => operator.stop());
     await operator.start();
 
     const before = await postgres.setting("max_connections");
     say(`max_connections before: ${before}`);
     const policy = demoPolicy(postgres.port);
-    say("applying examples/poolpolicy.yaml (the demo points it at the local PostgreSQL, 127.0.0.1:" + postgres.port +
-      ", and reaps after 10s instead of 5m so you can watch it)");
-    await kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({ group: "pooling.dbops.io", version: "v1alpha1", plural: "poolpolicies", namespace: NAMESPACE, body: policy });
+    say(
+      "applying examples/poolpolicy.yaml (the demo points it at the local PostgreSQL, 127.0.0.1:" +
+        postgres.port +
+        ", and reaps after 10s instead of 5m so you can watch it)",
+    );
+    await kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
+      group: "pooling.dbops.io",
+      version: "v1alpha1",
+      plural: "poolpolicies",
+      namespace: NAMESPACE,
+      body: policy,
+    });
 
     await watchUntil(kc, kubectl, async () => ready(kc));
-    say(`max_connections after: ${await postgres.setting("max_connections")} (PostgreSQL restarted ${bridge.restarts} time(s) by the rollout)`);
+    say(
+      `max_connections after: ${await postgres.setting("max_connections")} (PostgreSQL restarted ${bridge.restarts} time(s) by the rollout)`,
+    );
     say("the pool env now in the Deployments:");
-    show(kubectl("get", "deployments", "-n", NAMESPACE, "-o", "custom-columns=NAME:.metadata.name,ENV:.spec.template.spec.containers[*].env[*].name,VALUES:.spec.template.spec.containers[*].env[*].value"));
+    show(
+      kubectl(
+        "get",
+        "deployments",
+        "-n",
+        NAMESPACE,
+        "-o",
+        "custom-columns=NAME:.metadata.name,ENV:.spec.template.spec.containers[*].env[*].name,VALUES:.spec.template.spec.containers[*].env[*].value",
+      ),
+    );
 
     say("opening a session that stays idle in a transaction; the reaper should terminate it within ~15s");
-    const session = new pg.Client({ ...postgres.connection, database: "governance", application_name: "forgotten-transaction" });
+    const session = new pg.Client({
+      ...postgres.connection,
+      database: "governance",
+      application_name: "forgotten-transaction",
+    });
     session.on("error", () => undefined);
     await session.connect();
     await session.query("BEGIN; SELECT 1");
     const pid = (await session.query("SELECT pg_backend_pid() AS pid")).rows[0].pid;
     show(`session pid ${pid}: BEGIN; SELECT 1; … (and nothing more)`);
-    await waitFor("the reaper", async () => (await postgres.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pid])).length === 0, { timeoutMs: 90_000, intervalMs: 500 });
+    await waitFor(
+      "the reaper",
+      async () => (await postgres.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pid])).length === 0,
+      { timeoutMs: 90_000, intervalMs: 500 },
+    );
     say(`session ${pid} was terminated by the reaper. Events on the policy:`);
-    show(kubectl("get", "events.events.k8s.io", "-n", NAMESPACE, "--field-selector", "regarding.kind=PoolPolicy", "-o", "custom-columns=REASON:.reason,NOTE:.note"));
+    show(
+      kubectl(
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        NAMESPACE,
+        "--field-selector",
+        "regarding.kind=PoolPolicy",
+        "-o",
+        "custom-columns=REASON:.reason,NOTE:.note",
+      ),
+    );
     say("kubectl describe pp governance (conditions):");
-    show(kubectl("get", "pp", "governance", "-n", NAMESPACE, "-o", "jsonpath={range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{\"\\n\"}{end}"));
+    show(
+      kubectl(
+        "get",
+        "pp",
+        "governance",
+        "-n",
+        NAMESPACE,
+        "-o",
+        'jsonpath={range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\\n"}{end}',
+      ),
+    );
 
     say("look around yourself:");
-    show(`export KUBECONFIG=${plane.kubeconfigPath}\n${toolPath("kubectl")} get pp -n ${NAMESPACE}\n${toolPath("kubectl")} describe pp governance -n ${NAMESPACE}\noperator log: ${join(dir, "operator.log")}`);
+    show(
+      `export KUBECONFIG=${plane.kubeconfigPath}\n${toolPath("kubectl")} get pp -n ${NAMESPACE}\n${toolPath("kubectl")} describe pp governance -n ${NAMESPACE}\noperator log: ${join(dir, "operator.log")}`,
+    );
     await session.end().catch(() => undefined);
     if (process.env.DEMO_EXIT === "1") {
       await cleanup();
@@ -105,12 +162,22 @@ async function main(): Promise<void> {
   }
 }
 
-async function createDemoWorkloads(kc: KubeConfig, postgres: PostgresServer, redis: RedisServer): Promise<PostgresPodBridge> {
+async function createDemoWorkloads(
+  kc: KubeConfig,
+  postgres: PostgresServer,
+  redis: RedisServer,
+): Promise<PostgresPodBridge> {
   const core = kc.makeApiClient(CoreV1Api);
   const apps = kc.makeApiClient(AppsV1Api);
   await core.createNamespace({ body: { metadata: { name: NAMESPACE } } });
-  await core.createNamespacedSecret({ namespace: NAMESPACE, body: { metadata: { name: "pg-admin" }, stringData: { username: postgres.superuser, password: postgres.password } } });
-  await core.createNamespacedSecret({ namespace: NAMESPACE, body: { metadata: { name: "redis" }, stringData: { url: redis.url } } });
+  await core.createNamespacedSecret({
+    namespace: NAMESPACE,
+    body: { metadata: { name: "pg-admin" }, stringData: { username: postgres.superuser, password: postgres.password } },
+  });
+  await core.createNamespacedSecret({
+    namespace: NAMESPACE,
+    body: { metadata: { name: "redis" }, stringData: { url: redis.url } },
+  });
   await core.createNamespacedService({ namespace: NAMESPACE, body: postgresService(NAMESPACE) });
   await apps.createNamespacedStatefulSet({ namespace: NAMESPACE, body: postgresStatefulSet(NAMESPACE) });
   const bridge = new PostgresPodBridge(kc, NAMESPACE, "postgres", [postgres]);
@@ -118,8 +185,15 @@ async function createDemoWorkloads(kc: KubeConfig, postgres: PostgresServer, red
   await waitForStatefulSet(kc, NAMESPACE, "postgres");
   const partOf = { "app.kubernetes.io/part-of": "governance" };
   // Worst case with the rollout surge: (3 + 2 + 2) pods × 25 + the reserves stays under 200.
-  for (const [name, replicas] of [["api", 2], ["worker", 1], ["web", 1]] as const) {
-    await apps.createNamespacedDeployment({ namespace: NAMESPACE, body: appDeployment(NAMESPACE, name, { labels: partOf, replicas }) });
+  for (const [name, replicas] of [
+    ["api", 2],
+    ["worker", 1],
+    ["web", 1],
+  ] as const) {
+    await apps.createNamespacedDeployment({
+      namespace: NAMESPACE,
+      body: appDeployment(NAMESPACE, name, { labels: partOf, replicas }),
+    });
   }
   return bridge;
 }
@@ -134,12 +208,22 @@ function demoPolicy(port: number): Record<string, any> {
 }
 
 async function ready(kc: KubeConfig): Promise<boolean> {
-  const p = (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ group: "pooling.dbops.io", version: "v1alpha1", plural: "poolpolicies", namespace: NAMESPACE, name: "governance" })) as any;
+  const p = (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({
+    group: "pooling.dbops.io",
+    version: "v1alpha1",
+    plural: "poolpolicies",
+    namespace: NAMESPACE,
+    name: "governance",
+  })) as any;
   return p.status?.conditions?.some((c: any) => c.type === "Ready" && c.status === "True") ?? false;
 }
 
 /** Prints `kubectl get pp` and new Events whenever they change, until `done` says so. */
-async function watchUntil(kc: KubeConfig, kubectl: (...a: string[]) => string, done: () => Promise<boolean>): Promise<void> {
+async function watchUntil(
+  kc: KubeConfig,
+  kubectl: (...a: string[]) => string,
+  done: () => Promise<boolean>,
+): Promise<void> {
   let lastTable = "";
   const seenEvents = new Set<string>();
   const events = kc.makeApiClient(EventsV1Api);

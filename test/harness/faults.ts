@@ -101,14 +101,25 @@ export class FaultCluster {
   }
 
   private async installChart(): Promise<void> {
-    await runTool("helm", [
-      "install", RELEASE, CHART_DIR,
-      "--namespace", RELEASE_NAMESPACE, "--create-namespace",
-      // The CRD was installed from the same generated file; replicaCount=0: the operator runs
-      // as a local process with the pod's identity, not as a kwok pod that never runs.
-      "--skip-crds", "--set", "replicaCount=0",
-      "--kubeconfig", this.controlPlane.kubeconfigPath,
-    ], helmEnv(this.dir));
+    await runTool(
+      "helm",
+      [
+        "install",
+        RELEASE,
+        CHART_DIR,
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--create-namespace",
+        // The CRD was installed from the same generated file; replicaCount=0: the operator runs
+        // as a local process with the pod's identity, not as a kwok pod that never runs.
+        "--skip-crds",
+        "--set",
+        "replicaCount=0",
+        "--kubeconfig",
+        this.controlPlane.kubeconfigPath,
+      ],
+      helmEnv(this.dir),
+    );
     const token = await this.kc.makeApiClient(CoreV1Api).createNamespacedServiceAccountToken({
       name: FULLNAME,
       namespace: RELEASE_NAMESPACE,
@@ -117,7 +128,9 @@ export class FaultCluster {
     this.saToken = token.status?.token ?? "";
     if (!this.saToken) throw new Error("the TokenRequest for the chart ServiceAccount returned no token");
     this.saKubeconfigPath = join(this.dir, "kubeconfig-operator-sa");
-    writeFileSync(this.saKubeconfigPath, kubeconfigWithToken(this.controlPlane.server, this.saToken, FULLNAME), { mode: 0o600 });
+    writeFileSync(this.saKubeconfigPath, kubeconfigWithToken(this.controlPlane.server, this.saToken, FULLNAME), {
+      mode: 0o600,
+    });
   }
 }
 
@@ -150,11 +163,20 @@ function kubeconfigWithToken(server: string, token: string, user: string): strin
 }
 
 function helmEnv(dir: string): NodeJS.ProcessEnv {
-  return { ...process.env, HELM_CONFIG_HOME: join(dir, "helm/config"), HELM_CACHE_HOME: join(dir, "helm/cache"), HELM_DATA_HOME: join(dir, "helm/data") };
+  return {
+    ...process.env,
+    HELM_CONFIG_HOME: join(dir, "helm/config"),
+    HELM_CACHE_HOME: join(dir, "helm/cache"),
+    HELM_DATA_HOME: join(dir, "helm/data"),
+  };
 }
 
 /** Runs one of the pinned tools to completion; throws with its output when it fails. */
-export async function runTool(tool: "helm" | "kubectl", args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
+export async function runTool(
+  tool: "helm" | "kubectl",
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<string> {
   const { execFile } = await import("node:child_process");
   return new Promise((resolve, reject) => {
     execFile(toolPath(tool), args, { env, timeout: 120_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
@@ -181,7 +203,9 @@ export class SideApiServer {
   async start(): Promise<KubeConfig> {
     const cp = this.controlPlane as unknown as { etcdPort?: unknown; dir: string };
     if (typeof cp.etcdPort !== "number" || cp.etcdPort <= 0) {
-      throw new Error("SideApiServer: ControlPlane no longer has a private etcdPort; expose the etcd URL from test/harness/controlplane.ts");
+      throw new Error(
+        "SideApiServer: ControlPlane no longer has a private etcdPort; expose the etcd URL from test/harness/controlplane.ts",
+      );
     }
     this.port = await freePort();
     const pki = join(cp.dir, `pki-side-${this.port}`);
@@ -218,11 +242,15 @@ export class SideApiServer {
       currentContext: kc.currentContext,
     });
     const core = side.makeApiClient(CoreV1Api);
-    await waitFor(`the side kube-apiserver (log: ${this.process.logFile})`, async () => {
-      if (this.process?.hasExited) throw new Error(`it exited; see ${this.process.logFile}`);
-      await core.readNamespace({ name: "default" });
-      return true;
-    }, { timeoutMs: 90_000, intervalMs: 250 });
+    await waitFor(
+      `the side kube-apiserver (log: ${this.process.logFile})`,
+      async () => {
+        if (this.process?.hasExited) throw new Error(`it exited; see ${this.process.logFile}`);
+        await core.readNamespace({ name: "default" });
+        return true;
+      },
+      { timeoutMs: 90_000, intervalMs: 250 },
+    );
     return side;
   }
 
@@ -254,7 +282,11 @@ export interface DenyRule {
  * Resolves once the rule is in force (a dry-run write of `probe` is refused); `probe` must make
  * that write as the operator's user and throw the API error.
  */
-export async function denyWrites(kc: KubeConfig, rule: DenyRule, probe: () => Promise<unknown>): Promise<() => Promise<void>> {
+export async function denyWrites(
+  kc: KubeConfig,
+  rule: DenyRule,
+  probe: () => Promise<unknown>,
+): Promise<() => Promise<void>> {
   const admission = kc.makeApiClient(AdmissionregistrationV1Api);
   await admission.createValidatingAdmissionPolicy({
     body: {
@@ -262,9 +294,13 @@ export async function denyWrites(kc: KubeConfig, rule: DenyRule, probe: () => Pr
       spec: {
         failurePolicy: "Fail",
         matchConstraints: {
-          resourceRules: [{ apiGroups: [rule.apiGroup], apiVersions: ["*"], operations: ["UPDATE"], resources: [rule.resource] }],
+          resourceRules: [
+            { apiGroups: [rule.apiGroup], apiVersions: ["*"], operations: ["UPDATE"], resources: [rule.resource] },
+          ],
         },
-        matchConditions: [{ name: "operator-only", expression: `request.userInfo.username == ${JSON.stringify(rule.user)}` }],
+        matchConditions: [
+          { name: "operator-only", expression: `request.userInfo.username == ${JSON.stringify(rule.user)}` },
+        ],
         // reason Forbidden: answered 403, as an RBAC refusal would be (the default is 422 Invalid).
         validations: [{ expression: rule.allowIf, message: rule.message, reason: "Forbidden" }],
       },
@@ -280,26 +316,37 @@ export async function denyWrites(kc: KubeConfig, rule: DenyRule, probe: () => Pr
       },
     },
   });
-  await waitFor(`admission rule ${rule.name} to be in force`, async () => {
-    try {
-      await probe();
-      return false;
-    } catch (err) {
-      return (err as { code?: number }).code === 403 && /ValidatingAdmissionPolicy|denied request/.test(String((err as { body?: unknown }).body ?? ""));
-    }
-  }, { timeoutMs: 30_000, intervalMs: 250 });
+  await waitFor(
+    `admission rule ${rule.name} to be in force`,
+    async () => {
+      try {
+        await probe();
+        return false;
+      } catch (err) {
+        return (
+          (err as { code?: number }).code === 403 &&
+          /ValidatingAdmissionPolicy|denied request/.test(String((err as { body?: unknown }).body ?? ""))
+        );
+      }
+    },
+    { timeoutMs: 30_000, intervalMs: 250 },
+  );
   return async () => {
     await admission.deleteValidatingAdmissionPolicyBinding({ name: rule.name }).catch(() => undefined);
     await admission.deleteValidatingAdmissionPolicy({ name: rule.name }).catch(() => undefined);
     // Out of force once the same probe passes again.
-    await waitFor(`admission rule ${rule.name} to be lifted`, async () => {
-      try {
-        await probe();
-        return true;
-      } catch {
-        return false;
-      }
-    }, { timeoutMs: 30_000, intervalMs: 250 });
+    await waitFor(
+      `admission rule ${rule.name} to be lifted`,
+      async () => {
+        try {
+          await probe();
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      { timeoutMs: 30_000, intervalMs: 250 },
+    );
   };
 }
 
@@ -355,7 +402,12 @@ export class PostmasterStarts {
  * while the server shuts down: a connection terminated by the shutdown emits an 'error' event,
  * which without a listener is an uncaught exception in the test process.
  */
-export async function queryServer<T extends pg.QueryResultRow = pg.QueryResultRow>(server: PostgresServer, sql: string, params: unknown[] = [], database = "postgres"): Promise<T[]> {
+export async function queryServer<T extends pg.QueryResultRow = pg.QueryResultRow>(
+  server: PostgresServer,
+  sql: string,
+  params: unknown[] = [],
+  database = "postgres",
+): Promise<T[]> {
   const client = new pg.Client({ ...server.connection, database, connectionTimeoutMillis: 5_000 });
   client.on("error", () => undefined);
   await client.connect();
@@ -384,7 +436,9 @@ export function metricValue(text: string, name: string, labels: Record<string, s
     if (line.startsWith("#")) continue;
     const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)/.exec(line);
     if (!match || match[1] !== name) continue;
-    const have = Object.fromEntries([...(match[3] ?? "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]));
+    const have = Object.fromEntries(
+      [...(match[3] ?? "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]),
+    );
     if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum += Number(match[4]);
   }
   return sum;
@@ -422,9 +476,14 @@ export function counterDelta(before: OperatorCounters, after: OperatorCounters):
 }
 
 /** Rate per minute of each counter between two snapshots taken `ms` apart. */
-export function perMinute(before: OperatorCounters, after: OperatorCounters, ms: number): Record<keyof OperatorCounters, number> {
+export function perMinute(
+  before: OperatorCounters,
+  after: OperatorCounters,
+  ms: number,
+): Record<keyof OperatorCounters, number> {
   const out = {} as Record<keyof OperatorCounters, number>;
-  for (const k of Object.keys(before) as (keyof OperatorCounters)[]) out[k] = Math.round(((after[k] - before[k]) * 60_000 / ms) * 10) / 10;
+  for (const k of Object.keys(before) as (keyof OperatorCounters)[])
+    out[k] = Math.round((((after[k] - before[k]) * 60_000) / ms) * 10) / 10;
   return out;
 }
 
@@ -451,7 +510,11 @@ export interface RequestFilter {
 /** Real (not dry-run) requests the kube-apiserver answered with `code`. */
 export async function apiserverRequests(cluster: FaultCluster, f: RequestFilter): Promise<number> {
   return metricValue(await apiserverMetrics(cluster), "apiserver_request_total", {
-    code: f.code, resource: f.resource, subresource: f.subresource ?? "", verb: f.verb, dry_run: "",
+    code: f.code,
+    resource: f.resource,
+    subresource: f.subresource ?? "",
+    verb: f.verb,
+    dry_run: "",
   });
 }
 
@@ -479,12 +542,22 @@ export function logLines(text: string): LogLine[] {
 
 /** "reconcile failed" lines whose error carries this HTTP status. */
 export function failedReconciles(text: string, status?: number): LogLine[] {
-  return logLines(text).filter((l) => l.msg === "reconcile failed" && (status === undefined || (l.error as { status?: number } | undefined)?.status === status));
+  return logLines(text).filter(
+    (l) =>
+      l.msg === "reconcile failed" &&
+      (status === undefined || (l.error as { status?: number } | undefined)?.status === status),
+  );
 }
 
 /** Signs that the process died of something it did not handle. */
 export function crashSigns(text: string): string[] {
-  return text.split("\n").filter((l) => /Unhandled|uncaught|UnhandledPromiseRejection|FATAL ERROR|Segmentation|heap out of memory/i.test(l) && !l.startsWith("{"));
+  return text
+    .split("\n")
+    .filter(
+      (l) =>
+        /Unhandled|uncaught|UnhandledPromiseRejection|FATAL ERROR|Segmentation|heap out of memory/i.test(l) &&
+        !l.startsWith("{"),
+    );
 }
 
 // ---- secrets ------------------------------------------------------------------------------------
@@ -497,9 +570,17 @@ export function crashSigns(text: string): string[] {
 export async function operatorVisibleOutput(cluster: FaultCluster, kc: KubeConfig = cluster.kc): Promise<string> {
   const events = await kc.makeApiClient(EventsV1Api).listEventForAllNamespaces();
   const coreEvents = await kc.makeApiClient(CoreV1Api).listEventForAllNamespaces();
-  const policies = await kc.makeApiClient(CustomObjectsApi).listClusterCustomObject({ group: "pooling.dbops.io", version: "v1alpha1", plural: "poolpolicies" });
+  const policies = await kc
+    .makeApiClient(CustomObjectsApi)
+    .listClusterCustomObject({ group: "pooling.dbops.io", version: "v1alpha1", plural: "poolpolicies" });
   const leases = await kc.makeApiClient(CoordinationV1Api).listLeaseForAllNamespaces();
-  return [cluster.operatorLogs(), JSON.stringify(events.items), JSON.stringify(coreEvents.items), JSON.stringify(policies), JSON.stringify(leases.items)].join("\n");
+  return [
+    cluster.operatorLogs(),
+    JSON.stringify(events.items),
+    JSON.stringify(coreEvents.items),
+    JSON.stringify(policies),
+    JSON.stringify(leases.items),
+  ].join("\n");
 }
 
 /** Each secret found in `text`, as itself or base64-encoded, described without revealing it. */
@@ -510,7 +591,8 @@ export function findSecrets(text: string, secrets: Iterable<string>): string[] {
     const label = `secret #${createHash("sha256").update(secret).digest("hex").slice(0, 8)} (${secret.length} chars)`;
     if (text.includes(secret)) hits.push(`${label} in clear`);
     else if (text.includes(Buffer.from(secret).toString("base64"))) hits.push(`${label} base64-encoded`);
-    else if (text.includes(encodeURIComponent(secret)) && encodeURIComponent(secret) !== secret) hits.push(`${label} URL-encoded`);
+    else if (text.includes(encodeURIComponent(secret)) && encodeURIComponent(secret) !== secret)
+      hits.push(`${label} URL-encoded`);
   }
   return hits;
 }
@@ -520,7 +602,12 @@ export function findSecrets(text: string, secrets: Iterable<string>): string[] {
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Polls until `check` holds and returns how long that took, in ms. */
-export async function timeUntil(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 60_000, intervalMs = 100): Promise<number> {
+export async function timeUntil(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+  timeoutMs = 60_000,
+  intervalMs = 100,
+): Promise<number> {
   const started = performance.now();
   await waitFor(what, check, { timeoutMs, intervalMs });
   return Math.round(performance.now() - started);

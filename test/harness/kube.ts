@@ -14,32 +14,57 @@ export function loadKubeConfig(path: string): KubeConfig {
 }
 
 /** Creates a namespace with a unique name; each test gets its own, so tests cannot see each other. */
-export async function createNamespace(kc: KubeConfig, prefix = "t", labels: Record<string, string> = {}): Promise<string> {
+export async function createNamespace(
+  kc: KubeConfig,
+  prefix = "t",
+  labels: Record<string, string> = {},
+): Promise<string> {
   const name = `${prefix}-${randomBytes(3).toString("hex")}`;
   await kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name, labels } } });
   return name;
 }
 
 export async function deleteNamespace(kc: KubeConfig, name: string): Promise<void> {
-  await kc.makeApiClient(CoreV1Api).deleteNamespace({ name }).catch(() => undefined);
+  await kc
+    .makeApiClient(CoreV1Api)
+    .deleteNamespace({ name })
+    .catch(() => undefined);
 }
 
-export async function waitForDeployment(kc: KubeConfig, namespace: string, name: string, timeoutMs = 120_000): Promise<V1Deployment> {
+export async function waitForDeployment(
+  kc: KubeConfig,
+  namespace: string,
+  name: string,
+  timeoutMs = 120_000,
+): Promise<V1Deployment> {
   const apps = kc.makeApiClient(AppsV1Api);
   let latest: V1Deployment | undefined;
-  await waitFor(`Deployment ${namespace}/${name} to roll out`, async () => {
-    latest = await apps.readNamespacedDeployment({ name, namespace });
-    return deploymentRolledOut(latest);
-  }, { timeoutMs });
+  await waitFor(
+    `Deployment ${namespace}/${name} to roll out`,
+    async () => {
+      latest = await apps.readNamespacedDeployment({ name, namespace });
+      return deploymentRolledOut(latest);
+    },
+    { timeoutMs },
+  );
   return latest!;
 }
 
-export async function waitForStatefulSet(kc: KubeConfig, namespace: string, name: string, timeoutMs = 120_000): Promise<V1StatefulSet> {
+export async function waitForStatefulSet(
+  kc: KubeConfig,
+  namespace: string,
+  name: string,
+  timeoutMs = 120_000,
+): Promise<V1StatefulSet> {
   const apps = kc.makeApiClient(AppsV1Api);
   let latest: V1StatefulSet | undefined;
-  await waitFor(`StatefulSet ${namespace}/${name} to roll out`, async () => {
-    latest = await apps.readNamespacedStatefulSet({ name, namespace });
-    return statefulSetRolledOut(latest);
-  }, { timeoutMs });
+  await waitFor(
+    `StatefulSet ${namespace}/${name} to roll out`,
+    async () => {
+      latest = await apps.readNamespacedStatefulSet({ name, namespace });
+      return statefulSetRolledOut(latest);
+    },
+    { timeoutMs },
+  );
   return latest!;
 }

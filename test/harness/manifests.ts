@@ -39,7 +39,11 @@ export function postgresStatefulSet(namespace: string, name = "postgres", replic
 export function appDeployment(
   namespace: string,
   name: string,
-  { labels = {}, replicas = 2, containers = ["app"] }: { labels?: Record<string, string>; replicas?: number; containers?: string[] } = {},
+  {
+    labels = {},
+    replicas = 2,
+    containers = ["app"],
+  }: { labels?: Record<string, string>; replicas?: number; containers?: string[] } = {},
 ): V1Deployment {
   const podLabels = { app: name };
   return {

@@ -46,11 +46,15 @@ export class OperatorProcess {
         ...this.options.env,
       },
     });
-    await waitFor(`the operator's /readyz (log: ${this.options.logFile})`, async () => {
-      if (this.process?.hasExited) throw new Error(`the operator exited; see ${this.options.logFile}`);
-      const res = await fetch(`http://127.0.0.1:${this.httpPort}/readyz`);
-      return res.ok;
-    }, { timeoutMs: 60_000, intervalMs: 250 });
+    await waitFor(
+      `the operator's /readyz (log: ${this.options.logFile})`,
+      async () => {
+        if (this.process?.hasExited) throw new Error(`the operator exited; see ${this.options.logFile}`);
+        const res = await fetch(`http://127.0.0.1:${this.httpPort}/readyz`);
+        return res.ok;
+      },
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
   }
 
   async stop(): Promise<void> {

@@ -107,7 +107,12 @@ export class PostgresPodBridge {
     }
   }
 
-  private async syncInstance(ordinal: number, name: string, server: PostgresServer, pod: V1Pod | undefined): Promise<void> {
+  private async syncInstance(
+    ordinal: number,
+    name: string,
+    server: PostgresServer,
+    pod: V1Pod | undefined,
+  ): Promise<void> {
     const bound = this.boundUid.get(ordinal);
     if (!pod || pod.metadata?.deletionTimestamp) {
       if (bound !== undefined) {
@@ -176,7 +181,13 @@ export class PostgresPodBridge {
   }
 
   private record(pod: string, action: BridgeEvent["action"], uid?: string, object?: V1Pod): void {
-    this.events.push({ at: new Date(), pod, action, uid, revision: object?.metadata?.labels?.["controller-revision-hash"] });
+    this.events.push({
+      at: new Date(),
+      pod,
+      action,
+      uid,
+      revision: object?.metadata?.labels?.["controller-revision-hash"],
+    });
   }
 }
 

@@ -7,7 +7,16 @@
  * place, so the child's pid is the postmaster's and signals reach it directly.
  */
 import { execFileSync } from "node:child_process";
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, appendFileSync } from "node:fs";
+import {
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+  appendFileSync,
+} from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
@@ -41,7 +50,9 @@ export interface ConnectionSettings {
 export function postgresBinDir(): string {
   const root = "/usr/lib/postgresql";
   const majors = existsSync(root)
-    ? readdirSync(root).map(Number).filter((n) => n >= 15 && existsSync(join(root, String(n), "bin/initdb")))
+    ? readdirSync(root)
+        .map(Number)
+        .filter((n) => n >= 15 && existsSync(join(root, String(n), "bin/initdb")))
     : [];
   if (majors.length === 0) {
     throw new Error(
@@ -55,7 +66,10 @@ export function postgresBinDir(): string {
 /** How to run a PostgreSQL binary as a non-root user when we are root. */
 function unprivileged(command: string, args: string[]): { command: string; args: string[] } {
   if (userInfo().uid !== 0) return { command, args };
-  return { command: "setpriv", args: ["--reuid=postgres", "--regid=postgres", "--init-groups", "--", command, ...args] };
+  return {
+    command: "setpriv",
+    args: ["--reuid=postgres", "--regid=postgres", "--init-groups", "--", command, ...args],
+  };
 }
 
 export class PostgresServer {
@@ -69,7 +83,10 @@ export class PostgresServer {
   private postmaster?: ManagedProcess;
   private starts = 0;
 
-  private constructor(private readonly options: PostgresOptions, password?: string) {
+  private constructor(
+    private readonly options: PostgresOptions,
+    password?: string,
+  ) {
     this.password = password ?? `pw-${Math.random().toString(36).slice(2)}-${Date.now().toString(36)}`;
     this.host = options.host ?? "127.0.0.1";
     this.dir = mkdtempSync(join(tmpdir(), "poolpolicy-pg-"));
@@ -91,12 +108,27 @@ export class PostgresServer {
    * started on its own loopback address and the primary's port.
    */
   static async createReplica(primary: PostgresServer, options: { host: string }): Promise<PostgresServer> {
-    const replica = new PostgresServer({ ...primary.options, host: options.host, commandLine: undefined }, primary.password);
+    const replica = new PostgresServer(
+      { ...primary.options, host: options.host, commandLine: undefined },
+      primary.password,
+    );
     replica.port = primary.port;
     mkdirSync(replica.socketDir);
     if (userInfo().uid === 0) chownTree(replica.dir, "postgres");
     const { command, args } = unprivileged(join(postgresBinDir(), "pg_basebackup"), [
-      "-h", primary.host, "-p", String(primary.port), "-U", primary.superuser, "-D", replica.dataDir, "-R", "-X", "stream", "--checkpoint=fast", "--no-password",
+      "-h",
+      primary.host,
+      "-p",
+      String(primary.port),
+      "-U",
+      primary.superuser,
+      "-D",
+      replica.dataDir,
+      "-R",
+      "-X",
+      "stream",
+      "--checkpoint=fast",
+      "--no-password",
     ]);
     try {
       execFileSync(command, args, { stdio: "pipe", env: { ...process.env, PGPASSWORD: primary.password } });
@@ -104,8 +136,10 @@ export class PostgresServer {
       throw new Error(`pg_basebackup failed: ${(err as { stderr?: Buffer }).stderr?.toString().trim()}`);
     }
     // The copy carries the primary's harness settings; later lines win.
-    appendFileSync(join(replica.dataDir, "postgresql.conf"),
-      `\n# replica\nlisten_addresses = '${replica.host}'\nunix_socket_directories = '${replica.socketDir}'\nhot_standby = on\n`);
+    appendFileSync(
+      join(replica.dataDir, "postgresql.conf"),
+      `\n# replica\nlisten_addresses = '${replica.host}'\nunix_socket_directories = '${replica.socketDir}'\nhot_standby = on\n`,
+    );
     await replica.start();
     return replica;
   }
@@ -124,11 +158,15 @@ export class PostgresServer {
     const { command, args } = unprivileged(join(postgresBinDir(), "postgres"), ["-D", this.dataDir, ...commandLine]);
     this.starts += 1;
     this.postmaster = new ManagedProcess({ name: "postgres", command, args, logFile: join(this.dir, "postgres.log") });
-    await waitFor(`postgres on port ${this.port} to accept connections (log: ${this.dir}/postgres.log)`, async () => {
-      if (this.postmaster?.hasExited) throw new Error(`postgres exited; see ${this.dir}/postgres.log`);
-      await this.query("SELECT 1");
-      return true;
-    }, { timeoutMs: 60_000, intervalMs: 100 });
+    await waitFor(
+      `postgres on port ${this.port} to accept connections (log: ${this.dir}/postgres.log)`,
+      async () => {
+        if (this.postmaster?.hasExited) throw new Error(`postgres exited; see ${this.dir}/postgres.log`);
+        await this.query("SELECT 1");
+        return true;
+      },
+      { timeoutMs: 60_000, intervalMs: 100 },
+    );
   }
 
   /** Stops the postmaster; `fast` rolls back open transactions and disconnects clients cleanly. */
@@ -142,7 +180,11 @@ export class PostgresServer {
   }
 
   /** Runs one statement on a fresh connection (as the superuser) and returns the rows. */
-  async query<T extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params: unknown[] = [], database = "postgres"): Promise<T[]> {
+  async query<T extends pg.QueryResultRow = pg.QueryResultRow>(
+    sql: string,
+    params: unknown[] = [],
+    database = "postgres",
+  ): Promise<T[]> {
     const client = new pg.Client({ ...this.connection, database, connectionTimeoutMillis: 5_000 });
     client.on("error", () => undefined); // a shutdown mid-query rejects the query below; no uncaught event
     await client.connect();
@@ -174,8 +216,15 @@ export class PostgresServer {
     writeFileSync(pwfile, `${this.password}\n`, { mode: 0o600 });
     if (userInfo().uid === 0) chownTree(this.dir, "postgres");
     const { command, args } = unprivileged(join(postgresBinDir(), "initdb"), [
-      "-D", this.dataDir, "-U", this.superuser, `--pwfile=${pwfile}`,
-      "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--no-instructions",
+      "-D",
+      this.dataDir,
+      "-U",
+      this.superuser,
+      `--pwfile=${pwfile}`,
+      "--auth-local=trust",
+      "--auth-host=scram-sha-256",
+      "--encoding=UTF8",
+      "--no-instructions",
     ]);
     try {
       execFileSync(command, args, { stdio: "pipe" });
@@ -197,11 +246,19 @@ export class PostgresServer {
       log_min_messages: "warning",
       ...this.options.conf,
     };
-    appendFileSync(join(this.dataDir, "postgresql.conf"),
-      "\n# poolpolicy test harness\n" + Object.entries(conf).map(([k, v]) => `${k} = ${v}`).join("\n") + "\n");
+    appendFileSync(
+      join(this.dataDir, "postgresql.conf"),
+      "\n# poolpolicy test harness\n" +
+        Object.entries(conf)
+          .map(([k, v]) => `${k} = ${v}`)
+          .join("\n") +
+        "\n",
+    );
     // Replicas and pods of a group live on other loopback addresses (127.0.0.2, …).
-    appendFileSync(join(this.dataDir, "pg_hba.conf"),
-      "host all all 127.0.0.0/8 scram-sha-256\nhost replication all 127.0.0.0/8 scram-sha-256\n");
+    appendFileSync(
+      join(this.dataDir, "pg_hba.conf"),
+      "host all all 127.0.0.0/8 scram-sha-256\nhost replication all 127.0.0.0/8 scram-sha-256\n",
+    );
   }
 }
 

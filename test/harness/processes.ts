@@ -40,7 +40,7 @@ export class ManagedProcess {
   private exited: Promise<number | null>;
   private exitCode: number | null | undefined = undefined;
 
-  constructor(private readonly options: SpawnOptions) {
+  constructor(readonly options: SpawnOptions) {
     installExitHook();
     this.name = options.name;
     this.logFile = options.logFile;

@@ -24,7 +24,9 @@ export class RedisServer {
 
   /** A redis:// URL, with the password when one is set. */
   get url(): string {
-    return this.password ? `redis://:${encodeURIComponent(this.password)}@127.0.0.1:${this.port}` : `redis://127.0.0.1:${this.port}`;
+    return this.password
+      ? `redis://:${encodeURIComponent(this.password)}@127.0.0.1:${this.port}`
+      : `redis://127.0.0.1:${this.port}`;
   }
 
   get isRunning(): boolean {
@@ -33,9 +35,25 @@ export class RedisServer {
 
   async start(): Promise<void> {
     if (this.isRunning) return;
-    const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", this.dir];
+    const args = [
+      "--port",
+      String(this.port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      this.dir,
+    ];
     if (this.password) args.push("--requirepass", this.password);
-    this.process = new ManagedProcess({ name: "redis", command: "redis-server", args, logFile: join(this.dir, "redis.log") });
+    this.process = new ManagedProcess({
+      name: "redis",
+      command: "redis-server",
+      args,
+      logFile: join(this.dir, "redis.log"),
+    });
     await waitFor(`redis on port ${this.port}`, async () => {
       const client = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
       client.on("error", () => undefined); // a refused connection before start-up is expected; connect() rejects too

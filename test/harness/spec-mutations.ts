@@ -10,8 +10,13 @@ export const DELETE = Symbol("delete");
 export function validSpec(): Record<string, any> {
   return {
     postgres: {
-      host: "db.example", credentialsSecret: { name: "pg" }, maxConnections: 200,
-      restart: { workload: { name: "postgres" }, maintenanceWindow: { days: ["Sat"], start: "02:00", duration: "2h", timeZone: "UTC" } },
+      host: "db.example",
+      credentialsSecret: { name: "pg" },
+      maxConnections: 200,
+      restart: {
+        workload: { name: "postgres" },
+        maintenanceWindow: { days: ["Sat"], start: "02:00", duration: "2h", timeZone: "UTC" },
+      },
     },
     pool: { minSize: 5, maxSize: 25 },
     targets: { selector: { matchLabels: { app: "x" } } },

@@ -23,7 +23,8 @@ it("runs every benchmark scenario and keeps the exact goals", () => {
   const report = out.match(/smoke report: (\S+)/)?.[1];
   expect(report, out).toBeDefined();
   const markdown = readFileSync(report!, "utf8");
-  for (const title of ["1. Fan-out", "2. Steady state", "3. Memory", "4. Reaper", "5. Event storm", "6. Restart"]) expect(markdown).toContain(`## ${title}`);
+  for (const title of ["1. Fan-out", "2. Steady state", "3. Memory", "4. Reaper", "5. Event storm", "6. Restart"])
+    expect(markdown).toContain(`## ${title}`);
   expect(markdown).not.toContain("The scenario failed");
   rmSync(report!);
 }, 960_000);

@@ -25,14 +25,20 @@ import { waitFor } from "../../harness/processes.js";
 import { chartDir, helmOk, runHelm } from "../../unit/chart/helm.js";
 
 const kubeconfigPath = inject("kubeconfigPath");
-const RESTRICTED = { "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest" };
+const RESTRICTED = {
+  "pod-security.kubernetes.io/enforce": "restricted",
+  "pod-security.kubernetes.io/enforce-version": "latest",
+};
 const CHART_NAME = "poolpolicy-operator";
 
 /** helm against the test control plane (the kubeconfig is the admin's). */
 const helm = (args: string[]) => helmOk([...args, "--kubeconfig", kubeconfigPath]);
 
 /** A release named after its namespace: cluster-scoped names (ClusterRole…) never collide between runs. */
-async function installRelease(namespace: string, extra: string[] = []): Promise<{ release: string; fullname: string; notes: string }> {
+async function installRelease(
+  namespace: string,
+  extra: string[] = [],
+): Promise<{ release: string; fullname: string; notes: string }> {
   const release = namespace;
   // --skip-crds: the CRD is shared by every test file and installed by the harness
   // (installPoolPolicyCrd, from the same generated file as the chart's crds/).
@@ -45,7 +51,12 @@ async function uninstallRelease(namespace: string, release: string): Promise<voi
 }
 
 /** The API server's answer to "may this ServiceAccount do that?", from its RBAC authorizer. */
-async function saMay(kc: KubeConfig, namespace: string, serviceAccount: string, attributes: V1ResourceAttributes): Promise<boolean> {
+async function saMay(
+  kc: KubeConfig,
+  namespace: string,
+  serviceAccount: string,
+  attributes: V1ResourceAttributes,
+): Promise<boolean> {
   const review = await kc.makeApiClient(AuthorizationV1Api).createSubjectAccessReview({
     body: {
       spec: {
@@ -114,14 +125,18 @@ describe("helm install of the chart", () => {
     });
     expect(deployment.status?.availableReplicas).toBe(1);
 
-    const pods = await kc.makeApiClient(CoreV1Api).listNamespacedPod({ namespace: ns, labelSelector: `app.kubernetes.io/instance=${release}` });
+    const pods = await kc
+      .makeApiClient(CoreV1Api)
+      .listNamespacedPod({ namespace: ns, labelSelector: `app.kubernetes.io/instance=${release}` });
     expect(pods.items).toHaveLength(1);
     const pod = pods.items[0]!;
     expect(pod.metadata?.ownerReferences?.[0]?.kind).toBe("ReplicaSet");
     expect(pod.spec?.serviceAccountName).toBe(fullname);
     expect(pod.spec?.securityContext?.runAsUser).toBe(65532);
     // The downward API and the ServiceAccount token are there for the operator to use.
-    expect(pod.spec?.containers[0]?.env?.find((e) => e.name === "POD_NAMESPACE")?.valueFrom?.fieldRef?.fieldPath).toBe("metadata.namespace");
+    expect(pod.spec?.containers[0]?.env?.find((e) => e.name === "POD_NAMESPACE")?.valueFrom?.fieldRef?.fieldPath).toBe(
+      "metadata.namespace",
+    );
     expect(pod.spec?.volumes?.some((v) => v.projected?.sources?.some((s) => s.serviceAccountToken))).toBe(true);
   });
 
@@ -135,11 +150,20 @@ describe("helm install of the chart", () => {
     };
 
     // Positive control: the chart's own pod spec, created directly, is admitted (dry run: nothing stays).
-    const asRendered = await tryCreatePod(kc, ns, podWith("as-rendered", () => {}), true);
+    const asRendered = await tryCreatePod(
+      kc,
+      ns,
+      podWith("as-rendered", () => {}),
+      true,
+    );
     expect(asRendered === undefined ? "admitted" : apiErrorMessage(asRendered)).toBe("admitted");
 
     const weakened: Array<[string, (spec: V1PodSpec) => void, string]> = [
-      ["allow-privilege-escalation", (s) => (s.containers[0]!.securityContext!.allowPrivilegeEscalation = true), "allowPrivilegeEscalation"],
+      [
+        "allow-privilege-escalation",
+        (s) => (s.containers[0]!.securityContext!.allowPrivilegeEscalation = true),
+        "allowPrivilegeEscalation",
+      ],
       [
         "no-run-as-non-root",
         (s) => {
@@ -175,8 +199,22 @@ describe("helm install of the chart", () => {
       { group: "pooling.dbops.io", resource: "poolpolicies", verb: "list" },
       { group: "pooling.dbops.io", resource: "poolpolicies", verb: "watch" },
       { group: "pooling.dbops.io", resource: "poolpolicies", verb: "patch", namespace: "apps", name: "p" },
-      { group: "pooling.dbops.io", resource: "poolpolicies", subresource: "status", verb: "patch", namespace: "apps", name: "p" },
-      { group: "pooling.dbops.io", resource: "poolpolicies", subresource: "finalizers", verb: "update", namespace: "apps", name: "p" },
+      {
+        group: "pooling.dbops.io",
+        resource: "poolpolicies",
+        subresource: "status",
+        verb: "patch",
+        namespace: "apps",
+        name: "p",
+      },
+      {
+        group: "pooling.dbops.io",
+        resource: "poolpolicies",
+        subresource: "finalizers",
+        verb: "update",
+        namespace: "apps",
+        name: "p",
+      },
       { group: "apps", resource: "deployments", verb: "patch", namespace: "apps", name: "web" },
       { group: "apps", resource: "deployments", verb: "watch", namespace: "apps" },
       { group: "apps", resource: "statefulsets", verb: "patch", namespace: "db", name: "postgres" },
@@ -191,7 +229,9 @@ describe("helm install of the chart", () => {
       { group: "coordination.k8s.io", resource: "leases", verb: "get", namespace: ns, name: "poolpolicy-operator" },
       { group: "coordination.k8s.io", resource: "leases", verb: "update", namespace: ns, name: "poolpolicy-operator" },
     ];
-    const decisions = await Promise.all(allowed.map(async (a) => `${describeAttrs(a)}: ${(await saMay(kc, ns, fullname, a)) ? "allowed" : "DENIED"}`));
+    const decisions = await Promise.all(
+      allowed.map(async (a) => `${describeAttrs(a)}: ${(await saMay(kc, ns, fullname, a)) ? "allowed" : "DENIED"}`),
+    );
     expect(decisions.filter((d) => d.endsWith("DENIED"))).toEqual([]);
   });
 
@@ -200,7 +240,14 @@ describe("helm install of the chart", () => {
       { group: "apps", resource: "deployments", verb: "delete", namespace: "apps", name: "web" },
       { group: "apps", resource: "deployments", verb: "create", namespace: "apps" },
       { group: "pooling.dbops.io", resource: "poolpolicies", verb: "update", namespace: "apps", name: "p" },
-      { group: "pooling.dbops.io", resource: "poolpolicies", subresource: "status", verb: "update", namespace: "apps", name: "p" },
+      {
+        group: "pooling.dbops.io",
+        resource: "poolpolicies",
+        subresource: "status",
+        verb: "update",
+        namespace: "apps",
+        name: "p",
+      },
       { group: "apps", resource: "deployments", verb: "update", namespace: "apps", name: "web" },
       { group: "apps", resource: "statefulsets", verb: "delete", namespace: "db", name: "postgres" },
       { group: "", resource: "secrets", verb: "list", namespace: "apps" },
@@ -215,17 +262,37 @@ describe("helm install of the chart", () => {
       { group: "pooling.dbops.io", resource: "poolpolicies", verb: "create", namespace: "apps" },
       { group: "autoscaling", resource: "horizontalpodautoscalers", verb: "patch", namespace: "apps", name: "web" },
       // Leases only in the release namespace, and only its own one for get/update.
-      { group: "coordination.k8s.io", resource: "leases", verb: "update", namespace: "kube-system", name: "kube-controller-manager" },
+      {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verb: "update",
+        namespace: "kube-system",
+        name: "kube-controller-manager",
+      },
       { group: "coordination.k8s.io", resource: "leases", verb: "create", namespace: "kube-system" },
       { group: "coordination.k8s.io", resource: "leases", verb: "update", namespace: ns, name: "another-lease" },
       { group: "coordination.k8s.io", resource: "leases", verb: "delete", namespace: ns, name: "poolpolicy-operator" },
       // No way to grant itself more.
       { group: "rbac.authorization.k8s.io", resource: "clusterrolebindings", verb: "create" },
       { group: "rbac.authorization.k8s.io", resource: "roles", verb: "escalate", namespace: "apps" },
-      { group: "", resource: "serviceaccounts", subresource: "token", verb: "create", namespace: "apps", name: "default" },
-      { group: "apiextensions.k8s.io", resource: "customresourcedefinitions", verb: "update", name: "poolpolicies.pooling.dbops.io" },
+      {
+        group: "",
+        resource: "serviceaccounts",
+        subresource: "token",
+        verb: "create",
+        namespace: "apps",
+        name: "default",
+      },
+      {
+        group: "apiextensions.k8s.io",
+        resource: "customresourcedefinitions",
+        verb: "update",
+        name: "poolpolicies.pooling.dbops.io",
+      },
     ];
-    const decisions = await Promise.all(denied.map(async (a) => `${describeAttrs(a)}: ${(await saMay(kc, ns, fullname, a)) ? "ALLOWED" : "denied"}`));
+    const decisions = await Promise.all(
+      denied.map(async (a) => `${describeAttrs(a)}: ${(await saMay(kc, ns, fullname, a)) ? "ALLOWED" : "denied"}`),
+    );
     expect(decisions.filter((d) => d.endsWith("ALLOWED"))).toEqual([]);
   });
 
@@ -240,8 +307,20 @@ describe("helm install of the chart", () => {
     });
     const apps = kc.makeApiClient(AppsV1Api);
     expect((await apps.listNamespacedDeployment({ namespace: ns })).items).toEqual([]);
-    expect((await kc.makeApiClient(CoreV1Api).listNamespacedServiceAccount({ namespace: ns })).items.map((s) => s.metadata?.name)).not.toContain(fullname);
-    expect(await saMay(kc, ns, fullname, { group: "apps", resource: "deployments", verb: "patch", namespace: "apps", name: "web" })).toBe(false);
+    expect(
+      (await kc.makeApiClient(CoreV1Api).listNamespacedServiceAccount({ namespace: ns })).items.map(
+        (s) => s.metadata?.name,
+      ),
+    ).not.toContain(fullname);
+    expect(
+      await saMay(kc, ns, fullname, {
+        group: "apps",
+        resource: "deployments",
+        verb: "patch",
+        namespace: "apps",
+        name: "web",
+      }),
+    ).toBe(false);
   });
 });
 
@@ -259,7 +338,12 @@ describe("helm install with watchNamespace", () => {
     ns = await createNamespace(kc, "chartns", RESTRICTED);
     watched = await createNamespace(kc, "watched");
     // No pod needed here: only the RBAC objects are under test.
-    ({ release, fullname } = await installRelease(ns, ["--set", `watchNamespace=${watched}`, "--set", "replicaCount=0"]));
+    ({ release, fullname } = await installRelease(ns, [
+      "--set",
+      `watchNamespace=${watched}`,
+      "--set",
+      "replicaCount=0",
+    ]));
     installed = true;
   });
 
@@ -272,14 +356,35 @@ describe("helm install with watchNamespace", () => {
   it("grants the operator's rules in the watched namespace only", async () => {
     const inWatched = { group: "apps", resource: "deployments", verb: "patch", namespace: watched, name: "web" };
     expect(await saMay(kc, ns, fullname, inWatched)).toBe(true);
-    expect(await saMay(kc, ns, fullname, { group: "pooling.dbops.io", resource: "poolpolicies", verb: "watch", namespace: watched })).toBe(true);
-    expect(await saMay(kc, ns, fullname, { group: "events.k8s.io", resource: "events", verb: "create", namespace: watched })).toBe(true);
+    expect(
+      await saMay(kc, ns, fullname, {
+        group: "pooling.dbops.io",
+        resource: "poolpolicies",
+        verb: "watch",
+        namespace: watched,
+      }),
+    ).toBe(true);
+    expect(
+      await saMay(kc, ns, fullname, { group: "events.k8s.io", resource: "events", verb: "create", namespace: watched }),
+    ).toBe(true);
     // Anywhere else, and cluster-wide, nothing.
     expect(await saMay(kc, ns, fullname, { ...inWatched, namespace: "default" })).toBe(false);
-    expect(await saMay(kc, ns, fullname, { group: "pooling.dbops.io", resource: "poolpolicies", verb: "list" })).toBe(false);
+    expect(await saMay(kc, ns, fullname, { group: "pooling.dbops.io", resource: "poolpolicies", verb: "list" })).toBe(
+      false,
+    );
     // Leader election still works in the release namespace.
-    expect(await saMay(kc, ns, fullname, { group: "coordination.k8s.io", resource: "leases", verb: "update", namespace: ns, name: "poolpolicy-operator" })).toBe(true);
-    const clusterRoles = await kc.makeApiClient(RbacAuthorizationV1Api).listClusterRole({ labelSelector: `app.kubernetes.io/instance=${release}` });
+    expect(
+      await saMay(kc, ns, fullname, {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verb: "update",
+        namespace: ns,
+        name: "poolpolicy-operator",
+      }),
+    ).toBe(true);
+    const clusterRoles = await kc
+      .makeApiClient(RbacAuthorizationV1Api)
+      .listClusterRole({ labelSelector: `app.kubernetes.io/instance=${release}` });
     expect(clusterRoles.items).toEqual([]);
   });
 });

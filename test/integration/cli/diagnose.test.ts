@@ -38,8 +38,20 @@ const clients: pg.Client[] = [];
 const cleanups: (() => Promise<void>)[] = [];
 
 /** A session of role `app` in the app database, left open until the end. */
-async function appSession(applicationName: string, server = s.server, user = "app", password = APP_PASSWORD): Promise<pg.Client> {
-  const client = new pg.Client({ host: "127.0.0.1", port: server.port, user, password, database: APP_DATABASE, application_name: applicationName });
+async function appSession(
+  applicationName: string,
+  server = s.server,
+  user = "app",
+  password = APP_PASSWORD,
+): Promise<pg.Client> {
+  const client = new pg.Client({
+    host: "127.0.0.1",
+    port: server.port,
+    user,
+    password,
+    database: APP_DATABASE,
+    application_name: applicationName,
+  });
   client.on("error", () => undefined); // a session killed at cleanup errors asynchronously
   await client.connect();
   clients.push(client);
@@ -52,9 +64,11 @@ async function diagnoseJson(...argv: string[]): Promise<{ exitCode: number; repo
   return { exitCode: result.exitCode, report: JSON.parse(result.stdout) as DiagnoseReport, stderr: result.stderr };
 }
 
-const group = (r: DiagnoseReport, app: string) => r.sessions!.byUserAndApplication.find((g) => g.applicationName === app);
+const group = (r: DiagnoseReport, app: string) =>
+  r.sessions!.byUserAndApplication.find((g) => g.applicationName === app);
 /** The findings that decide the exit code; notices only relay what an operator reported. */
-const codes = (r: DiagnoseReport) => r.findings.filter((f) => f.severity !== "notice").map((f) => `${f.severity}:${f.code}`);
+const codes = (r: DiagnoseReport) =>
+  r.findings.filter((f) => f.severity !== "notice").map((f) => `${f.severity}:${f.code}`);
 
 beforeAll(async () => {
   kubeconfigPath = inject("kubeconfigPath");
@@ -67,7 +81,10 @@ beforeAll(async () => {
 
   redis = await RedisServer.create({ password: REDIS_PASSWORD });
   cleanups.push(() => redis.destroy());
-  await s.core.createNamespacedSecret({ namespace: s.namespace, body: { metadata: { name: "redis" }, stringData: { url: redis.url } } });
+  await s.core.createNamespacedSecret({
+    namespace: s.namespace,
+    body: { metadata: { name: "redis" }, stringData: { url: redis.url } },
+  });
 
   // api: 2 replicas, maxSurge 1, an HPA up to 6 → 7 pods worst case; worker: 1 replica + 1 surge.
   await s.deployment("api", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 2 });
@@ -80,16 +97,21 @@ beforeAll(async () => {
         scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name: "api" },
         minReplicas: 2,
         maxReplicas: 6,
-        metrics: [{ type: "Resource", resource: { name: "cpu", target: { type: "Utilization", averageUtilization: 80 } } }],
+        metrics: [
+          { type: "Resource", resource: { name: "cpu", target: { type: "Utilization", averageUtilization: 80 } } },
+        ],
       },
     },
   });
-  await s.applyPolicy("p", s.policySpec({
-    pool: { maxSize: 10 },
-    postgres: { requiredExtensions: ["plpgsql"] },
-    redis: { urlSecret: { name: "redis" }, required: true },
-    reaper: { enabled: false }, // diagnose reads its timeout; no operator may reap the test's sessions
-  }));
+  await s.applyPolicy(
+    "p",
+    s.policySpec({
+      pool: { maxSize: 10 },
+      postgres: { requiredExtensions: ["plpgsql"] },
+      redis: { urlSecret: { name: "redis" }, required: true },
+      reaper: { enabled: false }, // diagnose reads its timeout; no operator may reap the test's sessions
+    }),
+  );
 
   // One session in each state.
   void (await appSession("test-active")).query("SELECT pg_sleep(600)").catch(() => undefined);
@@ -99,8 +121,15 @@ beforeAll(async () => {
   const aborted = await appSession("test-aborted");
   await aborted.query("BEGIN");
   await aborted.query("SELECT 1/0").catch(() => undefined);
-  await waitFor("the active session to show in pg_stat_activity", async () =>
-    (await s.server.query("SELECT 1 FROM pg_stat_activity WHERE application_name = 'test-active' AND state = 'active'")).length === 1);
+  await waitFor(
+    "the active session to show in pg_stat_activity",
+    async () =>
+      (
+        await s.server.query(
+          "SELECT 1 FROM pg_stat_activity WHERE application_name = 'test-active' AND state = 'active'",
+        )
+      ).length === 1,
+  );
 });
 
 afterAll(async () => {
@@ -114,11 +143,23 @@ describe("poolpolicy diagnose", () => {
     expect(codes(report)).toEqual([]);
     expect(exitCode).toBe(0);
     expect(report.ok).toBe(true);
-    expect(report.subject).toEqual({ policy: `${s.namespace}/p`, server: `127.0.0.1:${s.server.port}`, database: APP_DATABASE, user: "postgres" });
+    expect(report.subject).toEqual({
+      policy: `${s.namespace}/p`,
+      server: `127.0.0.1:${s.server.port}`,
+      database: APP_DATABASE,
+      user: "postgres",
+    });
 
     const pgSection = report.postgres;
     if (!pgSection.reachable) throw new Error(`unreachable: ${pgSection.message}`);
-    expect(pgSection).toMatchObject({ maxConnections: 100, settingSource: "configuration file", pendingRestart: false, superuserReservedConnections: 3, reservedConnections: 0, isSuperuser: true });
+    expect(pgSection).toMatchObject({
+      maxConnections: 100,
+      settingSource: "configuration file",
+      pendingRestart: false,
+      superuserReservedConnections: 3,
+      reservedConnections: 0,
+      isSuperuser: true,
+    });
 
     expect(group(report, "test-active")).toMatchObject({ user: "app", database: APP_DATABASE, total: 1, active: 1 });
     expect(group(report, "test-idle")).toMatchObject({ total: 2, idle: 2 });
@@ -134,7 +175,13 @@ describe("poolpolicy diagnose", () => {
 
     const oldest = report.sessions!.oldestIdleInTransaction;
     expect(oldest.map((x) => x.applicationName)).toEqual(["test-iit", "test-aborted"]);
-    expect(oldest[0]).toMatchObject({ user: "app", clientAddress: "127.0.0.1", database: APP_DATABASE, state: "idle in transaction", query: "BEGIN; SELECT 1" });
+    expect(oldest[0]).toMatchObject({
+      user: "app",
+      clientAddress: "127.0.0.1",
+      database: APP_DATABASE,
+      state: "idle in transaction",
+      query: "BEGIN; SELECT 1",
+    });
     expect(oldest[1]).toMatchObject({ state: "idle in transaction (aborted)", query: "SELECT 1/0" });
     expect(report.sessions!.idleThreshold).toBe("5m");
     expect(report.sessions!.idleInTransactionOverThreshold).toBe(0);
@@ -148,23 +195,41 @@ describe("poolpolicy diagnose", () => {
     });
     expect(report.budget!.targets).toEqual([
       { policy: `${s.namespace}/p`, deployment: `${s.namespace}/api`, poolMax: 10, podsWorstCase: 7, connections: 70 },
-      { policy: `${s.namespace}/p`, deployment: `${s.namespace}/worker`, poolMax: 10, podsWorstCase: 2, connections: 20 },
+      {
+        policy: `${s.namespace}/p`,
+        deployment: `${s.namespace}/worker`,
+        poolMax: 10,
+        podsWorstCase: 2,
+        connections: 20,
+      },
     ]);
     expect(report.extensions).toEqual({ database: APP_DATABASE, required: ["plpgsql"], missing: [] });
-    expect(report.redis).toMatchObject({ required: true, available: true, reason: "Available", maxClients: 10000, rejectedConnections: 0 });
+    expect(report.redis).toMatchObject({
+      required: true,
+      available: true,
+      reason: "Available",
+      maxClients: 10000,
+      rejectedConnections: 0,
+    });
   });
 
   it("the same as a table for people", async () => {
     const result = await runCli(["diagnose", "p", "-n", s.namespace, "--kubeconfig", kubeconfigPath]);
     expect(result.exitCode).toBe(0);
     const text = result.stdout;
-    expect(text).toMatch(new RegExp(`^PoolPolicy ${s.namespace}/p: postgres@127\\.0\\.0\\.1:${s.server.port}/appdb\\n`));
+    expect(text).toMatch(
+      new RegExp(`^PoolPolicy ${s.namespace}/p: postgres@127\\.0\\.0\\.1:${s.server.port}/appdb\\n`),
+    );
     expect(text).toContain("  max_connections   100 (source: configuration file; no restart pending)\n");
-    expect(text).toMatch(/CONNECTIONS BY DATABASE\n  DATABASE\s+TOTAL\s+ACTIVE\s+IDLE\s+IDLE IN TX\s+OTHER\n  appdb\s+\d+\s+\d+\s+\d+\s+\d+\s+\d+\n/);
-    expect(text).toMatch(/\n  app\s+test-idle\s+appdb\s+2\s+0\s+2\s+0\s+0\n/);
-    expect(text).toMatch(/OLDEST IDLE IN TRANSACTION \(0 longer than 5m\)\n  PID .*\n  \d+\s+\d+s\s+app\s+test-iit\s+127\.0\.0\.1\s+appdb\s+BEGIN; SELECT 1\n/);
+    expect(text).toMatch(
+      /CONNECTIONS BY DATABASE\n {2}DATABASE\s+TOTAL\s+ACTIVE\s+IDLE\s+IDLE IN TX\s+OTHER\n {2}appdb\s+\d+\s+\d+\s+\d+\s+\d+\s+\d+\n/,
+    );
+    expect(text).toMatch(/\n {2}app\s+test-idle\s+appdb\s+2\s+0\s+2\s+0\s+0\n/);
+    expect(text).toMatch(
+      /OLDEST IDLE IN TRANSACTION \(0 longer than 5m\)\n {2}PID .*\n {2}\d+\s+\d+s\s+app\s+test-iit\s+127\.0\.0\.1\s+appdb\s+BEGIN; SELECT 1\n/,
+    );
     expect(text).toMatch(new RegExp(`BUDGET ON 127\\.0\\.0\\.1:${s.server.port} \\(1 PoolPolicy\\)\\n`));
-    expect(text).toMatch(/\n  \S+\/p\s+\S+\/api\s+10\s+7\s+70\n/);
+    expect(text).toMatch(/\n {2}\S+\/p\s+\S+\/api\s+10\s+7\s+70\n/);
     expect(text).toContain("  demand     95 of capacity 100: within limits\n");
     expect(text).toContain("  PING ok; clients ");
     expect(text.endsWith("\nOK\n")).toBe(true);
@@ -185,19 +250,48 @@ describe("poolpolicy diagnose", () => {
     // Another team's policy on the same server, in its own namespace: 2 pods × 10.
     const other = await createNamespace(kc, "cli-other");
     cleanups.push(() => deleteNamespace(kc, other));
-    await s.core.createNamespacedSecret({ namespace: other, body: { metadata: { name: "pg-admin" }, stringData: { username: "postgres", password: s.server.password } } });
-    await s.apps.createNamespacedDeployment({ namespace: other, body: appDeployment(other, "reports", { labels: { "app.kubernetes.io/part-of": "reports" }, replicas: 1 }) });
+    await s.core.createNamespacedSecret({
+      namespace: other,
+      body: { metadata: { name: "pg-admin" }, stringData: { username: "postgres", password: s.server.password } },
+    });
+    await s.apps.createNamespacedDeployment({
+      namespace: other,
+      body: appDeployment(other, "reports", { labels: { "app.kubernetes.io/part-of": "reports" }, replicas: 1 }),
+    });
     await s.custom.createNamespacedCustomObject({
-      group: "pooling.dbops.io", version: "v1alpha1", plural: "poolpolicies", namespace: other,
+      group: "pooling.dbops.io",
+      version: "v1alpha1",
+      plural: "poolpolicies",
+      namespace: other,
       body: {
-        apiVersion: "pooling.dbops.io/v1alpha1", kind: "PoolPolicy", metadata: { name: "q" },
-        spec: { ...s.policySpec({ pool: { maxSize: 10 } }), targets: { selector: { matchLabels: { "app.kubernetes.io/part-of": "reports" } } } },
+        apiVersion: "pooling.dbops.io/v1alpha1",
+        kind: "PoolPolicy",
+        metadata: { name: "q" },
+        spec: {
+          ...s.policySpec({ pool: { maxSize: 10 } }),
+          targets: { selector: { matchLabels: { "app.kubernetes.io/part-of": "reports" } } },
+        },
       },
     });
-    await s.patchPolicy("p", { spec: { postgres: { requiredExtensions: ["plpgsql", "pgcrypto"] }, reaper: { enabled: false, idleInTransactionTimeout: "1s" } } });
-    const iitPid = (await s.server.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'test-iit'"))[0]!.pid;
-    await waitFor("the sessions to be idle in transaction for more than 1s", async () =>
-      (await s.server.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state_change < now() - interval '1 second'", [iitPid])).length === 1);
+    await s.patchPolicy("p", {
+      spec: {
+        postgres: { requiredExtensions: ["plpgsql", "pgcrypto"] },
+        reaper: { enabled: false, idleInTransactionTimeout: "1s" },
+      },
+    });
+    const iitPid = (
+      await s.server.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'test-iit'")
+    )[0]!.pid;
+    await waitFor(
+      "the sessions to be idle in transaction for more than 1s",
+      async () =>
+        (
+          await s.server.query(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state_change < now() - interval '1 second'",
+            [iitPid],
+          )
+        ).length === 1,
+    );
     await redis.stop();
 
     const { exitCode, report } = await diagnoseJson(`${s.namespace}/p`, "--kubeconfig", kubeconfigPath);
@@ -211,7 +305,12 @@ describe("poolpolicy diagnose", () => {
     ]);
     const finding = (code: string) => report.findings.find((f) => f.code === code)!;
 
-    expect(report.budget).toMatchObject({ policies: [`${other}/q`, `${s.namespace}/p`].sort(), demand: 115, capacity: 100, withinLimits: false });
+    expect(report.budget).toMatchObject({
+      policies: [`${other}/q`, `${s.namespace}/p`].sort(),
+      demand: 115,
+      capacity: 100,
+      withinLimits: false,
+    });
     expect(finding("BudgetExceeded").message).toMatch(/^demand 115 > capacity 100: /);
     // 115 × 1.2 = 138 → 140; p's 9 pods must fit in 100 − 25: 8 each.
     expect(finding("BudgetExceeded").recommendation).toBe(
@@ -221,7 +320,9 @@ describe("poolpolicy diagnose", () => {
     expect(finding("ExtensionMissing").recommendation).toBe("CREATE EXTENSION pgcrypto in database appdb");
     expect(finding("RedisUnavailable").message).not.toContain(REDIS_PASSWORD);
     expect(report.sessions!.idleInTransactionOverThreshold).toBe(2);
-    expect(finding("IdleInTransaction").message).toContain(`pid ${iitPid} (user app, application "test-iit", client 127.0.0.1, database appdb)`);
+    expect(finding("IdleInTransaction").message).toContain(
+      `pid ${iitPid} (user app, application "test-iit", client 127.0.0.1, database appdb)`,
+    );
     expect(finding("IdleInTransaction").recommendation).toBe(
       `terminate them: poolpolicy reap ${s.namespace}/p --older-than 1s --execute; to prevent it: ALTER ROLE app SET idle_in_transaction_session_timeout = '1s'`,
     );
@@ -234,7 +335,8 @@ describe("poolpolicy diagnose", () => {
     expect(table.stdout).toContain("            → raise max_connections to 140 ");
     expect(table.stdout).toContain("  pgcrypto    missing (available: CREATE EXTENSION)\n");
     expect(table.stdout.endsWith("\nPROBLEMS FOUND\n")).toBe(true);
-    for (const secret of [s.server.password, REDIS_PASSWORD]) expect(table.stdout + JSON.stringify(report)).not.toContain(secret);
+    for (const secret of [s.server.password, REDIS_PASSWORD])
+      expect(table.stdout + JSON.stringify(report)).not.toContain(secret);
     saveSample("diagnose-problems.txt", table.stdout);
     await redis.start();
   });
@@ -243,7 +345,12 @@ describe("poolpolicy diagnose", () => {
     const dsn = `postgres://app:${APP_PASSWORD}@127.0.0.1:${s.server.port}/${APP_DATABASE}?sslmode=disable`;
     const { exitCode, report } = await diagnoseJson("--dsn", dsn, "--idle-threshold", "1h", "--redis-url", redis.url);
     expect(exitCode).toBe(0);
-    expect(report.subject).toEqual({ dsn: `postgres://app:***@127.0.0.1:${s.server.port}/${APP_DATABASE}?sslmode=disable`, server: `127.0.0.1:${s.server.port}`, database: APP_DATABASE, user: "app" });
+    expect(report.subject).toEqual({
+      dsn: `postgres://app:***@127.0.0.1:${s.server.port}/${APP_DATABASE}?sslmode=disable`,
+      server: `127.0.0.1:${s.server.port}`,
+      database: APP_DATABASE,
+      user: "app",
+    });
     expect(report.budget).toBeUndefined();
     expect(report.policy).toBeUndefined();
     expect(report.postgres).toMatchObject({ reachable: true, isSuperuser: false, maxConnections: 100 });
@@ -294,14 +401,21 @@ describe("poolpolicy diagnose", () => {
     expect(pgFull.ordinarySlotsFree).toBeLessThanOrEqual(0);
     expect(codes(report)).toEqual(["critical:NoFreeSlots"]);
     const noSlots = report.findings.find((f) => f.code === "NoFreeSlots")!;
-    expect(noSlots.message).toMatch(/^no connection slot left for ordinary roles: \d+ sessions \(\d+ active, \d+ idle, 0 idle in transaction\) on max_connections 10, of which 3 are reserved; new connections get "sorry, too many clients already"$/);
+    expect(noSlots.message).toMatch(
+      /^no connection slot left for ordinary roles: \d+ sessions \(\d+ active, \d+ idle, 0 idle in transaction\) on max_connections 10, of which 3 are reserved; new connections get "sorry, too many clients already"$/,
+    );
     // 8 to 10 in use + 3 reserved, + 20 % → 20; and most are idle: pools hold what they do not use.
-    expect(noSlots.recommendation).toMatch(new RegExp(
-      `^raise max_connections to 20 \\(set spec\\.postgres\\.maxConnections of ${full.namespace}/p to 20: the operator applies it with one rolling restart\\); ` +
-        `\\d+ of the \\d+ sessions are idle: pools keep connections they do not use; lower the pools' minimum size \\(pool\\.minSize of ${full.namespace}/p is 5\\)$`,
-    ));
+    expect(noSlots.recommendation).toMatch(
+      new RegExp(
+        `^raise max_connections to 20 \\(set spec\\.postgres\\.maxConnections of ${full.namespace}/p to 20: the operator applies it with one rolling restart\\); ` +
+          `\\d+ of the \\d+ sessions are idle: pools keep connections they do not use; lower the pools' minimum size \\(pool\\.minSize of ${full.namespace}/p is 5\\)$`,
+      ),
+    );
 
-    const asApp = await diagnoseJson("--dsn", `postgres://app:${APP_PASSWORD}@127.0.0.1:${full.server.port}/${APP_DATABASE}?sslmode=disable`);
+    const asApp = await diagnoseJson(
+      "--dsn",
+      `postgres://app:${APP_PASSWORD}@127.0.0.1:${full.server.port}/${APP_DATABASE}?sslmode=disable`,
+    );
     expect(asApp.exitCode).toBe(1);
     expect(asApp.report.postgres).toMatchObject({ reachable: false, reason: "TooManyConnections" });
     expect(codes(asApp.report)).toEqual(["critical:PostgresUnreachable"]);
@@ -312,7 +426,16 @@ describe("poolpolicy diagnose", () => {
 
   it("runs as a real process (the bin) and as the kubectl plugin `kubectl poolpolicy`", async () => {
     const inProcess = await diagnoseJson(`${s.namespace}/p`, "--kubeconfig", kubeconfigPath);
-    const bin = await run(process.execPath, ["--import", "tsx", "src/cli/main.ts", "diagnose", `${s.namespace}/p`, "--kubeconfig", kubeconfigPath, "--json"]);
+    const bin = await run(process.execPath, [
+      "--import",
+      "tsx",
+      "src/cli/main.ts",
+      "diagnose",
+      `${s.namespace}/p`,
+      "--kubeconfig",
+      kubeconfigPath,
+      "--json",
+    ]);
     expect(bin.code, bin.stderr).toBe(inProcess.exitCode);
     const report = JSON.parse(bin.stdout) as DiagnoseReport;
     expect(report.subject.policy).toBe(`${s.namespace}/p`);
@@ -323,7 +446,10 @@ describe("poolpolicy diagnose", () => {
     // the sources under tsx.
     const shimDir = mkdtempSync(join(tmpdir(), "poolpolicy-plugin-"));
     const shim = join(shimDir, "kubectl-poolpolicy");
-    writeFileSync(shim, `#!/bin/sh\nexec "${process.execPath}" --import "${createRequire(import.meta.url).resolve("tsx")}" "${join(repoRoot, "src/cli/main.ts")}" "$@"\n`);
+    writeFileSync(
+      shim,
+      `#!/bin/sh\nexec "${process.execPath}" --import "${createRequire(import.meta.url).resolve("tsx")}" "${join(repoRoot, "src/cli/main.ts")}" "$@"\n`,
+    );
     chmodSync(shim, 0o755);
     const env = { ...process.env, PATH: `${shimDir}:${process.env.PATH}`, KUBECONFIG: kubeconfigPath };
     const listed = await run(toolPath("kubectl"), ["plugin", "list"], env);
@@ -334,7 +460,11 @@ describe("poolpolicy diagnose", () => {
   });
 });
 
-function run(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number; stdout: string; stderr: string }> {
+function run(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(command, args, { cwd: repoRoot, env, timeout: 120_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === "number" ? err.code : -1) : 0, stdout, stderr });

@@ -3,7 +3,6 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { KubeConfig } from "@kubernetes/client-node";
 
 /**
  * POOLPOLICY_CLI_SAMPLES=<dir> keeps the CLI's real outputs from the integration tests: the
@@ -12,4 +11,3 @@ import type { KubeConfig } from "@kubernetes/client-node";
 export function saveSample(name: string, text: string): void {
   if (process.env.POOLPOLICY_CLI_SAMPLES) writeFileSync(join(process.env.POOLPOLICY_CLI_SAMPLES, name), text);
 }
-

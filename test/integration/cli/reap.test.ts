@@ -19,8 +19,20 @@ let s: Scenario;
 const clients: pg.Client[] = [];
 
 /** A session left idle in a transaction; returns its pid. */
-async function idleInTransaction(app: string, user = "app", password = "app-pw-0c4f", database = APP_DATABASE): Promise<number> {
-  const client = new pg.Client({ host: "127.0.0.1", port: s.server.port, user, password, database, application_name: app });
+async function idleInTransaction(
+  app: string,
+  user = "app",
+  password = "app-pw-0c4f",
+  database = APP_DATABASE,
+): Promise<number> {
+  const client = new pg.Client({
+    host: "127.0.0.1",
+    port: s.server.port,
+    user,
+    password,
+    database,
+    application_name: app,
+  });
   client.on("error", () => undefined); // terminated sessions error asynchronously
   await client.connect();
   clients.push(client);
@@ -28,10 +40,19 @@ async function idleInTransaction(app: string, user = "app", password = "app-pw-0
   return (await client.query("SELECT pg_backend_pid() AS pid")).rows[0].pid;
 }
 
-const alive = async (pid: number) => (await s.server.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pid])).length === 1;
+const alive = async (pid: number) =>
+  (await s.server.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pid])).length === 1;
 const idleLongerThanOneSecond = (pid: number) =>
-  waitFor(`pid ${pid} to be idle in transaction for more than 1s`, async () =>
-    (await s.server.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state_change < now() - interval '1 second'", [pid])).length === 1);
+  waitFor(
+    `pid ${pid} to be idle in transaction for more than 1s`,
+    async () =>
+      (
+        await s.server.query(
+          "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state_change < now() - interval '1 second'",
+          [pid],
+        )
+      ).length === 1,
+  );
 
 async function reapJson(...argv: string[]): Promise<{ exitCode: number; report: ReapReport }> {
   const result = await runCli(["reap", ...argv, "--json"]);
@@ -47,11 +68,19 @@ beforeAll(async () => {
   await s.server.query("CREATE ROLE app LOGIN PASSWORD 'app-pw-0c4f'");
   await s.server.query("CREATE ROLE replicator LOGIN PASSWORD 'replicator-pw-9d1e'");
   await s.server.query(`GRANT ALL ON DATABASE ${APP_DATABASE} TO app, replicator`);
-  await s.applyPolicy("p", s.policySpec({
-    // Off, so that the operators of other test files (they watch every namespace) leave the
-    // sessions to the CLI; `poolpolicy reap` still takes the timeout and the exclusions from here.
-    reaper: { enabled: false, idleInTransactionTimeout: "1s", excludeUsers: ["replicator"], excludeApplicationNames: ["pgbackrest"] },
-  }));
+  await s.applyPolicy(
+    "p",
+    s.policySpec({
+      // Off, so that the operators of other test files (they watch every namespace) leave the
+      // sessions to the CLI; `poolpolicy reap` still takes the timeout and the exclusions from here.
+      reaper: {
+        enabled: false,
+        idleInTransactionTimeout: "1s",
+        excludeUsers: ["replicator"],
+        excludeApplicationNames: ["pgbackrest"],
+      },
+    }),
+  );
 });
 
 afterAll(async () => {
@@ -78,13 +107,22 @@ describe("poolpolicy reap", () => {
       terminated: 0,
     });
     expect(dry.report.sessions.map((x) => x.pid)).toEqual([victim]);
-    expect(dry.report.sessions[0]).toMatchObject({ user: "app", applicationName: "orders", clientAddress: "127.0.0.1", terminated: false });
+    expect(dry.report.sessions[0]).toMatchObject({
+      user: "app",
+      applicationName: "orders",
+      clientAddress: "127.0.0.1",
+      terminated: false,
+    });
     expect(await alive(victim)).toBe(true);
 
     const table = await runCli(["reap", "p", "-n", s.namespace, "--kubeconfig", kubeconfigPath]);
     expect(table.exitCode).toBe(0);
-    expect(table.stdout).toContain(`Dry run on PoolPolicy ${s.namespace}/p (postgres@127.0.0.1:${s.server.port}/appdb): 1 session(s) idle in transaction for more than 1s would be terminated; pass --execute to terminate them.`);
-    expect(table.stdout).toMatch(new RegExp(`\\n  ${victim}\\s+\\d+s\\s+app\\s+orders\\s+127\\.0\\.0\\.1\\s+would terminate\\n`));
+    expect(table.stdout).toContain(
+      `Dry run on PoolPolicy ${s.namespace}/p (postgres@127.0.0.1:${s.server.port}/appdb): 1 session(s) idle in transaction for more than 1s would be terminated; pass --execute to terminate them.`,
+    );
+    expect(table.stdout).toMatch(
+      new RegExp(`\\n  ${victim}\\s+\\d+s\\s+app\\s+orders\\s+127\\.0\\.0\\.1\\s+would terminate\\n`),
+    );
     saveSample("reap-dry-run.txt", table.stdout);
 
     const executed = await runCli(["reap", `${s.namespace}/p`, "--kubeconfig", kubeconfigPath, "--execute"]);
@@ -99,7 +137,9 @@ describe("poolpolicy reap", () => {
 
   it("for a DSN: --older-than and --exclude-app instead of a policy's settings", async () => {
     // Start from an empty app database: the first test's survivors would be candidates here.
-    await s.server.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${APP_DATABASE}' AND pid <> pg_backend_pid()`);
+    await s.server.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${APP_DATABASE}' AND pid <> pg_backend_pid()`,
+    );
     const young = await idleInTransaction("young");
     const byApp = await idleInTransaction("pg_dump");
     const byUser = await idleInTransaction("orders", "replicator", "replicator-pw-9d1e");
@@ -109,9 +149,21 @@ describe("poolpolicy reap", () => {
     const none = await reapJson("--dsn", dsn, "--older-than", "1h", "--execute");
     expect(none.report).toMatchObject({ dryRun: false, olderThan: "1h", sessions: [], terminated: 0 });
 
-    const some = await reapJson("--dsn", dsn, "--older-than", "1s", "--exclude-app", "pg_dump", "--exclude-app", "pgbackrest", "--execute");
+    const some = await reapJson(
+      "--dsn",
+      dsn,
+      "--older-than",
+      "1s",
+      "--exclude-app",
+      "pg_dump",
+      "--exclude-app",
+      "pgbackrest",
+      "--execute",
+    );
     expect(some.exitCode).toBe(0);
-    expect(some.report.subject.dsn).toBe(`postgres://postgres:***@127.0.0.1:${s.server.port}/${APP_DATABASE}?sslmode=disable`);
+    expect(some.report.subject.dsn).toBe(
+      `postgres://postgres:***@127.0.0.1:${s.server.port}/${APP_DATABASE}?sslmode=disable`,
+    );
     expect(some.report.excludeApplicationNames).toEqual(["pg_dump", "pgbackrest"]);
     // Without a policy nobody is excluded by user: the replicator's session goes too.
     expect(some.report.sessions.map((x) => x.pid).sort()).toEqual([young, byUser].sort());
@@ -122,7 +174,13 @@ describe("poolpolicy reap", () => {
   });
 
   it("exits 1 with the reason when PostgreSQL cannot be reached", async () => {
-    const result = await runCli(["reap", "--dsn", `postgres://postgres:not-the-pw-3e1@127.0.0.1:${await freePort()}/db`, "--older-than", "1m"]);
+    const result = await runCli([
+      "reap",
+      "--dsn",
+      `postgres://postgres:not-the-pw-3e1@127.0.0.1:${await freePort()}/db`,
+      "--older-than",
+      "1m",
+    ]);
     expect(result.exitCode).toBe(1);
     expect(result.stderr).toContain("connection refused");
     expect(result.stderr).not.toContain("not-the-pw-3e1");

@@ -47,10 +47,16 @@ beforeAll(async () => {
   side = new SideApiServer(cluster.controlPlane);
   sideKc = await side.start();
   // Custom resources are served once the new apiserver's CRD informer has synced.
-  await waitFor("the side kube-apiserver to serve PoolPolicies", async () => {
-    await sideKc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ ...api, namespace: s.namespace, name: "p" });
-    return true;
-  }, { timeoutMs: 60_000, intervalMs: 250 });
+  await waitFor(
+    "the side kube-apiserver to serve PoolPolicies",
+    async () => {
+      await sideKc
+        .makeApiClient(CustomObjectsApi)
+        .getNamespacedCustomObject({ ...api, namespace: s.namespace, name: "p" });
+      return true;
+    },
+    { timeoutMs: 60_000, intervalMs: 250 },
+  );
 }, 240_000);
 
 afterAll(async () => {
@@ -62,10 +68,12 @@ afterAll(async () => {
 
 /** Changes made through the other kube-apiserver, while the operator's one is away. */
 async function changeMeanwhile(maxSize: number, newDeployment?: string): Promise<void> {
-  await sideKc.makeApiClient(CustomObjectsApi).patchNamespacedCustomObject(
-    { ...api, namespace: s.namespace, name: "p", body: { spec: { pool: { maxSize } } } },
-    setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-  );
+  await sideKc
+    .makeApiClient(CustomObjectsApi)
+    .patchNamespacedCustomObject(
+      { ...api, namespace: s.namespace, name: "p", body: { spec: { pool: { maxSize } } } },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
   if (newDeployment) {
     await sideKc.makeApiClient(AppsV1Api).createNamespacedDeployment({
       namespace: s.namespace,
@@ -77,58 +85,87 @@ async function changeMeanwhile(maxSize: number, newDeployment?: string): Promise
 const envIs = async (deployment: string, max: number) =>
   (await s.envOf(deployment).catch(() => ({}) as Record<string, string>)).DB_POSTGRES_MAX_CONN === String(max);
 
-const alive = () => fetch(`http://127.0.0.1:${operator.httpPort}/healthz`).then((r) => r.ok, () => false);
+const alive = () =>
+  fetch(`http://127.0.0.1:${operator.httpPort}/healthz`).then(
+    (r) => r.ok,
+    () => false,
+  );
 
 describe("the operator's kube-apiserver dies or hangs", () => {
-  suite.scenario("3a", async (m) => {
-    const before = await operatorCounters(operator);
-    await cluster!.controlPlane.stopApiServer("SIGKILL");
-    let whileDown: typeof before;
-    try {
-      await changeMeanwhile(10, "late");
-      await sleep(DOWN_S * 1000); // down for a while: the informers and the reconciles retry
-      expect(await alive(), "the operator answers /healthz while its kube-apiserver is down").toBe(true);
-      whileDown = await operatorCounters(operator);
-    } finally {
-      await cluster!.controlPlane.startApiServer();
-    }
-    const appliedMs = await timeUntil("the changes made meanwhile to be applied", async () => (await envIs("api", 10)) && (await envIs("late", 10)), 120_000, 250);
-    const after = await operatorCounters(operator);
-    m.note("down", `${DOWN_S} s`);
-    m.note("applied after restart", `${(appliedMs / 1000).toFixed(1)} s`);
-    m.note("while down", `${whileDown.reconcileErrors - before.reconcileErrors} failed reconciles, ${whileDown.watchRestarts - before.watchRestarts} watch restarts`);
-    expect(after.processStart, "same operator process").toBe(before.processStart);
-    expect(operator.starts).toBe(1);
-    expect(after.watchRestarts).toBeGreaterThan(before.watchRestarts);
-    // Bounded: per-key backoff from 5 ms doubling, not a retry per millisecond.
-    expect(whileDown.reconcileErrors - before.reconcileErrors).toBeLessThanOrEqual(60);
-    await s.waitForCondition("p", "PoolEnvInjected", { status: "True" }, 60_000);
-    const status = await s.status("p");
-    expect(status.targets?.map((t) => t.name).sort()).toEqual(["api", "late"]);
-    await s.waitForCondition("p", "Ready", { status: "True" }, 60_000);
-  }, 240_000);
+  suite.scenario(
+    "3a",
+    async (m) => {
+      const before = await operatorCounters(operator);
+      await cluster!.controlPlane.stopApiServer("SIGKILL");
+      let whileDown: typeof before;
+      try {
+        await changeMeanwhile(10, "late");
+        await sleep(DOWN_S * 1000); // down for a while: the informers and the reconciles retry
+        expect(await alive(), "the operator answers /healthz while its kube-apiserver is down").toBe(true);
+        whileDown = await operatorCounters(operator);
+      } finally {
+        await cluster!.controlPlane.startApiServer();
+      }
+      const appliedMs = await timeUntil(
+        "the changes made meanwhile to be applied",
+        async () => (await envIs("api", 10)) && (await envIs("late", 10)),
+        120_000,
+        250,
+      );
+      const after = await operatorCounters(operator);
+      m.note("down", `${DOWN_S} s`);
+      m.note("applied after restart", `${(appliedMs / 1000).toFixed(1)} s`);
+      m.note(
+        "while down",
+        `${whileDown.reconcileErrors - before.reconcileErrors} failed reconciles, ${whileDown.watchRestarts - before.watchRestarts} watch restarts`,
+      );
+      expect(after.processStart, "same operator process").toBe(before.processStart);
+      expect(operator.starts).toBe(1);
+      expect(after.watchRestarts).toBeGreaterThan(before.watchRestarts);
+      // Bounded: per-key backoff from 5 ms doubling, not a retry per millisecond.
+      expect(whileDown.reconcileErrors - before.reconcileErrors).toBeLessThanOrEqual(60);
+      await s.waitForCondition("p", "PoolEnvInjected", { status: "True" }, 60_000);
+      const status = await s.status("p");
+      expect(status.targets?.map((t) => t.name).sort()).toEqual(["api", "late"]);
+      await s.waitForCondition("p", "Ready", { status: "True" }, 60_000);
+    },
+    240_000,
+  );
 
-  suite.scenario("3b", async (m) => {
-    const before = await operatorCounters(operator);
-    const relistsBefore = metricValue(await operator.metrics(), "informer_relists_total", { resource: "poolpolicies" });
-    cluster!.controlPlane.freezeApiServer(true);
-    try {
-      await changeMeanwhile(12);
-      await sleep((WATCHDOG_S + 5) * 1000);
-      expect(await alive(), "the operator answers /healthz while its kube-apiserver hangs").toBe(true);
-    } finally {
-      cluster!.controlPlane.freezeApiServer(false);
-    }
-    const appliedMs = await timeUntil("the change made meanwhile to be applied", async () => (await envIs("api", 12)) && (await envIs("late", 12)), 120_000, 250);
-    const text = await operator.metrics();
-    const relists = metricValue(text, "informer_relists_total", { resource: "poolpolicies" }) - relistsBefore;
-    const after = await operatorCounters(operator);
-    m.note("frozen", `${WATCHDOG_S + 5} s`);
-    m.note("applied after thaw", `${(appliedMs / 1000).toFixed(1)} s`);
-    m.note("watchdog relists (poolpolicies)", relists);
-    expect(after.processStart, "same operator process").toBe(before.processStart);
-    expect(relists, "the watchdog abandoned the silent watch and relisted").toBeGreaterThanOrEqual(1);
-    await s.waitForCondition("p", "Ready", { status: "True" }, 60_000);
-    expect((await s.readPolicy("p"))?.status?.observedGeneration).toBe((await s.readPolicy("p"))?.metadata.generation);
-  }, 240_000);
+  suite.scenario(
+    "3b",
+    async (m) => {
+      const before = await operatorCounters(operator);
+      const relistsBefore = metricValue(await operator.metrics(), "informer_relists_total", {
+        resource: "poolpolicies",
+      });
+      cluster!.controlPlane.freezeApiServer(true);
+      try {
+        await changeMeanwhile(12);
+        await sleep((WATCHDOG_S + 5) * 1000);
+        expect(await alive(), "the operator answers /healthz while its kube-apiserver hangs").toBe(true);
+      } finally {
+        cluster!.controlPlane.freezeApiServer(false);
+      }
+      const appliedMs = await timeUntil(
+        "the change made meanwhile to be applied",
+        async () => (await envIs("api", 12)) && (await envIs("late", 12)),
+        120_000,
+        250,
+      );
+      const text = await operator.metrics();
+      const relists = metricValue(text, "informer_relists_total", { resource: "poolpolicies" }) - relistsBefore;
+      const after = await operatorCounters(operator);
+      m.note("frozen", `${WATCHDOG_S + 5} s`);
+      m.note("applied after thaw", `${(appliedMs / 1000).toFixed(1)} s`);
+      m.note("watchdog relists (poolpolicies)", relists);
+      expect(after.processStart, "same operator process").toBe(before.processStart);
+      expect(relists, "the watchdog abandoned the silent watch and relisted").toBeGreaterThanOrEqual(1);
+      await s.waitForCondition("p", "Ready", { status: "True" }, 60_000);
+      expect((await s.readPolicy("p"))?.status?.observedGeneration).toBe(
+        (await s.readPolicy("p"))?.metadata.generation,
+      );
+    },
+    240_000,
+  );
 });

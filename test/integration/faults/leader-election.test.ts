@@ -15,7 +15,14 @@
 import { afterAll, beforeAll, describe, expect } from "vitest";
 import { CoordinationV1Api, EventsV1Api } from "@kubernetes/client-node";
 import pg from "pg";
-import { CHART_LEASE_NAME, FaultCluster, RELEASE_NAMESPACE, metricValue, sleep, timeUntil } from "../../harness/faults.js";
+import {
+  CHART_LEASE_NAME,
+  FaultCluster,
+  RELEASE_NAMESPACE,
+  metricValue,
+  sleep,
+  timeUntil,
+} from "../../harness/faults.js";
 import { waitFor } from "../../harness/processes.js";
 import type { OperatorProcess } from "../../harness/operator.js";
 import { APP_DATABASE, Scenario } from "../operator/scenario.js";
@@ -62,7 +69,9 @@ afterAll(async () => {
 });
 
 async function lease() {
-  return cluster!.kc.makeApiClient(CoordinationV1Api).readNamespacedLease({ name: CHART_LEASE_NAME, namespace: RELEASE_NAMESPACE });
+  return cluster!.kc
+    .makeApiClient(CoordinationV1Api)
+    .readNamespacedLease({ name: CHART_LEASE_NAME, namespace: RELEASE_NAMESPACE });
 }
 
 const holder = async () => (await lease().catch(() => undefined))?.spec?.holderIdentity ?? "";
@@ -76,12 +85,14 @@ interface WrittenEvent {
 async function eventsByInstance(): Promise<WrittenEvent[]> {
   const list = await cluster!.kc.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: s.namespace });
   // The operator's Events only: the scheduler and the controller-manager write some too.
-  return list.items.filter((e) => e.reportingController === "pooling.dbops.io/poolpolicy-operator").map((e) => ({
-    by: e.reportingInstance ?? "",
-    reason: e.reason ?? "",
-    // The latest occurrence: a repeated Event is one object with a series.
-    at: new Date(String(e.series?.lastObservedTime ?? e.eventTime ?? e.metadata?.creationTimestamp)).getTime(),
-  }));
+  return list.items
+    .filter((e) => e.reportingController === "pooling.dbops.io/poolpolicy-operator")
+    .map((e) => ({
+      by: e.reportingInstance ?? "",
+      reason: e.reason ?? "",
+      // The latest occurrence: a repeated Event is one object with a series.
+      at: new Date(String(e.series?.lastObservedTime ?? e.eventTime ?? e.metadata?.creationTimestamp)).getTime(),
+    }));
 }
 
 async function counters(op: OperatorProcess) {
@@ -94,7 +105,11 @@ async function counters(op: OperatorProcess) {
   };
 }
 
-const countBy = (events: WrittenEvent[]) => events.reduce<Record<string, number>>((acc, e) => ({ ...acc, [e.by]: (acc[e.by] ?? 0) + 1 }), {});
+const countBy = (events: WrittenEvent[]) =>
+  events.reduce<Record<string, number>>((acc, e) => {
+    acc[e.by] = (acc[e.by] ?? 0) + 1;
+    return acc;
+  }, {});
 
 describe("leader election between two operator processes", () => {
   suite.scenario("2a", async (m) => {
@@ -109,7 +124,10 @@ describe("leader election between two operator processes", () => {
     expect(leader.leading).toBe(1);
     expect(leader.reconciles).toBeGreaterThan(0);
     expect(leader.statusWrites).toBeGreaterThan(0);
-    expect(events.some((e) => e.reason === "SessionsReaped"), "the leader reaps and says so").toBe(true);
+    expect(
+      events.some((e) => e.reason === "SessionsReaped"),
+      "the leader reaps and says so",
+    ).toBe(true);
     expect(standby.leading).toBe(0);
     expect(standby.reconciles, "the standby reconciled").toBe(0);
     expect(standby.statusWrites, "the standby wrote status").toBe(0);
@@ -125,8 +143,19 @@ describe("leader election between two operator processes", () => {
     const transitionsBefore = (await lease()).spec?.leaseTransitions ?? 0;
     const killedAt = Date.now();
     await a.kill();
-    const takeoverMs = await timeUntil("leader-b to take the Lease", async () => (await holder()) === "leader-b", 40_000, 100);
-    const firstActionMs = await timeUntil("leader-b to act (an Event of its own)", async () => (await eventsByInstance()).some((e) => e.by === "leader-b"), 60_000, 200) + takeoverMs;
+    const takeoverMs = await timeUntil(
+      "leader-b to take the Lease",
+      async () => (await holder()) === "leader-b",
+      40_000,
+      100,
+    );
+    const firstActionMs =
+      (await timeUntil(
+        "leader-b to act (an Event of its own)",
+        async () => (await eventsByInstance()).some((e) => e.by === "leader-b"),
+        60_000,
+        200,
+      )) + takeoverMs;
     const bound = LEASE_DURATION_S + 2 * MAX_RETRY_S + 2;
     m.note("takeover after SIGKILL", `${(takeoverMs / 1000).toFixed(1)} s (bound ${bound} s)`);
     m.note("first action of the new leader", `${(firstActionMs / 1000).toFixed(1)} s after the kill`);
@@ -136,9 +165,16 @@ describe("leader election between two operator processes", () => {
     expect((await lease()).spec?.leaseTransitions).toBe(transitionsBefore + 1);
     // A change made now is applied by the new leader.
     await s.patchPolicy("p", { spec: { pool: { maxSize: 30 } } });
-    await waitFor("the new leader to apply the change", async () => (await s.envOf("api")).DB_POSTGRES_MAX_CONN === "30", { timeoutMs: 60_000 });
+    await waitFor(
+      "the new leader to apply the change",
+      async () => (await s.envOf("api")).DB_POSTGRES_MAX_CONN === "30",
+      { timeoutMs: 60_000 },
+    );
     const events = await eventsByInstance();
-    expect(events.filter((e) => e.by === "leader-a" && e.at > killedAt + 1_000), "Events by the dead leader after its death").toEqual([]);
+    expect(
+      events.filter((e) => e.by === "leader-a" && e.at > killedAt + 1_000),
+      "Events by the dead leader after its death",
+    ).toEqual([]);
     expect((await counters(b)).statusWrites).toBeGreaterThan(0);
     m.note("Events by instance", JSON.stringify(countBy(events)));
   });
@@ -153,16 +189,35 @@ describe("leader election between two operator processes", () => {
     const exitedAt = Date.now();
     // Measured from the moment the old leader had exited. Far under the 15 s lease: it released
     // the Lease on its way out, nobody had to wait it out.
-    const handoverMs = await timeUntil("leader-a2 to take the released Lease", async () => (await holder()) === "leader-a2", 30_000, 100);
+    const handoverMs = await timeUntil(
+      "leader-a2 to take the released Lease",
+      async () => (await holder()) === "leader-a2",
+      30_000,
+      100,
+    );
     const sinceStop = Date.now() - stoppedAt;
     const bound = MAX_RETRY_S + 3;
-    m.note("hand-over after SIGTERM", `${(handoverMs / 1000).toFixed(1)} s after the old leader exited (${(sinceStop / 1000).toFixed(1)} s after SIGTERM; bound ${bound} s)`);
+    m.note(
+      "hand-over after SIGTERM",
+      `${(handoverMs / 1000).toFixed(1)} s after the old leader exited (${(sinceStop / 1000).toFixed(1)} s after SIGTERM; bound ${bound} s)`,
+    );
     expect(handoverMs / 1000).toBeLessThanOrEqual(bound);
     await s.patchPolicy("p", { spec: { pool: { maxSize: 35 } } });
-    await waitFor("the new leader to apply the change", async () => (await s.envOf("api")).DB_POSTGRES_MAX_CONN === "35", { timeoutMs: 60_000 });
-    await waitFor("an Event of the new leader", async () => (await eventsByInstance()).some((e) => e.by === "leader-a2"), { timeoutMs: 30_000 });
+    await waitFor(
+      "the new leader to apply the change",
+      async () => (await s.envOf("api")).DB_POSTGRES_MAX_CONN === "35",
+      { timeoutMs: 60_000 },
+    );
+    await waitFor(
+      "an Event of the new leader",
+      async () => (await eventsByInstance()).some((e) => e.by === "leader-a2"),
+      { timeoutMs: 30_000 },
+    );
     const events = await eventsByInstance();
-    expect(events.filter((e) => e.by !== "leader-a2" && e.at > exitedAt), "Events by anyone but the new leader after the hand-over").toEqual([]);
+    expect(
+      events.filter((e) => e.by !== "leader-a2" && e.at > exitedAt),
+      "Events by anyone but the new leader after the hand-over",
+    ).toEqual([]);
     m.note("Events by instance", JSON.stringify(countBy(events)));
   });
 });
@@ -183,7 +238,11 @@ class VictimSource {
     this.loop = (async () => {
       for (let i = 0; this.running; i++) {
         try {
-          const c = new pg.Client({ ...this.scenario.server.connection, database: APP_DATABASE, application_name: `victim-${i}` });
+          const c = new pg.Client({
+            ...this.scenario.server.connection,
+            database: APP_DATABASE,
+            application_name: `victim-${i}`,
+          });
           c.on("error", () => undefined);
           await c.connect();
           await c.query("BEGIN");

@@ -27,7 +27,17 @@
  */
 import { afterAll, beforeAll, describe, expect } from "vitest";
 import { AppsV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from "@kubernetes/client-node";
-import { FaultCluster, PostmasterStarts, apiserverRequests, denyWrites, loadSaKubeConfig, postgresLog, queryServer, sleep, type RequestFilter } from "../../harness/faults.js";
+import {
+  FaultCluster,
+  PostmasterStarts,
+  apiserverRequests,
+  denyWrites,
+  loadSaKubeConfig,
+  postgresLog,
+  queryServer,
+  sleep,
+  type RequestFilter,
+} from "../../harness/faults.js";
 import { waitFor } from "../../harness/processes.js";
 import type { OperatorProcess } from "../../harness/operator.js";
 import type { PostgresPodBridge } from "../../harness/postgres-bridge.js";
@@ -56,7 +66,10 @@ beforeAll(async () => {
   operator = cluster.operator({ name: "crash-op" });
   await operator.start();
   // Converged at the server's current value first: every later change is one restart.
-  await s.applyPolicy("p", s.policySpec({ postgres: { maxConnections: 100, restart: { workload: { name: "postgres" } } } }));
+  await s.applyPolicy(
+    "p",
+    s.policySpec({ postgres: { maxConnections: 100, restart: { workload: { name: "postgres" } } } }),
+  );
   await s.waitForCondition("p", "Ready", { status: "True" }, 120_000);
 });
 
@@ -77,7 +90,12 @@ interface Baseline {
 /** The operator's pod-template patch of the StatefulSet, refused. */
 const REFUSED_RESTART_REQUEST: RequestFilter = { code: "403", resource: "statefulsets", verb: "PATCH" };
 /** The operator's status write, refused. */
-const REFUSED_STATUS_WRITE: RequestFilter = { code: "403", resource: "poolpolicies", subresource: "status", verb: "PATCH" };
+const REFUSED_STATUS_WRITE: RequestFilter = {
+  code: "403",
+  resource: "poolpolicies",
+  subresource: "status",
+  verb: "PATCH",
+};
 
 /**
  * Where we are before a change: every counter of restarts, so a change can be held to +1.
@@ -85,7 +103,10 @@ const REFUSED_STATUS_WRITE: RequestFilter = { code: "403", resource: "poolpolici
  * starts from a running operator and bridge, so one failure does not fail the next ones too.
  */
 async function baseline(): Promise<Baseline> {
-  const alive = await fetch(`http://127.0.0.1:${operator.httpPort}/healthz`).then((r) => r.ok, () => false);
+  const alive = await fetch(`http://127.0.0.1:${operator.httpPort}/healthz`).then(
+    (r) => r.ok,
+    () => false,
+  );
   if (!alive) await operator.start();
   bridge.start();
   await s.waitForCondition("p", "Ready", { status: "True" }, 120_000);
@@ -111,12 +132,22 @@ async function restartRecord(): Promise<string | undefined> {
 }
 
 const autoConfValue = async () =>
-  (await queryServer<{ setting: string }>(s.server, "SELECT setting FROM pg_file_settings WHERE name = 'max_connections' AND sourcefile LIKE '%auto.conf' ORDER BY seqno DESC LIMIT 1"))[0]?.setting;
+  (
+    await queryServer<{ setting: string }>(
+      s.server,
+      "SELECT setting FROM pg_file_settings WHERE name = 'max_connections' AND sourcefile LIKE '%auto.conf' ORDER BY seqno DESC LIMIT 1",
+    )
+  )[0]?.setting;
 
 /** The operator's pod-template change of the postgres StatefulSet, made as the operator, dry run: refused while a rule holds. */
 function probeRestartRequest(): Promise<unknown> {
   return saKc.makeApiClient(AppsV1Api).patchNamespacedStatefulSet(
-    { name: "postgres", namespace: s.namespace, dryRun: "All", body: { spec: { template: { metadata: { annotations: { "probe.test/x": String(Date.now()) } } } } } },
+    {
+      name: "postgres",
+      namespace: s.namespace,
+      dryRun: "All",
+      body: { spec: { template: { metadata: { annotations: { "probe.test/x": String(Date.now()) } } } } },
+    },
     setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
   );
 }
@@ -125,33 +156,63 @@ function probeRestartRequest(): Promise<unknown> {
 async function probeStatusWrite(): Promise<unknown> {
   const current = await s.readPolicy("p");
   return saKc.makeApiClient(CustomObjectsApi).patchNamespacedCustomObjectStatus(
-    { ...api, namespace: s.namespace, name: "p", body: [{ op: "add", path: "/status", value: current!.status ?? {} }], dryRun: "All" },
+    {
+      ...api,
+      namespace: s.namespace,
+      name: "p",
+      body: [{ op: "add", path: "/status", value: current!.status ?? {} }],
+      dryRun: "All",
+    },
     setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
   );
 }
 
 const refuseRestartRequests = () =>
-  denyWrites(cluster!.kc, {
-    name: `deny-restart-${s.namespace}`, namespace: s.namespace, apiGroup: "apps", resource: "statefulsets",
-    allowIf: "object.spec.template == oldObject.spec.template",
-    message: "fault injection: the operator may not change the postgres pod template now", user: cluster!.saUser,
-  }, probeRestartRequest);
+  denyWrites(
+    cluster!.kc,
+    {
+      name: `deny-restart-${s.namespace}`,
+      namespace: s.namespace,
+      apiGroup: "apps",
+      resource: "statefulsets",
+      allowIf: "object.spec.template == oldObject.spec.template",
+      message: "fault injection: the operator may not change the postgres pod template now",
+      user: cluster!.saUser,
+    },
+    probeRestartRequest,
+  );
 
 const refuseStatusWrites = () =>
-  denyWrites(cluster!.kc, {
-    name: `deny-status-${s.namespace}`, namespace: s.namespace, apiGroup: "pooling.dbops.io", resource: "poolpolicies/status",
-    allowIf: "false", message: "fault injection: the operator may not write status now", user: cluster!.saUser,
-  }, probeStatusWrite);
+  denyWrites(
+    cluster!.kc,
+    {
+      name: `deny-status-${s.namespace}`,
+      namespace: s.namespace,
+      apiGroup: "pooling.dbops.io",
+      resource: "poolpolicies/status",
+      allowIf: "false",
+      message: "fault injection: the operator may not write status now",
+      user: cluster!.saUser,
+    },
+    probeStatusWrite,
+  );
 
 /** Returns a function that waits until the kube-apiserver refused one more such write of the operator's. */
 async function refusalWatch(filter: RequestFilter): Promise<(what: string) => Promise<void>> {
   const since = await apiserverRequests(cluster!, filter);
-  return (what) => waitFor(`the operator to hit the refusal (${what})`, async () => (await apiserverRequests(cluster!, filter)) > since, { timeoutMs: 60_000, intervalMs: 100 });
+  return (what) =>
+    waitFor(
+      `the operator to hit the refusal (${what})`,
+      async () => (await apiserverRequests(cluster!, filter)) > since,
+      { timeoutMs: 60_000, intervalMs: 100 },
+    );
 }
 
 /** ALTER SYSTEM statements for this value in PostgreSQL's own log. */
 const alterSystemRuns = (value: number) =>
-  postgresLog(s.server).split("\n").filter((l) => new RegExp(`statement: ALTER SYSTEM SET max_connections = ${value}\\b`).test(l)).length;
+  postgresLog(s.server)
+    .split("\n")
+    .filter((l) => new RegExp(`statement: ALTER SYSTEM SET max_connections = ${value}\\b`).test(l)).length;
 
 /** Kills the operator with SIGKILL and checks that nothing restarted PostgreSQL behind our back. */
 async function killOperator(before: Baseline): Promise<void> {
@@ -163,7 +224,11 @@ async function killOperator(before: Baseline): Promise<void> {
  * The promise of item 1, after the operator was started again: converged to `value`, with
  * exactly one more restart counted every way, the env right, the status right.
  */
-async function expectConverged(value: number, before: Baseline, m: { note(k: string, v: string | number): void }): Promise<void> {
+async function expectConverged(
+  value: number,
+  before: Baseline,
+  m: { note(k: string, v: string | number): void },
+): Promise<void> {
   const p = await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" }, 120_000);
   await s.waitForCondition("p", "Ready", { status: "True" }, 60_000);
   // Let the poller see the final start time, and give a wrong second restart time to happen.
@@ -177,7 +242,10 @@ async function expectConverged(value: number, before: Baseline, m: { note(k: str
     // ALTER SYSTEM runs, across the crash, in PostgreSQL's own statement log.
     alters: alterSystemRuns(value),
   };
-  m.note(`max_connections ${value}: restarts`, `${counted.bridge} (bridge) / ${counted.startTimes} (start times) / ${counted.logStarts} (log), ALTER SYSTEM ×${counted.alters}, pod-template changes ×${counted.templateChanges}`);
+  m.note(
+    `max_connections ${value}: restarts`,
+    `${counted.bridge} (bridge) / ${counted.startTimes} (start times) / ${counted.logStarts} (log), ALTER SYSTEM ×${counted.alters}, pod-template changes ×${counted.templateChanges}`,
+  );
   expect(await s.server.setting("max_connections")).toBe(String(value));
   expect(counted.bridge, "bridge: PostgreSQL starts for the new pod").toBe(1);
   expect(counted.startTimes, "distinct pg_postmaster_start_time() values").toBe(1);
@@ -190,7 +258,9 @@ async function expectConverged(value: number, before: Baseline, m: { note(k: str
   expect(latest.status?.observedGeneration).toBe(latest.metadata.generation);
   expect(latest.status?.postgres?.maxConnections).toBe(value);
   expect(latest.status?.postgres?.pendingRestart).toBe(false);
-  expect(p.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain("verified after the restart");
+  expect(p.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain(
+    "verified after the restart",
+  );
   // Env right: exactly the operator's two entries next to the app's own.
   expect(await s.envOf("api")).toEqual({ LOG_LEVEL: "info", DB_POSTGRES_MIN_CONN: "5", DB_POSTGRES_MAX_CONN: "25" });
 }
@@ -202,14 +272,20 @@ describe("SIGKILL at each step boundary of a max_connections change", () => {
     try {
       const refused = await refusalWatch(REFUSED_RESTART_REQUEST);
       await setMaxConnections(110);
-      await waitFor("ALTER SYSTEM to have run", async () => (await autoConfValue()) === "110", { timeoutMs: 60_000, intervalMs: 50 });
+      await waitFor("ALTER SYSTEM to have run", async () => (await autoConfValue()) === "110", {
+        timeoutMs: 60_000,
+        intervalMs: 50,
+      });
       await refused("restart request refused");
       await killOperator(before);
     } finally {
       await lift();
     }
     // At the kill: the new value waits in auto.conf, no restart was requested.
-    expect((await queryServer(s.server, "SELECT pending_restart FROM pg_settings WHERE name = 'max_connections'"))[0]!.pending_restart).toBe(true);
+    expect(
+      (await queryServer(s.server, "SELECT pending_restart FROM pg_settings WHERE name = 'max_connections'"))[0]!
+        .pending_restart,
+    ).toBe(true);
     expect((await restartRecord()) ?? "(none)").not.toMatch(/^110@/);
     await operator.start();
     await expectConverged(110, before, m);
@@ -223,7 +299,11 @@ describe("SIGKILL at each step boundary of a max_connections change", () => {
     try {
       const refused = await refusalWatch(REFUSED_STATUS_WRITE);
       await setMaxConnections(120);
-      await waitFor("the restart request (pod-template record)", async () => /^120@/.test((await restartRecord()) ?? ""), { timeoutMs: 60_000, intervalMs: 50 });
+      await waitFor(
+        "the restart request (pod-template record)",
+        async () => /^120@/.test((await restartRecord()) ?? ""),
+        { timeoutMs: 60_000, intervalMs: 50 },
+      );
       await refused("status write refused");
       await killOperator(before);
     } finally {
@@ -244,10 +324,16 @@ describe("SIGKILL at each step boundary of a max_connections change", () => {
     await s.waitForCondition("p", "MaxConnectionsApplied", { reason: "RestartInProgress" }, 60_000);
     expect(await restartRecord()).toMatch(/^130@/);
     // The rollout replaces the pod; the kubelet would stop the old container: PostgreSQL goes down.
-    await waitFor("the old postgres pod to be replaced", async () => {
-      const pod = await s.core.readNamespacedPod({ name: "postgres-0", namespace: s.namespace }).catch(() => undefined);
-      return pod !== undefined && pod.metadata?.uid !== oldPod.metadata?.uid;
-    }, { timeoutMs: 60_000 });
+    await waitFor(
+      "the old postgres pod to be replaced",
+      async () => {
+        const pod = await s.core
+          .readNamespacedPod({ name: "postgres-0", namespace: s.namespace })
+          .catch(() => undefined);
+        return pod !== undefined && pod.metadata?.uid !== oldPod.metadata?.uid;
+      },
+      { timeoutMs: 60_000 },
+    );
     await s.server.stop("fast");
     await killOperator(before);
     // The operator comes back to a server that is down, mid-rollout, and must just wait.
@@ -267,7 +353,16 @@ describe("SIGKILL at each step boundary of a max_connections change", () => {
     const lift = await refuseStatusWrites();
     try {
       bridge.start(); // the restart happens now…
-      await waitFor("PostgreSQL to run with 140", async () => ((await queryServer<{ v: string }>(s.server, "SELECT current_setting($1) AS v", ["max_connections"]).catch(() => []))[0]?.v) === "140", { timeoutMs: 120_000 });
+      await waitFor(
+        "PostgreSQL to run with 140",
+        async () =>
+          (
+            await queryServer<{ v: string }>(s.server, "SELECT current_setting($1) AS v", ["max_connections"]).catch(
+              () => [],
+            )
+          )[0]?.v === "140",
+        { timeoutMs: 120_000 },
+      );
       // …and the operator verifies it, but its status write is refused (counted from now on:
       // a refusal before the restart would be another boundary).
       const refused = await refusalWatch(REFUSED_STATUS_WRITE);
@@ -276,7 +371,9 @@ describe("SIGKILL at each step boundary of a max_connections change", () => {
     } finally {
       await lift();
     }
-    expect((await s.status("p")).conditions?.find((c) => c.type === "MaxConnectionsApplied")?.reason).toBe("RestartInProgress");
+    expect((await s.status("p")).conditions?.find((c) => c.type === "MaxConnectionsApplied")?.reason).toBe(
+      "RestartInProgress",
+    );
     await operator.start();
     await expectConverged(140, before, m);
   });
@@ -294,6 +391,8 @@ describe("SIGKILL at each step boundary of a max_connections change", () => {
       if (altered !== 1) missing.push(`${value}: ${altered} MaxConnectionsAltered`);
       if (requested !== 1) missing.push(`${value}: ${requested} RestartRequested`);
     }
-    expect(missing.join("; ") || "none", "each ALTER SYSTEM and each restart request has exactly one Event").toBe("none");
+    expect(missing.join("; ") || "none", "each ALTER SYSTEM and each restart request has exactly one Event").toBe(
+      "none",
+    );
   });
 });

@@ -57,7 +57,10 @@ const suite = faultSuite("test/integration/faults/reaper-race.test.ts", () => cl
 beforeAll(async () => {
   cluster = await FaultCluster.start();
   // Epoch timestamps and pids in the server log: the referee for wrong kills.
-  s = await Scenario.create(cluster.kc, { prefix: "race", conf: { log_line_prefix: "'%n [%p] '", max_connections: 100 } });
+  s = await Scenario.create(cluster.kc, {
+    prefix: "race",
+    conf: { log_line_prefix: "'%n [%p] '", max_connections: 100 },
+  });
   suite.secrets.add(s.server.password);
   suite.secrets.add(APP_PASSWORD);
   await s.server.query(`CREATE ROLE app LOGIN PASSWORD '${APP_PASSWORD}'`);
@@ -65,7 +68,10 @@ beforeAll(async () => {
   await s.deployment("api", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 1 });
   operator = cluster.operator({ name: "race-op" });
   await operator.start();
-  await s.applyPolicy("p", s.policySpec({ reaper: { interval: `${INTERVAL_S}s`, idleInTransactionTimeout: `${TIMEOUT_S}s` } }));
+  await s.applyPolicy(
+    "p",
+    s.policySpec({ reaper: { interval: `${INTERVAL_S}s`, idleInTransactionTimeout: `${TIMEOUT_S}s` } }),
+  );
   await s.waitForCondition("p", "Ready", { status: "True" }, 120_000);
 });
 
@@ -85,8 +91,19 @@ class Session {
   killed = false;
   private readonly client: pg.Client;
 
-  constructor(readonly kind: Kind, name: string, private readonly onKill: (k: Kill) => void) {
-    this.client = new pg.Client({ host: "127.0.0.1", port: s.server.port, user: "app", password: APP_PASSWORD, database: APP_DATABASE, application_name: name });
+  constructor(
+    readonly kind: Kind,
+    name: string,
+    private readonly onKill: (k: Kill) => void,
+  ) {
+    this.client = new pg.Client({
+      host: "127.0.0.1",
+      port: s.server.port,
+      user: "app",
+      password: APP_PASSWORD,
+      database: APP_DATABASE,
+      application_name: name,
+    });
     // Terminated while idle: the FATAL arrives as an 'error' event.
     this.client.on("error", (err: Error) => this.noteError(err));
   }
@@ -127,104 +144,132 @@ class Session {
 }
 
 describe("the reaper under load", () => {
-  suite.scenario("7", async (m) => {
-    const kills: Kill[] = [];
-    const onKill = (k: Kill) => void kills.push(k);
-    const stats = { transactions: 0, idleGaps: 0, sleeperCycles: 0, missed: 0, sessions: 0 };
-    let running = true;
-    const deadline = Date.now() + DURATION_S * 1000;
+  suite.scenario(
+    "7",
+    async (m) => {
+      const kills: Kill[] = [];
+      const onKill = (k: Kill) => void kills.push(k);
+      const stats = { transactions: 0, idleGaps: 0, sleeperCycles: 0, missed: 0, sessions: 0 };
+      let running = true;
+      const deadline = Date.now() + DURATION_S * 1000;
 
-    /** Runs `body` on fresh sessions until the time is up; a terminated session is replaced. */
-    const worker = (kind: Kind, i: number, body: (x: Session) => Promise<void>) => (async () => {
-      while (running && Date.now() < deadline) {
-        const x = new Session(kind, `${kind}-${i}`, onKill);
-        try {
-          await x.connect();
-          stats.sessions += 1;
-          while (running && Date.now() < deadline && !x.killed) await body(x);
-        } catch {
-          // a connect that failed: try again
-        } finally {
-          await x.close();
+      /** Runs `body` on fresh sessions until the time is up; a terminated session is replaced. */
+      const worker = (kind: Kind, i: number, body: (x: Session) => Promise<void>) =>
+        (async () => {
+          while (running && Date.now() < deadline) {
+            const x = new Session(kind, `${kind}-${i}`, onKill);
+            try {
+              await x.connect();
+              stats.sessions += 1;
+              while (running && Date.now() < deadline && !x.killed) await body(x);
+            } catch {
+              // a connect that failed: try again
+            } finally {
+              await x.close();
+            }
+          }
+        })();
+
+      const flipper = async (x: Session) => {
+        if (!(await x.run(`BEGIN; SELECT ${SERVER_NOW}`, true))) return;
+        const steps = 6 + Math.floor(rand(0, 10));
+        for (let k = 0; k < steps; k++) {
+          await sleep(rand(0, (TIMEOUT_S * 1000) / 4)); // idle in transaction, well under the timeout
+          stats.idleGaps += 1;
+          const sql =
+            Math.random() < 0.3
+              ? `SELECT pg_sleep(${rand(0.05, 0.3).toFixed(2)}), ${SERVER_NOW}`
+              : `SELECT ${SERVER_NOW}`;
+          if (!(await x.run(sql, true))) return;
         }
+        if (!(await x.run(`COMMIT; SELECT ${SERVER_NOW}`, false))) return;
+        stats.transactions += 1;
+        await sleep(rand(0, 200));
+      };
+      const longActive = async (x: Session) => {
+        if (!(await x.run(`BEGIN; SELECT ${SERVER_NOW}`, true))) return;
+        if (!(await x.run(`SELECT pg_sleep(${TIMEOUT_S * 2}), ${SERVER_NOW}`, true))) return;
+        await sleep(100);
+        await x.run(`COMMIT; SELECT ${SERVER_NOW}`, false);
+      };
+      const plainIdle = async (x: Session) => {
+        await x.run(`SELECT ${SERVER_NOW}`, false);
+        await sleep(5_000);
+      };
+      const sleeper = async (x: Session) => {
+        if (!(await x.run(`BEGIN; SELECT ${SERVER_NOW}`, true))) return;
+        stats.sleeperCycles += 1;
+        const until = Date.now() + MUST_KILL_WITHIN_S * 1000;
+        while (!x.killed && Date.now() < until && running) await sleep(100);
+        if (!x.killed && running) {
+          stats.missed += 1;
+          await x.run("ROLLBACK", false);
+        }
+      };
+
+      const workers = [
+        ...Array.from({ length: FLIPPERS }, (_, i) => worker("flipper", i, flipper)),
+        ...Array.from({ length: LONG_ACTIVE }, (_, i) => worker("long-active", i, longActive)),
+        ...Array.from({ length: PLAIN_IDLE }, (_, i) => worker("plain-idle", i, plainIdle)),
+        ...Array.from({ length: SLEEPERS }, (_, i) => worker("sleeper", i, sleeper)),
+      ];
+      await sleep(DURATION_S * 1000);
+      running = false;
+      await Promise.all(workers);
+
+      // The server's log: when each pid was terminated (epoch seconds).
+      const terminatedAt = new Map<number, number>();
+      for (const line of postgresLog(s.server).split("\n")) {
+        const match = /^(\d+\.\d+) \[(\d+)\] FATAL:\s+terminating connection due to administrator command/.exec(line);
+        if (match) terminatedAt.set(Number(match[2]), Number(match[1]));
       }
-    })();
+      const judged = kills.map((k) => {
+        const at = terminatedAt.get(k.pid);
+        const idle = at !== undefined && k.lastEnd !== undefined ? at - k.lastEnd : undefined;
+        // Never in a transaction, or killed mid-statement of a long active one: wrong whatever the clocks say.
+        const wrong =
+          k.kind === "sleeper"
+            ? false
+            : k.kind === "plain-idle" ||
+              (k.kind === "long-active" && k.inFlight) ||
+              idle === undefined ||
+              idle < TIMEOUT_S;
+        return { ...k, idle, wrong };
+      });
+      const wrong = judged.filter((k) => k.wrong);
+      const stalled = judged.filter((k) => k.kind !== "sleeper" && !k.wrong);
+      const sleeperKills = judged.filter((k) => k.kind === "sleeper").length;
+      let reaperTotal = 0;
+      await waitFor(
+        "the status to count every termination",
+        async () => {
+          reaperTotal = (await s.status("p")).reaper?.totalTerminated ?? 0;
+          return reaperTotal >= terminatedAt.size;
+        },
+        { timeoutMs: 30_000 },
+      ).catch(() => undefined);
 
-    const flipper = async (x: Session) => {
-      if (!(await x.run(`BEGIN; SELECT ${SERVER_NOW}`, true))) return;
-      const steps = 6 + Math.floor(rand(0, 10));
-      for (let k = 0; k < steps; k++) {
-        await sleep(rand(0, (TIMEOUT_S * 1000) / 4)); // idle in transaction, well under the timeout
-        stats.idleGaps += 1;
-        const sql = Math.random() < 0.3 ? `SELECT pg_sleep(${rand(0.05, 0.3).toFixed(2)}), ${SERVER_NOW}` : `SELECT ${SERVER_NOW}`;
-        if (!(await x.run(sql, true))) return;
-      }
-      if (!(await x.run(`COMMIT; SELECT ${SERVER_NOW}`, false))) return;
-      stats.transactions += 1;
-      await sleep(rand(0, 200));
-    };
-    const longActive = async (x: Session) => {
-      if (!(await x.run(`BEGIN; SELECT ${SERVER_NOW}`, true))) return;
-      if (!(await x.run(`SELECT pg_sleep(${TIMEOUT_S * 2}), ${SERVER_NOW}`, true))) return;
-      await sleep(100);
-      await x.run(`COMMIT; SELECT ${SERVER_NOW}`, false);
-    };
-    const plainIdle = async (x: Session) => {
-      await x.run(`SELECT ${SERVER_NOW}`, false);
-      await sleep(5_000);
-    };
-    const sleeper = async (x: Session) => {
-      if (!(await x.run(`BEGIN; SELECT ${SERVER_NOW}`, true))) return;
-      stats.sleeperCycles += 1;
-      const until = Date.now() + MUST_KILL_WITHIN_S * 1000;
-      while (!x.killed && Date.now() < until && running) await sleep(100);
-      if (!x.killed && running) {
-        stats.missed += 1;
-        await x.run("ROLLBACK", false);
-      }
-    };
-
-    const workers = [
-      ...Array.from({ length: FLIPPERS }, (_, i) => worker("flipper", i, flipper)),
-      ...Array.from({ length: LONG_ACTIVE }, (_, i) => worker("long-active", i, longActive)),
-      ...Array.from({ length: PLAIN_IDLE }, (_, i) => worker("plain-idle", i, plainIdle)),
-      ...Array.from({ length: SLEEPERS }, (_, i) => worker("sleeper", i, sleeper)),
-    ];
-    await sleep(DURATION_S * 1000);
-    running = false;
-    await Promise.all(workers);
-
-    // The server's log: when each pid was terminated (epoch seconds).
-    const terminatedAt = new Map<number, number>();
-    for (const line of postgresLog(s.server).split("\n")) {
-      const match = /^(\d+\.\d+) \[(\d+)\] FATAL:\s+terminating connection due to administrator command/.exec(line);
-      if (match) terminatedAt.set(Number(match[2]), Number(match[1]));
-    }
-    const judged = kills.map((k) => {
-      const at = terminatedAt.get(k.pid);
-      const idle = at !== undefined && k.lastEnd !== undefined ? at - k.lastEnd : undefined;
-      // Never in a transaction, or killed mid-statement of a long active one: wrong whatever the clocks say.
-      const wrong = k.kind === "sleeper" ? false
-        : k.kind === "plain-idle" || (k.kind === "long-active" && k.inFlight) || idle === undefined || idle < TIMEOUT_S;
-      return { ...k, idle, wrong };
-    });
-    const wrong = judged.filter((k) => k.wrong);
-    const stalled = judged.filter((k) => k.kind !== "sleeper" && !k.wrong);
-    const sleeperKills = judged.filter((k) => k.kind === "sleeper").length;
-    let reaperTotal = 0;
-    await waitFor("the status to count every termination", async () => {
-      reaperTotal = (await s.status("p")).reaper?.totalTerminated ?? 0;
-      return reaperTotal >= terminatedAt.size;
-    }, { timeoutMs: 30_000 }).catch(() => undefined);
-
-    m.note("load", `${DURATION_S} s, ${FLIPPERS + LONG_ACTIVE + PLAIN_IDLE + SLEEPERS} clients (${FLIPPERS} flippers, ${LONG_ACTIVE} long-active, ${PLAIN_IDLE} plain-idle, ${SLEEPERS} sleepers), ${stats.transactions} flipper transactions, ${stats.idleGaps} short idle-in-transaction gaps`);
-    m.note("kills", `${sleeperKills}/${stats.sleeperCycles} sleeper transactions killed, ${stats.missed} missed, ${wrong.length} wrong kills, ${stalled.length} stalled clients rightly killed; reaper status counts ${reaperTotal}`);
-    expect(wrong.map((k) => `${k.kind} pid ${k.pid} idle ${k.idle?.toFixed(3)} s${k.inFlight ? " (mid-statement)" : ""}`), "wrong kills").toEqual([]);
-    expect(stats.missed, "sleepers not killed within timeout + 2 intervals").toBe(0);
-    expect(sleeperKills, "the reaper kept killing throughout").toBeGreaterThanOrEqual(Math.floor((DURATION_S / MUST_KILL_WITHIN_S) * SLEEPERS * 0.5));
-    // Every termination in the server's log is one we saw, and one the operator counted.
-    expect(terminatedAt.size).toBe(kills.length);
-    expect(reaperTotal).toBe(terminatedAt.size);
-    await s.waitForCondition("p", "ReaperHealthy", { status: "True", reason: "Running" }, 30_000);
-  }, (DURATION_S + 180) * 1000);
+      m.note(
+        "load",
+        `${DURATION_S} s, ${FLIPPERS + LONG_ACTIVE + PLAIN_IDLE + SLEEPERS} clients (${FLIPPERS} flippers, ${LONG_ACTIVE} long-active, ${PLAIN_IDLE} plain-idle, ${SLEEPERS} sleepers), ${stats.transactions} flipper transactions, ${stats.idleGaps} short idle-in-transaction gaps`,
+      );
+      m.note(
+        "kills",
+        `${sleeperKills}/${stats.sleeperCycles} sleeper transactions killed, ${stats.missed} missed, ${wrong.length} wrong kills, ${stalled.length} stalled clients rightly killed; reaper status counts ${reaperTotal}`,
+      );
+      expect(
+        wrong.map((k) => `${k.kind} pid ${k.pid} idle ${k.idle?.toFixed(3)} s${k.inFlight ? " (mid-statement)" : ""}`),
+        "wrong kills",
+      ).toEqual([]);
+      expect(stats.missed, "sleepers not killed within timeout + 2 intervals").toBe(0);
+      expect(sleeperKills, "the reaper kept killing throughout").toBeGreaterThanOrEqual(
+        Math.floor((DURATION_S / MUST_KILL_WITHIN_S) * SLEEPERS * 0.5),
+      );
+      // Every termination in the server's log is one we saw, and one the operator counted.
+      expect(terminatedAt.size).toBe(kills.length);
+      expect(reaperTotal).toBe(terminatedAt.size);
+      await s.waitForCondition("p", "ReaperHealthy", { status: "True", reason: "Running" }, 30_000);
+    },
+    (DURATION_S + 180) * 1000,
+  );
 });

@@ -36,43 +36,48 @@ export function faultSuite(file: string, cluster: () => FaultCluster | undefined
   function scenario(id: string, fn: (m: Measurements) => Promise<void>, timeoutMs?: number): void {
     const entry = CATALOGUE.find((e) => e.id === id);
     if (!entry) throw new Error(`scenario ${id} is not in the catalogue of test/harness/reliability-report.ts`);
-    it(`[${id}] ${entry.title}: ${entry.promise}`, async () => {
-      const notes: string[] = [];
-      const started = performance.now();
-      let failure: unknown;
-      try {
-        await fn({ note: (key, value) => void notes.push(`${key} ${value}`) });
-      } catch (err) {
-        failure = err;
-      }
-      let hits: string[] = [];
-      let scanned = false;
-      const c = cluster();
-      if (c) {
+    it(
+      `[${id}] ${entry.title}: ${entry.promise}`,
+      async () => {
+        const notes: string[] = [];
+        const started = performance.now();
+        let failure: unknown;
         try {
-          hits = findSecrets(await operatorVisibleOutput(c), [...secrets, c.saToken]);
-          scanned = true;
-        } catch {
-          // the control plane is down because the scenario failed mid-fault: nothing to scan
+          await fn({ note: (key, value) => void notes.push(`${key} ${value}`) });
+        } catch (err) {
+          failure = err;
         }
-      }
-      const failureText = failure === undefined ? "" : ` — failed: ${firstLine(failure)}`;
-      const leakText = hits.length > 0 ? ` — secrets leaked: ${hits.join(", ")}` : "";
-      recordRow(runKey, {
-        id,
-        title: entry.title,
-        promise: entry.promise,
-        outcome: failure === undefined && hits.length === 0 ? "pass" : "fail",
-        details: `${notes.join("; ")}${failureText}${leakText}`,
-        file,
-        seconds: Math.round((performance.now() - started) / 1000),
-        at: new Date().toISOString(),
-        secretHits: scanned ? hits.length : undefined,
-        machine: machineDescription(),
-      });
-      if (failure !== undefined) throw failure;
-      if (hits.length > 0) throw new Error(`the operator's logs, Events or statuses hold secrets: ${hits.join(", ")}`);
-    }, timeoutMs);
+        let hits: string[] = [];
+        let scanned = false;
+        const c = cluster();
+        if (c) {
+          try {
+            hits = findSecrets(await operatorVisibleOutput(c), [...secrets, c.saToken]);
+            scanned = true;
+          } catch {
+            // the control plane is down because the scenario failed mid-fault: nothing to scan
+          }
+        }
+        const failureText = failure === undefined ? "" : ` — failed: ${firstLine(failure)}`;
+        const leakText = hits.length > 0 ? ` — secrets leaked: ${hits.join(", ")}` : "";
+        recordRow(runKey, {
+          id,
+          title: entry.title,
+          promise: entry.promise,
+          outcome: failure === undefined && hits.length === 0 ? "pass" : "fail",
+          details: `${notes.join("; ")}${failureText}${leakText}`,
+          file,
+          seconds: Math.round((performance.now() - started) / 1000),
+          at: new Date().toISOString(),
+          secretHits: scanned ? hits.length : undefined,
+          machine: machineDescription(),
+        });
+        if (failure !== undefined) throw failure;
+        if (hits.length > 0)
+          throw new Error(`the operator's logs, Events or statuses hold secrets: ${hits.join(", ")}`);
+      },
+      timeoutMs,
+    );
   }
 
   return { scenario, secrets };

@@ -8,7 +8,13 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { AppsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { ControlPlane } from "../../harness/controlplane.js";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
-import { createNamespace, deleteNamespace, loadKubeConfig, waitForDeployment, waitForStatefulSet } from "../../harness/kube.js";
+import {
+  createNamespace,
+  deleteNamespace,
+  loadKubeConfig,
+  waitForDeployment,
+  waitForStatefulSet,
+} from "../../harness/kube.js";
 import { appDeployment, postgresService, postgresStatefulSet } from "../../harness/manifests.js";
 import { PostgresServer } from "../../harness/postgres.js";
 import { PostgresPodBridge } from "../../harness/postgres-bridge.js";
@@ -39,12 +45,23 @@ describe("the shared control plane", () => {
   it("rejects an object that breaks a CEL rule at admission, with the rule's message", async () => {
     const custom = kc.makeApiClient(CustomObjectsApi);
     const create = (body: object) =>
-      custom.createNamespacedCustomObject({ group: "pooling.dbops.io", version: "v1alpha1", plural: "poolpolicies", namespace, body });
-    const rejected = await create(policy(namespace, "bad", { minSize: 30, maxSize: 10 })).then(() => undefined, (e: { code: number; body: string }) => e);
+      custom.createNamespacedCustomObject({
+        group: "pooling.dbops.io",
+        version: "v1alpha1",
+        plural: "poolpolicies",
+        namespace,
+        body,
+      });
+    const rejected = await create(policy(namespace, "bad", { minSize: 30, maxSize: 10 })).then(
+      () => undefined,
+      (e: { code: number; body: string }) => e,
+    );
     expect(rejected?.code).toBe(422);
     expect(String(rejected?.body)).toContain("minSize must not exceed maxSize");
 
-    const accepted = (await create(policy(namespace, "good", {}))) as { spec: { pool: { minSize: number; maxSize: number; env: { max: string } } } };
+    const accepted = (await create(policy(namespace, "good", {}))) as {
+      spec: { pool: { minSize: number; maxSize: number; env: { max: string } } };
+    };
     expect(accepted.spec.pool).toMatchObject({ minSize: 5, maxSize: 25, env: { max: "DB_POSTGRES_MAX_CONN" } });
   });
 
@@ -56,7 +73,9 @@ describe("the shared control plane", () => {
     const firstSets = (await apps.listNamespacedReplicaSet({ namespace })).items;
     expect(firstSets).toHaveLength(1);
     const pods = (await core.listNamespacedPod({ namespace, labelSelector: "app=api" })).items;
-    expect(pods.filter((p) => p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"))).toHaveLength(2);
+    expect(
+      pods.filter((p) => p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True")),
+    ).toHaveLength(2);
 
     const d = await apps.readNamespacedDeployment({ name: "api", namespace });
     d.spec!.template.spec!.containers[0]!.env = [{ name: "LOG_LEVEL", value: "debug" }];
@@ -64,7 +83,9 @@ describe("the shared control plane", () => {
     await waitForDeployment(kc, namespace, "api");
     const sets = (await apps.listNamespacedReplicaSet({ namespace })).items;
     expect(sets).toHaveLength(2);
-    const newPods = (await core.listNamespacedPod({ namespace, labelSelector: "app=api" })).items.filter((p) => !p.metadata?.deletionTimestamp);
+    const newPods = (await core.listNamespacedPod({ namespace, labelSelector: "app=api" })).items.filter(
+      (p) => !p.metadata?.deletionTimestamp,
+    );
     expect(newPods.map((p) => p.spec!.containers[0]!.env?.[0]?.value)).toEqual(["debug", "debug"]);
   });
 
@@ -81,9 +102,11 @@ describe("the shared control plane", () => {
       expect(bridge.events.map((e) => e.action)).toEqual(["adopted", "ready"]);
       const before = await server.postmasterStartTime();
 
-      await apps.patchNamespacedStatefulSet(
-        { name: "postgres", namespace, body: [{ op: "add", path: "/spec/template/metadata/annotations", value: { restart: "1" } }] },
-      );
+      await apps.patchNamespacedStatefulSet({
+        name: "postgres",
+        namespace,
+        body: [{ op: "add", path: "/spec/template/metadata/annotations", value: { restart: "1" } }],
+      });
       await waitForStatefulSet(kc, namespace, "postgres");
       const after = await server.postmasterStartTime();
       expect(after.getTime()).toBeGreaterThan(before.getTime());
@@ -109,7 +132,9 @@ describe("a control plane of its own", () => {
       const namespace = await createNamespace(kc, "restart");
       const core = kc.makeApiClient(CoreV1Api);
       await core.createNamespacedConfigMap({ namespace, body: { metadata: { name: "kept" }, data: { answer: "42" } } });
-      await kc.makeApiClient(AppsV1Api).createNamespacedDeployment({ namespace, body: appDeployment(namespace, "web", { replicas: 1 }) });
+      await kc
+        .makeApiClient(AppsV1Api)
+        .createNamespacedDeployment({ namespace, body: appDeployment(namespace, "web", { replicas: 1 }) });
       await waitForDeployment(kc, namespace, "web");
 
       await plane.stopApiServer("SIGKILL");

@@ -56,7 +56,10 @@ beforeAll(async () => {
   server = `127.0.0.1:${s.server.port}`;
   await s.withPostgresWorkload();
   await s.deployment("api", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 1 });
-  operator = new OperatorProcess({ kubeconfigPath: controlPlane.kubeconfigPath, logFile: join(tmpdir(), `operator-metrics-${Date.now()}.log`) });
+  operator = new OperatorProcess({
+    kubeconfigPath: controlPlane.kubeconfigPath,
+    logFile: join(tmpdir(), `operator-metrics-${Date.now()}.log`),
+  });
   await operator.start();
 });
 
@@ -69,20 +72,32 @@ afterAll(async () => {
 
 describe("the operator's /metrics", () => {
   it("counts reconciles, the queue, a restart and a reaped session, and mirrors the server's connections", async () => {
-    await s.applyPolicy("p", s.policySpec({
-      postgres: { maxConnections: 120, restart: { workload: { name: "postgres" } } },
-      reaper: { interval: "5s", idleInTransactionTimeout: "1s" },
-    }));
+    await s.applyPolicy(
+      "p",
+      s.policySpec({
+        postgres: { maxConnections: 120, restart: { workload: { name: "postgres" } } },
+        reaper: { interval: "5s", idleInTransactionTimeout: "1s" },
+      }),
+    );
     await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
     expect(await s.server.setting("max_connections")).toBe("120");
 
     // After the restart (which ends every session): one session left idle in a transaction.
-    const victim = new pg.Client({ host: "127.0.0.1", port: s.server.port, user: s.server.superuser, password: s.server.password, database: APP_DATABASE, application_name: "forgetful" });
+    const victim = new pg.Client({
+      host: "127.0.0.1",
+      port: s.server.port,
+      user: s.server.superuser,
+      password: s.server.password,
+      database: APP_DATABASE,
+      application_name: "forgetful",
+    });
     victim.on("error", () => undefined); // it is going to be terminated
     await victim.connect();
     clients.push(victim);
     await victim.query("BEGIN");
-    await waitFor("the reaper to terminate it", async () => ((await s.status("p")).reaper?.totalTerminated ?? 0) >= 1, { timeoutMs: 60_000 });
+    await waitFor("the reaper to terminate it", async () => ((await s.status("p")).reaper?.totalTerminated ?? 0) >= 1, {
+      timeoutMs: 60_000,
+    });
 
     let scrape = parseExposition(await operator.metrics());
     const value = (name: string, labels: Record<string, string> = {}) =>
@@ -93,14 +108,27 @@ describe("the operator's /metrics", () => {
       return value("poolpolicy_postgres_max_connections", { server }) === 120;
     });
 
-    expect(Object.fromEntries(
-      ["controller_runtime_reconcile_total", "controller_runtime_reconcile_errors_total", "controller_runtime_reconcile_time_seconds",
-        "workqueue_depth", "workqueue_adds_total", "workqueue_queue_duration_seconds", "workqueue_work_duration_seconds",
-        "poolpolicy_postgres_connections", "poolpolicy_postgres_max_connections", "poolpolicy_postgres_usage_ratio",
-        "poolpolicy_budget_demand_connections", "poolpolicy_budget_capacity_connections",
-        "poolpolicy_reaper_sessions_terminated_total", "poolpolicy_postgres_restarts_requested_total", "poolpolicy_postgres_restarts_verified_total",
-      ].map((family) => [family, scrape.types.get(family)]),
-    )).toEqual({
+    expect(
+      Object.fromEntries(
+        [
+          "controller_runtime_reconcile_total",
+          "controller_runtime_reconcile_errors_total",
+          "controller_runtime_reconcile_time_seconds",
+          "workqueue_depth",
+          "workqueue_adds_total",
+          "workqueue_queue_duration_seconds",
+          "workqueue_work_duration_seconds",
+          "poolpolicy_postgres_connections",
+          "poolpolicy_postgres_max_connections",
+          "poolpolicy_postgres_usage_ratio",
+          "poolpolicy_budget_demand_connections",
+          "poolpolicy_budget_capacity_connections",
+          "poolpolicy_reaper_sessions_terminated_total",
+          "poolpolicy_postgres_restarts_requested_total",
+          "poolpolicy_postgres_restarts_verified_total",
+        ].map((family) => [family, scrape.types.get(family)]),
+      ),
+    ).toEqual({
       controller_runtime_reconcile_total: "counter",
       controller_runtime_reconcile_errors_total: "counter",
       controller_runtime_reconcile_time_seconds: "histogram",
@@ -120,7 +148,9 @@ describe("the operator's /metrics", () => {
 
     // Reconciles and the work queue.
     // A live policy's pass always asks to come back (statistics, the reaper): result "requeue".
-    expect(value("controller_runtime_reconcile_total", { controller: "poolpolicy", result: "requeue" })).toBeGreaterThan(0);
+    expect(
+      value("controller_runtime_reconcile_total", { controller: "poolpolicy", result: "requeue" }),
+    ).toBeGreaterThan(0);
     expect(value("controller_runtime_reconcile_time_seconds_count", { controller: "poolpolicy" })).toBeGreaterThan(0);
     expect(value("workqueue_adds_total", { name: "poolpolicy" })).toBeGreaterThan(0);
     expect(value("workqueue_queue_duration_seconds_count", { name: "poolpolicy" })).toBeGreaterThan(0);
@@ -129,7 +159,8 @@ describe("the operator's /metrics", () => {
     // The server, as the same observation saw it: usage = total / max_connections.
     const total = value("poolpolicy_postgres_connections", { server, state: "total" })!;
     expect(total).toBeGreaterThanOrEqual(1); // at least the operator's own session
-    for (const state of ["active", "idle", "idle_in_transaction"]) expect(value("poolpolicy_postgres_connections", { server, state }), state).toBeGreaterThanOrEqual(0);
+    for (const state of ["active", "idle", "idle_in_transaction"])
+      expect(value("poolpolicy_postgres_connections", { server, state }), state).toBeGreaterThanOrEqual(0);
     expect(value("poolpolicy_postgres_usage_ratio", { server })).toBeCloseTo(total / 120, 10);
 
     // What the operator did: one restart for 100 → 120, one session reaped in this namespace.
@@ -144,18 +175,30 @@ describe("the operator's /metrics", () => {
   });
 
   it("exports every metric the chart's alert rules use", async () => {
-    const rule = findObject(await renderChart(["--set", "metrics.prometheusRule.enabled=true", "--api-versions", "monitoring.coreos.com/v1/PrometheusRule"]), "PrometheusRule");
+    const rule = findObject(
+      await renderChart([
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PrometheusRule",
+      ]),
+      "PrometheusRule",
+    );
     const exprs = (rule.spec.groups as { rules: { alert: string; expr: string }[] }[]).flatMap((g) => g.rules);
     const { types } = parseExposition(await operator.metrics());
     for (const { alert, expr } of exprs) {
       const names = expr.match(/\b(?:poolpolicy|controller_runtime|workqueue)_[a-z0-9_]+/g) ?? [];
       expect(names.length, alert).toBeGreaterThan(0);
-      for (const name of names) expect(types.has(name), `${alert} uses ${name}, which the operator does not export`).toBe(true);
+      for (const name of names)
+        expect(types.has(name), `${alert} uses ${name}, which the operator does not export`).toBe(true);
     }
   });
 
   it("logs JSON lines with a level, the policy key on what it did, and no secret", () => {
-    const lines = operator.logs().split("\n").filter((l) => l.trim() !== "");
+    const lines = operator
+      .logs()
+      .split("\n")
+      .filter((l) => l.trim() !== "");
     expect(lines.length).toBeGreaterThan(0);
     const entries = lines.map((line) => {
       try {

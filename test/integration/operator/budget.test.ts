@@ -24,7 +24,11 @@ beforeAll(async () => {
   const kubeconfigPath = inject("kubeconfigPath");
   kc = loadKubeConfig(kubeconfigPath);
   await installPoolPolicyCrd(kc);
-  operator = new OperatorProcess({ kubeconfigPath, logFile: join(tmpdir(), `operator-budget-${Date.now()}.log`), env: { STATS_REFRESH_SECONDS: "120" } });
+  operator = new OperatorProcess({
+    kubeconfigPath,
+    logFile: join(tmpdir(), `operator-budget-${Date.now()}.log`),
+    env: { STATS_REFRESH_SECONDS: "120" },
+  });
   await operator.start();
 });
 
@@ -46,11 +50,18 @@ const restartTo = (maxConnections: number | "auto", extra: Record<string, unknow
 describe("the connection budget", () => {
   it("counts pool × worst-case pods (HPA max, surge) plus reserves, and follows HPA and pool changes", async () => {
     const s = await scenario();
-    await s.deployment("api", { labels: part, replicas: 2 });    // maxSurge 1
+    await s.deployment("api", { labels: part, replicas: 2 }); // maxSurge 1
     await s.deployment("worker", { labels: part, replicas: 1 });
     await kc.makeApiClient(AutoscalingV2Api).createNamespacedHorizontalPodAutoscaler({
       namespace: s.namespace,
-      body: { metadata: { name: "api" }, spec: { scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name: "api" }, minReplicas: 2, maxReplicas: 5 } },
+      body: {
+        metadata: { name: "api" },
+        spec: {
+          scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name: "api" },
+          minReplicas: 2,
+          maxReplicas: 5,
+        },
+      },
     });
     await s.applyPolicy("p", s.policySpec({ budget: { reserve: 4 } }));
     // api: (5 + 1) × 25 = 150; worker: (1 + 1) × 25 = 50; reserve: 3 superuser + 2 operator + 4 = 9.
@@ -58,17 +69,33 @@ describe("the connection budget", () => {
     expect(over.status?.budget).toMatchObject({ demand: 209, capacity: 100, reserve: 9 });
     expect(over.status?.budget?.targets).toEqual([
       { policy: `${s.namespace}/p`, deployment: `${s.namespace}/api`, poolMax: 25, podsWorstCase: 6, connections: 150 },
-      { policy: `${s.namespace}/p`, deployment: `${s.namespace}/worker`, poolMax: 25, podsWorstCase: 2, connections: 50 },
+      {
+        policy: `${s.namespace}/p`,
+        deployment: `${s.namespace}/worker`,
+        poolMax: 25,
+        podsWorstCase: 2,
+        connections: 50,
+      },
     ]);
-    expect(over.status?.conditions?.find((c) => c.type === "BudgetWithinLimits")?.message).toContain("raise max_connections to at least 209");
+    expect(over.status?.conditions?.find((c) => c.type === "BudgetWithinLimits")?.message).toContain(
+      "raise max_connections to at least 209",
+    );
     // Events are written right after the status: wait for it rather than race it.
-    await waitFor("a Warning Event about the budget", async () => (await s.events()).some((e) => e.reason === "OverCommitted" && e.type === "Warning"));
+    await waitFor("a Warning Event about the budget", async () =>
+      (await s.events()).some((e) => e.reason === "OverCommitted" && e.type === "Warning"),
+    );
     expect(over.status?.conditions?.find((c) => c.type === "Ready")?.status).toBe("False");
 
-    await kc.makeApiClient(AutoscalingV2Api).patchNamespacedHorizontalPodAutoscaler(
-      { name: "api", namespace: s.namespace, body: { spec: { maxReplicas: 2 } } }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch));
+    await kc
+      .makeApiClient(AutoscalingV2Api)
+      .patchNamespacedHorizontalPodAutoscaler(
+        { name: "api", namespace: s.namespace, body: { spec: { maxReplicas: 2 } } },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
     // Well inside the 120 s stats refresh: the HPA watch, not a timer, brings the policy back.
-    await waitFor("the budget to follow the HPA", async () => (await s.status("p")).budget?.demand === 134, { timeoutMs: 20_000 }); // 3×25 + 50 + 9
+    await waitFor("the budget to follow the HPA", async () => (await s.status("p")).budget?.demand === 134, {
+      timeoutMs: 20_000,
+    }); // 3×25 + 50 + 9
     await s.patchPolicy("p", { spec: { pool: { maxSize: 10 } } });
     const fits = await s.waitForCondition("p", "BudgetWithinLimits", { status: "True", reason: "WithinLimits" });
     expect(fits.status?.budget?.demand).toBe(3 * 10 + 2 * 10 + 9);
@@ -81,7 +108,9 @@ describe("the connection budget", () => {
     await s.applyPolicy("p", s.policySpec(restartTo("auto")));
     const p = await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
     expect(await s.server.setting("max_connections")).toBe("160"); // 130 × 1.2 = 156 → 160
-    expect(p.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain("auto: demand 130");
+    expect(p.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain(
+      "auto: demand 130",
+    );
     expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(1);
     await s.waitForCondition("p", "BudgetWithinLimits", { status: "True" });
   });
@@ -93,14 +122,23 @@ describe("the connection budget", () => {
     // "a" waits for an approval, so that the operator cannot restart for it alone in the moment
     // before "b" exists; the approval comes once the two agree.
     await s.applyPolicy("a", s.policySpec(restartTo(150, { policy: "Manual" })));
-    await s.applyPolicy("b", s.policySpec({ ...restartTo(160, { policy: "Manual" }), targets: { selector: { matchLabels: { app: "none" } } } }));
+    await s.applyPolicy(
+      "b",
+      s.policySpec({
+        ...restartTo(160, { policy: "Manual" }),
+        targets: { selector: { matchLabels: { app: "none" } } },
+      }),
+    );
     for (const name of ["a", "b"]) {
       const p = await s.waitForCondition(name, "MaxConnectionsApplied", { status: "False", reason: "Conflict" });
-      expect(p.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain(`${s.namespace}/a (150), ${s.namespace}/b (160)`);
+      expect(p.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain(
+        `${s.namespace}/a (150), ${s.namespace}/b (160)`,
+      );
     }
     expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(0);
     await s.patchPolicy("b", { spec: { postgres: { maxConnections: 150 } } });
-    for (const name of ["a", "b"]) await s.waitForCondition(name, "MaxConnectionsApplied", { reason: "AwaitingApproval" });
+    for (const name of ["a", "b"])
+      await s.waitForCondition(name, "MaxConnectionsApplied", { reason: "AwaitingApproval" });
     await s.patchPolicy("a", { metadata: { annotations: { "pooling.dbops.io/approve-restart": "150" } } });
     await s.waitForCondition("a", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
     await s.waitForCondition("b", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
@@ -154,15 +192,27 @@ describe("maintenance windows", () => {
     await s.deployment("api", { labels: part, replicas: 1 });
     const now = new Date();
     const otherDay = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][(now.getUTCDay() + 3) % 7]!;
-    await s.applyPolicy("p", s.policySpec(restartTo(120, { maintenanceWindow: { days: [otherDay], start: "03:00", duration: "1h", timeZone: "UTC" } })));
-    const waiting = await s.waitForCondition("p", "MaxConnectionsApplied", { status: "False", reason: "OutsideMaintenanceWindow" });
-    expect(waiting.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toMatch(/next maintenance window opens at \d{4}-\d\d-\d\dT03:00:00.000Z/);
+    await s.applyPolicy(
+      "p",
+      s.policySpec(
+        restartTo(120, { maintenanceWindow: { days: [otherDay], start: "03:00", duration: "1h", timeZone: "UTC" } }),
+      ),
+    );
+    const waiting = await s.waitForCondition("p", "MaxConnectionsApplied", {
+      status: "False",
+      reason: "OutsideMaintenanceWindow",
+    });
+    expect(waiting.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toMatch(
+      /next maintenance window opens at \d{4}-\d\d-\d\dT03:00:00.000Z/,
+    );
     expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(0);
 
     const start = new Date(now.getTime() - 3_600_000);
     const hhmm = `${String(start.getUTCHours()).padStart(2, "0")}:${String(start.getUTCMinutes()).padStart(2, "0")}`;
     const all = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    await s.patchPolicy("p", { spec: { postgres: { restart: { maintenanceWindow: { days: all, start: hhmm, duration: "3h" } } } } });
+    await s.patchPolicy("p", {
+      spec: { postgres: { restart: { maintenanceWindow: { days: all, start: hhmm, duration: "3h" } } } },
+    });
     await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
     expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(1);
   });
@@ -177,14 +227,31 @@ describe("PostgreSQL's own timeout as the reaper", () => {
     expect(await s.server.setting("idle_in_transaction_session_timeout")).toBe("2s");
     expect((await s.events()).some((e) => e.reason === "ServerTimeoutSet")).toBe(true);
 
-    const client = new pg.Client({ host: "127.0.0.1", port: s.server.port, user: "app", password: "app-pw", database: "appdb" });
-    const ended = new Promise<string>((resolve) => client.on("error", (err: Error & { code?: string }) => resolve(err.code ?? err.message)));
+    const client = new pg.Client({
+      host: "127.0.0.1",
+      port: s.server.port,
+      user: "app",
+      password: "app-pw",
+      database: "appdb",
+    });
+    const ended = new Promise<string>((resolve) =>
+      client.on("error", (err: Error & { code?: string }) => resolve(err.code ?? err.message)),
+    );
     await client.connect();
     await client.query("BEGIN");
     expect(await ended).toBe("25P03"); // idle_in_transaction_session_timeout, raised by PostgreSQL itself
 
-    await s.patchPolicy("p", { spec: { reaper: { serverTimeout: { scope: "Roles", roles: ["app"] }, idleInTransactionTimeout: "3s" } } });
-    await waitFor("the role setting", async () =>
-      (await s.server.query("SELECT 1 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = 'app' AND 'idle_in_transaction_session_timeout=3000' = ANY(s.setconfig)")).length === 1);
+    await s.patchPolicy("p", {
+      spec: { reaper: { serverTimeout: { scope: "Roles", roles: ["app"] }, idleInTransactionTimeout: "3s" } },
+    });
+    await waitFor(
+      "the role setting",
+      async () =>
+        (
+          await s.server.query(
+            "SELECT 1 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = 'app' AND 'idle_in_transaction_session_timeout=3000' = ANY(s.setconfig)",
+          )
+        ).length === 1,
+    );
   });
 });

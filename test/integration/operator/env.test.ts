@@ -22,7 +22,11 @@ beforeAll(async () => {
   const kc = loadKubeConfig(kubeconfigPath);
   await installPoolPolicyCrd(kc);
   scenario = await Scenario.create(kc, { prefix: "env" });
-  operator = new OperatorProcess({ kubeconfigPath, logFile: join(tmpdir(), `operator-env-${Date.now()}.log`), env: { STATS_REFRESH_SECONDS: "2" } });
+  operator = new OperatorProcess({
+    kubeconfigPath,
+    logFile: join(tmpdir(), `operator-env-${Date.now()}.log`),
+    env: { STATS_REFRESH_SECONDS: "2" },
+  });
   await operator.start();
 });
 
@@ -35,7 +39,10 @@ const injected = { DB_POSTGRES_MIN_CONN: "2", DB_POSTGRES_MAX_CONN: "8" };
 
 it("follows Deployments as they start and stop matching, restores overwritten values, and honours the container filter", async () => {
   await scenario.deployment("api", { labels: part, replicas: 1, containers: ["app", "metrics"] });
-  await scenario.applyPolicy("p", scenario.policySpec({ pool: { minSize: 2, maxSize: 8 }, targets: { containers: ["app"] } }));
+  await scenario.applyPolicy(
+    "p",
+    scenario.policySpec({ pool: { minSize: 2, maxSize: 8 }, targets: { containers: ["app"] } }),
+  );
   await waitFor("api to get the env", async () => (await scenario.envOf("api")).DB_POSTGRES_MAX_CONN === "8");
   expect(await scenario.envOf("api", "metrics")).toEqual({ LOG_LEVEL: "info" });
 
@@ -45,7 +52,11 @@ it("follows Deployments as they start and stop matching, restores overwritten va
 
   // A Deployment that stops matching loses exactly what we injected.
   await scenario.apps.patchNamespacedDeployment(
-    { name: "late", namespace: scenario.namespace, body: { metadata: { labels: { "app.kubernetes.io/part-of": "elsewhere" } } } },
+    {
+      name: "late",
+      namespace: scenario.namespace,
+      body: { metadata: { labels: { "app.kubernetes.io/part-of": "elsewhere" } } },
+    },
     setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
   );
   await waitFor("late to lose the env", async () => (await scenario.envOf("late")).DB_POSTGRES_MAX_CONN === undefined);
@@ -54,12 +65,25 @@ it("follows Deployments as they start and stop matching, restores overwritten va
   // Another field manager overwrites our value: the operator takes it back.
   await scenario.apps.patchNamespacedDeployment(
     {
-      name: "api", namespace: scenario.namespace, fieldManager: "someone-else", force: true,
-      body: { apiVersion: "apps/v1", kind: "Deployment", metadata: { name: "api" }, spec: { template: { spec: { containers: [{ name: "app", env: [{ name: "DB_POSTGRES_MAX_CONN", value: "99" }] }] } } } },
+      name: "api",
+      namespace: scenario.namespace,
+      fieldManager: "someone-else",
+      force: true,
+      body: {
+        apiVersion: "apps/v1",
+        kind: "Deployment",
+        metadata: { name: "api" },
+        spec: {
+          template: { spec: { containers: [{ name: "app", env: [{ name: "DB_POSTGRES_MAX_CONN", value: "99" }] }] } },
+        },
+      },
     },
     setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
   );
-  await waitFor("the operator to restore its value", async () => (await scenario.envOf("api")).DB_POSTGRES_MAX_CONN === "8");
+  await waitFor(
+    "the operator to restore its value",
+    async () => (await scenario.envOf("api")).DB_POSTGRES_MAX_CONN === "8",
+  );
   expect(await scenario.envOf("api")).toEqual({ LOG_LEVEL: "info", ...injected });
 });
 
@@ -68,20 +92,30 @@ it("writes nothing once converged: neither the status nor the Deployments change
   await waitForDeployment(scenario.kc, scenario.namespace, "api");
   await scenario.waitForCondition("p", "Ready", { status: "True" });
   let settled = "";
-  await waitFor("the status to settle", async () => {
-    const version = (await scenario.readPolicy("p"))!.metadata.resourceVersion!;
-    const same = version === settled;
-    settled = version;
-    return same;
-  }, { intervalMs: 3_000 });
+  await waitFor(
+    "the status to settle",
+    async () => {
+      const version = (await scenario.readPolicy("p"))!.metadata.resourceVersion!;
+      const same = version === settled;
+      settled = version;
+      return same;
+    },
+    { intervalMs: 3_000 },
+  );
   // This namespace's only: the policies other test files leave behind are reconciled too until
   // their namespaces are gone.
-  const writes = async () => metricValue(await operator.metrics(), "poolpolicy_status_writes_total", { namespace: scenario.namespace });
+  const writes = async () =>
+    metricValue(await operator.metrics(), "poolpolicy_status_writes_total", { namespace: scenario.namespace });
   const policyVersion = (await scenario.readPolicy("p"))!.metadata.resourceVersion;
   const apiVersion = (await scenario.readDeployment("api")).metadata!.resourceVersion;
   const statusWrites = await writes();
   expect(statusWrites, "the status writes that converged this policy").toBeGreaterThan(0);
-  const reconciles = async () => Number((await operator.metrics()).match(/^controller_runtime_reconcile_total\{[^}]*result="requeue"[^}]*\} (\d+)/m)?.[1] ?? 0);
+  const reconciles = async () =>
+    Number(
+      (await operator.metrics()).match(
+        /^controller_runtime_reconcile_total\{[^}]*result="requeue"[^}]*\} (\d+)/m,
+      )?.[1] ?? 0,
+    );
   const before = await reconciles();
   await waitFor("three more reconciles", async () => (await reconciles()) >= before + 3, { timeoutMs: 30_000 });
   expect((await scenario.readPolicy("p"))!.metadata.resourceVersion).toBe(policyVersion);

@@ -47,13 +47,20 @@ describe("max_connections", () => {
     const bridge = await s.withPostgresWorkload();
     const started = await s.server.postmasterStartTime();
     await s.applyPolicy("p", s.policySpec(withRestart(80)));
-    const p = await s.waitForCondition("p", "MaxConnectionsApplied", { status: "False", reason: "CommandLineOverride" });
-    expect(p.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain("ALTER SYSTEM cannot change it");
+    const p = await s.waitForCondition("p", "MaxConnectionsApplied", {
+      status: "False",
+      reason: "CommandLineOverride",
+    });
+    expect(p.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain(
+      "ALTER SYSTEM cannot change it",
+    );
     expect(p.status?.postgres?.settingSource).toBe("command line");
     await s.waitForCondition("p", "Ready", { status: "False", reason: "CommandLineOverride" });
     expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(0);
     expect((await s.server.postmasterStartTime()).getTime()).toBe(started.getTime());
-    const altered = await s.server.query("SELECT count(*)::int AS n FROM pg_file_settings WHERE name = 'max_connections' AND sourcefile LIKE '%auto.conf'");
+    const altered = await s.server.query(
+      "SELECT count(*)::int AS n FROM pg_file_settings WHERE name = 'max_connections' AND sourcefile LIKE '%auto.conf'",
+    );
     expect(altered[0]!.n).toBe(0);
   });
 
@@ -61,10 +68,21 @@ describe("max_connections", () => {
     const s = await scenario();
     await s.withPostgresWorkload();
     await s.server.query("CREATE ROLE ops LOGIN PASSWORD 'ops-secret-pw' IN ROLE pg_read_all_stats, pg_signal_backend");
-    await s.core.createNamespacedSecret({ namespace: s.namespace, body: { metadata: { name: "ops" }, stringData: { username: "ops", password: "ops-secret-pw" } } });
-    await s.applyPolicy("p", s.policySpec({ ...withRestart(90), postgres: { ...withRestart(90).postgres, credentialsSecret: { name: "ops" } } }));
+    await s.core.createNamespacedSecret({
+      namespace: s.namespace,
+      body: { metadata: { name: "ops" }, stringData: { username: "ops", password: "ops-secret-pw" } },
+    });
+    await s.applyPolicy(
+      "p",
+      s.policySpec({
+        ...withRestart(90),
+        postgres: { ...withRestart(90).postgres, credentialsSecret: { name: "ops" } },
+      }),
+    );
     const p = await s.waitForCondition("p", "MaxConnectionsApplied", { status: "False", reason: "PermissionDenied" });
-    expect(p.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain("GRANT ALTER SYSTEM ON PARAMETER max_connections");
+    expect(p.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain(
+      "GRANT ALTER SYSTEM ON PARAMETER max_connections",
+    );
     expect(await s.server.setting("max_connections")).toBe("100");
     expect(operator.logs()).not.toContain("ops-secret-pw");
   });
@@ -74,9 +92,14 @@ describe("max_connections", () => {
     const bridge = await s.withPostgresWorkload();
     await s.applyPolicy("p", s.policySpec(withRestart(110, "Manual")));
     const waiting = await s.waitForCondition("p", "MaxConnectionsApplied", { reason: "AwaitingApproval" });
-    expect(waiting.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain("pooling.dbops.io/approve-restart=110");
+    expect(waiting.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain(
+      "pooling.dbops.io/approve-restart=110",
+    );
     expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(0);
-    expect((await s.server.query("SELECT pending_restart FROM pg_settings WHERE name = 'max_connections'"))[0]!.pending_restart).toBe(true);
+    expect(
+      (await s.server.query("SELECT pending_restart FROM pg_settings WHERE name = 'max_connections'"))[0]!
+        .pending_restart,
+    ).toBe(true);
 
     await s.patchPolicy("p", { metadata: { annotations: { "pooling.dbops.io/approve-restart": "110" } } });
     await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" });

@@ -37,7 +37,14 @@ afterAll(async () => {
 });
 
 async function idleInTransaction(app: string, user = "app", password = "app-pw", database = "appdb"): Promise<number> {
-  const client = new pg.Client({ host: "127.0.0.1", port: scenario.server.port, user, password, database, application_name: app });
+  const client = new pg.Client({
+    host: "127.0.0.1",
+    port: scenario.server.port,
+    user,
+    password,
+    database,
+    application_name: app,
+  });
   client.on("error", () => undefined);
   await client.connect();
   others.push(client);
@@ -46,7 +53,8 @@ async function idleInTransaction(app: string, user = "app", password = "app-pw",
   return (await client.query("SELECT pg_backend_pid() AS pid")).rows[0].pid;
 }
 
-const alive = async (pid: number) => (await scenario.server.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pid])).length === 1;
+const alive = async (pid: number) =>
+  (await scenario.server.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pid])).length === 1;
 
 it("reports in dry-run, then terminates only what the filters allow", async () => {
   const victim = await idleInTransaction("orders");
@@ -54,10 +62,21 @@ it("reports in dry-run, then terminates only what the filters allow", async () =
   const excludedApp = await idleInTransaction("pgbackrest");
   const otherDatabase = await idleInTransaction("orders", "postgres", scenario.server.password, "postgres");
 
-  await scenario.applyPolicy("p", scenario.policySpec({
-    reaper: { interval: "5s", idleInTransactionTimeout: "1s", dryRun: true, excludeUsers: ["replicator"], excludeApplicationNames: ["pgbackrest"] },
-  }));
-  await waitFor("a dry-run report", async () => ((await scenario.status("p")).reaper?.lastDryRunCandidates ?? 0) >= 1, { timeoutMs: 60_000 });
+  await scenario.applyPolicy(
+    "p",
+    scenario.policySpec({
+      reaper: {
+        interval: "5s",
+        idleInTransactionTimeout: "1s",
+        dryRun: true,
+        excludeUsers: ["replicator"],
+        excludeApplicationNames: ["pgbackrest"],
+      },
+    }),
+  );
+  await waitFor("a dry-run report", async () => ((await scenario.status("p")).reaper?.lastDryRunCandidates ?? 0) >= 1, {
+    timeoutMs: 60_000,
+  });
   expect((await scenario.status("p")).reaper?.lastDryRunCandidates).toBe(1);
   expect((await scenario.events()).find((e) => e.reason === "ReapDryRun")?.note).toContain(`pid ${victim}`);
   expect(await alive(victim)).toBe(true);

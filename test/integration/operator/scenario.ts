@@ -3,7 +3,14 @@
  * StatefulSet through the pod bridge, the admin Secret, app Deployments, and helpers to apply
  * a policy and wait on its status. One per test (own namespace, own server).
  */
-import { AppsV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api, type KubeConfig, type V1Deployment } from "@kubernetes/client-node";
+import {
+  AppsV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  EventsV1Api,
+  type KubeConfig,
+  type V1Deployment,
+} from "@kubernetes/client-node";
 import pg from "pg";
 import { createNamespace, deleteNamespace, waitForStatefulSet } from "../../harness/kube.js";
 import { appDeployment, postgresService, postgresStatefulSet } from "../../harness/manifests.js";
@@ -23,7 +30,11 @@ export class Scenario {
   private bridge?: PostgresPodBridge;
   private clients: pg.Client[] = [];
 
-  private constructor(readonly kc: KubeConfig, readonly namespace: string, readonly server: PostgresServer) {
+  private constructor(
+    readonly kc: KubeConfig,
+    readonly namespace: string,
+    readonly server: PostgresServer,
+  ) {
     this.apps = kc.makeApiClient(AppsV1Api);
     this.core = kc.makeApiClient(CoreV1Api);
     this.custom = kc.makeApiClient(CustomObjectsApi);
@@ -44,7 +55,10 @@ export class Scenario {
   /** The postgres StatefulSet, bound to the local server by the pod bridge. */
   async withPostgresWorkload(): Promise<PostgresPodBridge> {
     await this.core.createNamespacedService({ namespace: this.namespace, body: postgresService(this.namespace) });
-    await this.apps.createNamespacedStatefulSet({ namespace: this.namespace, body: postgresStatefulSet(this.namespace) });
+    await this.apps.createNamespacedStatefulSet({
+      namespace: this.namespace,
+      body: postgresStatefulSet(this.namespace),
+    });
     this.bridge = new PostgresPodBridge(this.kc, this.namespace, "postgres", [this.server]);
     this.bridge.start();
     await waitForStatefulSet(this.kc, this.namespace, "postgres");
@@ -52,7 +66,10 @@ export class Scenario {
   }
 
   async deployment(name: string, options: Parameters<typeof appDeployment>[2] = {}): Promise<void> {
-    await this.apps.createNamespacedDeployment({ namespace: this.namespace, body: appDeployment(this.namespace, name, options) });
+    await this.apps.createNamespacedDeployment({
+      namespace: this.namespace,
+      body: appDeployment(this.namespace, name, options),
+    });
   }
 
   async readDeployment(name: string): Promise<V1Deployment> {
@@ -80,16 +97,24 @@ export class Scenario {
     return deepMerge(base, overrides);
   }
 
-  async applyPolicy(name: string, spec: Record<string, unknown>, annotations: Record<string, string> = {}): Promise<void> {
+  async applyPolicy(
+    name: string,
+    spec: Record<string, unknown>,
+    annotations: Record<string, string> = {},
+  ): Promise<void> {
     await this.custom.createNamespacedCustomObject({
-      ...api, namespace: this.namespace,
+      ...api,
+      namespace: this.namespace,
       body: { apiVersion: "pooling.dbops.io/v1alpha1", kind: "PoolPolicy", metadata: { name, annotations }, spec },
     });
   }
 
   async patchPolicy(name: string, patch: object): Promise<void> {
     const { PatchStrategy, setHeaderOptions } = await import("@kubernetes/client-node");
-    await this.custom.patchNamespacedCustomObject({ ...api, namespace: this.namespace, name, body: patch }, setHeaderOptions("Content-Type", PatchStrategy.MergePatch));
+    await this.custom.patchNamespacedCustomObject(
+      { ...api, namespace: this.namespace, name, body: patch },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
   }
 
   async deletePolicy(name: string): Promise<void> {
@@ -105,15 +130,24 @@ export class Scenario {
     }
   }
 
-  async waitForCondition(name: string, type: string, match: Partial<Condition>, timeoutMs = 120_000): Promise<PoolPolicy> {
+  async waitForCondition(
+    name: string,
+    type: string,
+    match: Partial<Condition>,
+    timeoutMs = 120_000,
+  ): Promise<PoolPolicy> {
     let latest: PoolPolicy | undefined;
-    await waitFor(`PoolPolicy ${this.namespace}/${name} condition ${type} ${JSON.stringify(match)} `, async () => {
-      latest = await this.readPolicy(name);
-      const c = latest?.status?.conditions?.find((x) => x.type === type);
-      // Only a condition about the current spec counts: right after an edit, the old one still shows.
-      if (!c || c.observedGeneration !== latest?.metadata.generation) return false;
-      return Object.entries(match).every(([k, v]) => (c as Record<string, unknown>)[k] === v);
-    }, { timeoutMs, intervalMs: 300 }).catch((err: Error) => {
+    await waitFor(
+      `PoolPolicy ${this.namespace}/${name} condition ${type} ${JSON.stringify(match)} `,
+      async () => {
+        latest = await this.readPolicy(name);
+        const c = latest?.status?.conditions?.find((x) => x.type === type);
+        // Only a condition about the current spec counts: right after an edit, the old one still shows.
+        if (!c || c.observedGeneration !== latest?.metadata.generation) return false;
+        return Object.entries(match).every(([k, v]) => (c as Record<string, unknown>)[k] === v);
+      },
+      { timeoutMs, intervalMs: 300 },
+    ).catch((err: Error) => {
       throw new Error(`${err.message}; conditions: ${JSON.stringify(latest?.status?.conditions, null, 1)}`);
     });
     return latest!;
@@ -124,18 +158,39 @@ export class Scenario {
   }
 
   /** The namespace's Events, oldest first (eventTime has microseconds: a reliable order). */
-  async events(since?: Date): Promise<{ reason: string; note: string; type: string; time: string; regarding: string }[]> {
+  async events(
+    since?: Date,
+  ): Promise<{ reason: string; note: string; type: string; time: string; regarding: string }[]> {
     const list = await this.kc.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: this.namespace });
-    return list.items
-      // A repeated event is one object with a series: its latest occurrence is series.lastObservedTime.
-      .map((e) => ({ reason: e.reason ?? "", note: e.note ?? "", type: e.type ?? "", time: String(e.series?.lastObservedTime ?? e.eventTime ?? ""), regarding: e.regarding?.name ?? "" }))
-      .filter((e) => !since || Date.parse(e.time) >= since.getTime())
-      .sort((a, b) => a.time.localeCompare(b.time));
+    return (
+      list.items
+        // A repeated event is one object with a series: its latest occurrence is series.lastObservedTime.
+        .map((e) => ({
+          reason: e.reason ?? "",
+          note: e.note ?? "",
+          type: e.type ?? "",
+          time: String(e.series?.lastObservedTime ?? e.eventTime ?? ""),
+          regarding: e.regarding?.name ?? "",
+        }))
+        .filter((e) => !since || Date.parse(e.time) >= since.getTime())
+        .sort((a, b) => a.time.localeCompare(b.time))
+    );
   }
 
   /** A session of the app database, kept open until cleanup. */
-  async session(applicationName: string, user = this.server.superuser, password = this.server.password): Promise<pg.Client> {
-    const client = new pg.Client({ host: "127.0.0.1", port: this.server.port, user, password, database: APP_DATABASE, application_name: applicationName });
+  async session(
+    applicationName: string,
+    user = this.server.superuser,
+    password = this.server.password,
+  ): Promise<pg.Client> {
+    const client = new pg.Client({
+      host: "127.0.0.1",
+      port: this.server.port,
+      user,
+      password,
+      database: APP_DATABASE,
+      application_name: applicationName,
+    });
     client.on("error", () => undefined); // a terminated session errors asynchronously; tests look at it explicitly
     await client.connect();
     this.clients.push(client);

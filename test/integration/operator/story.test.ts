@@ -26,7 +26,11 @@ beforeAll(async () => {
   scenario = await Scenario.create(kc, { prefix: "story" });
   bridge = await scenario.withPostgresWorkload();
   await scenario.deployment("api", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 2 });
-  await scenario.deployment("worker", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 1, containers: ["worker", "sidecar"] });
+  await scenario.deployment("worker", {
+    labels: { "app.kubernetes.io/part-of": "shop" },
+    replicas: 1,
+    containers: ["worker", "sidecar"],
+  });
   await scenario.deployment("unrelated", { labels: { "app.kubernetes.io/part-of": "other" }, replicas: 1 });
   operator = new OperatorProcess({ kubeconfigPath, logFile: join(tmpdir(), `operator-story-${Date.now()}.log`) });
   await operator.start();
@@ -41,11 +45,14 @@ it("converges, reaps, reports and cleans up", async () => {
   const before = await scenario.server.postmasterStartTime();
   expect(await scenario.server.setting("max_connections")).toBe("100");
 
-  await scenario.applyPolicy("shop", scenario.policySpec({
-    postgres: { maxConnections: 120, restart: { workload: { kind: "StatefulSet", name: "postgres" } } },
-    pool: { minSize: 3, maxSize: 12 },
-    reaper: { interval: "5s", idleInTransactionTimeout: "2s", excludeApplicationNames: ["pg_dump"] },
-  }));
+  await scenario.applyPolicy(
+    "shop",
+    scenario.policySpec({
+      postgres: { maxConnections: 120, restart: { workload: { kind: "StatefulSet", name: "postgres" } } },
+      pool: { minSize: 3, maxSize: 12 },
+      reaper: { interval: "5s", idleInTransactionTimeout: "2s", excludeApplicationNames: ["pg_dump"] },
+    }),
+  );
 
   // max_connections: applied with exactly one restart, verified.
   await scenario.waitForCondition("shop", "MaxConnectionsApplied", { status: "True", reason: "Applied" }, 180_000);
@@ -55,7 +62,11 @@ it("converges, reaps, reports and cleans up", async () => {
 
   // Env: both matching Deployments carry it (every container of "worker"), the other does not.
   await scenario.waitForCondition("shop", "PoolEnvInjected", { status: "True" });
-  expect(await scenario.envOf("api")).toEqual({ LOG_LEVEL: "info", DB_POSTGRES_MIN_CONN: "3", DB_POSTGRES_MAX_CONN: "12" });
+  expect(await scenario.envOf("api")).toEqual({
+    LOG_LEVEL: "info",
+    DB_POSTGRES_MIN_CONN: "3",
+    DB_POSTGRES_MAX_CONN: "12",
+  });
   expect(await scenario.envOf("worker", "worker")).toMatchObject({ DB_POSTGRES_MAX_CONN: "12" });
   expect(await scenario.envOf("worker", "sidecar")).toMatchObject({ DB_POSTGRES_MAX_CONN: "12" });
   expect(await scenario.envOf("unrelated")).toEqual({ LOG_LEVEL: "info" });
@@ -76,10 +87,16 @@ it("converges, reaps, reports and cleans up", async () => {
   const active = await scenario.session("reports");
   const activeQuery = active.query("SELECT pg_sleep(20)");
   const pidOf = async (c: typeof idleInTx) => (await c.query("SELECT pg_backend_pid() AS pid")).rows[0].pid as number;
-  const pids = { idleInTx: (await scenario.server.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'checkout'"))[0]!.pid as number };
-  const alive = async (app: string) => (await scenario.server.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1", [app])).length === 1;
+  const pids = {
+    idleInTx: (await scenario.server.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'checkout'"))[0]!
+      .pid as number,
+  };
+  const alive = async (app: string) =>
+    (await scenario.server.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1", [app])).length === 1;
 
-  await waitFor("the idle-in-transaction session to be terminated", async () => !(await alive("checkout")), { timeoutMs: 60_000 });
+  await waitFor("the idle-in-transaction session to be terminated", async () => !(await alive("checkout")), {
+    timeoutMs: 60_000,
+  });
   expect(await alive("pg_dump")).toBe(true);
   expect(await alive("catalog")).toBe(true);
   expect(await alive("reports")).toBe(true);
@@ -87,10 +104,15 @@ it("converges, reaps, reports and cleans up", async () => {
   await expect(idleInTx.query("SELECT 1")).rejects.toThrow();
   await activeQuery; // the active session finished its work undisturbed
 
-  await waitFor("status to count the reaped session", async () => ((await scenario.status("shop")).reaper?.totalTerminated ?? 0) >= 1);
+  await waitFor(
+    "status to count the reaped session",
+    async () => ((await scenario.status("shop")).reaper?.totalTerminated ?? 0) >= 1,
+  );
   const events = await scenario.events();
   expect(events.find((e) => e.reason === "SessionsReaped")?.note).toContain(`pid ${pids.idleInTx}`);
-  expect(events.map((e) => e.reason)).toEqual(expect.arrayContaining(["MaxConnectionsAltered", "RestartRequested", "EnvInjected"]));
+  expect(events.map((e) => e.reason)).toEqual(
+    expect.arrayContaining(["MaxConnectionsAltered", "RestartRequested", "EnvInjected"]),
+  );
 
   // Every condition True, and the printer-column fields filled in.
   const ready = await scenario.waitForCondition("shop", "Ready", { status: "True" });

@@ -27,8 +27,14 @@ beforeAll(async () => {
   await installPoolPolicyCrd(kc);
   scenario = await Scenario.create(kc, { prefix: "topo" });
   replica = await PostgresServer.createReplica(scenario.server, { host: "127.0.0.2" });
-  await scenario.core.createNamespacedService({ namespace: scenario.namespace, body: postgresService(scenario.namespace) });
-  await scenario.apps.createNamespacedStatefulSet({ namespace: scenario.namespace, body: postgresStatefulSet(scenario.namespace, "postgres", 2) });
+  await scenario.core.createNamespacedService({
+    namespace: scenario.namespace,
+    body: postgresService(scenario.namespace),
+  });
+  await scenario.apps.createNamespacedStatefulSet({
+    namespace: scenario.namespace,
+    body: postgresStatefulSet(scenario.namespace, "postgres", 2),
+  });
   bridge = new PostgresPodBridge(kc, scenario.namespace, "postgres", [scenario.server, replica]);
   bridge.start();
   await waitForStatefulSet(kc, scenario.namespace, "postgres");
@@ -48,7 +54,10 @@ afterAll(async () => {
 async function replicaKeepsReplaying(marker: number): Promise<void> {
   await scenario.server.query("CREATE TABLE IF NOT EXISTS beat (n int)", [], "appdb");
   await scenario.server.query("INSERT INTO beat VALUES ($1)", [marker], "appdb");
-  await waitFor(`the replica to replay row ${marker}`, async () => (await replica.query("SELECT 1 FROM beat WHERE n = $1", [marker], "appdb")).length === 1);
+  await waitFor(
+    `the replica to replay row ${marker}`,
+    async () => (await replica.query("SELECT 1 FROM beat WHERE n = $1", [marker], "appdb")).length === 1,
+  );
   expect((await replica.query("SELECT pg_get_wal_replay_pause_state() AS s"))[0]!.s).toBe("not paused");
 }
 
@@ -56,11 +65,21 @@ const startedOrder = () => bridge.events.filter((e) => e.action === "started").m
 
 it("raises on the replica first and lowers on the primary first, one pod at a time", async () => {
   await replicaKeepsReplaying(1);
-  await scenario.applyPolicy("p", scenario.policySpec({
-    postgres: { maxConnections: 150, restart: { workload: { name: "postgres" }, delayBetweenPods: "1s" } },
-  }));
-  const raised = await scenario.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" }, 180_000);
-  expect(raised.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toBe("max_connections is 150 on all 2 pods");
+  await scenario.applyPolicy(
+    "p",
+    scenario.policySpec({
+      postgres: { maxConnections: 150, restart: { workload: { name: "postgres" }, delayBetweenPods: "1s" } },
+    }),
+  );
+  const raised = await scenario.waitForCondition(
+    "p",
+    "MaxConnectionsApplied",
+    { status: "True", reason: "Applied" },
+    180_000,
+  );
+  expect(raised.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toBe(
+    "max_connections is 150 on all 2 pods",
+  );
   expect(startedOrder()).toEqual(["postgres-1", "postgres-0"]);
   expect(await scenario.server.setting("max_connections")).toBe("150");
   expect(await replica.setting("max_connections")).toBe("150");

@@ -62,7 +62,13 @@ describe("EventRecorder against a real kube-apiserver", () => {
   it("truncates a long note to 1 KiB", async () => {
     const cm = await createConfigMap(kc, namespace, "long-note");
     const recorder = new EventRecorder(kc, { reportingInstance: "operator-pod-0", logger: quietLogger });
-    await recorder.record({ regarding: subjectOf(cm), type: "Normal", reason: "Verbose", action: "Report", note: "x".repeat(5_000) });
+    await recorder.record({
+      regarding: subjectOf(cm),
+      type: "Normal",
+      reason: "Verbose",
+      action: "Report",
+      note: "x".repeat(5_000),
+    });
     const [event] = await eventsAbout("long-note");
     expect(event?.note).toHaveLength(1024);
   });
@@ -70,7 +76,13 @@ describe("EventRecorder against a real kube-apiserver", () => {
   it("collapses identical events into one with a series", async () => {
     const cm = await createConfigMap(kc, namespace, "repeated");
     const recorder = new EventRecorder(kc, { reportingInstance: "operator-pod-0", logger: quietLogger });
-    const input = { regarding: subjectOf(cm), type: "Warning" as const, reason: "CannotApply", action: "AlterSystem", note: "set on the command line" };
+    const input = {
+      regarding: subjectOf(cm),
+      type: "Warning" as const,
+      reason: "CannotApply",
+      action: "AlterSystem",
+      note: "set on the command line",
+    };
     for (let i = 0; i < 3; i++) await recorder.record(input);
     await recorder.record({ ...input, note: "a different note is a different event" });
 

@@ -37,7 +37,9 @@ describe("ResilientInformer recovery", () => {
     const restartsBefore = informer.stats().restarts;
 
     await controlPlane.stopApiServer();
-    await waitFor("the informer to keep retrying", () => informer.stats().restarts >= restartsBefore + 3, { timeoutMs: 30_000 });
+    await waitFor("the informer to keep retrying", () => informer.stats().restarts >= restartsBefore + 3, {
+      timeoutMs: 30_000,
+    });
     await controlPlane.startApiServer();
 
     const core = kc.makeApiClient(CoreV1Api);
@@ -46,7 +48,9 @@ describe("ResilientInformer recovery", () => {
     await waitFor("the informer to see the new object", () => informer.get(ns, "after-restart") !== undefined, {
       timeoutMs: 60_000,
     });
-    await waitFor("the informer to see the deletion", () => informer.get(ns, "doomed") === undefined, { timeoutMs: 60_000 });
+    await waitFor("the informer to see the deletion", () => informer.get(ns, "doomed") === undefined, {
+      timeoutMs: 60_000,
+    });
     expect(seen.added).toContain("after-restart");
     expect(seen.deleted).toContain("doomed");
     expect(informer.get(ns, "survivor")).toBeDefined();
@@ -89,14 +93,23 @@ describe("ResilientInformer recovery", () => {
     }
 
     await createConfigMap(kc, ns, "after-thaw");
-    await waitFor("the informer to see a change made after thawing", () => informer.get(ns, "after-thaw") !== undefined, {
-      timeoutMs: 60_000,
-    });
+    await waitFor(
+      "the informer to see a change made after thawing",
+      () => informer.get(ns, "after-thaw") !== undefined,
+      {
+        timeoutMs: 60_000,
+      },
+    );
   });
 });
 
 /** Updates a ConfigMap every `intervalMs`, so that its watchers receive a steady stream of events. */
-function startHeartbeat(kc: KubeConfig, namespace: string, name: string, intervalMs: number): { stop(): Promise<void> } {
+function startHeartbeat(
+  kc: KubeConfig,
+  namespace: string,
+  name: string,
+  intervalMs: number,
+): { stop(): Promise<void> } {
   const core = kc.makeApiClient(CoreV1Api);
   let running = true;
   const loop = (async () => {

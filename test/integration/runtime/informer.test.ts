@@ -45,7 +45,11 @@ describe("ResilientInformer against a real kube-apiserver", () => {
     await createConfigMap(kc, ns, "created", { v: "1" });
     await waitFor("the informer to see the add", () => seen.added.includes("created"));
 
-    await core.patchNamespacedConfigMap({ name: "created", namespace: ns, body: [{ op: "replace", path: "/data/v", value: "2" }] });
+    await core.patchNamespacedConfigMap({
+      name: "created",
+      namespace: ns,
+      body: [{ op: "replace", path: "/data/v", value: "2" }],
+    });
     await waitFor("the informer to see the update", () => informer.get(ns, "created")?.data?.v === "2");
     expect(seen.updated).toContain("created");
 
@@ -72,7 +76,9 @@ describe("ResilientInformer against a real kube-apiserver", () => {
     await createConfigMap(kc, ns, "watched", { v: "1" });
     await waitFor("the informer to see the add", () => informer.get(ns, "watched") !== undefined);
     // The API server does send managedFields; neither the cache nor the handlers see them.
-    expect((await core.readNamespacedConfigMap({ name: "watched", namespace: ns })).metadata?.managedFields?.length).toBeGreaterThan(0);
+    expect(
+      (await core.readNamespacedConfigMap({ name: "watched", namespace: ns })).metadata?.managedFields?.length,
+    ).toBeGreaterThan(0);
     expect(informer.get(ns, "listed")?.metadata?.managedFields).toBeUndefined();
     expect(informer.get(ns, "watched")?.metadata?.managedFields).toBeUndefined();
     expect(informer.get(ns, "watched")?.data).toEqual({ v: "1" });
@@ -97,10 +103,16 @@ describe("ResilientInformer against a real kube-apiserver", () => {
 
     // The informer's line to the API server goes dead; the test still reaches it directly.
     relay.swallowEverything();
-    await core.patchNamespacedConfigMap({ name: "changed", namespace: ns, body: [{ op: "replace", path: "/data/v", value: "2" }] });
+    await core.patchNamespacedConfigMap({
+      name: "changed",
+      namespace: ns,
+      body: [{ op: "replace", path: "/data/v", value: "2" }],
+    });
     await core.deleteNamespacedConfigMap({ name: "deleted", namespace: ns });
     await createConfigMap(kc, ns, "added");
-    await waitFor("the watchdog to fire", () => informer.stats().watchdogTimeouts > before.watchdogTimeouts, { timeoutMs: 30_000 });
+    await waitFor("the watchdog to fire", () => informer.stats().watchdogTimeouts > before.watchdogTimeouts, {
+      timeoutMs: 30_000,
+    });
     // Nothing could reach the informer while blind.
     expect(informer.get(ns, "deleted")).toBeDefined();
     expect(informer.get(ns, "changed")?.data?.v).toBe("1");
@@ -111,7 +123,12 @@ describe("ResilientInformer against a real kube-apiserver", () => {
     expect(seen.updated).toEqual(["changed"]);
     expect(seen.added).toContain("added");
     expect(informer.get(ns, "changed")?.data?.v).toBe("2");
-    expect(informer.list().map((cm) => cm.metadata?.name).sort()).toEqual(["added", "changed", "kept"]);
+    expect(
+      informer
+        .list()
+        .map((cm) => cm.metadata?.name)
+        .sort(),
+    ).toEqual(["added", "changed", "kept"]);
     // The first list may come from the API server's cache; a relist must not go back in time.
     expect(seen.listedAt[0]).toBe("0");
     expect(seen.listedAt.length).toBeGreaterThan(1);
@@ -135,7 +152,11 @@ describe("ResilientInformer against a real kube-apiserver", () => {
     expect(await informer.waitForSync(30_000)).toBe(true);
 
     await createConfigMap(kc, ns, "throws");
-    await core.patchNamespacedConfigMap({ name: "throws", namespace: ns, body: [{ op: "add", path: "/data", value: { a: "b" } }] });
+    await core.patchNamespacedConfigMap({
+      name: "throws",
+      namespace: ns,
+      body: [{ op: "add", path: "/data", value: { a: "b" } }],
+    });
     await createConfigMap(kc, ns, "after");
     await waitFor("events after a throwing handler", () => delivered.includes("after"));
     expect(delivered).toEqual(["throws", "after"]);
@@ -147,10 +168,15 @@ describe("ResilientInformer against a real kube-apiserver", () => {
     await createConfigMap(kc, ns, "one");
     await createConfigMap(kc, ns, "two");
     const resynced: string[] = [];
-    const { informer } = configMapInformer(kc, ns, { resyncMs: 300, onResync: (cm) => void resynced.push(cm.metadata!.name!) });
+    const { informer } = configMapInformer(kc, ns, {
+      resyncMs: 300,
+      onResync: (cm) => void resynced.push(cm.metadata!.name!),
+    });
     informers.push(informer);
     informer.start();
-    await waitFor("two resync rounds", () => resynced.filter((name) => name === "one").length >= 2, { timeoutMs: 30_000 });
+    await waitFor("two resync rounds", () => resynced.filter((name) => name === "one").length >= 2, {
+      timeoutMs: 30_000,
+    });
     expect(resynced).toContain("two");
   });
 
@@ -168,7 +194,11 @@ describe("ResilientInformer against a real kube-apiserver", () => {
       },
     });
     const enqueue = (cm: { metadata?: { name?: string; namespace?: string } }) => controller.enqueue(objectKey(cm));
-    ({ informer } = configMapInformer(kc, ns, { onAdd: enqueue, onUpdate: (_old, cm) => enqueue(cm), onDelete: enqueue }));
+    ({ informer } = configMapInformer(kc, ns, {
+      onAdd: enqueue,
+      onUpdate: (_old, cm) => enqueue(cm),
+      onDelete: enqueue,
+    }));
     informers.push(informer, controller);
     controller.start();
     informer.start();
@@ -176,7 +206,11 @@ describe("ResilientInformer against a real kube-apiserver", () => {
 
     await createConfigMap(kc, ns, "policy", { v: "1" });
     for (const v of ["2", "3", "4"]) {
-      await core.patchNamespacedConfigMap({ name: "policy", namespace: ns, body: [{ op: "replace", path: "/data/v", value: v }] });
+      await core.patchNamespacedConfigMap({
+        name: "policy",
+        namespace: ns,
+        body: [{ op: "replace", path: "/data/v", value: v }],
+      });
     }
     await waitFor("the last value to be reconciled", () => reconciledValues.get(`${ns}/policy`) === "4");
     await core.deleteNamespacedConfigMap({ name: "policy", namespace: ns });

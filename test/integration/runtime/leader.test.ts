@@ -34,7 +34,12 @@ describe("LeaderElector against a real kube-apiserver", () => {
     await deleteNamespace(kc, namespace);
   });
 
-  function candidate(identity: string, lease: string, config: KubeConfig = kc, extra: Partial<LeaderElectionOptions> = {}): Candidate {
+  function candidate(
+    identity: string,
+    lease: string,
+    config: KubeConfig = kc,
+    extra: Partial<LeaderElectionOptions> = {},
+  ): Candidate {
     const c: Candidate = { elector: undefined as unknown as LeaderElector, started: 0, stopped: 0 };
     c.elector = new LeaderElector(config, {
       namespace,
@@ -42,8 +47,12 @@ describe("LeaderElector against a real kube-apiserver", () => {
       identity,
       ...timings,
       logger: quietLogger,
-      onStartedLeading: () => void (c.started += 1),
-      onStoppedLeading: () => void (c.stopped += 1),
+      onStartedLeading: () => {
+        c.started += 1;
+      },
+      onStoppedLeading: () => {
+        c.stopped += 1;
+      },
       ...extra,
     });
     candidates.push(c);
@@ -130,7 +139,13 @@ describe("LeaderElector against a real kube-apiserver", () => {
       namespace,
       body: {
         metadata: { name: "abandoned" },
-        spec: { holderIdentity: "crashed", leaseDurationSeconds: 3, acquireTime: now, renewTime: now, leaseTransitions: 0 },
+        spec: {
+          holderIdentity: "crashed",
+          leaseDurationSeconds: 3,
+          acquireTime: now,
+          renewTime: now,
+          leaseTransitions: 0,
+        },
       },
     });
     const startedAt = performance.now();

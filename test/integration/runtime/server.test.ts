@@ -62,7 +62,11 @@ describe("OperatorServer", () => {
   });
 
   it("fails a check that hangs instead of hanging the probe", async () => {
-    const hung = new OperatorServer({ logger: quietLogger, checkTimeoutMs: 200, healthChecks: [{ name: "hung", check: () => new Promise<boolean>(() => {}) }] });
+    const hung = new OperatorServer({
+      logger: quietLogger,
+      checkTimeoutMs: 200,
+      healthChecks: [{ name: "hung", check: () => new Promise<boolean>(() => {}) }],
+    });
     const port = await hung.listen(0, "127.0.0.1");
     try {
       const response = await fetch(`http://127.0.0.1:${port}/healthz`);
@@ -77,7 +81,11 @@ describe("OperatorServer", () => {
     const controller = new Controller({ name: "metrics-it", logger: quietLogger, reconcile: async () => ({}) });
     controller.start();
     controller.enqueue("a");
-    await waitFor("a reconcile", async () => (await get("/metrics")).body.includes('controller_runtime_reconcile_total{controller="metrics-it",result="success"} 1'));
+    await waitFor("a reconcile", async () =>
+      (await get("/metrics")).body.includes(
+        'controller_runtime_reconcile_total{controller="metrics-it",result="success"} 1',
+      ),
+    );
     await controller.stop();
 
     const metrics = await get("/metrics");

@@ -25,7 +25,14 @@ describe("the CRD generated from the zod schema", () => {
   it("has the status subresource, short name pp, and the printer columns users read", () => {
     expect(version.subresources).toEqual({ status: {} });
     expect(crd.spec.names.shortNames).toEqual(["pp"]);
-    expect(version.additionalPrinterColumns.map((c: any) => c.name)).toEqual(["Ready", "Reason", "MaxConn", "Usage", "Targets", "Age"]);
+    expect(version.additionalPrinterColumns.map((c: any) => c.name)).toEqual([
+      "Ready",
+      "Reason",
+      "MaxConn",
+      "Usage",
+      "Targets",
+      "Age",
+    ]);
   });
 
   it("keeps maxConnections int-or-string with its range in a CEL rule", () => {
@@ -35,7 +42,11 @@ describe("the CRD generated from the zod schema", () => {
   });
 
   it("spells out the defaults: pool 5/25, reaper every 60s after 5m", () => {
-    expect(spec.properties.pool.default).toEqual({ minSize: 5, maxSize: 25, env: { min: "DB_POSTGRES_MIN_CONN", max: "DB_POSTGRES_MAX_CONN" } });
+    expect(spec.properties.pool.default).toEqual({
+      minSize: 5,
+      maxSize: 25,
+      env: { min: "DB_POSTGRES_MIN_CONN", max: "DB_POSTGRES_MAX_CONN" },
+    });
     expect(spec.properties.reaper.properties.interval.default).toBe("60s");
     expect(spec.properties.reaper.properties.idleInTransactionTimeout.default).toBe("5m");
   });
@@ -43,7 +54,13 @@ describe("the CRD generated from the zod schema", () => {
   it("bounds every string and list that a CEL rule reads", () => {
     const unbounded: string[] = [];
     const walk = (node: any, path: string) => {
-      if (node.type === "string" && node.maxLength === undefined && node.enum === undefined && !path.startsWith("status")) unbounded.push(path);
+      if (
+        node.type === "string" &&
+        node.maxLength === undefined &&
+        node.enum === undefined &&
+        !path.startsWith("status")
+      )
+        unbounded.push(path);
       if (node.type === "array" && node.maxItems === undefined && !path.startsWith("status")) unbounded.push(path);
       for (const [k, v] of Object.entries(node.properties ?? {})) walk(v, `${path}.${k}`);
       if (node.items) walk(node.items, `${path}[]`);

@@ -2,17 +2,38 @@ import { describe, expect, it } from "vitest";
 import { validateSpec } from "../../../src/api/schema.js";
 import { formatDuration, parseDuration } from "../../../src/api/duration.js";
 
-const minimal = { postgres: { host: "db", credentialsSecret: { name: "pg" } }, targets: { selector: { matchLabels: { app: "x" } } } };
+const minimal = {
+  postgres: { host: "db", credentialsSecret: { name: "pg" } },
+  targets: { selector: { matchLabels: { app: "x" } } },
+};
 
 describe("validateSpec", () => {
   it("fills in the defaults of a minimal spec", () => {
     const result = validateSpec(minimal);
     expect(result.ok).toBe(true);
     if (!result.ok) return;
-    expect(result.spec.pool).toEqual({ minSize: 5, maxSize: 25, env: { min: "DB_POSTGRES_MIN_CONN", max: "DB_POSTGRES_MAX_CONN" } });
-    expect(result.spec.reaper).toMatchObject({ enabled: true, interval: "60s", idleInTransactionTimeout: "5m", dryRun: false });
-    expect(result.spec.postgres).toMatchObject({ port: 5432, database: "postgres", sslMode: "prefer", requiredExtensions: [] });
-    expect(result.spec.postgres.credentialsSecret).toEqual({ name: "pg", usernameKey: "username", passwordKey: "password" });
+    expect(result.spec.pool).toEqual({
+      minSize: 5,
+      maxSize: 25,
+      env: { min: "DB_POSTGRES_MIN_CONN", max: "DB_POSTGRES_MAX_CONN" },
+    });
+    expect(result.spec.reaper).toMatchObject({
+      enabled: true,
+      interval: "60s",
+      idleInTransactionTimeout: "5m",
+      dryRun: false,
+    });
+    expect(result.spec.postgres).toMatchObject({
+      port: 5432,
+      database: "postgres",
+      sslMode: "prefer",
+      requiredExtensions: [],
+    });
+    expect(result.spec.postgres.credentialsSecret).toEqual({
+      name: "pg",
+      usernameKey: "username",
+      passwordKey: "password",
+    });
   });
 
   it.each([
@@ -24,17 +45,31 @@ describe("validateSpec", () => {
     [{ reaper: { interval: "1s" } }, "spec.reaper.interval: must be at least 5s"],
     [{ reaper: { idleInTransactionTimeout: "5 minutes" } }, "spec.reaper.idleInTransactionTimeout"],
     [{ targets: { selector: {} } }, "spec.targets.selector: selector must not be empty"],
-    [{ targets: { selector: { matchExpressions: [{ key: "a", operator: "In" }] } } }, "spec.targets.selector.matchExpressions.0.values"],
+    [
+      { targets: { selector: { matchExpressions: [{ key: "a", operator: "In" }] } } },
+      "spec.targets.selector.matchExpressions.0.values",
+    ],
     [{ pool: { env: { min: "SAME", max: "SAME" } } }, "spec.pool.env"],
     [{ pool: { env: { min: "1BAD" } } }, "spec.pool.env.min"],
-    [{ postgres: { ...minimal.postgres, restart: { workload: { name: "pg" }, maintenanceWindow: { days: ["Sat"], start: "02:00", duration: "2h", timeZone: "Mars/Olympus" } } } }, "spec.postgres.restart.maintenanceWindow.timeZone"],
+    [
+      {
+        postgres: {
+          ...minimal.postgres,
+          restart: {
+            workload: { name: "pg" },
+            maintenanceWindow: { days: ["Sat"], start: "02:00", duration: "2h", timeZone: "Mars/Olympus" },
+          },
+        },
+      },
+      "spec.postgres.restart.maintenanceWindow.timeZone",
+    ],
   ])("rejects %j naming the field", (patch, expected) => {
     const result = validateSpec({ ...minimal, ...patch });
     expect(result.ok).toBe(false);
     if (!result.ok) expect(result.message).toContain(expected);
   });
 
-  it("accepts maxConnections \"auto\" and the bounds 1 and 262143", () => {
+  it('accepts maxConnections "auto" and the bounds 1 and 262143', () => {
     for (const maxConnections of ["auto", 1, 262143]) {
       expect(validateSpec({ ...minimal, postgres: { ...minimal.postgres, maxConnections } }).ok).toBe(true);
     }
@@ -42,7 +77,13 @@ describe("validateSpec", () => {
 });
 
 describe("durations", () => {
-  it.each([["90s", 90_000], ["5m", 300_000], ["1h30m", 5_400_000], ["500ms", 500], ["1.5s", 1500]])("parses %s", (text, ms) => {
+  it.each([
+    ["90s", 90_000],
+    ["5m", 300_000],
+    ["1h30m", 5_400_000],
+    ["500ms", 500],
+    ["1.5s", 1500],
+  ])("parses %s", (text, ms) => {
     expect(parseDuration(text)).toBe(ms);
   });
   it.each(["", "5", "5 m", "1d", "-5s", "s"])("refuses %j", (text) => expect(parseDuration(text)).toBeUndefined());

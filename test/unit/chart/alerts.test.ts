@@ -49,10 +49,18 @@ function exportedMetrics(): Map<string, string[]> {
 }
 
 /** Metric names in a PromQL expression: the operator's families all start with these prefixes. */
-const metricNamesIn = (expr: string) => [...new Set(expr.match(/\b(?:poolpolicy|controller_runtime|workqueue)_[a-z0-9_]+/g) ?? [])];
+const metricNamesIn = (expr: string) => [
+  ...new Set(expr.match(/\b(?:poolpolicy|controller_runtime|workqueue)_[a-z0-9_]+/g) ?? []),
+];
 
 /** Label names in `by (...)` clauses. */
-const groupingLabelsIn = (expr: string) => [...expr.matchAll(/\bby\s*\(([^)]*)\)/g)].flatMap((m) => m[1]!.split(",").map((l) => l.trim()).filter(Boolean));
+const groupingLabelsIn = (expr: string) =>
+  [...expr.matchAll(/\bby\s*\(([^)]*)\)/g)].flatMap((m) =>
+    m[1]!
+      .split(",")
+      .map((l) => l.trim())
+      .filter(Boolean),
+  );
 
 /**
  * Labels Prometheus adds at scrape time: `namespace` of the target, and `exported_namespace`,
@@ -80,26 +88,39 @@ describe("PrometheusRule", () => {
     ]);
     expect(rules[0]!.expr).toBe("max by (server) (poolpolicy_postgres_usage_ratio) >= 0.85");
     expect(rules[1]!.expr).toBe("max by (server) (poolpolicy_postgres_usage_ratio) >= 0.95");
-    expect(rules[2]!.expr).toBe("sum by (namespace, exported_namespace) (increase(poolpolicy_reaper_sessions_terminated_total[15m])) > 0");
+    expect(rules[2]!.expr).toBe(
+      "sum by (namespace, exported_namespace) (increase(poolpolicy_reaper_sessions_terminated_total[15m])) > 0",
+    );
   });
 
   it("takes thresholds, durations and alert labels from values, and refuses a warning above the critical level", async () => {
-    const rules = rulesOf(await renderRule([
-      "--set", "metrics.prometheusRule.usage.warningPercent=80",
-      "--set", "metrics.prometheusRule.usage.criticalPercent=90",
-      "--set", "metrics.prometheusRule.usage.for=2m",
-      "--set", "metrics.prometheusRule.reaper.window=1h",
-      "--set", "metrics.prometheusRule.alertLabels.team=dba",
-    ]));
+    const rules = rulesOf(
+      await renderRule([
+        "--set",
+        "metrics.prometheusRule.usage.warningPercent=80",
+        "--set",
+        "metrics.prometheusRule.usage.criticalPercent=90",
+        "--set",
+        "metrics.prometheusRule.usage.for=2m",
+        "--set",
+        "metrics.prometheusRule.reaper.window=1h",
+        "--set",
+        "metrics.prometheusRule.alertLabels.team=dba",
+      ]),
+    );
     expect(rules[0]).toMatchObject({ expr: "max by (server) (poolpolicy_postgres_usage_ratio) >= 0.8", for: "2m" });
     expect(rules[1]!.expr).toContain(">= 0.9");
     expect(rules[2]!.expr).toContain("[1h]");
     for (const r of rules) expect(r.labels.team, r.alert).toBe("dba");
 
-    const refused = await runHelm(templateArgs([...ENABLED, ...API, "--set", "metrics.prometheusRule.usage.warningPercent=95"]));
+    const refused = await runHelm(
+      templateArgs([...ENABLED, ...API, "--set", "metrics.prometheusRule.usage.warningPercent=95"]),
+    );
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain("warningPercent must be below criticalPercent");
-    const badDuration = await runHelm(templateArgs([...ENABLED, ...API, "--set", "metrics.prometheusRule.usage.for=5 minutes"]));
+    const badDuration = await runHelm(
+      templateArgs([...ENABLED, ...API, "--set", "metrics.prometheusRule.usage.for=5 minutes"]),
+    );
     expect(badDuration.stderr).toContain("values don't meet the specifications of the schema");
   });
 
@@ -111,7 +132,10 @@ describe("PrometheusRule", () => {
       for (const name of names) expect(exported.has(name), `${rule.alert}: ${name} is not exported`).toBe(true);
       const labels = new Set(names.flatMap((n) => exported.get(n) ?? []));
       for (const label of groupingLabelsIn(rule.expr)) {
-        expect(labels.has(label) || SCRAPE_LABELS.has(label), `${rule.alert}: no metric of "${rule.expr}" has label ${label}`).toBe(true);
+        expect(
+          labels.has(label) || SCRAPE_LABELS.has(label),
+          `${rule.alert}: no metric of "${rule.expr}" has label ${label}`,
+        ).toBe(true);
       }
     }
   });
@@ -134,11 +158,14 @@ describe("PrometheusRule with promtool", () => {
     expect(result.stdout).toContain("SUCCESS: 5 rules found");
   });
 
-  it.skipIf(!promtool)("promtool test rules: each alert fires on the series it should, when it should, and not on others", async () => {
-    const result = await run(promtool!, ["test", "rules", join(dir, "tests.yaml")], dir);
-    expect(result.code, result.stdout + result.stderr).toBe(0);
-    expect(result.stdout).toContain("SUCCESS");
-  });
+  it.skipIf(!promtool)(
+    "promtool test rules: each alert fires on the series it should, when it should, and not on others",
+    async () => {
+      const result = await run(promtool!, ["test", "rules", join(dir, "tests.yaml")], dir);
+      expect(result.code, result.stdout + result.stderr).toBe(0);
+      expect(result.stdout).toContain("SUCCESS");
+    },
+  );
 });
 
 const usageDescription = (value: string, server: string) =>
@@ -173,15 +200,33 @@ const ALERT_TESTS = {
           eval_time: "6m",
           alertname: "PoolPolicyPostgresConnectionsHigh",
           exp_alerts: [
-            { exp_labels: { severity: "warning", server: "busy:5432" }, exp_annotations: { summary: "PostgreSQL busy:5432 uses 85% or more of max_connections", description: usageDescription("90%", "busy:5432") } },
-            { exp_labels: { severity: "warning", server: "full:5432" }, exp_annotations: { summary: "PostgreSQL full:5432 uses 85% or more of max_connections", description: usageDescription("97%", "full:5432") } },
+            {
+              exp_labels: { severity: "warning", server: "busy:5432" },
+              exp_annotations: {
+                summary: "PostgreSQL busy:5432 uses 85% or more of max_connections",
+                description: usageDescription("90%", "busy:5432"),
+              },
+            },
+            {
+              exp_labels: { severity: "warning", server: "full:5432" },
+              exp_annotations: {
+                summary: "PostgreSQL full:5432 uses 85% or more of max_connections",
+                description: usageDescription("97%", "full:5432"),
+              },
+            },
           ],
         },
         {
           eval_time: "6m",
           alertname: "PoolPolicyPostgresConnectionsCritical",
           exp_alerts: [
-            { exp_labels: { severity: "critical", server: "full:5432" }, exp_annotations: { summary: "PostgreSQL full:5432 is about to run out of connections (95% or more of max_connections)", description: criticalDescription("97%", "full:5432") } },
+            {
+              exp_labels: { severity: "critical", server: "full:5432" },
+              exp_annotations: {
+                summary: "PostgreSQL full:5432 is about to run out of connections (95% or more of max_connections)",
+                description: criticalDescription("97%", "full:5432"),
+              },
+            },
           ],
         },
       ],
@@ -190,7 +235,11 @@ const ALERT_TESTS = {
       interval: "1m",
       input_series: [
         // Scraped through a ServiceMonitor: the policy's namespace became exported_namespace.
-        { series: 'poolpolicy_reaper_sessions_terminated_total{namespace="poolpolicy-system", exported_namespace="shop", pod="op-a"}', values: "0 0 0 1x30" },
+        {
+          series:
+            'poolpolicy_reaper_sessions_terminated_total{namespace="poolpolicy-system", exported_namespace="shop", pod="op-a"}',
+          values: "0 0 0 1x30",
+        },
         // Scraped without a target namespace: the label kept its name.
         { series: 'poolpolicy_reaper_sessions_terminated_total{namespace="billing"}', values: "0x33" },
       ],
@@ -201,7 +250,10 @@ const ALERT_TESTS = {
           exp_alerts: [
             {
               exp_labels: { severity: "warning", namespace: "poolpolicy-system", exported_namespace: "shop" },
-              exp_annotations: { summary: "The reaper terminated sessions idle in transaction in namespace shop", description: reapedDescription("1", "shop") },
+              exp_annotations: {
+                summary: "The reaper terminated sessions idle in transaction in namespace shop",
+                description: reapedDescription("1", "shop"),
+              },
             },
           ],
         },
@@ -219,7 +271,16 @@ const ALERT_TESTS = {
       ],
       alert_rule_test: [
         { eval_time: "9m", alertname: "PoolPolicyBudgetExceeded", exp_alerts: [] },
-        { eval_time: "11m", alertname: "PoolPolicyBudgetExceeded", exp_alerts: [{ exp_labels: { severity: "warning", server: "over:5432" }, exp_annotations: budgetAnnotations("over:5432") }] },
+        {
+          eval_time: "11m",
+          alertname: "PoolPolicyBudgetExceeded",
+          exp_alerts: [
+            {
+              exp_labels: { severity: "warning", server: "over:5432" },
+              exp_annotations: budgetAnnotations("over:5432"),
+            },
+          ],
+        },
       ],
     },
     {
@@ -239,7 +300,8 @@ const ALERT_TESTS = {
               exp_labels: { severity: "warning", controller: "poolpolicy" },
               exp_annotations: {
                 summary: "poolpolicy-operator reconciles keep failing",
-                description: 'Reconciles of PoolPolicies have failed for 15m (16.67m per second). Failures against PostgreSQL or Redis are conditions, not errors: this is the Kubernetes API failing or refusing the operator. See the operator\'s logs (JSON, field "policy").',
+                description:
+                  'Reconciles of PoolPolicies have failed for 15m (16.67m per second). Failures against PostgreSQL or Redis are conditions, not errors: this is the Kubernetes API failing or refusing the operator. See the operator\'s logs (JSON, field "policy").',
               },
             },
           ],
@@ -257,7 +319,10 @@ function findPromtool(): string | undefined {
   // The tools cache of tools/build-tools.sh: one folder per tool and version.
   try {
     const cache = dirname(toolsDir());
-    const folder = readdirSync(cache).filter((d) => d.startsWith("promtool-")).sort().pop();
+    const folder = readdirSync(cache)
+      .filter((d) => d.startsWith("promtool-"))
+      .sort()
+      .pop();
     if (folder && existsSync(join(cache, folder, "promtool"))) return join(cache, folder, "promtool");
   } catch {
     /* no tools cache */

@@ -45,11 +45,17 @@ const OPERATOR_RULES = [
 const deploymentOf = (objects: Manifest[]) => findObject(objects, "Deployment");
 const containerOf = (objects: Manifest[]) => deploymentOf(objects).spec.template.spec.containers[0] as Manifest;
 const envOf = (objects: Manifest[]) => containerOf(objects).env as Manifest[];
-const envValue = (objects: Manifest[], name: string) => envOf(objects).find((e) => e.name === name)?.value as string | undefined;
+const envValue = (objects: Manifest[], name: string) =>
+  envOf(objects).find((e) => e.name === name)?.value as string | undefined;
 
 describe("helm lint", () => {
   it("passes --strict with the default values and with the non-default branches", async () => {
-    for (const extra of [[], ["--set", "replicaCount=2"], ["--set", "watchNamespace=apps"], ["--set", "leaderElection.enabled=false"]]) {
+    for (const extra of [
+      [],
+      ["--set", "replicaCount=2"],
+      ["--set", "watchNamespace=apps"],
+      ["--set", "leaderElection.enabled=false"],
+    ]) {
       const result = await runHelm(["lint", "--strict", chartDir, ...extra]);
       expect(result.code, `helm lint ${extra.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
       expect(result.stdout).toContain("0 chart(s) failed");
@@ -77,7 +83,8 @@ describe("helm template with default values", () => {
       for (const rule of role.rules as Manifest[]) {
         expect(rule.nonResourceURLs, `${role.kind} ${role.metadata.name}`).toBeUndefined();
         for (const field of ["apiGroups", "resources", "verbs", "resourceNames"]) {
-          for (const value of (rule[field] ?? []) as string[]) expect(value, `${role.kind} ${role.metadata.name} ${field}`).not.toContain("*");
+          for (const value of (rule[field] ?? []) as string[])
+            expect(value, `${role.kind} ${role.metadata.name} ${field}`).not.toContain("*");
         }
       }
     }
@@ -101,14 +108,25 @@ describe("helm template with default values", () => {
       const binding = findObject(objects, kind);
       expect(binding.subjects).toEqual([{ kind: "ServiceAccount", name: sa.metadata.name, namespace: "ops" }]);
     }
-    expect(findObject(objects, "ClusterRoleBinding").roleRef).toMatchObject({ kind: "ClusterRole", name: findObject(objects, "ClusterRole").metadata.name });
-    expect(findObject(objects, "RoleBinding").roleRef).toMatchObject({ kind: "Role", name: findObject(objects, "Role").metadata.name });
+    expect(findObject(objects, "ClusterRoleBinding").roleRef).toMatchObject({
+      kind: "ClusterRole",
+      name: findObject(objects, "ClusterRole").metadata.name,
+    });
+    expect(findObject(objects, "RoleBinding").roleRef).toMatchObject({
+      kind: "Role",
+      name: findObject(objects, "Role").metadata.name,
+    });
     expect(deploymentOf(objects).spec.template.spec.serviceAccountName).toBe(sa.metadata.name);
   });
 
   it("runs the pod as Pod Security 'restricted' requires, with a numeric non-root UID", () => {
     const pod = deploymentOf(objects).spec.template.spec as Manifest;
-    expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: { type: "RuntimeDefault" } });
+    expect(pod.securityContext).toMatchObject({
+      runAsNonRoot: true,
+      runAsUser: 65532,
+      runAsGroup: 65532,
+      seccompProfile: { type: "RuntimeDefault" },
+    });
     expect(Number.isInteger(pod.securityContext.runAsUser)).toBe(true);
     expect(pod.hostNetwork ?? false).toBe(false);
     expect(pod.hostPID ?? false).toBe(false);
@@ -150,7 +168,10 @@ describe("helm template with default values", () => {
     expect(deployment.spec.replicas).toBe(1);
     expect(containerOf(objects).image).toBe("poolpolicy-operator:0.1.0");
     expect(containerOf(objects).imagePullPolicy).toBe("IfNotPresent");
-    expect(containerOf(objects).resources).toEqual({ requests: { cpu: "50m", memory: "64Mi" }, limits: { cpu: "500m", memory: "256Mi" } });
+    expect(containerOf(objects).resources).toEqual({
+      requests: { cpu: "50m", memory: "64Mi" },
+      limits: { cpu: "500m", memory: "256Mi" },
+    });
     expect(deployment.spec.template.spec.priorityClassName).toBeUndefined();
   });
 
@@ -160,11 +181,15 @@ describe("helm template with default values", () => {
     expect(new Set(names).size).toBe(names.length);
     // Every variable is one the operator reads (a typo would be silently ignored by it).
     expect(names.filter((n) => !(n in configSchema.shape))).toEqual([]);
-    expect(env.find((e) => e.name === "POD_NAMESPACE")?.valueFrom).toEqual({ fieldRef: { fieldPath: "metadata.namespace" } });
+    expect(env.find((e) => e.name === "POD_NAMESPACE")?.valueFrom).toEqual({
+      fieldRef: { fieldPath: "metadata.namespace" },
+    });
     expect(env.find((e) => e.name === "POD_NAME")?.valueFrom).toEqual({ fieldRef: { fieldPath: "metadata.name" } });
 
     // What the kubelet would pass: literal values as they are, the downward API filled in.
-    const processEnv = Object.fromEntries(env.map((e) => [e.name, e.value ?? (e.valueFrom.fieldRef.fieldPath === "metadata.name" ? "ppo-abc" : "ops")]));
+    const processEnv = Object.fromEntries(
+      env.map((e) => [e.name, e.value ?? (e.valueFrom.fieldRef.fieldPath === "metadata.name" ? "ppo-abc" : "ops")]),
+    );
     for (const [name, value] of Object.entries(processEnv)) expect(typeof value, name).toBe("string");
     expect(configSchema.parse(processEnv)).toMatchObject({
       WATCH_NAMESPACE: "",
@@ -188,7 +213,10 @@ describe("leader election", () => {
       const objects = await renderChart(["--set", `replicaCount=${replicas}`]);
       expect(deploymentOf(objects).spec.replicas).toBe(replicas);
       expect(envValue(objects, "LEADER_ELECT")).toBe("true");
-      expect(deploymentOf(objects).spec.strategy).toEqual({ type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+      expect(deploymentOf(objects).spec.strategy).toEqual({
+        type: "RollingUpdate",
+        rollingUpdate: { maxSurge: 1, maxUnavailable: 0 },
+      });
       expect(findObject(objects, "Role").rules.some((r: Manifest) => r.resources.includes("leases"))).toBe(true);
     }
   });
@@ -222,7 +250,9 @@ describe("watchNamespace", () => {
     const binding = objects.find((o) => o.kind === "RoleBinding" && o.metadata.namespace === "apps")!;
     expect(binding.roleRef).toMatchObject({ kind: "Role", name: watchRole.metadata.name });
     // The ServiceAccount stays in the release namespace.
-    expect(binding.subjects).toEqual([{ kind: "ServiceAccount", name: findObject(objects, "ServiceAccount").metadata.name, namespace: "ops" }]);
+    expect(binding.subjects).toEqual([
+      { kind: "ServiceAccount", name: findObject(objects, "ServiceAccount").metadata.name, namespace: "ops" },
+    ]);
     // The Lease stays in the release namespace.
     expect(objects.find((o) => o.kind === "Role" && o.metadata.namespace === "ops")).toBeDefined();
     expect(envValue(objects, "WATCH_NAMESPACE")).toBe("apps");
@@ -232,15 +262,24 @@ describe("watchNamespace", () => {
 describe("values", () => {
   it("passes values through: image, pull policy, scheduling, pod metadata, operator settings", async () => {
     const objects = await renderChart([
-      "--set", "image.repository=registry.example/ppo",
-      "--set", "image.tag=1.2.3",
-      "--set", "image.pullPolicy=Never",
-      "--set", "priorityClassName=system-cluster-critical",
-      "--set", "nodeSelector.role=infra",
-      "--set", "tolerations[0].key=infra,tolerations[0].operator=Exists",
-      "--set", "podAnnotations.team=dbops",
-      "--set", "logLevel=debug",
-      "--set", "workers=8",
+      "--set",
+      "image.repository=registry.example/ppo",
+      "--set",
+      "image.tag=1.2.3",
+      "--set",
+      "image.pullPolicy=Never",
+      "--set",
+      "priorityClassName=system-cluster-critical",
+      "--set",
+      "nodeSelector.role=infra",
+      "--set",
+      "tolerations[0].key=infra,tolerations[0].operator=Exists",
+      "--set",
+      "podAnnotations.team=dbops",
+      "--set",
+      "logLevel=debug",
+      "--set",
+      "workers=8",
     ]);
     const pod = deploymentOf(objects).spec.template as Manifest;
     expect(containerOf(objects).image).toBe("registry.example/ppo:1.2.3");
@@ -287,9 +326,19 @@ describe("ServiceMonitor", () => {
   it("is rendered only when enabled AND the cluster serves monitoring.coreos.com/v1", async () => {
     const enabled = ["--set", "metrics.serviceMonitor.enabled=true"];
     expect((await renderChart(enabled)).some((o) => o.kind === "ServiceMonitor")).toBe(false);
-    expect((await renderChart(["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"])).some((o) => o.kind === "ServiceMonitor")).toBe(false);
+    expect(
+      (await renderChart(["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"])).some(
+        (o) => o.kind === "ServiceMonitor",
+      ),
+    ).toBe(false);
 
-    const objects = await renderChart([...enabled, "--set", "metrics.serviceMonitor.labels.release=prom", "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"]);
+    const objects = await renderChart([
+      ...enabled,
+      "--set",
+      "metrics.serviceMonitor.labels.release=prom",
+      "--api-versions",
+      "monitoring.coreos.com/v1/ServiceMonitor",
+    ]);
     const monitor = findObject(objects, "ServiceMonitor");
     expect(monitor.metadata.labels.release).toBe("prom");
     expect(monitor.spec.selector.matchLabels).toEqual(findObject(objects, "Service").spec.selector);

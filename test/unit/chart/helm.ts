@@ -18,7 +18,9 @@ export const chartDir = join(repoRoot, "charts/poolpolicy-operator");
  * assumes Kubernetes v1.20.0 and the chart's kubeVersion (>=1.29) would refuse to render.
  * The version pinned for the test control plane is the honest choice.
  */
-export const kubeVersion = /^KUBERNETES_VERSION=(\S+)$/m.exec(readFileSync(join(repoRoot, "tools/versions.env"), "utf8"))![1]!;
+export const kubeVersion = /^KUBERNETES_VERSION=(\S+)$/m.exec(
+  readFileSync(join(repoRoot, "tools/versions.env"), "utf8"),
+)![1]!;
 
 /**
  * Helm's config, cache and data under one fixed folder of the temp dir, so that tests never read
@@ -43,10 +45,15 @@ export interface HelmResult {
 /** Runs helm; never throws on a non-zero exit (callers assert on `code` and `stderr`). */
 export function runHelm(args: string[], timeoutMs = 120_000): Promise<HelmResult> {
   return new Promise((resolve) => {
-    execFile(toolPath("helm"), args, { env: helmEnv, timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    execFile(
+      toolPath("helm"),
+      args,
+      { env: helmEnv, timeout: timeoutMs, maxBuffer: 16 << 20 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -79,6 +86,9 @@ export async function renderChart(extra: string[] = [], release = "ppo", namespa
 
 export function findObject(objects: Manifest[], kind: string, name?: string): Manifest {
   const found = objects.find((o) => o.kind === kind && (name === undefined || o.metadata?.name === name));
-  if (!found) throw new Error(`no ${kind}${name ? ` ${name}` : ""} in the rendered chart (kinds: ${objects.map((o) => o.kind).join(", ")})`);
+  if (!found)
+    throw new Error(
+      `no ${kind}${name ? ` ${name}` : ""} in the rendered chart (kinds: ${objects.map((o) => o.kind).join(", ")})`,
+    );
   return found;
 }

@@ -4,18 +4,33 @@ import { DsnError, parseDsn, redactDsn } from "../../../src/cli/dsn.js";
 describe("--dsn", () => {
   it("parses user, password, host, port, database and sslmode", () => {
     expect(parseDsn("postgres://app:s%40cret@db.example:6432/appdb?sslmode=require", {})).toEqual({
-      host: "db.example", port: 6432, database: "appdb", sslMode: "require", user: "app", password: "s@cret",
+      host: "db.example",
+      port: 6432,
+      database: "appdb",
+      sslMode: "require",
+      user: "app",
+      password: "s@cret",
     });
   });
 
   it("defaults: port 5432, sslmode prefer, password and database from the environment", () => {
     expect(parseDsn("postgresql://app@[::1]", { PGPASSWORD: "from-env", PGDATABASE: "envdb" })).toEqual({
-      host: "::1", port: 5432, database: "envdb", sslMode: "prefer", user: "app", password: "from-env",
+      host: "::1",
+      port: 5432,
+      database: "envdb",
+      sslMode: "prefer",
+      user: "app",
+      password: "from-env",
     });
   });
 
   it("refuses what it cannot use, without echoing the DSN", () => {
-    for (const bad of ["not a url with s3cret-pw", "mysql://u:s3cret-pw@h/db", "postgres://h/db", "postgres://u:s3cret-pw@h/db?sslmode=maybe"]) {
+    for (const bad of [
+      "not a url with s3cret-pw",
+      "mysql://u:s3cret-pw@h/db",
+      "postgres://h/db",
+      "postgres://u:s3cret-pw@h/db?sslmode=maybe",
+    ]) {
       let error: unknown;
       try {
         parseDsn(bad, {});
@@ -37,6 +52,8 @@ describe("--dsn", () => {
 describe("dsnWithoutPassword", () => {
   it("drops the password, for commands meant to be pasted with PGPASSWORD", async () => {
     const { dsnWithoutPassword } = await import("../../../src/cli/dsn.js");
-    expect(dsnWithoutPassword("postgres://app:s3cret@db:5432/appdb?sslmode=disable")).toBe("postgres://app@db:5432/appdb?sslmode=disable");
+    expect(dsnWithoutPassword("postgres://app:s3cret@db:5432/appdb?sslmode=disable")).toBe(
+      "postgres://app@db:5432/appdb?sslmode=disable",
+    );
   });
 });

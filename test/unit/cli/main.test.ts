@@ -12,7 +12,9 @@ describe("poolpolicy", () => {
     expect(help.stdout).toContain("poolpolicy diagnose [NAMESPACE/]NAME");
     expect(help.stdout).toContain("Exit codes: 0 fine; 1 problems found");
     expect((await runCli([])).exitCode).toBe(EXIT_USAGE);
-    expect((await runCli(["diagnose", "--help"], { program: "kubectl poolpolicy" })).stdout).toContain("kubectl poolpolicy reap --dsn");
+    expect((await runCli(["diagnose", "--help"], { program: "kubectl poolpolicy" })).stdout).toContain(
+      "kubectl poolpolicy reap --dsn",
+    );
   });
 
   it("prints its version", async () => {

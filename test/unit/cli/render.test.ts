@@ -5,11 +5,15 @@ import { budget, facts } from "./fixtures.js";
 
 describe("table", () => {
   it("pads columns to the widest cell, three spaces apart, no trailing blanks", () => {
-    expect(table(["NAME", "N"], [["api", 10], ["a-longer-name", 2]])).toBe(
-      "  NAME            N\n" +
-      "  api             10\n" +
-      "  a-longer-name   2\n",
-    );
+    expect(
+      table(
+        ["NAME", "N"],
+        [
+          ["api", 10],
+          ["a-longer-name", 2],
+        ],
+      ),
+    ).toBe("  NAME            N\n" + "  api             10\n" + "  a-longer-name   2\n");
   });
 });
 
@@ -24,8 +28,20 @@ describe("renderDiagnose", () => {
   it("shows every section and each finding with its recommendation", () => {
     const f = facts({
       budget: budget(),
-      extensions: { database: "appdb", required: ["plpgsql", "pgcrypto"], missing: [{ name: "pgcrypto", availableOnServer: true }] },
-      redis: { required: true, available: true, reason: "Available", message: "", connectedClients: 3, maxClients: 10000, rejectedConnections: 0 },
+      extensions: {
+        database: "appdb",
+        required: ["plpgsql", "pgcrypto"],
+        missing: [{ name: "pgcrypto", availableOnServer: true }],
+      },
+      redis: {
+        required: true,
+        available: true,
+        reason: "Available",
+        message: "",
+        connectedClients: 3,
+        maxClients: 10000,
+        rejectedConnections: 0,
+      },
     });
     const findings = analyze(f, { reapCommand: "poolpolicy reap shop/p" });
     const text = renderDiagnose({ ...f, findings, ok: isOk(findings) });
@@ -55,18 +71,27 @@ describe("renderReap", () => {
     olderThan: "5m",
     excludeUsers: ["replicator"],
     excludeApplicationNames: ["pg_dump"],
-    sessions: [{ pid: 7, user: "app", applicationName: "orders", clientAddress: null, idleSeconds: 400, terminated: false }],
+    sessions: [
+      { pid: 7, user: "app", applicationName: "orders", clientAddress: null, idleSeconds: 400, terminated: false },
+    ],
   };
 
   it("a dry run says what would be terminated and how to do it", () => {
     const text = renderReap({ ...base, dryRun: true, terminated: 0 });
-    expect(text).toContain("Dry run on PoolPolicy shop/p (postgres@db:5432/appdb): 1 session(s) idle in transaction for more than 5m would be terminated; pass --execute to terminate them.");
+    expect(text).toContain(
+      "Dry run on PoolPolicy shop/p (postgres@db:5432/appdb): 1 session(s) idle in transaction for more than 5m would be terminated; pass --execute to terminate them.",
+    );
     expect(text).toContain("  7     6m40s   app    orders        local    would terminate\n");
     expect(text).toContain("users [replicator], applications [pg_dump]");
   });
 
   it("an executed reap counts what it terminated", () => {
-    const text = renderReap({ ...base, dryRun: false, sessions: [{ ...base.sessions[0]!, terminated: true }], terminated: 1 });
+    const text = renderReap({
+      ...base,
+      dryRun: false,
+      sessions: [{ ...base.sessions[0]!, terminated: true }],
+      terminated: 1,
+    });
     expect(text).toContain("terminated 1 of 1 session(s)");
     expect(text).toContain("terminated\n");
   });

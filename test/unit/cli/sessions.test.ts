@@ -9,13 +9,23 @@ describe("shortenQuery", () => {
 
   it("masks password literals, which pg_stat_activity keeps after ALTER ROLE … PASSWORD", () => {
     expect(shortenQuery("ALTER ROLE app PASSWORD 'it''s-secret'")).toBe("ALTER ROLE app PASSWORD '***'");
-    expect(shortenQuery("CREATE USER u WITH ENCRYPTED password 'pw1' VALID UNTIL 'infinity'")).toBe("CREATE USER u WITH ENCRYPTED password '***' VALID UNTIL 'infinity'");
+    expect(shortenQuery("CREATE USER u WITH ENCRYPTED password 'pw1' VALID UNTIL 'infinity'")).toBe(
+      "CREATE USER u WITH ENCRYPTED password '***' VALID UNTIL 'infinity'",
+    );
   });
 });
 
 describe("rollUp", () => {
-  const g = (database: string, user: string, total: number, idle: number): SessionGroup =>
-    ({ database, user, applicationName: "a", total, active: total - idle, idle, idleInTransaction: 0, other: 0 });
+  const g = (database: string, user: string, total: number, idle: number): SessionGroup => ({
+    database,
+    user,
+    applicationName: "a",
+    total,
+    active: total - idle,
+    idle,
+    idleInTransaction: 0,
+    other: 0,
+  });
 
   it("sums groups by a key, biggest first", () => {
     expect(rollUp([g("a", "u", 1, 1), g("b", "u", 5, 2), g("a", "v", 2, 0)], (x) => x.database)).toEqual([

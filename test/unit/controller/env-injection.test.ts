@@ -1,6 +1,12 @@
 import { describe, expect, it } from "vitest";
 import type { V1Deployment } from "@kubernetes/client-node";
-import { desiredEnv, injectionApplyConfig, isInjected, labelSelectorString, selectContainers } from "../../../src/controller/env-injection.js";
+import {
+  desiredEnv,
+  injectionApplyConfig,
+  isInjected,
+  labelSelectorString,
+  selectContainers,
+} from "../../../src/controller/env-injection.js";
 
 const deployment = (containers: { name: string; env?: { name: string; value?: string }[] }[]): V1Deployment => ({
   metadata: { name: "api", namespace: "apps" },
@@ -17,29 +23,56 @@ describe("env injection", () => {
 
   it("sees the env as injected only when every selected container has both values", () => {
     const env = desiredEnv(pool);
-    const ok = [{ name: "DB_POSTGRES_MIN_CONN", value: "5" }, { name: "DB_POSTGRES_MAX_CONN", value: "25" }];
+    const ok = [
+      { name: "DB_POSTGRES_MIN_CONN", value: "5" },
+      { name: "DB_POSTGRES_MAX_CONN", value: "25" },
+    ];
     expect(isInjected(deployment([{ name: "app", env: ok }]), ["app"], env)).toBe(true);
-    expect(isInjected(deployment([{ name: "app", env: [ok[0]!, { name: "DB_POSTGRES_MAX_CONN", value: "10" }] }]), ["app"], env)).toBe(false);
+    expect(
+      isInjected(
+        deployment([{ name: "app", env: [ok[0]!, { name: "DB_POSTGRES_MAX_CONN", value: "10" }] }]),
+        ["app"],
+        env,
+      ),
+    ).toBe(false);
     expect(isInjected(deployment([{ name: "app", env: ok }, { name: "proxy" }]), ["app", "proxy"], env)).toBe(false);
   });
 
   it("applies only our two entries in the selected containers", () => {
     const body = injectionApplyConfig(deployment([{ name: "app" }]), ["app"], desiredEnv(pool));
     expect(body).toEqual({
-      apiVersion: "apps/v1", kind: "Deployment", metadata: { name: "api", namespace: "apps" },
-      spec: { template: { spec: { containers: [{ name: "app", env: [{ name: "DB_POSTGRES_MIN_CONN", value: "5" }, { name: "DB_POSTGRES_MAX_CONN", value: "25" }] }] } } },
+      apiVersion: "apps/v1",
+      kind: "Deployment",
+      metadata: { name: "api", namespace: "apps" },
+      spec: {
+        template: {
+          spec: {
+            containers: [
+              {
+                name: "app",
+                env: [
+                  { name: "DB_POSTGRES_MIN_CONN", value: "5" },
+                  { name: "DB_POSTGRES_MAX_CONN", value: "25" },
+                ],
+              },
+            ],
+          },
+        },
+      },
     });
   });
 
   it("renders label selectors as the list API takes them", () => {
-    expect(labelSelectorString({
-      matchLabels: { app: "x", tier: "web" },
-      matchExpressions: [
-        { key: "env", operator: "In", values: ["a", "b"] },
-        { key: "canary", operator: "DoesNotExist" },
-        { key: "team", operator: "Exists" },
-        { key: "zone", operator: "NotIn", values: ["z"] },
-      ],
-    })).toBe("app=x,tier=web,env in (a,b),!canary,team,zone notin (z)");
+    expect(
+      labelSelectorString({
+        matchLabels: { app: "x", tier: "web" },
+        matchExpressions: [
+          { key: "env", operator: "In", values: ["a", "b"] },
+          { key: "canary", operator: "DoesNotExist" },
+          { key: "team", operator: "Exists" },
+          { key: "zone", operator: "NotIn", values: ["z"] },
+        ],
+      }),
+    ).toBe("app=x,tier=web,env in (a,b),!canary,team,zone notin (z)");
   });
 });

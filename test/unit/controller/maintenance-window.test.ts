@@ -11,7 +11,10 @@ describe("maintenance windows", () => {
   });
 
   it("is closed outside and names the next start", () => {
-    expect(windowState(new Date("2026-11-26T12:00:00Z"), weekend)).toEqual({ open: false, nextStart: new Date("2026-11-28T02:00:00Z") });
+    expect(windowState(new Date("2026-11-26T12:00:00Z"), weekend)).toEqual({
+      open: false,
+      nextStart: new Date("2026-11-28T02:00:00Z"),
+    });
     expect(windowState(new Date("2026-11-28T04:00:00Z"), weekend).nextStart).toEqual(new Date("2026-11-29T02:00:00Z"));
   });
 
@@ -30,18 +33,32 @@ describe("maintenance windows", () => {
 
   it("property: whenever closed, the next start is in the future and within 8 days, and the window is open right then", () => {
     const days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    fc.assert(fc.property(
-      fc.date({ min: new Date("2020-01-01T00:00:00Z"), max: new Date("2035-01-01T00:00:00Z"), noInvalidDate: true }),
-      fc.subarray(days, { minLength: 1 }),
-      fc.integer({ min: 0, max: 23 }), fc.integer({ min: 0, max: 59 }), fc.integer({ min: 1, max: 300 }),
-      fc.constantFrom("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Sydney"),
-      (now, d, h, m, minutes, timeZone) => {
-        const w = { days: d, start: `${String(h).padStart(2, "0")}:${String(m).padStart(2, "0")}`, duration: `${minutes}m`, timeZone };
-        const state = windowState(now, w);
-        if (state.open) return state.closesAt!.getTime() > now.getTime();
-        const next = state.nextStart!;
-        return next.getTime() > now.getTime() && next.getTime() - now.getTime() <= 8 * 86_400_000 && windowState(next, w).open;
-      },
-    ), { numRuns: 500 });
+    fc.assert(
+      fc.property(
+        fc.date({ min: new Date("2020-01-01T00:00:00Z"), max: new Date("2035-01-01T00:00:00Z"), noInvalidDate: true }),
+        fc.subarray(days, { minLength: 1 }),
+        fc.integer({ min: 0, max: 23 }),
+        fc.integer({ min: 0, max: 59 }),
+        fc.integer({ min: 1, max: 300 }),
+        fc.constantFrom("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Sydney"),
+        (now, d, h, m, minutes, timeZone) => {
+          const w = {
+            days: d,
+            start: `${String(h).padStart(2, "0")}:${String(m).padStart(2, "0")}`,
+            duration: `${minutes}m`,
+            timeZone,
+          };
+          const state = windowState(now, w);
+          if (state.open) return state.closesAt!.getTime() > now.getTime();
+          const next = state.nextStart!;
+          return (
+            next.getTime() > now.getTime() &&
+            next.getTime() - now.getTime() <= 8 * 86_400_000 &&
+            windowState(next, w).open
+          );
+        },
+      ),
+      { numRuns: 500 },
+    );
   });
 });

@@ -3,10 +3,21 @@ import { statusChanged, withUsage } from "../../../src/controller/status.js";
 import type { ServerFacts } from "../../../src/postgres/inspect.js";
 
 const facts = (total: number, max = 100): ServerFacts => ({
-  version: "15", versionNum: 150000, maxConnections: max, settingSource: "default", pendingRestart: false,
-  postmasterStartTime: new Date("2026-11-26T10:00:00Z"), superuserReservedConnections: 3, reservedConnections: 0,
-  connections: { total, active: total, idle: 0, idleInTransaction: 0 }, installedExtensions: [], availableExtensions: [],
-  isSuperuser: true, mayAlterMaxConnections: true, allowAlterSystem: true, mayReadConfigFiles: true,
+  version: "15",
+  versionNum: 150000,
+  maxConnections: max,
+  settingSource: "default",
+  pendingRestart: false,
+  postmasterStartTime: new Date("2026-11-26T10:00:00Z"),
+  superuserReservedConnections: 3,
+  reservedConnections: 0,
+  connections: { total, active: total, idle: 0, idleInTransaction: 0 },
+  installedExtensions: [],
+  availableExtensions: [],
+  isSuperuser: true,
+  mayAlterMaxConnections: true,
+  allowAlterSystem: true,
+  mayReadConfigFiles: true,
 });
 
 describe("status writes", () => {

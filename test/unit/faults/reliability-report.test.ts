@@ -8,17 +8,39 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { CATALOGUE, mergeRows, previousRows, recordRow, renderMarkdown, rowsOfRun, runDir, writeReport, type ScenarioRow } from "../../harness/reliability-report.js";
+import {
+  CATALOGUE,
+  mergeRows,
+  previousRows,
+  recordRow,
+  renderMarkdown,
+  rowsOfRun,
+  runDir,
+  writeReport,
+  type ScenarioRow,
+} from "../../harness/reliability-report.js";
 import { countReadyLines, failedReconciles, findSecrets, metricValue } from "../../harness/faults.js";
 
 const row = (id: string, outcome: ScenarioRow["outcome"], extra: Partial<ScenarioRow> = {}): ScenarioRow => ({
-  id, title: `title ${id}`, promise: `promise ${id}`, outcome, details: `details ${id}`,
-  file: "test/integration/faults/x.test.ts", seconds: 3, at: "2026-11-26T10:00:00.000Z", machine: "test", ...extra,
+  id,
+  title: `title ${id}`,
+  promise: `promise ${id}`,
+  outcome,
+  details: `details ${id}`,
+  file: "test/integration/faults/x.test.ts",
+  seconds: 3,
+  at: "2026-11-26T10:00:00.000Z",
+  machine: "test",
+  ...extra,
 });
 
 describe("the reliability table", () => {
   it("lists every catalogue entry, with results, pointers for covered ones and 'not run yet' for the rest", () => {
-    const md = renderMarkdown([row("1a", "pass", { secretHits: 0 }), row("2b", "fail", { details: "takeover 40 s", secretHits: 0 })], new Date("2026-11-26T12:00:00Z"), "box: 2 CPUs");
+    const md = renderMarkdown(
+      [row("1a", "pass", { secretHits: 0 }), row("2b", "fail", { details: "takeover 40 s", secretHits: 0 })],
+      new Date("2026-11-26T12:00:00Z"),
+      "box: 2 CPUs",
+    );
     expect(md).toContain("Last written: 2026-11-26T12:00:00.000Z on box: 2 CPUs.");
     expect(md).toMatch(/\| 1a \| .* \| ✅ pass \| details 1a \(3 s\) \|/);
     expect(md).toMatch(/\| 2b \| .* \| ❌ \*\*FAIL\*\* \| takeover 40 s/);
@@ -31,7 +53,11 @@ describe("the reliability table", () => {
   it("fails item 11 when any scenario leaked a secret", () => {
     const clean = renderMarkdown([row("1a", "pass", { secretHits: 0 })], new Date(), "m");
     expect(clean).toMatch(/\| 11 \| .* \| ✅ pass \| 1 scenarios scanned, 0 hits/);
-    const leaked = renderMarkdown([row("1a", "pass", { secretHits: 0 }), row("5b", "fail", { secretHits: 2 })], new Date(), "m");
+    const leaked = renderMarkdown(
+      [row("1a", "pass", { secretHits: 0 }), row("5b", "fail", { secretHits: 2 })],
+      new Date(),
+      "m",
+    );
     expect(leaked).toMatch(/\| 11 \| .* \| ❌ \*\*FAIL\*\* \| hits after 5b/);
   });
 
@@ -56,11 +82,19 @@ describe("the reliability table", () => {
       recordRow(key, row("1a", "fail", { file: "test/integration/faults/a.test.ts" }));
       recordRow(key, row("1a", "pass", { file: "test/integration/faults/a.test.ts" })); // replaced, not added
       recordRow(key, row("2a", "pass", { file: "test/integration/faults/b.test.ts" }));
-      expect(rowsOfRun(key).map((r) => `${r.id}:${r.outcome}`).sort()).toEqual(["1a:pass", "2a:pass"]);
+      expect(
+        rowsOfRun(key)
+          .map((r) => `${r.id}:${r.outcome}`)
+          .sort(),
+      ).toEqual(["1a:pass", "2a:pass"]);
       const path = join(dir, "reliability.md");
       writeReport(key, path);
       writeReport(`${key}-next`, path); // a later run that ran nothing keeps the rows
-      expect(previousRows(readFileSync(path, "utf8")).map((r) => r.id).sort()).toEqual(["1a", "2a"]);
+      expect(
+        previousRows(readFileSync(path, "utf8"))
+          .map((r) => r.id)
+          .sort(),
+      ).toEqual(["1a", "2a"]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
       rmSync(runDir(key), { recursive: true, force: true });
@@ -99,8 +133,12 @@ describe("the fault suite's parsers", () => {
   it("finds secrets in clear, base64- and URL-encoded, and names them without revealing them", () => {
     const secret = "s3cr3t/pa ss";
     expect(findSecrets(`x ${secret} y`, [secret])).toEqual([expect.stringMatching(/in clear$/)]);
-    expect(findSecrets(Buffer.from(secret).toString("base64"), [secret])).toEqual([expect.stringMatching(/base64-encoded$/)]);
-    expect(findSecrets(`redis://:${encodeURIComponent(secret)}@h`, [secret])).toEqual([expect.stringMatching(/URL-encoded$/)]);
+    expect(findSecrets(Buffer.from(secret).toString("base64"), [secret])).toEqual([
+      expect.stringMatching(/base64-encoded$/),
+    ]);
+    expect(findSecrets(`redis://:${encodeURIComponent(secret)}@h`, [secret])).toEqual([
+      expect.stringMatching(/URL-encoded$/),
+    ]);
     expect(findSecrets("nothing here", [secret])).toEqual([]);
     expect(findSecrets(secret, [secret])[0]).not.toContain(secret);
   });

@@ -33,14 +33,23 @@ describe("ConnectionReusingKubeConfig", () => {
   it("hands watches the same dispatcher as the other requests", async () => {
     const kc = kubeConfig({ token: "t" });
     const request = await dispatcherOf(kc);
-    expect(await dispatcherOf(kc, "https://127.0.0.1:6443/apis/apps/v1/deployments?watch=true&resourceVersion=1")).toBe(request);
+    expect(await dispatcherOf(kc, "https://127.0.0.1:6443/apis/apps/v1/deployments?watch=true&resourceVersion=1")).toBe(
+      request,
+    );
   });
 
   it("builds a new dispatcher when the endpoint changes", async () => {
     const kc = kubeConfig({ token: "t" });
     const first = await dispatcherOf(kc);
     kc.loadFromOptions({
-      clusters: [{ name: "c", server: "https://127.0.0.2:6443", caData: Buffer.from("not a real CA").toString("base64"), skipTLSVerify: false }],
+      clusters: [
+        {
+          name: "c",
+          server: "https://127.0.0.2:6443",
+          caData: Buffer.from("not a real CA").toString("base64"),
+          skipTLSVerify: false,
+        },
+      ],
       users: [{ name: "u", token: "t" }],
       contexts: [{ name: "ctx", cluster: "c", user: "u" }],
       currentContext: "ctx",
@@ -78,8 +87,19 @@ describe("ConnectionReusingKubeConfig", () => {
   });
 
   it("leaves credentials that may rotate (exec plugins) to a fresh dispatcher per request", async () => {
-    const credential = JSON.stringify({ apiVersion: "client.authentication.k8s.io/v1", kind: "ExecCredential", status: { token: "from-exec" } });
-    const kc = kubeConfig({ exec: { command: "sh", args: ["-c", `echo '${credential}'`], apiVersion: "client.authentication.k8s.io/v1", interactiveMode: "Never" } });
+    const credential = JSON.stringify({
+      apiVersion: "client.authentication.k8s.io/v1",
+      kind: "ExecCredential",
+      status: { token: "from-exec" },
+    });
+    const kc = kubeConfig({
+      exec: {
+        command: "sh",
+        args: ["-c", `echo '${credential}'`],
+        apiVersion: "client.authentication.k8s.io/v1",
+        interactiveMode: "Never",
+      },
+    });
     const first = await dispatcherOf(kc);
     const second = await dispatcherOf(kc);
     expect(first).toBeDefined();

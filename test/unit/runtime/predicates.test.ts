@@ -5,13 +5,27 @@ import { changesWhatReconcileReads } from "../../../src/runtime/predicates.js";
 const policy = (metadata: KubernetesObject["metadata"], status?: unknown): KubernetesObject & { status?: unknown } => ({
   apiVersion: "pooling.dbops.io/v1alpha1",
   kind: "PoolPolicy",
-  metadata: { name: "p", namespace: "ns", generation: 3, resourceVersion: "10", labels: { a: "1" }, annotations: { x: "y" }, finalizers: ["f"], ...metadata },
+  metadata: {
+    name: "p",
+    namespace: "ns",
+    generation: 3,
+    resourceVersion: "10",
+    labels: { a: "1" },
+    annotations: { x: "y" },
+    finalizers: ["f"],
+    ...metadata,
+  },
   status,
 });
 
 describe("changesWhatReconcileReads", () => {
   it("ignores an update that changed only the status and the resourceVersion (our own status write)", () => {
-    expect(changesWhatReconcileReads(policy({}, { observedGeneration: 2 }), policy({ resourceVersion: "11" }, { observedGeneration: 3 }))).toBe(false);
+    expect(
+      changesWhatReconcileReads(
+        policy({}, { observedGeneration: 2 }),
+        policy({ resourceVersion: "11" }, { observedGeneration: 3 }),
+      ),
+    ).toBe(false);
   });
 
   it.each([

@@ -260,7 +260,7 @@ describe("rate limiters", () => {
   });
 
   it("max-of takes the strictest limiter", () => {
-    let clock = 0;
+    const clock = 0;
     const limiter = new MaxOfRateLimiter(
       new ExponentialFailureRateLimiter(5, 1_000_000),
       new TokenBucketRateLimiter(1, 1, () => clock),

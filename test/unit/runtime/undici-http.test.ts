@@ -23,7 +23,16 @@ describe("the typed clients on undici's request", () => {
         seen.push({ method: req.method!, url: req.url!, headers: req.headers, body });
         if (req.url?.includes("/configmaps/missing")) {
           res.writeHead(404, { "content-type": "application/json" });
-          res.end(JSON.stringify({ kind: "Status", apiVersion: "v1", status: "Failure", message: 'configmaps "missing" not found', reason: "NotFound", code: 404 }));
+          res.end(
+            JSON.stringify({
+              kind: "Status",
+              apiVersion: "v1",
+              status: "Failure",
+              message: 'configmaps "missing" not found',
+              reason: "NotFound",
+              code: 404,
+            }),
+          );
           return;
         }
         if (req.url?.endsWith("/log")) {
@@ -32,19 +41,38 @@ describe("the typed clients on undici's request", () => {
           return;
         }
         if (req.url?.includes("/deployments/")) {
-          res.writeHead(200, [["content-type", "application/json"], ["warning", '299 - "first"'], ["warning", '299 - "second"']]);
-          res.end(JSON.stringify({ apiVersion: "apps/v1", kind: "Deployment", metadata: { name: "web", namespace: "ns", generation: 2 } }));
+          res.writeHead(200, [
+            ["content-type", "application/json"],
+            ["warning", '299 - "first"'],
+            ["warning", '299 - "second"'],
+          ]);
+          res.end(
+            JSON.stringify({
+              apiVersion: "apps/v1",
+              kind: "Deployment",
+              metadata: { name: "web", namespace: "ns", generation: 2 },
+            }),
+          );
           return;
         }
         res.writeHead(200, { "content-type": "application/json" });
-        res.end(JSON.stringify({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: "settings", namespace: "ns", creationTimestamp: "2026-11-27T05:00:00Z" }, data: { a: "1" } }));
+        res.end(
+          JSON.stringify({
+            apiVersion: "v1",
+            kind: "ConfigMap",
+            metadata: { name: "settings", namespace: "ns", creationTimestamp: "2026-11-27T05:00:00Z" },
+            data: { a: "1" },
+          }),
+        );
       });
     });
     server.on("connection", () => (connections += 1));
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     kc = new ConnectionReusingKubeConfig();
     kc.loadFromOptions({
-      clusters: [{ name: "c", server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true }],
+      clusters: [
+        { name: "c", server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true },
+      ],
       users: [{ name: "u", token: "secret-token" }],
       contexts: [{ name: "ctx", cluster: "c", user: "u" }],
       currentContext: "ctx",
@@ -90,7 +118,10 @@ describe("the typed clients on undici's request", () => {
   });
 
   it("turns an error status into the library's ApiException with the server's message", async () => {
-    const failure = await kc.makeApiClient(CoreV1Api).readNamespacedConfigMap({ name: "missing", namespace: "ns" }).catch((err: unknown) => err);
+    const failure = await kc
+      .makeApiClient(CoreV1Api)
+      .readNamespacedConfigMap({ name: "missing", namespace: "ns" })
+      .catch((err: unknown) => err);
     expect(failure).toBeInstanceOf(ApiException);
     expect((failure as ApiException<unknown>).code).toBe(404);
     expect(String((failure as ApiException<unknown>).body)).toContain('configmaps \\"missing\\" not found');
