@@ -25,6 +25,11 @@ export const configSchema = z.object({
   RESYNC_SECONDS: seconds.default(300),
   /** How often a converged policy re-reads its server's statistics. */
   STATS_REFRESH_SECONDS: seconds.default(30),
+  /**
+   * Restarts of one PostgreSQL server the operator requests per hour at most; past it, restarts
+   * are held until a person releases them (src/controller/restart-gate.ts).
+   */
+  MAX_RESTARTS_PER_HOUR: z.coerce.number().int().min(1).max(60).default(3),
 });
 
 export type OperatorConfig = z.output<typeof configSchema>;

@@ -27,6 +27,7 @@ import { changesWhatReconcileReads } from "./runtime/predicates.js";
 import { LeaderElector } from "./runtime/leader.js";
 import { abortableRequest } from "./runtime/request-options.js";
 import { OperatorServer } from "./runtime/server.js";
+import { serverKey } from "./server/identity.js";
 
 export interface RunningOperator {
   /** The port /healthz, /readyz and /metrics listen on. */
@@ -54,6 +55,7 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig, log: L
     cachedTargets: (key, namespace, selector) => targetWatches.cachedTargets(key, namespace, selector),
     cachedHpas: (namespace) => targetWatches.cachedHpas(namespace),
     statsRefreshMs: config.STATS_REFRESH_SECONDS * 1000,
+    maxRestartsPerHour: config.MAX_RESTARTS_PER_HOUR,
   });
   controller = new Controller({
     name: "poolpolicy",
@@ -123,10 +125,11 @@ function policyInformer(
   const ns = config.WATCH_NAMESPACE;
   const path = ns ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}` : `/apis/${GROUP}/${VERSION}/${PLURAL}`;
   // Policies that point at one server depend on each other (budget, max_connections, conflicts):
-  // a change to one brings back the others of that server too.
+  // a change to one brings back the others of that server too. A stored policy may be invalid:
+  // its server is then whatever its spec.postgres says, if anything.
   const serverOf = (p: PoolPolicy) => {
     const pg = (p.spec as { postgres?: { host?: string; port?: number } } | undefined)?.postgres;
-    return `${pg?.host}:${pg?.port ?? 5432}`;
+    return serverKey({ host: pg?.host ?? "", port: pg?.port ?? 5432 }, p.metadata.namespace);
   };
   const byKey = (p: PoolPolicy) => {
     enqueue(objectKey(p));

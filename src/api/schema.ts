@@ -301,6 +301,7 @@ export const poolPolicyStatusSchema = z.object({
       demand: z.int(),
       capacity: z.int(),
       reserve: z.int(),
+      policies: z.int().optional().describe("PoolPolicies that point at this server and share its budget."),
       targets: z
         .array(
           z.object({

@@ -105,8 +105,8 @@ export interface AutoSizeOptions {
   headroomPercent: number;
   /** Never size above this. */
   ceiling: number;
-  /** Never size below what is in use right now. */
-  currentUsage: number;
+  /** Never size below what is in use right now (0: no such floor). */
+  currentUsage?: number;
   /** Round up to a multiple of this, so that small demand changes do not restart PostgreSQL. */
   step?: number;
 }
@@ -119,6 +119,6 @@ export interface AutoSizeOptions {
 export function autoSizeMaxConnections(demand: number, o: AutoSizeOptions): number {
   const step = o.step ?? 10;
   const wanted = Math.ceil((demand * (100 + o.headroomPercent)) / 100 / step) * step;
-  const floor = Math.max(wanted, o.currentUsage, 1);
+  const floor = Math.max(wanted, o.currentUsage ?? 0, 1);
   return Math.min(floor, o.ceiling, 262143);
 }

@@ -2,38 +2,29 @@
  * What the CLI reads from the cluster, read-only: the PoolPolicy, its credentials, and the
  * inputs of the server's connection budget.
  *
- * The budget is per server, not per policy: every PoolPolicy of the cluster whose
- * spec.postgres points at the same host:port contributes its Deployments' pools. Servers are
- * matched by the host text and port as written in the specs; two spellings of one server
- * (a Service name and its IP) are not recognised as the same.
+ * The budget is per server, not per policy: every PoolPolicy whose spec.postgres points at the
+ * same server (src/server/identity.ts) contributes its Deployments' pools. The arithmetic is the
+ * operator's own (src/server/model.ts); only the reads differ: LISTs here, watch caches there.
  */
-import {
-  AppsV1Api,
-  AutoscalingV2Api,
-  CoreV1Api,
-  CustomObjectsApi,
-  type KubeConfig,
-  type V1Deployment,
-} from "@kubernetes/client-node";
-import {
-  GROUP,
-  MAX_CONNECTIONS_MAX,
-  PLURAL,
-  VERSION,
-  validateSpec,
-  type PoolPolicy,
-  type PoolPolicySpec,
-} from "../api/schema.js";
-import type { BudgetReserve, BudgetTarget } from "../budget/budget.js";
-import { labelSelectorString } from "../controller/env-injection.js";
+import { AppsV1Api, AutoscalingV2Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import { GROUP, PLURAL, VERSION, validateSpec, type PoolPolicy, type PoolPolicySpec } from "../api/schema.js";
+import type { Budget, BudgetReserve } from "../budget/budget.js";
 import { apiErrorMessage, httpStatus } from "../controller/kube-errors.js";
 import { readSecretKeys } from "../controller/secrets.js";
 import { ConnectionReusingKubeConfig } from "../runtime/kube-config.js";
-import { OPERATOR_POOL_SIZE, type PostgresTarget } from "../postgres/connection.js";
 import type { ServerFacts } from "../postgres/inspect.js";
-
-/** The operator's own connections to each server, counted in the reserve as the operator does. */
-export const OPERATOR_CONNECTIONS = OPERATOR_POOL_SIZE;
+import { type PolicyTarget, type SecretReader, policyTarget as targetOfPolicy } from "../server/credentials.js";
+import type { ServerKey } from "../server/identity.js";
+import {
+  gatherBudgetTargets,
+  policiesOnServer,
+  type ServerSettings,
+  serverBudget,
+  serverOfPolicy,
+  serverReserve,
+  serverSettings,
+  type TargetReader,
+} from "../server/model.js";
 
 /** Raised for what stops the CLI before it can diagnose anything (exit code 2). */
 export class CliError extends Error {}
@@ -106,114 +97,75 @@ export async function readPolicy(kc: KubeConfig, namespace: string, name: string
 }
 
 /** The policy's login from its Secret; `override` replaces host/port (e.g. through kubectl port-forward). */
-export async function policyTarget(
+export function policyTarget(
   kc: KubeConfig,
   loaded: LoadedPolicy,
   override: { host?: string; port?: number },
-): Promise<{ ok: true; target: PostgresTarget } | { ok: false; reason: string; message: string }> {
-  const s = loaded.spec.postgres.credentialsSecret;
-  const secret = await readSecretKeys(kc.makeApiClient(CoreV1Api), loaded.policy.metadata.namespace, s.name, [
-    s.usernameKey,
-    s.passwordKey,
-  ]);
-  if (!secret.ok) return secret;
-  return {
-    ok: true,
-    target: {
-      host: override.host ?? loaded.spec.postgres.host,
-      port: override.port ?? loaded.spec.postgres.port,
-      database: loaded.spec.postgres.database,
-      sslMode: loaded.spec.postgres.sslMode,
-      user: secret.values[s.usernameKey]!,
-      password: secret.values[s.passwordKey]!,
-    },
-  };
+): Promise<PolicyTarget> {
+  const core = kc.makeApiClient(CoreV1Api);
+  const read: SecretReader = (namespace, name, keys) => readSecretKeys(core, namespace, name, keys);
+  return targetOfPolicy(read, loaded.policy.metadata.namespace, loaded.spec, override);
 }
 
-/**
- * spec.budget ({ reserve, headroomPercent, ceiling }), read defensively: policies stored
- * before the field existed have none, and the CLI may be newer or older than the CRD.
- */
-export function budgetSettings(spec: PoolPolicySpec): { reserve: number; headroomPercent: number; ceiling: number } {
-  const b = (spec as { budget?: { reserve?: number; headroomPercent?: number; ceiling?: number } }).budget ?? {};
-  return {
-    reserve: b.reserve ?? 0,
-    headroomPercent: b.headroomPercent ?? 20,
-    ceiling: b.ceiling ?? MAX_CONNECTIONS_MAX,
-  };
-}
-
-export interface BudgetInputs {
+/** The diagnosed policy's server as the operator sees it (src/server/model.ts), from LISTs. */
+export interface ServerBudgetView {
+  server: ServerKey;
   /** "ns/name" of every policy counted, the diagnosed one included. */
   policies: string[];
-  targets: BudgetTarget[];
+  settings: ServerSettings;
   reserve: BudgetReserve;
+  budget: Budget;
   /** Things the reader should know about how complete the numbers are. */
   notes: string[];
 }
 
 /** Every policy, Deployment and HPA that adds to the demand on the diagnosed policy's server. */
-export async function gatherBudgetInputs(
+export async function readServerBudget(
   kc: KubeConfig,
   diagnosed: LoadedPolicy,
   facts: ServerFacts,
-): Promise<BudgetInputs> {
+): Promise<ServerBudgetView> {
   const notes: string[] = [];
-  const server = diagnosed.spec.postgres;
-  const sameServer = (await listPolicies(kc, diagnosed.policy.metadata.namespace, notes)).filter(
-    (p) => p.spec.postgres.host.toLowerCase() === server.host.toLowerCase() && p.spec.postgres.port === server.port,
-  );
+  const namespace = diagnosed.policy.metadata.namespace;
+  const server = serverOfPolicy({ namespace, spec: diagnosed.spec });
+  const peers = policiesOnServer(await listPolicies(kc, namespace, notes), server);
   // The diagnosed policy is always counted, even where listing did not return it.
-  if (!sameServer.some((p) => p.key === diagnosed.key)) sameServer.push(diagnosed);
-  sameServer.sort((a, b) => a.key.localeCompare(b.key));
+  if (!peers.some((p) => p.key === diagnosed.key)) peers.push({ key: diagnosed.key, namespace, spec: diagnosed.spec });
 
   const apps = kc.makeApiClient(AppsV1Api);
   const autoscaling = kc.makeApiClient(AutoscalingV2Api);
-  const hpaMaxByNamespace = new Map<string, Map<string, number>>();
-  const targets: BudgetTarget[] = [];
-  for (const p of sameServer) {
-    const namespace = p.policy.metadata.namespace;
-    let deployments: V1Deployment[];
-    try {
-      deployments = (
-        await apps.listNamespacedDeployment({ namespace, labelSelector: labelSelectorString(p.spec.targets.selector) })
-      ).items;
-    } catch (err) {
-      notes.push(`Deployments of ${p.key} not counted: ${apiErrorMessage(err)}`);
-      continue;
-    }
-    if (!hpaMaxByNamespace.has(namespace))
-      hpaMaxByNamespace.set(namespace, await hpaMaxReplicas(autoscaling, namespace, notes));
-    const hpas = hpaMaxByNamespace.get(namespace)!;
-    for (const d of deployments) {
-      const name = d.metadata!.name!;
-      targets.push({
-        policy: p.key,
-        deployment: `${namespace}/${name}`,
-        poolMax: p.spec.pool.maxSize,
-        replicas: d.spec?.replicas ?? 1,
-        hpaMaxReplicas: hpas.get(name),
-        strategy: d.spec?.strategy as BudgetTarget["strategy"],
-      });
-    }
-  }
-  return {
-    policies: sameServer.map((p) => p.key),
-    targets,
-    reserve: {
-      superuserReserved: facts.superuserReservedConnections,
-      reserved: facts.reservedConnections,
-      operator: OPERATOR_CONNECTIONS,
-      // Policies of one server describe the same monitoring and backup connections: the largest
-      // declared reserve counts once, not their sum.
-      extra: Math.max(0, ...sameServer.map((p) => budgetSettings(p.spec).reserve)),
+  const reader: TargetReader = {
+    deployments: async (policyKey, ns, labelSelector) => {
+      try {
+        return (await apps.listNamespacedDeployment({ namespace: ns, labelSelector })).items;
+      } catch (err) {
+        notes.push(`Deployments of ${policyKey} not counted: ${apiErrorMessage(err)}`);
+        return [];
+      }
     },
+    hpas: async (ns) => {
+      try {
+        return (await autoscaling.listNamespacedHorizontalPodAutoscaler({ namespace: ns })).items;
+      } catch (err) {
+        notes.push(`HPAs of namespace ${ns} not read (replicas used instead of maxReplicas): ${apiErrorMessage(err)}`);
+        return [];
+      }
+    },
+  };
+  const settings = serverSettings(peers);
+  const budget = serverBudget(await gatherBudgetTargets(reader, peers), facts, settings);
+  return {
+    server,
+    policies: peers.map((p) => p.key),
+    settings,
+    reserve: serverReserve(facts, settings),
+    budget,
     notes,
   };
 }
 
 /** Cluster-wide when allowed; else the diagnosed policy's namespace only, and a note saying so. */
-async function listPolicies(kc: KubeConfig, namespace: string, notes: string[]): Promise<LoadedPolicy[]> {
+async function listPolicies(kc: KubeConfig, namespace: string, notes: string[]): Promise<PoolPolicy[]> {
   const custom = kc.makeApiClient(CustomObjectsApi);
   let items: PoolPolicy[];
   try {
@@ -237,37 +189,10 @@ async function listPolicies(kc: KubeConfig, namespace: string, notes: string[]):
       items = [];
     }
   }
-  const loaded: LoadedPolicy[] = [];
   for (const policy of items) {
-    const key = `${policy.metadata.namespace}/${policy.metadata.name}`;
-    if (policy.metadata.deletionTimestamp) continue;
-    const validation = validateSpec(policy.spec);
-    if (!validation.ok) {
-      notes.push(`${key} not counted: invalid spec`);
-      continue;
+    if (!policy.metadata.deletionTimestamp && !validateSpec(policy.spec).ok) {
+      notes.push(`${policy.metadata.namespace}/${policy.metadata.name} not counted: invalid spec`);
     }
-    loaded.push({ key, policy, spec: validation.spec });
   }
-  return loaded;
-}
-
-/** maxReplicas of the autoscaling/v2 HPAs that scale a Deployment, by Deployment name. */
-async function hpaMaxReplicas(
-  autoscaling: AutoscalingV2Api,
-  namespace: string,
-  notes: string[],
-): Promise<Map<string, number>> {
-  const byDeployment = new Map<string, number>();
-  try {
-    for (const hpa of (await autoscaling.listNamespacedHorizontalPodAutoscaler({ namespace })).items) {
-      const ref = hpa.spec?.scaleTargetRef;
-      if (ref?.kind === "Deployment" && hpa.spec?.maxReplicas !== undefined)
-        byDeployment.set(ref.name, hpa.spec.maxReplicas);
-    }
-  } catch (err) {
-    notes.push(
-      `HPAs of namespace ${namespace} not read (replicas used instead of maxReplicas): ${apiErrorMessage(err)}`,
-    );
-  }
-  return byDeployment;
+  return items;
 }

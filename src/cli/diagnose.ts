@@ -10,16 +10,14 @@
 import type { KubeConfig } from "@kubernetes/client-node";
 import { CoreV1Api } from "@kubernetes/client-node";
 import { parseDuration } from "../api/duration.js";
-import { computeBudget } from "../budget/budget.js";
 import { checkRedisDependency } from "../controller/checks.js";
 import { PostgresError, PostgresPools, describeTarget, type PostgresTarget } from "../postgres/connection.js";
 import { inspectServer, type ServerFacts } from "../postgres/inspect.js";
 import { checkRedis } from "../redis/check.js";
 import {
-  budgetSettings,
   CliError,
-  gatherBudgetInputs,
   loadKubeConfig,
+  readServerBudget,
   parsePolicyRef,
   policyTarget,
   readPolicy,
@@ -244,20 +242,19 @@ function postgresSection(f: ServerFacts): PostgresSection {
 }
 
 async function budgetOf(kc: KubeConfig, loaded: LoadedPolicy, facts: ServerFacts): Promise<BudgetSection> {
-  const inputs = await gatherBudgetInputs(kc, loaded, facts);
-  const budget = computeBudget(inputs.targets, inputs.reserve, facts.maxConnections);
-  const settings = budgetSettings(loaded.spec);
+  const view = await readServerBudget(kc, loaded, facts);
+  const { budget } = view;
   return {
-    server: `${loaded.spec.postgres.host}:${loaded.spec.postgres.port}`,
-    policies: inputs.policies,
+    server: view.server,
+    policies: view.policies,
     targets: budget.targets,
-    reserve: { ...inputs.reserve, total: budget.reserve },
+    reserve: { ...view.reserve, total: budget.reserve },
     demand: budget.demand,
     capacity: budget.capacity,
     withinLimits: budget.withinLimits,
-    headroomPercent: settings.headroomPercent,
-    ceiling: settings.ceiling,
-    notes: inputs.notes,
+    headroomPercent: view.settings.headroomPercent,
+    ceiling: view.settings.ceiling,
+    notes: view.notes,
   };
 }
 

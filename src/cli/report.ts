@@ -70,7 +70,7 @@ export interface BudgetSection {
   demand: number;
   capacity: number;
   withinLimits: boolean;
-  /** spec.budget of the diagnosed policy, used to size the recommended max_connections. */
+  /** The server's settings (serverSettings in src/server/model.ts), used to size the recommended max_connections. */
   headroomPercent: number;
   ceiling: number;
   notes: string[];

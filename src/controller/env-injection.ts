@@ -64,14 +64,5 @@ export function ownsFields(deployment: V1Deployment, manager: string): boolean {
 }
 
 /** metav1.LabelSelector → the string form the list API takes. */
-export function labelSelectorString(selector: PoolPolicySpec["targets"]["selector"]): string {
-  const parts = Object.entries(selector.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`);
-  for (const e of selector.matchExpressions ?? []) {
-    const values = (e.values ?? []).join(",");
-    if (e.operator === "In") parts.push(`${e.key} in (${values})`);
-    else if (e.operator === "NotIn") parts.push(`${e.key} notin (${values})`);
-    else if (e.operator === "Exists") parts.push(e.key);
-    else parts.push(`!${e.key}`);
-  }
-  return parts.join(",");
-}
+// Moved to src/kube/selectors.ts; re-exported for the callers that still import it from here.
+export { labelSelectorString } from "../kube/selectors.js";

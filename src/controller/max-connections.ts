@@ -11,10 +11,9 @@
 import type { ServerFacts } from "../postgres/inspect.js";
 import type { ConditionUpdate } from "./conditions.js";
 import { GROUP } from "../api/schema.js";
-import type { WindowState } from "./maintenance-window.js";
+import { type RestartGate, restartGate, type RestartGateInput } from "./restart-gate.js";
 
 export const RESTART_ANNOTATION = `${GROUP}/restart-for-max-connections`;
-export const APPROVAL_ANNOTATION = `${GROUP}/approve-restart`;
 
 export interface RestartRecord {
   value: number;
@@ -34,7 +33,8 @@ export function parseRestartRecord(text: string | undefined): RestartRecord | un
 }
 
 export interface MaxConnectionsInput {
-  desired: number | "auto" | undefined;
+  /** The value the server's policies ask for together; undefined: not managed. */
+  desired: number | undefined;
   /** undefined when PostgreSQL could not be reached. */
   facts: ServerFacts | undefined;
   workload: {
@@ -44,11 +44,8 @@ export interface MaxConnectionsInput {
     record: RestartRecord | undefined;
     description: string;
   };
-  restartPolicy: "Automatic" | "Manual";
-  /** Value of the approval annotation on the PoolPolicy, if any. */
-  approval: string | undefined;
-  /** Whether the maintenance window is open now, when the policy has one. */
-  window?: WindowState;
+  /** Everything the restart gate needs except the values, which come from `desired` and `facts`. */
+  gate: Omit<RestartGateInput, "desired" | "current">;
 }
 
 export interface MaxConnectionsPlan {
@@ -61,12 +58,27 @@ export interface MaxConnectionsPlan {
   condition: Omit<ConditionUpdate, "type">;
   /** Outside the maintenance window: when the next one opens (the reconcile comes back then). */
   nextWindow?: Date;
-  /** The value is in force after the restart the operator requested for it. */
+  /** The value is in force after a restart the operator requested. */
   verifiedRestart?: boolean;
+  /** The restart limit was reached by this plan: record the hold on the workload. */
+  holdRestarts?: boolean;
 }
 
 const RESTART_POLL_HINT = "waiting for the rollout to replace the PostgreSQL pods";
 
+/**
+ * Decides the next step for max_connections. The rules that matter most:
+ *   - ALTER SYSTEM runs only when the restart that applies it may happen now (or is already
+ *     under way): a setting written while waiting for an approval or a window would be applied
+ *     by any unplanned restart (a node drain, a crash) without them. The exception is a policy
+ *     with no restart workload: there the setting is written and the user restarts.
+ *   - "Applied" means the workload has rolled out to its latest template AND the value is in
+ *     force: a pod that already shows the value while the StatefulSet still replaces it is not
+ *     the end of the restart.
+ *   - A new value asked for while a restart is rolling is written at once, without a second
+ *     restart request: the instances that start from then on read it. Only if the value is
+ *     still not in force once the rollout ends is one more restart requested.
+ */
 export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPlan {
   const { desired, facts, workload } = input;
   if (desired === undefined) {
@@ -76,16 +88,11 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
       "spec.postgres.maxConnections is not set: the operator leaves max_connections alone",
     );
   }
-  if (desired === "auto") {
-    return done(
-      "False",
-      "AutoSizingUnavailable",
-      'maxConnections: "auto" needs the connection budget, which this operator version does not compute yet; set an integer',
-    );
-  }
-  const pending = workload.record?.value === desired ? workload.record : undefined;
+  const record = workload.record;
   if (!facts) {
-    return pending
+    // Unreachable while a restart rolls, or right after we asked for one (the workload's status
+    // may not show the rollout yet): a restart in progress, polled fast, not a verdict.
+    return record && workload.found && (!workload.rolledOut || record.value === desired)
       ? {
           restarting: true,
           condition: {
@@ -96,31 +103,50 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
         }
       : done("Unknown", "PostgresUnreachable", "cannot read max_connections: PostgreSQL is not reachable");
   }
+  const restartedSince = record !== undefined && facts.postmasterStartTime.getTime() > record.after.getTime();
+  const rolling = workload.configured && workload.found && !workload.rolledOut;
   if (facts.maxConnections === desired) {
-    const verified = pending !== undefined && facts.postmasterStartTime.getTime() > pending.after.getTime();
-    const detail = verified ? ` (verified after the restart at ${facts.postmasterStartTime.toISOString()})` : "";
-    return { ...done("True", "Applied", `max_connections is ${desired}${detail}`), verifiedRestart: verified };
+    if (rolling) {
+      return {
+        restarting: true,
+        condition: {
+          status: "False",
+          reason: "RestartInProgress",
+          message: `max_connections is ${desired} on the instance answering, but ${workload.description} is still rolling out: waiting until every pod runs the latest template`,
+        },
+      };
+    }
+    const detail = restartedSince ? ` (verified after the restart at ${facts.postmasterStartTime.toISOString()})` : "";
+    return { ...done("True", "Applied", `max_connections is ${desired}${detail}`), verifiedRestart: restartedSince };
   }
   if (facts.settingSource === "command line") {
     return done(
       "False",
       "CommandLineOverride",
       `max_connections is set on the postgres command line (${facts.maxConnections}), so ALTER SYSTEM cannot change it; ` +
-        "change it where the server is started (e.g. Patroni's or the operator's parameters)",
+        "change it where the server is started (e.g. Patroni's or the operator's parameters), or remove spec.postgres.maxConnections",
     );
   }
   if (!facts.allowAlterSystem) {
-    return done("False", "AlterSystemDisabled", "ALTER SYSTEM is disabled on this server (allow_alter_system = off)");
+    return done(
+      "False",
+      "AlterSystemDisabled",
+      "ALTER SYSTEM is disabled on this server (allow_alter_system = off): set max_connections where the server is " +
+        "configured (postgresql.conf or its operator's parameters) and remove spec.postgres.maxConnections, or set " +
+        "allow_alter_system = on",
+    );
   }
-  const alterTo = needsAlterSystem(facts, desired) ? desired : undefined;
-  if (alterTo !== undefined && !facts.mayAlterMaxConnections) {
+  const needsAlter = needsAlterSystem(facts, desired);
+  if (needsAlter && !facts.mayAlterMaxConnections) {
     // Known before trying: no failed ALTER (and no Event) on every pass.
     return done(
       "False",
       "PermissionDenied",
-      `the operator's role may not change max_connections: grant it with \`GRANT ALTER SYSTEM ON PARAMETER max_connections TO <role>\` (PostgreSQL 15+) or use a superuser`,
+      "the operator's role may not change max_connections: grant it with " +
+        "`GRANT ALTER SYSTEM ON PARAMETER max_connections TO <role>` (PostgreSQL 15+; before 15 only a superuser may)",
     );
   }
+  const alterTo = needsAlter ? desired : undefined;
   if (!workload.configured) {
     return {
       alterTo,
@@ -128,71 +154,45 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
       condition: {
         status: "False",
         reason: "RestartRequired",
-        message: `max_connections = ${desired} is set with ALTER SYSTEM but needs a PostgreSQL restart (currently ${facts.maxConnections}); set spec.postgres.restart.workload to let the operator restart it`,
+        message:
+          `max_connections = ${desired} is written with ALTER SYSTEM and takes effect at the next restart of PostgreSQL ` +
+          `(now ${facts.maxConnections}); set spec.postgres.restart.workload to let the operator restart it`,
       },
     };
   }
   if (!workload.found) {
+    return done(
+      "False",
+      "WorkloadNotFound",
+      `${workload.description} does not exist, so PostgreSQL cannot be restarted to apply max_connections = ${desired}; nothing was changed`,
+    );
+  }
+  const gate = restartGate({ ...input.gate, desired, current: facts.maxConnections });
+  if (rolling || (record && !restartedSince)) {
+    // A restart is under way, for this value or an earlier one.
+    const forThis = record?.value === desired;
+    if (!forThis && !gate.open) return closed(gate);
     return {
       alterTo,
-      restarting: false,
+      restarting: true,
       condition: {
         status: "False",
-        reason: "WorkloadNotFound",
-        message: `${workload.description} does not exist, so PostgreSQL cannot be restarted to apply max_connections = ${desired}`,
+        reason: "RestartInProgress",
+        message: forThis
+          ? `restarting ${workload.description} to apply max_connections = ${desired} (now ${facts.maxConnections}): ${RESTART_POLL_HINT}`
+          : `a restart of ${workload.description} is under way; max_connections = ${desired} is written for the instances that start from now on, and one more restart follows only if it is not in force when the rollout ends`,
       },
     };
   }
-  if (pending) {
-    const restarted = facts.postmasterStartTime.getTime() > pending.after.getTime();
-    if (!restarted || !workload.rolledOut) {
-      return {
-        alterTo,
-        restarting: true,
-        condition: {
-          status: "False",
-          reason: "RestartInProgress",
-          message: `restarting ${workload.description} to apply max_connections = ${desired} (now ${facts.maxConnections}): ${RESTART_POLL_HINT}`,
-        },
-      };
-    }
-    return {
-      restarting: false,
-      condition: {
-        status: "False",
-        reason: "VerificationFailed",
-        message:
-          `PostgreSQL restarted at ${facts.postmasterStartTime.toISOString()} but max_connections is ${facts.maxConnections}, not ${desired} ` +
-          `(source: ${facts.settingSource}); not restarting again`,
-      },
-    };
+  if (record?.value === desired && restartedSince) {
+    return done(
+      "False",
+      "VerificationFailed",
+      `PostgreSQL restarted at ${facts.postmasterStartTime.toISOString()} but max_connections is ${facts.maxConnections}, ` +
+        `not ${desired} (source: ${facts.settingSource}); not restarting again`,
+    );
   }
-  if (input.restartPolicy === "Manual" && input.approval !== String(desired)) {
-    return {
-      alterTo,
-      restarting: false,
-      condition: {
-        status: "False",
-        reason: "AwaitingApproval",
-        message:
-          `max_connections = ${desired} needs a PostgreSQL restart (now ${facts.maxConnections}); approve it with ` +
-          `kubectl annotate poolpolicy <name> ${APPROVAL_ANNOTATION}=${desired}`,
-      },
-    };
-  }
-  if (input.window && !input.window.open) {
-    const next = input.window.nextStart;
-    return {
-      alterTo,
-      restarting: false,
-      nextWindow: next,
-      condition: {
-        status: "False",
-        reason: "OutsideMaintenanceWindow",
-        message: `max_connections = ${desired} needs a PostgreSQL restart (now ${facts.maxConnections}); the next maintenance window opens at ${next?.toISOString() ?? "an unknown time"}`,
-      },
-    };
-  }
+  if (!gate.open) return closed(gate);
   return {
     alterTo,
     requestRestart: { value: desired, after: facts.postmasterStartTime },
@@ -202,6 +202,15 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
       reason: "RestartInProgress",
       message: `restarting ${workload.description} to apply max_connections = ${desired} (now ${facts.maxConnections})`,
     },
+  };
+}
+
+function closed(gate: Extract<RestartGate, { open: false }>): MaxConnectionsPlan {
+  return {
+    restarting: false,
+    nextWindow: gate.nextWindow,
+    holdRestarts: gate.hold,
+    condition: { status: "False", reason: gate.reason, message: gate.message },
   };
 }
 

@@ -3,7 +3,7 @@
  * like (connections by state, max_connections, usage, the connection budget) and what the
  * operator did to them (sessions reaped, restarts requested and verified, status writes).
  *
- * Every per-server series is labelled `server="host:port"`, the unit the budget is computed
+ * Every per-server series is labelled `server="host:port"` (src/server/identity.ts), the unit the budget is computed
  * for (several PoolPolicies may point at one server). The chart's PrometheusRule
  * (charts/poolpolicy-operator/templates/prometheusrule.yaml) alerts on these names: renaming
  * one breaks an alert, which test/unit/chart/alerts.test.ts catches.
@@ -11,7 +11,7 @@
 import { Counter, Gauge } from "prom-client";
 import { registry } from "../runtime/metrics.js";
 import type { Budget } from "../budget/budget.js";
-import type { PostgresTarget } from "../postgres/connection.js";
+import type { ServerKey } from "../server/identity.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 
 const serverLabels = ["server"] as const;
@@ -48,10 +48,12 @@ const budgetCapacity = new Gauge({
   registers: [registry],
 });
 
-/** The `server` label of a target: host:port, the unit a budget is computed for. */
-export function serverLabel(target: Pick<PostgresTarget, "host" | "port">): string {
-  return `${target.host}:${target.port}`;
-}
+const restartsHeld = new Gauge({
+  name: "poolpolicy_postgres_restarts_held",
+  help: "1 while the restart limit holds restarts of a PostgreSQL workload until a person releases them",
+  labelNames: ["workload"],
+  registers: [registry],
+});
 
 export const operatorMetrics = {
   sessionsReaped: new Counter({
@@ -65,6 +67,11 @@ export const operatorMetrics = {
     help: "Rolling restarts of PostgreSQL workloads requested to apply max_connections",
     registers: [registry],
   }),
+  restartLimitReached: new Counter({
+    name: "poolpolicy_postgres_restart_limit_reached_total",
+    help: "Times a PostgreSQL workload reached the restart limit (MAX_RESTARTS_PER_HOUR) and restarts were held",
+    registers: [registry],
+  }),
   restartsVerified: new Counter({
     name: "poolpolicy_postgres_restarts_verified_total",
     help: "Restarts after which the new max_connections was verified in force (pg_postmaster_start_time() advanced)",
@@ -76,8 +83,8 @@ export const operatorMetrics = {
     labelNames: ["namespace"],
     registers: [registry],
   }),
-  observeServer(target: PostgresTarget, facts: ServerFacts): void {
-    const server = serverLabel(target);
+  /** `server` is the server's key (src/server/identity.ts): host:port as the budget counts it. */
+  observeServer(server: ServerKey, facts: ServerFacts): void {
     const c = facts.connections;
     connections.set({ server, state: "active" }, c.active);
     connections.set({ server, state: "idle" }, c.idle);
@@ -86,9 +93,12 @@ export const operatorMetrics = {
     maxConnections.set({ server }, facts.maxConnections);
     usageRatio.set({ server }, facts.maxConnections > 0 ? c.total / facts.maxConnections : 0);
   },
-  /** The server's budget as the reconcile computed it; `server` is serverLabel(target). */
-  observeBudget(server: string, budget: Budget): void {
+  /** The server's budget as the reconcile computed it. */
+  observeBudget(server: ServerKey, budget: Budget): void {
     budgetDemand.set({ server }, budget.demand);
     budgetCapacity.set({ server }, budget.capacity);
+  },
+  observeRestartsHeld(workload: string, held: boolean): void {
+    restartsHeld.set({ workload }, held ? 1 : 0);
   },
 };

@@ -37,29 +37,42 @@ import { PostgresError, type PostgresPools, describeTarget, type PostgresTarget 
 import { inspectServer, type ServerFacts } from "../postgres/inspect.js";
 import { alterMaxConnections, AlterSystemError } from "../postgres/settings.js";
 import { findCondition, setCondition, summarizeReady, type ConditionType, type ConditionUpdate } from "./conditions.js";
-import { APPROVAL_ANNOTATION, planMaxConnections } from "./max-connections.js";
-import { isReplicationGroup, readWorkload, requestRestart, type WorkloadState } from "./workload.js";
+import { planMaxConnections } from "./max-connections.js";
+import { APPROVAL_ANNOTATION, restartGate, type RestartGateInput } from "./restart-gate.js";
+import {
+  holdRestarts,
+  isReplicationGroup,
+  readWorkload,
+  recordRestart,
+  requestRestart,
+  type WorkloadState,
+  workloadRef,
+} from "./workload.js";
 import { planTopologyRestart } from "./topology.js";
 import { carryOut, readGroup } from "./topology-restart.js";
 import { parseDuration } from "../api/duration.js";
 import { applyPoolEnv, deploymentsOwnedBy, removePoolEnv, type TargetsOutcome } from "./targets.js";
+import { budgetCondition, budgetStatus } from "./server-budget.js";
 import {
-  budgetCondition,
+  desireOfPolicy,
+  desiredMaxConnections,
   gatherBudgetTargets,
   policiesOnServer,
-  resolveDesiredMaxConnections,
+  type ServerDesire,
   serverBudget,
-  type DesiredMaxConnections,
+  serverOfPolicy,
+  serverSettings,
   type TargetReader,
-} from "./server-budget.js";
+} from "../server/model.js";
 import { windowState } from "./maintenance-window.js";
 import { fieldManagerFor, labelSelectorString } from "./env-injection.js";
 import { ReaperSchedule, applyServerTimeout, describeSessions, reaperIntervalMs, runReaper } from "./reaper.js";
 import { checkExtensions, checkRedisDependency } from "./checks.js";
 import { readSecretKeys } from "./secrets.js";
+import { type PolicyTarget, policyTarget } from "../server/credentials.js";
 import { changedFields, statusChanged, withUsage } from "./status.js";
 import { ensureFinalizer, removeFinalizer, FINALIZER } from "./finalizer.js";
-import { operatorMetrics, serverLabel } from "./metrics.js";
+import { operatorMetrics } from "./metrics.js";
 import { httpStatus, isNotFound } from "./kube-errors.js";
 import { RequeueError } from "../runtime/controller.js";
 
@@ -109,6 +122,8 @@ export interface ReconcilerDeps {
   now?: () => Date;
   /** How often a converged policy re-reads its server's statistics. */
   statsRefreshMs?: number;
+  /** The restart limit per server (restart-gate.ts); DEFAULT_MAX_RESTARTS_PER_HOUR when absent. */
+  maxRestartsPerHour?: number;
 }
 
 /** The state one reconcile pass carries from step to step. */
@@ -124,7 +139,7 @@ interface Pass {
   set: (type: ConditionType, c: Omit<ConditionUpdate, "type">) => void;
 }
 
-type PostgresConnection = { ok: true; target: PostgresTarget } | { ok: false; reason: string; message: string };
+type PostgresConnection = PolicyTarget;
 
 interface MaxConnectionsStep {
   restarting: boolean;
@@ -157,6 +172,9 @@ const PROGRESS_POLL_MS = 2_000;
  * after clients already had it (docs/benchmarks.md).
  */
 const RESTART_POLL_MS = 500;
+
+/** Restarts of one server per hour that the operator requests at most (MAX_RESTARTS_PER_HOUR). */
+export const DEFAULT_MAX_RESTARTS_PER_HOUR = 3;
 
 /** The soonest a pass asks to come back, whatever is due. */
 const MIN_REQUEUE_MS = 500;
@@ -208,7 +226,7 @@ export class PoolPolicyReconciler {
 
   private async converge(key: string, policy: PoolPolicy, spec: PoolPolicySpec): Promise<ReconcileResult> {
     const { namespace } = policy.metadata;
-    const previous: PoolPolicyStatus = policy.status ?? {};
+    const previous = this.freshestStatus(policy);
     const updates: ConditionUpdate[] = [];
     const pass: Pass = {
       key,
@@ -239,28 +257,27 @@ export class PoolPolicyReconciler {
           message: `connected to ${describeTarget(connection.target)}: PostgreSQL ${facts.version}`,
         });
         status.postgres = withUsage(previous.postgres, facts);
-        operatorMetrics.observeServer(connection.target, facts);
+        operatorMetrics.observeServer(serverOfPolicy({ namespace, spec }), facts);
       } catch (err) {
         const pgErr = err instanceof PostgresError ? err : new PostgresError("QueryFailed", String(err));
         set("PostgresReachable", { status: "False", reason: pgErr.reason, message: pgErr.message });
       }
     }
 
-    // 2. The budget of the server, across every policy that points at it, and the
-    //    max_connections those policies ask for together.
-    const peers = policiesOnServer(this.deps.listPolicies?.() ?? [policy], spec);
-    const self = peers.find((p) => p.key === key) ?? { key, namespace, spec };
-    const budget = facts ? serverBudget(await gatherBudgetTargets(this.read, peers), facts, spec) : undefined;
-    if (budget && connection.ok) {
-      status.budget = {
-        demand: budget.demand,
-        capacity: budget.capacity,
-        reserve: budget.reserve,
-        targets: budget.targets,
-      };
-      operatorMetrics.observeBudget(serverLabel(connection.target), budget);
+    // 2. The server (src/server/model.ts): every policy that points at it, their budget, and
+    //    the max_connections they ask for together — the same whichever of them is reconciled.
+    const self = { key, namespace, spec };
+    const server = serverOfPolicy(self);
+    const peers = policiesOnServer(this.deps.listPolicies?.() ?? [policy], server);
+    if (!peers.some((p) => p.key === key)) peers.push(self);
+    const budget = facts
+      ? serverBudget(await gatherBudgetTargets(this.read, peers), facts, serverSettings(peers))
+      : undefined;
+    if (budget) {
+      status.budget = budgetStatus(budget, key, peers.length);
+      operatorMetrics.observeBudget(server, budget);
     }
-    const desired = resolveDesiredMaxConnections(self, peers, budget, facts);
+    const desired = desireOfPolicy(self, desiredMaxConnections(peers, budget, facts));
 
     // 3. max_connections and the pool env, ordered by direction: when the server's limit goes
     //    up, raise it (restart) before any pool grows; when it goes down, let the apps roll out
@@ -284,10 +301,12 @@ export class PoolPolicyReconciler {
             };
     } else {
       maxConnections = await this.applyMaxConnections(pass, connection, facts, desired);
-      // Pools may grow only once the server is known to allow it: while PostgreSQL is down
-      // (e.g. restarting to raise max_connections) the current value is unknown, so hold.
+      // Pools grow before max_connections is raised only where the server, as it is now, carries
+      // the new pools (the budget is computed with them). Else they wait for the raise; and
+      // while PostgreSQL is down (e.g. restarting) the current value is unknown, so they wait too.
       const raisePending = desired.kind === "value" && (current === undefined || desired.value > current);
-      targets = await this.injectEnv(pass, raisePending ? desired.value : false);
+      const fitsNow = budget?.withinLimits === true;
+      targets = await this.injectEnv(pass, raisePending && !fitsNow ? desired.value : false);
     }
     set("MaxConnectionsApplied", maxConnections.condition);
     set("PoolEnvInjected", targets.condition);
@@ -347,30 +366,31 @@ export class PoolPolicyReconciler {
     pass: Pass,
     connection: PostgresConnection,
     facts: ServerFacts | undefined,
-    desired: DesiredMaxConnections,
+    desired: ServerDesire,
   ): Promise<MaxConnectionsStep> {
     const { spec, policy, previous, events } = pass;
-    if (desired.kind === "conflict")
-      return { restarting: false, condition: { status: "False", reason: "Conflict", message: desired.message } };
-    if (desired.kind === "unknown")
-      return {
-        restarting: false,
-        condition: { status: "Unknown", reason: "AutoSizingUnavailable", message: desired.message },
-      };
-    const workload = await readWorkload(this.apps, spec.postgres.restart, policy.metadata.namespace);
-    if (isReplicationGroup(workload) && desired.kind === "value" && facts && connection.ok) {
-      return this.applyAcrossGroup(pass, connection.target, facts, desired.value, workload);
+    if (desired.kind === "conflict") {
+      const message = `${desired.message}; nothing is applied until they agree`;
+      return { restarting: false, condition: { status: "False", reason: "Conflict", message } };
     }
-    const window = spec.postgres.restart?.maintenanceWindow;
+    if (desired.kind === "unknown") {
+      const condition = { status: "Unknown" as const, reason: "AutoSizingUnavailable", message: desired.message };
+      return { restarting: false, condition };
+    }
+    const workload = await readWorkload(this.apps, spec.postgres.restart, policy.metadata.namespace);
+    operatorMetrics.observeRestartsHeld(workload.description, workload.restarts.heldSince !== undefined);
+    const gate = this.gateInput(pass, workload);
+    if (isReplicationGroup(workload) && desired.kind === "value" && facts && connection.ok) {
+      return this.applyAcrossGroup(pass, connection.target, facts, desired.value, workload, gate);
+    }
     const plan = planMaxConnections({
       desired: desired.kind === "value" ? desired.value : undefined,
       facts,
       workload,
-      restartPolicy: spec.postgres.restart?.policy ?? "Automatic",
-      approval: policy.metadata.annotations?.[APPROVAL_ANNOTATION],
-      window: window ? windowState(pass.now, window) : undefined,
+      gate,
     });
     let condition = plan.condition;
+    if (plan.holdRestarts) await this.holdRestarts(policy, workload, plan.condition.message, pass.now);
     // The two actions that change the server are announced by their Event before they run:
     // a crash right after the action must not leave it without its Event, and the action is
     // not repeated after a crash (the next pass sees it done), so the Event is not repeated either.
@@ -413,15 +433,16 @@ export class PoolPolicyReconciler {
           name: actionEventName(policy, `restart-${plan.requestRestart.value}`, plan.requestRestart.after),
         },
       ]);
-      await requestRestart(this.apps, workload, plan.requestRestart);
+      await requestRestart(this.apps, workload, plan.requestRestart, pass.now);
       operatorMetrics.restartsRequested.inc();
     }
     // Once per restart: a lagging cache can show the old condition to two passes in a row.
-    const verification = `${pass.key}/${desired.kind === "value" ? desired.value : ""}/${facts?.postmasterStartTime.getTime()}`;
+    const value = desired.kind === "value" ? desired.value : 0;
+    const verification = `${pass.key}/${value}/${facts?.postmasterStartTime.getTime()}`;
     if (
       condition.reason === "Applied" &&
       plan.verifiedRestart &&
-      findCondition(previous.conditions, "MaxConnectionsApplied")?.status !== "True" &&
+      findCondition(previous.conditions, "MaxConnectionsApplied")?.reason === "RestartInProgress" &&
       !this.verified.has(verification)
     ) {
       this.verified.add(verification);
@@ -430,18 +451,45 @@ export class PoolPolicyReconciler {
         reason: "MaxConnectionsVerified",
         action: "Verify",
         note: condition.message,
-        name: actionEventName(
-          policy,
-          `verified-${desired.kind === "value" ? desired.value : 0}`,
-          facts!.postmasterStartTime,
-        ),
+        name: actionEventName(policy, `verified-${value}`, facts!.postmasterStartTime),
       });
       operatorMetrics.restartsVerified.inc();
     }
-    if (condition.status === "True" && desired.kind === "value" && desired.source !== "spec") {
+    if (condition.status === "True" && desired.kind === "value") {
       condition = { ...condition, message: `${condition.message} (${desired.source})` };
     }
     return { restarting: plan.restarting, condition, nextWindow: plan.nextWindow };
+  }
+
+  /** What the restart gate (restart-gate.ts) needs to know besides the values. */
+  private gateInput(pass: Pass, workload: WorkloadState): Omit<RestartGateInput, "desired" | "current"> {
+    const restart = pass.spec.postgres.restart;
+    const window = restart?.maintenanceWindow;
+    return {
+      policyName: pass.policy.metadata.name,
+      workload: workloadRef(workload),
+      restartPolicy: restart?.policy ?? "Automatic",
+      approval: pass.policy.metadata.annotations?.[APPROVAL_ANNOTATION],
+      window: window ? windowState(pass.now, window) : undefined,
+      limit: { max: this.deps.maxRestartsPerHour ?? DEFAULT_MAX_RESTARTS_PER_HOUR, ...workload.restarts },
+      now: pass.now,
+    };
+  }
+
+  /** The restart limit was reached: the hold is recorded on the workload, announced once. */
+  private async holdRestarts(policy: PoolPolicy, workload: WorkloadState, message: string, now: Date): Promise<void> {
+    await this.emit(policy, [
+      {
+        type: "Warning",
+        reason: "RestartLimitReached",
+        action: "HoldRestarts",
+        note: message,
+        name: actionEventName(policy, "restart-limit", now),
+      },
+    ]);
+    await holdRestarts(this.apps, workload, now);
+    operatorMetrics.restartLimitReached.inc();
+    operatorMetrics.observeRestartsHeld(workload.description, true);
   }
 
   /**
@@ -454,6 +502,7 @@ export class PoolPolicyReconciler {
     facts: ServerFacts,
     desired: number,
     workload: WorkloadState,
+    gateInput: Omit<RestartGateInput, "desired" | "current">,
   ): Promise<MaxConnectionsStep> {
     const { spec, policy, previous, events } = pass;
     if (facts.settingSource === "command line") {
@@ -468,31 +517,14 @@ export class PoolPolicyReconciler {
     }
     const members = await readGroup(this.core, this.deps.pools, workload, target);
     const states = members.map((m) => m.state);
+    // Gates apply before anything is changed (ALTER SYSTEM included); a restart under way is finished.
     const untouched = states.every((p) => p.ready && p.maxConnections !== desired);
     if (untouched) {
-      // Gates apply before the first pod restarts; a restart under way is finished.
-      const restart = spec.postgres.restart!;
-      if (restart.policy === "Manual" && policy.metadata.annotations?.[APPROVAL_ANNOTATION] !== String(desired)) {
-        return {
-          restarting: false,
-          condition: {
-            status: "False",
-            reason: "AwaitingApproval",
-            message: `max_connections = ${desired} needs a restart of ${workload.description}; approve it with kubectl annotate poolpolicy ${policy.metadata.name} ${APPROVAL_ANNOTATION}=${desired}`,
-          },
-        };
-      }
-      const window = restart.maintenanceWindow ? windowState(pass.now, restart.maintenanceWindow) : undefined;
-      if (window && !window.open) {
-        return {
-          restarting: false,
-          nextWindow: window.nextStart,
-          condition: {
-            status: "False",
-            reason: "OutsideMaintenanceWindow",
-            message: `max_connections = ${desired} needs a restart of ${workload.description}; the next maintenance window opens at ${window.nextStart?.toISOString()}`,
-          },
-        };
+      const gate = restartGate({ ...gateInput, desired, current: facts.maxConnections });
+      if (!gate.open) {
+        if (gate.hold) await this.holdRestarts(policy, workload, gate.message, pass.now);
+        const condition = { status: "False" as const, reason: gate.reason, message: gate.message };
+        return { restarting: false, nextWindow: gate.nextWindow, condition };
       }
     }
     const step = planTopologyRestart(
@@ -515,14 +547,27 @@ export class PoolPolicyReconciler {
         condition: { status: "False", reason: step.reason, message: step.message },
       };
     }
+    // Announced before acting, as in applyMaxConnections: a crash must not leave an action without its Event.
+    const announcement =
+      step.kind === "alter"
+        ? `ALTER SYSTEM SET max_connections = ${desired} on ${step.pods.join(", ")}`
+        : `${step.message}: deleting pod ${step.pod}`;
+    await this.emit(policy, [
+      {
+        type: "Normal",
+        reason: step.kind === "alter" ? "MaxConnectionsAltered" : "RestartingPod",
+        action: step.kind === "alter" ? "AlterSystem" : "DeletePod",
+        note: announcement,
+        name: actionEventName(
+          policy,
+          `${step.kind}-${desired}-${step.kind === "alter" ? "all" : step.pod}`,
+          facts.postmasterStartTime,
+        ),
+      },
+    ]);
+    if (step.kind === "restart" && untouched) await recordRestart(this.apps, workload, pass.now);
     const note = await carryOut(step, members, desired, this.core, this.deps.pools, workload.namespace!);
     if (step.kind === "restart") operatorMetrics.restartsRequested.inc();
-    events.push({
-      type: "Normal",
-      reason: step.kind === "alter" ? "MaxConnectionsAltered" : "RestartingPod",
-      action: step.kind === "alter" ? "AlterSystem" : "DeletePod",
-      note,
-    });
     return { restarting: true, condition: { status: "False", reason: "RestartInProgress", message: note } };
   }
 
@@ -636,21 +681,8 @@ export class PoolPolicyReconciler {
     return interval;
   }
 
-  private async postgresTarget(namespace: string, spec: PoolPolicySpec): Promise<PostgresConnection> {
-    const s = spec.postgres.credentialsSecret;
-    const secret = await readSecretKeys(this.core, namespace, s.name, [s.usernameKey, s.passwordKey]);
-    if (!secret.ok) return secret;
-    return {
-      ok: true,
-      target: {
-        host: spec.postgres.host,
-        port: spec.postgres.port,
-        database: spec.postgres.database,
-        sslMode: spec.postgres.sslMode,
-        user: secret.values[s.usernameKey]!,
-        password: secret.values[s.passwordKey]!,
-      },
-    };
+  private postgresTarget(namespace: string, spec: PoolPolicySpec): Promise<PostgresConnection> {
+    return policyTarget((ns, name, keys) => readSecretKeys(this.core, ns, name, keys), namespace, spec);
   }
 
   private async reportInvalidSpec(policy: PoolPolicy, message: string): Promise<ReconcileResult> {
@@ -699,6 +731,18 @@ export class PoolPolicyReconciler {
     );
     this.forget(key);
     return {};
+  }
+
+  /**
+   * The policy's status as we last know it: the cache's, unless the cache still shows the very
+   * object our last status write was based on, in which case that write is newer. Comparing
+   * against it keeps a lagging cache from making a pass announce the same condition
+   * transitions a second time ("x2" in kubectl describe) or write the same status again.
+   */
+  private freshestStatus(policy: PoolPolicy): PoolPolicyStatus {
+    const last = this.lastStatusWrite.get(`${policy.metadata.namespace}/${policy.metadata.name}`);
+    if (last && last.basedOn === policy.metadata.resourceVersion) return last.status;
+    return policy.status ?? {};
   }
 
   private forget(key: string): void {

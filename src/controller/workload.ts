@@ -7,6 +7,13 @@ import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type { PoolPolicySpec } from "../api/schema.js";
 import { isNotFound } from "./kube-errors.js";
 import { RESTART_ANNOTATION, formatRestartRecord, parseRestartRecord, type RestartRecord } from "./max-connections.js";
+import {
+  RESTART_HISTORY_ANNOTATION,
+  RESTARTS_HELD_ANNOTATION,
+  type RestartLimit,
+  recentRestarts,
+  type WorkloadRef,
+} from "./restart-gate.js";
 import { deploymentRolledOut, statefulSetRolledOut } from "./rollout.js";
 
 export interface WorkloadState {
@@ -22,6 +29,8 @@ export interface WorkloadState {
   replicas?: number;
   /** The pods' label selector, for listing them. */
   podSelector?: string;
+  /** Restarts the operator requested (annotation), and whether restarts are held. */
+  restarts: Pick<RestartLimit, "history" | "heldSince">;
 }
 
 type RestartSpec = NonNullable<PoolPolicySpec["postgres"]["restart"]>;
@@ -31,8 +40,8 @@ export async function readWorkload(
   restart: RestartSpec | undefined,
   policyNamespace: string,
 ): Promise<WorkloadState> {
-  if (!restart)
-    return { configured: false, found: false, rolledOut: false, record: undefined, description: "no workload" };
+  const none = { found: false, rolledOut: false, record: undefined, restarts: { history: [] } };
+  if (!restart) return { ...none, configured: false, description: "no workload" };
   const { kind, name } = restart.workload;
   const namespace = restart.workload.namespace ?? policyNamespace;
   const base = { configured: true, kind, name, namespace, description: `${kind} ${namespace}/${name}` };
@@ -49,22 +58,67 @@ export async function readWorkload(
     const podSelector = Object.entries(object.spec?.selector.matchLabels ?? {})
       .map(([k, v]) => `${k}=${v}`)
       .join(",");
-    return { ...base, found: true, rolledOut, record, replicas: object.spec?.replicas ?? 1, podSelector };
+    const annotations = object.metadata?.annotations ?? {};
+    const restarts = {
+      history: parseTimes(annotations[RESTART_HISTORY_ANNOTATION]),
+      heldSince: parseTimes(annotations[RESTARTS_HELD_ANNOTATION])[0],
+    };
+    return { ...base, found: true, rolledOut, record, replicas: object.spec?.replicas ?? 1, podSelector, restarts };
   } catch (err) {
-    if (isNotFound(err)) return { ...base, found: false, rolledOut: false, record: undefined };
+    if (isNotFound(err)) return { ...base, ...none };
     throw err;
   }
 }
 
-/** Writes the restart record into the pod template: the workload controller then rolls every pod. */
-export async function requestRestart(apps: AppsV1Api, workload: WorkloadState, record: RestartRecord): Promise<void> {
-  const body = {
-    spec: { template: { metadata: { annotations: { [RESTART_ANNOTATION]: formatRestartRecord(record) } } } },
-  };
+export function workloadRef(workload: WorkloadState): WorkloadRef {
+  return { kind: workload.kind ?? "StatefulSet", name: workload.name ?? "", namespace: workload.namespace ?? "" };
+}
+
+function parseTimes(text: string | undefined): Date[] {
+  return (text ?? "")
+    .split(",")
+    .map((t) => new Date(t.trim()))
+    .filter((d) => !Number.isNaN(d.getTime()));
+}
+
+/** The restart history with `now` added: the last hour's entries only, so the annotation stays small. */
+function historyWith(workload: WorkloadState, now: Date): string {
+  return [...recentRestarts(workload.restarts.history, now), now].map((d) => d.toISOString()).join(",");
+}
+
+async function patchWorkload(apps: AppsV1Api, workload: WorkloadState, body: object): Promise<void> {
   const params = { name: workload.name!, namespace: workload.namespace!, body };
   const options = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
   if (workload.kind === "StatefulSet") await apps.patchNamespacedStatefulSet(params, options);
   else await apps.patchNamespacedDeployment(params, options);
+}
+
+/**
+ * Writes the restart record into the pod template (the workload controller then rolls every
+ * pod) and adds the restart to the history, in one patch: no restart without its count.
+ */
+export async function requestRestart(
+  apps: AppsV1Api,
+  workload: WorkloadState,
+  record: RestartRecord,
+  now: Date,
+): Promise<void> {
+  await patchWorkload(apps, workload, {
+    metadata: { annotations: { [RESTART_HISTORY_ANNOTATION]: historyWith(workload, now) } },
+    spec: { template: { metadata: { annotations: { [RESTART_ANNOTATION]: formatRestartRecord(record) } } } },
+  });
+}
+
+/** Counts a restart that the operator carries out pod by pod (a primary with replicas). */
+export async function recordRestart(apps: AppsV1Api, workload: WorkloadState, now: Date): Promise<void> {
+  await patchWorkload(apps, workload, {
+    metadata: { annotations: { [RESTART_HISTORY_ANNOTATION]: historyWith(workload, now) } },
+  });
+}
+
+/** The restart limit was reached: restarts of this workload wait until a person removes this. */
+export async function holdRestarts(apps: AppsV1Api, workload: WorkloadState, now: Date): Promise<void> {
+  await patchWorkload(apps, workload, { metadata: { annotations: { [RESTARTS_HELD_ANNOTATION]: now.toISOString() } } });
 }
 
 /** Whether the workload runs several PostgreSQL pods that must restart in topology order. */

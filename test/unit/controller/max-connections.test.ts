@@ -35,12 +35,20 @@ const workload = {
   record: undefined,
   description: "StatefulSet db/postgres",
 };
+const gate = (over: Partial<MaxConnectionsInput["gate"]> = {}): MaxConnectionsInput["gate"] => ({
+  policyName: "orders",
+  workload: { kind: "StatefulSet", name: "postgres", namespace: "db" },
+  restartPolicy: "Automatic",
+  approval: undefined,
+  limit: { max: 3, history: [] },
+  now: T1,
+  ...over,
+});
 const input = (over: Partial<MaxConnectionsInput> = {}): MaxConnectionsInput => ({
   desired: 200,
   facts: facts(),
   workload,
-  restartPolicy: "Automatic",
-  approval: undefined,
+  gate: gate(),
   ...over,
 });
 
@@ -108,12 +116,87 @@ describe("planMaxConnections", () => {
     );
   });
 
-  it("waits for the approval annotation under policy Manual, and proceeds once it names the value", () => {
-    const waiting = planMaxConnections(input({ restartPolicy: "Manual", approval: "150" }));
-    expect(waiting).toMatchObject({ alterTo: 200, condition: { reason: "AwaitingApproval" } });
+  it("under policy Manual, changes nothing before the approval names the value (no ALTER SYSTEM either)", () => {
+    const waiting = planMaxConnections(input({ gate: gate({ restartPolicy: "Manual", approval: "150" }) }));
+    expect(waiting.condition.reason).toBe("AwaitingApproval");
+    expect(waiting.alterTo).toBeUndefined();
     expect(waiting.requestRestart).toBeUndefined();
-    expect(waiting.condition.message).toContain("pooling.dbops.io/approve-restart=200");
-    expect(planMaxConnections(input({ restartPolicy: "Manual", approval: "200" })).requestRestart).toBeDefined();
+    expect(waiting.condition.message).toContain(
+      "kubectl annotate poolpolicy orders --overwrite pooling.dbops.io/approve-restart=200",
+    );
+    const approved = planMaxConnections(input({ gate: gate({ restartPolicy: "Manual", approval: "200" }) }));
+    expect(approved).toMatchObject({ alterTo: 200, requestRestart: { value: 200 } });
+  });
+
+  it("outside the maintenance window, changes nothing and says when the window opens", () => {
+    const next = new Date("2026-11-28T02:00:00.000Z");
+    const plan = planMaxConnections(input({ gate: gate({ window: { open: false, nextStart: next } }) }));
+    expect(plan).toMatchObject({
+      restarting: false,
+      nextWindow: next,
+      condition: { reason: "OutsideMaintenanceWindow" },
+    });
+    expect(plan.alterTo).toBeUndefined();
+    expect(plan.condition.message).toContain(next.toISOString());
+  });
+
+  it("past the restart limit, holds restarts (and ALTER SYSTEM) and says how to release them", () => {
+    const history = [new Date(T1.getTime() - 50 * 60_000), new Date(T1.getTime() - 20 * 60_000), T0];
+    const plan = planMaxConnections(input({ gate: gate({ limit: { max: 3, history } }) }));
+    expect(plan).toMatchObject({ restarting: false, holdRestarts: true, condition: { reason: "RestartLimitReached" } });
+    expect(plan.alterTo).toBeUndefined();
+    expect(plan.requestRestart).toBeUndefined();
+    expect(plan.condition.message).toContain(
+      "kubectl annotate statefulset postgres -n db pooling.dbops.io/restarts-held- pooling.dbops.io/restart-history-",
+    );
+    // Restarts older than an hour do not count.
+    const old = history.map((t) => new Date(t.getTime() - 61 * 60_000));
+    expect(planMaxConnections(input({ gate: gate({ limit: { max: 3, history: old } }) })).requestRestart).toBeDefined();
+  });
+
+  it("once held, stays held whatever the history says, until a person removes the hold", () => {
+    const plan = planMaxConnections(input({ gate: gate({ limit: { max: 3, history: [], heldSince: T0 } }) }));
+    expect(plan.condition.reason).toBe("RestartLimitReached");
+    expect(plan.holdRestarts).toBeFalsy();
+    expect(plan.requestRestart).toBeUndefined();
+  });
+
+  it("is not Applied while the workload still rolls out, even if the answering pod shows the value", () => {
+    const plan = planMaxConnections(
+      input({
+        facts: facts({ maxConnections: 200, postmasterStartTime: T1 }),
+        workload: { ...workload, rolledOut: false, record: { value: 150, after: T0 } },
+      }),
+    );
+    expect(plan).toMatchObject({ restarting: true, condition: { status: "False", reason: "RestartInProgress" } });
+  });
+
+  it("a second value during a restart is written at once, without a second restart request", () => {
+    const plan = planMaxConnections(
+      input({
+        facts: facts({ maxConnections: 100, alterSystemValue: 150, pendingRestart: true }),
+        workload: { ...workload, rolledOut: false, record: { value: 150, after: T0 } },
+      }),
+    );
+    expect(plan).toMatchObject({ alterTo: 200, restarting: true, condition: { reason: "RestartInProgress" } });
+    expect(plan.requestRestart).toBeUndefined();
+    // The rollout ended with the new value read at start: Applied, no more restarts.
+    const after = planMaxConnections(
+      input({
+        facts: facts({ maxConnections: 200, alterSystemValue: 200, postmasterStartTime: T1 }),
+        workload: { ...workload, record: { value: 150, after: T0 } },
+      }),
+    );
+    expect(after).toMatchObject({ verifiedRestart: true, condition: { status: "True", reason: "Applied" } });
+    expect(after.requestRestart).toBeUndefined();
+    // …or, had the instance started before the ALTER, exactly one more restart.
+    const oneMore = planMaxConnections(
+      input({
+        facts: facts({ maxConnections: 150, alterSystemValue: 200, postmasterStartTime: T1 }),
+        workload: { ...workload, record: { value: 150, after: T0 } },
+      }),
+    );
+    expect(oneMore.requestRestart).toEqual({ value: 200, after: T1 });
   });
 
   it("without a workload, alters and says a restart is needed", () => {
@@ -122,20 +205,16 @@ describe("planMaxConnections", () => {
     expect(plan.requestRestart).toBeUndefined();
   });
 
-  it("with a missing workload, reports it", () => {
-    expect(planMaxConnections(input({ workload: { ...workload, found: false } })).condition.reason).toBe(
-      "WorkloadNotFound",
-    );
+  it("with a missing workload, reports it and writes nothing", () => {
+    const plan = planMaxConnections(input({ workload: { ...workload, found: false } }));
+    expect(plan.condition.reason).toBe("WorkloadNotFound");
+    expect(plan.alterTo).toBeUndefined();
   });
 
-  it("leaves max_connections alone when not managed, and says auto is not available yet", () => {
+  it("leaves max_connections alone when not managed", () => {
     expect(planMaxConnections(input({ desired: undefined })).condition).toMatchObject({
       status: "True",
       reason: "NotManaged",
-    });
-    expect(planMaxConnections(input({ desired: "auto" })).condition).toMatchObject({
-      status: "False",
-      reason: "AutoSizingUnavailable",
     });
   });
 

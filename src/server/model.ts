@@ -1,0 +1,191 @@
+/**
+ * One model of a PostgreSQL server as the policies on it see it: which policies point at it,
+ * the settings they give it together, its connection budget, and the max_connections they ask
+ * for together. The operator's reconcile and the `poolpolicy diagnose` CLI both call these
+ * functions, so that they cannot disagree.
+ *
+ * The rule that keeps the operator from restarting a server in a loop: everything decided about
+ * a server is a function of the SET of policies on it and of the server's facts, never of which
+ * policy is being reconciled. (When each policy computed the demand with its own reserve, two
+ * policies on one server flapped max_connections 160 ↔ 250 and restarted PostgreSQL 67 times in
+ * 3 minutes; issue 12.) test/unit/server/model.test.ts proves the invariance by property.
+ */
+import type { V1Deployment, V2HorizontalPodAutoscaler } from "@kubernetes/client-node";
+import type { PoolPolicy, PoolPolicySpec } from "../api/schema.js";
+import { MAX_CONNECTIONS_MAX, validateSpec } from "../api/schema.js";
+import {
+  autoSizeMaxConnections,
+  type Budget,
+  type BudgetReserve,
+  type BudgetTarget,
+  computeBudget,
+} from "../budget/budget.js";
+import { OPERATOR_POOL_SIZE } from "../postgres/connection.js";
+import type { ServerFacts } from "../postgres/inspect.js";
+import { labelSelectorString } from "../kube/selectors.js";
+import { type ServerKey, serverKey } from "./identity.js";
+
+export interface PolicyOnServer {
+  /** "namespace/name" */
+  key: string;
+  namespace: string;
+  spec: PoolPolicySpec;
+}
+
+export function serverOfPolicy(p: { namespace: string; spec: Pick<PoolPolicySpec, "postgres"> }): ServerKey {
+  return serverKey(p.spec.postgres, p.namespace);
+}
+
+/** Every valid, live policy that points at `server`, sorted by key (code points). */
+export function policiesOnServer(all: readonly PoolPolicy[], server: ServerKey): PolicyOnServer[] {
+  const found: PolicyOnServer[] = [];
+  for (const p of all) {
+    if (p.metadata.deletionTimestamp) continue;
+    const v = validateSpec(p.spec);
+    const namespace = p.metadata.namespace;
+    if (v.ok && serverKey(v.spec.postgres, namespace) === server) {
+      found.push({ key: `${namespace}/${p.metadata.name}`, namespace, spec: v.spec });
+    }
+  }
+  return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+/** What the policies of one server say about it together (spec.budget of each). */
+export interface ServerSettings {
+  /**
+   * Connections kept for monitoring, backups and replication. Policies of one server describe
+   * the same such connections, so the largest declared reserve counts, once.
+   */
+  reserve: number;
+  /**
+   * For maxConnections "auto": the largest headroom any auto policy asks for (with no auto
+   * policy, any policy: the CLI sizes its advice with it).
+   */
+  headroomPercent: number;
+  /** For maxConnections "auto": the lowest ceiling any auto policy sets (likewise). */
+  ceiling: number;
+}
+
+export function serverSettings(policies: readonly PolicyOnServer[]): ServerSettings {
+  const autoOnly = policies.filter((p) => p.spec.postgres.maxConnections === "auto");
+  const auto = autoOnly.length > 0 ? autoOnly : policies;
+  return {
+    reserve: Math.max(0, ...policies.map((p) => p.spec.budget.reserve)),
+    headroomPercent: Math.max(0, ...auto.map((p) => p.spec.budget.headroomPercent)),
+    ceiling: Math.min(MAX_CONNECTIONS_MAX, ...auto.map((p) => p.spec.budget.ceiling)),
+  };
+}
+
+/** Where Deployments and HPAs are read from: the operator's watch caches, or the CLI's LISTs. */
+export interface TargetReader {
+  deployments(policyKey: string, namespace: string, labelSelector: string): Promise<V1Deployment[]>;
+  hpas(namespace: string): Promise<V2HorizontalPodAutoscaler[]>;
+}
+
+/** Every target Deployment of the given policies, with what its worst-case pod count depends on. */
+export async function gatherBudgetTargets(
+  read: TargetReader,
+  policies: readonly PolicyOnServer[],
+): Promise<BudgetTarget[]> {
+  const hpasByNamespace = new Map<string, V2HorizontalPodAutoscaler[]>();
+  const targets: BudgetTarget[] = [];
+  for (const p of policies) {
+    let hpas = hpasByNamespace.get(p.namespace);
+    if (!hpas) {
+      hpas = await read.hpas(p.namespace);
+      hpasByNamespace.set(p.namespace, hpas);
+    }
+    const deployments = await read.deployments(p.key, p.namespace, labelSelectorString(p.spec.targets.selector));
+    for (const d of deployments) {
+      const name = d.metadata!.name!;
+      const hpa = hpas.find((h) => h.spec?.scaleTargetRef.kind === "Deployment" && h.spec.scaleTargetRef.name === name);
+      targets.push({
+        policy: p.key,
+        deployment: `${p.namespace}/${name}`,
+        poolMax: p.spec.pool.maxSize,
+        replicas: d.spec?.replicas ?? 1,
+        hpaMaxReplicas: hpa?.spec?.maxReplicas,
+        strategy: d.spec?.strategy as BudgetTarget["strategy"],
+      });
+    }
+  }
+  return targets;
+}
+
+/** The connections kept out of the apps' reach: the server's reserved slots, ours, the declared reserve. */
+export function serverReserve(facts: ServerFacts, settings: ServerSettings): BudgetReserve {
+  return {
+    superuserReserved: facts.superuserReservedConnections,
+    reserved: facts.reservedConnections,
+    operator: OPERATOR_POOL_SIZE,
+    extra: settings.reserve,
+  };
+}
+
+export function serverBudget(targets: readonly BudgetTarget[], facts: ServerFacts, settings: ServerSettings): Budget {
+  return computeBudget(targets, serverReserve(facts, settings), facts.maxConnections);
+}
+
+/** What the policies of one server ask of its max_connections, together. */
+export type ServerDesire =
+  | { kind: "unmanaged" }
+  | { kind: "value"; value: number; source: string }
+  | { kind: "conflict"; message: string }
+  | { kind: "unknown"; message: string };
+
+/**
+ * The max_connections the policies of a server ask for together:
+ *   - none sets spec.postgres.maxConnections → unmanaged;
+ *   - different explicit values → a conflict, reported on every policy and applied by none;
+ *   - one explicit value (however many policies give it) → that value; it wins over "auto";
+ *   - only "auto" → sized from the budget with the server's settings (serverSettings). It is
+ *     never lowered below what is in use now: then the current value stays. That rule keeps the
+ *     value stable: once raised to the demand it stays there; a lowering happens once, when
+ *     the sessions in use fit under the new value.
+ */
+export function desiredMaxConnections(
+  policies: readonly PolicyOnServer[],
+  budget: Budget | undefined,
+  facts: ServerFacts | undefined,
+): ServerDesire {
+  const managing = policies.filter((p) => p.spec.postgres.maxConnections !== undefined);
+  if (managing.length === 0) return { kind: "unmanaged" };
+  const explicit = managing.filter((p) => typeof p.spec.postgres.maxConnections === "number");
+  const values = [...new Set(explicit.map((p) => p.spec.postgres.maxConnections as number))];
+  if (values.length > 1) {
+    const who = explicit.map((p) => `${p.key} (${p.spec.postgres.maxConnections})`).join(", ");
+    return { kind: "conflict", message: `policies ask different max_connections of one server: ${who}` };
+  }
+  if (values.length === 1) {
+    return { kind: "value", value: values[0]!, source: `spec of ${explicit.map((p) => p.key).join(", ")}` };
+  }
+  if (!budget || !facts) {
+    return {
+      kind: "unknown",
+      message: 'maxConnections "auto" needs the server\'s numbers, and PostgreSQL is not reachable',
+    };
+  }
+  const settings = serverSettings(policies);
+  const sized = autoSizeMaxConnections(budget.demand, settings);
+  const inUse = facts.connections.total + budget.reserve;
+  if (sized < facts.maxConnections && inUse > sized) {
+    return {
+      kind: "value",
+      value: facts.maxConnections,
+      source: `auto: ${sized} would fit the demand, but ${inUse} connections are in use or reserved; not lowering`,
+    };
+  }
+  return {
+    kind: "value",
+    value: sized,
+    source: `auto: demand ${budget.demand} + ${settings.headroomPercent}% headroom, ceiling ${settings.ceiling}`,
+  };
+}
+
+/**
+ * A policy's own view of the server's desire: a policy that does not set maxConnections leaves
+ * it to the others (NotManaged on its condition), whatever they ask.
+ */
+export function desireOfPolicy(self: PolicyOnServer, server: ServerDesire): ServerDesire {
+  return self.spec.postgres.maxConnections === undefined ? { kind: "unmanaged" } : server;
+}
