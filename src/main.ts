@@ -14,6 +14,7 @@ import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { GROUP, PLURAL, VERSION, type PoolPolicy } from "./api/schema.js";
 import { loadConfig, type OperatorConfig } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
+import { ApiKubernetes, PooledPostgres, SecretUrlRedis } from "./controller/adapters.js";
 import { PoolPolicyReconciler } from "./controller/reconciler.js";
 import { TargetWatches } from "./controller/target-watches.js";
 import { PostgresPools } from "./postgres/connection.js";
@@ -44,16 +45,20 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig, log: L
   const enqueue = (key: string) => controller?.enqueue(key);
   const targetWatches = new TargetWatches(kc, enqueue, log, resyncMs);
   const policies = policyInformer(kc, config, enqueue, resyncMs, log);
+  const kube = new ApiKubernetes(kc, {
+    watchTargets: (key, namespace, selector) => targetWatches.ensure(key, namespace, selector),
+    cachedTargets: (key, namespace, selector) => targetWatches.cachedTargets(key, namespace, selector),
+    cachedHpas: (namespace) => targetWatches.cachedHpas(namespace),
+  });
   const reconciler = new PoolPolicyReconciler({
-    kc,
-    pools,
+    kube,
+    postgres: new PooledPostgres(pools),
+    redis: new SecretUrlRedis(kube),
     events,
     log,
     getPolicy: (key) => policies.getByKey(key),
     listPolicies: () => policies.list(),
-    watchTargets: (key, namespace, selector) => targetWatches.ensure(key, namespace, selector),
-    cachedTargets: (key, namespace, selector) => targetWatches.cachedTargets(key, namespace, selector),
-    cachedHpas: (namespace) => targetWatches.cachedHpas(namespace),
+    now: () => new Date(),
     statsRefreshMs: config.STATS_REFRESH_SECONDS * 1000,
     maxRestartsPerHour: config.MAX_RESTARTS_PER_HOUR,
   });

@@ -11,6 +11,7 @@ import type { KubeConfig } from "@kubernetes/client-node";
 import { CoreV1Api } from "@kubernetes/client-node";
 import { parseDuration } from "../api/duration.js";
 import { checkRedisDependency } from "../controller/checks.js";
+import { readSecretKeys } from "../controller/secrets.js";
 import { PostgresError, PostgresPools, describeTarget, type PostgresTarget } from "../postgres/connection.js";
 import { inspectServer, type ServerFacts } from "../postgres/inspect.js";
 import { checkRedis } from "../redis/check.js";
@@ -272,8 +273,9 @@ function extensionsOf(
 
 /** The operator's own Redis check (Secret → PING → INFO), so both say the same. */
 async function redisOfPolicy(kc: KubeConfig, loaded: LoadedPolicy): Promise<RedisSection> {
+  const core = kc.makeApiClient(CoreV1Api);
   const outcome = await checkRedisDependency(
-    kc.makeApiClient(CoreV1Api),
+    (namespace, name, keys) => readSecretKeys(core, namespace, name, keys),
     loaded.policy.metadata.namespace,
     loaded.spec,
   );

@@ -2,12 +2,11 @@
  * What the apps depend on besides connection slots: required extensions (e.g. AGE) in the
  * database, and Redis when the policy names one.
  */
-import type { CoreV1Api } from "@kubernetes/client-node";
 import type { PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { checkRedis } from "../redis/check.js";
 import type { ConditionUpdate } from "./conditions.js";
-import { readSecretKeys } from "./secrets.js";
+import type { SecretReader } from "../server/credentials.js";
 
 export function checkExtensions(spec: PoolPolicySpec, facts: ServerFacts | undefined): Omit<ConditionUpdate, "type"> {
   const required = spec.postgres.requiredExtensions;
@@ -43,14 +42,14 @@ export interface RedisOutcome {
 }
 
 export async function checkRedisDependency(
-  core: CoreV1Api,
+  readSecret: SecretReader,
   namespace: string,
   spec: PoolPolicySpec,
 ): Promise<RedisOutcome> {
   const redis = spec.redis;
   if (!redis)
     return { required: false, condition: { status: "True", reason: "NotConfigured", message: "no Redis configured" } };
-  const secret = await readSecretKeys(core, namespace, redis.urlSecret.name, [redis.urlSecret.key]);
+  const secret = await readSecret(namespace, redis.urlSecret.name, [redis.urlSecret.key]);
   if (!secret.ok)
     return { required: redis.required, condition: { status: "False", reason: secret.reason, message: secret.message } };
   try {

@@ -4,89 +4,72 @@
  *   deleted?      → finalize: remove the env we injected, drop the finalizer (max_connections stays)
  *   no finalizer? → add it, then go on with the object the API server returned
  *   invalid spec? → Ready=False/InvalidSpec naming the field; nothing is applied
- *   otherwise     → Postgres facts → max_connections plan (ALTER SYSTEM, restart, verify)
- *                 → pool env on the targets → reaper → extension and Redis checks
+ *   otherwise     → a fold over steps (pass.ts), in this order:
+ *                     1. PostgreSQL: credentials, facts; the server's budget and the
+ *                        max_connections its policies ask for together (src/server/model.ts)
+ *                     2. max_connections and the pool env, ordered by direction
+ *                     3. the reaper
+ *                     4. extensions and Redis
  *                 → status (written only when it changed) and Events for what was done
  *
+ * The result, stated once (as controller-runtime's reconcile.Result):
+ *   - returns { requeueAfter: ms }  → reconcile this key again after ms (the soonest any step
+ *     asked for: a restart polls every 500 ms, a rollout every 2 s, a converged policy at the
+ *     stats refresh or its reaper's next run), unless an event brings it back sooner;
+ *   - returns {}                    → nothing to come back for (deleted, finalized, invalid spec:
+ *     the next edit brings it back);
+ *   - throws RequeueError(ms)       → a known, short-lived condition (our write raced a
+ *     re-created object): retry after ms, not counted as a failure;
+ *   - throws anything else          → retried with the controller's per-key exponential backoff.
+ *
  * Every step reports a condition instead of throwing, so one broken dependency (a missing
- * Secret, Redis down) neither hides the others nor crash-loops. Errors that are worth a retry
- * with backoff (the API server failing) are thrown to the controller's rate-limited queue.
+ * Secret, Redis down) neither hides the others nor crash-loops. Only the API server failing is
+ * thrown, to be retried with backoff.
+ *
+ * The reconciler talks to the world only through its ports (ports.ts): test/unit/controller/
+ * reconciler.test.ts runs every branch on in-memory fakes.
  */
-import {
-  AppsV1Api,
-  AutoscalingV2Api,
-  CoreV1Api,
-  CustomObjectsApi,
-  PatchStrategy,
-  setHeaderOptions,
-  type KubeConfig,
-  type V1Deployment,
-  type V2HorizontalPodAutoscaler,
-} from "@kubernetes/client-node";
+import { validateSpec, type PoolPolicy, type PoolPolicySpec, type PoolPolicyStatus } from "../api/schema.js";
 import type { Logger } from "../log.js";
-import {
-  GROUP,
-  PLURAL,
-  VERSION,
-  validateSpec,
-  type PoolPolicy,
-  type PoolPolicySpec,
-  type PoolPolicyStatus,
-} from "../api/schema.js";
-import { PostgresError, type PostgresPools, describeTarget, type PostgresTarget } from "../postgres/connection.js";
-import { inspectServer, type ServerFacts } from "../postgres/inspect.js";
-import { alterMaxConnections, AlterSystemError } from "../postgres/settings.js";
-import { findCondition, setCondition, summarizeReady, type ConditionType, type ConditionUpdate } from "./conditions.js";
-import { planMaxConnections } from "./max-connections.js";
-import { APPROVAL_ANNOTATION, restartGate, type RestartGateInput } from "./restart-gate.js";
-import {
-  holdRestarts,
-  isReplicationGroup,
-  readWorkload,
-  recordRestart,
-  requestRestart,
-  type WorkloadState,
-  workloadRef,
-} from "./workload.js";
-import { planTopologyRestart } from "./topology.js";
-import { carryOut, readGroup } from "./topology-restart.js";
-import { parseDuration } from "../api/duration.js";
-import { applyPoolEnv, deploymentsOwnedBy, removePoolEnv, type TargetsOutcome } from "./targets.js";
-import { budgetCondition, budgetStatus } from "./server-budget.js";
+import { PostgresError, describeTarget } from "../postgres/connection.js";
+import type { ServerFacts } from "../postgres/inspect.js";
+import { labelSelectorString } from "../kube/selectors.js";
+import { policyTarget } from "../server/credentials.js";
 import {
   desireOfPolicy,
   desiredMaxConnections,
   gatherBudgetTargets,
   policiesOnServer,
-  type ServerDesire,
   serverBudget,
   serverOfPolicy,
   serverSettings,
-  type TargetReader,
 } from "../server/model.js";
-import { windowState } from "./maintenance-window.js";
-import { fieldManagerFor, labelSelectorString } from "./env-injection.js";
-import { ReaperSchedule, applyServerTimeout, describeSessions, reaperIntervalMs, runReaper } from "./reaper.js";
-import { checkExtensions, checkRedisDependency } from "./checks.js";
-import { readSecretKeys } from "./secrets.js";
-import { type PolicyTarget, policyTarget } from "../server/credentials.js";
-import { changedFields, statusChanged, withUsage } from "./status.js";
-import { ensureFinalizer, removeFinalizer, FINALIZER } from "./finalizer.js";
+import { checkExtensions } from "./checks.js";
+import { type ConditionUpdate, findCondition, setCondition, summarizeReady } from "./conditions.js";
+import { FINALIZER } from "./finalizer.js";
+import { applyMaxConnections, type MaxConnectionsResult } from "./max-connections-step.js";
 import { operatorMetrics } from "./metrics.js";
-import { httpStatus, isNotFound } from "./kube-errors.js";
-import { RequeueError } from "../runtime/controller.js";
+import {
+  combine,
+  outcome,
+  type Pass,
+  type PolicyEvent,
+  PROGRESS_POLL_MS,
+  RESTART_POLL_MS,
+  type ServerView,
+  type StepOutcome,
+} from "./pass.js";
+import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
+import { ReaperSchedule } from "./reaper.js";
+import { reapStep } from "./reaper-step.js";
+import { budgetCondition, budgetStatus } from "./server-budget.js";
+import { changedFields, statusChanged, withUsage } from "./status.js";
+import type { TargetsOutcome } from "./targets.js";
+
+export type { PolicyEvent } from "./pass.js";
 
 export interface ReconcileResult {
   requeueAfter?: number;
-}
-
-export interface PolicyEvent {
-  type: "Normal" | "Warning";
-  reason: string;
-  action: string;
-  note: string;
-  /** Set for actions that must have exactly one Event, even across a crash (see actionEventName). */
-  name?: string;
 }
 
 export interface EventSink {
@@ -101,110 +84,44 @@ export interface EventSink {
 }
 
 export interface ReconcilerDeps {
-  kc: KubeConfig;
+  kube: KubernetesPort;
+  postgres: PostgresPort;
+  redis: RedisPort;
+  events: EventSink;
+  log: Logger;
   /** The latest PoolPolicy from the informer cache, by "namespace/name". */
   getPolicy(key: string): PoolPolicy | undefined;
   /** Every PoolPolicy in the cache: the budget of a server spans all policies that point at it. */
-  listPolicies?(): PoolPolicy[];
-  pools: PostgresPools;
-  events: EventSink;
-  log: Logger;
-  /** Called with the policy's target selector so the wiring can watch its Deployments; null to stop. */
-  watchTargets?(key: string, namespace: string, labelSelector: string | null): void;
-  /**
-   * The policy's Deployments as its watch holds them; undefined when no watch with this selector
-   * has synced. Reading the caches instead of listing kept the API server's load and the
-   * operator's memory flat as Deployments grow (docs/benchmarks.md).
-   */
-  cachedTargets?(key: string, namespace: string, labelSelector: string): Promise<V1Deployment[] | undefined>;
-  /** The namespace's HorizontalPodAutoscalers as the operator's watch holds them; undefined until synced. */
-  cachedHpas?(namespace: string): Promise<V2HorizontalPodAutoscaler[] | undefined>;
-  now?: () => Date;
+  listPolicies(): PoolPolicy[];
+  now: () => Date;
   /** How often a converged policy re-reads its server's statistics. */
-  statsRefreshMs?: number;
-  /** The restart limit per server (restart-gate.ts); DEFAULT_MAX_RESTARTS_PER_HOUR when absent. */
-  maxRestartsPerHour?: number;
+  statsRefreshMs: number;
+  /** The restart limit per server (restart-gate.ts). */
+  maxRestartsPerHour: number;
 }
-
-/** The state one reconcile pass carries from step to step. */
-interface Pass {
-  key: string;
-  policy: PoolPolicy;
-  spec: PoolPolicySpec;
-  previous: PoolPolicyStatus;
-  status: PoolPolicyStatus;
-  now: Date;
-  log: Logger;
-  events: PolicyEvent[];
-  set: (type: ConditionType, c: Omit<ConditionUpdate, "type">) => void;
-}
-
-type PostgresConnection = PolicyTarget;
-
-interface MaxConnectionsStep {
-  restarting: boolean;
-  condition: Omit<ConditionUpdate, "type">;
-  /** When closed out by a maintenance window: when the next one opens. */
-  nextWindow?: Date;
-}
-
-/**
- * The name of the one Event of an action on a server: the policy, the action and the value,
- * and the postmaster start time it acted upon (the same action after a later restart is a new
- * one). Recorded again after a crash, the Event already exists and nothing is added.
- */
-function actionEventName(policy: PoolPolicy, action: string, postmasterStart: Date): string {
-  return `${policy.metadata.name}.${action}-${postmasterStart.getTime().toString(36)}`.slice(0, 253);
-}
-
-/** ReaperHealthy reasons that a reaper pass itself sets. */
-const REAPER_VERDICTS = new Set(["Running", "DryRun", "ReapFailed"]);
-
-/** After a 409, come back soon: by then the watch has most likely delivered the newer object. */
-const STALE_RETRY_MS = 250;
-
-/** While something is moving (a restart, a rollout), poll it this often. */
-const PROGRESS_POLL_MS = 2_000;
-
-/**
- * While PostgreSQL restarts, poll faster: nothing watched tells us it is back, and every poll
- * is one connection attempt. At 2 s, the restart benchmark saw the change verified about 2 s
- * after clients already had it (docs/benchmarks.md).
- */
-const RESTART_POLL_MS = 500;
-
-/** Restarts of one server per hour that the operator requests at most (MAX_RESTARTS_PER_HOUR). */
-export const DEFAULT_MAX_RESTARTS_PER_HOUR = 3;
 
 /** The soonest a pass asks to come back, whatever is due. */
 const MIN_REQUEUE_MS = 500;
 
+/** Reasons that say "under way", not "broken": their Events are Normal, not Warning. */
+const PROGRESS_REASONS = new Set([
+  "RestartInProgress",
+  "RollingOut",
+  "AwaitingApproval",
+  "Paused",
+  "Scheduled",
+  "WaitingForApps",
+  "WaitingForMaxConnections",
+  "OutsideMaintenanceWindow",
+]);
+
 export class PoolPolicyReconciler {
-  private readonly apps: AppsV1Api;
-  private readonly autoscaling: AutoscalingV2Api;
-  private readonly core: CoreV1Api;
-  private readonly custom: CustomObjectsApi;
   private readonly reaper = new ReaperSchedule();
   /** Restarts already verified (policy/value/postmaster start): counted and announced once. */
   private readonly verified = new Set<string>();
   private readonly lastStatusWrite = new Map<string, { basedOn: string | undefined; status: PoolPolicyStatus }>();
-  private readonly now: () => Date;
-  private readonly read: TargetReader = {
-    deployments: async (key, namespace, labelSelector) =>
-      (await this.deps.cachedTargets?.(key, namespace, labelSelector)) ??
-      (await this.apps.listNamespacedDeployment({ namespace, labelSelector })).items,
-    hpas: async (namespace) =>
-      (await this.deps.cachedHpas?.(namespace)) ??
-      (await this.autoscaling.listNamespacedHorizontalPodAutoscaler({ namespace })).items,
-  };
 
-  constructor(private readonly deps: ReconcilerDeps) {
-    this.apps = deps.kc.makeApiClient(AppsV1Api);
-    this.autoscaling = deps.kc.makeApiClient(AutoscalingV2Api);
-    this.core = deps.kc.makeApiClient(CoreV1Api);
-    this.custom = deps.kc.makeApiClient(CustomObjectsApi);
-    this.now = deps.now ?? (() => new Date());
-  }
+  constructor(private readonly deps: ReconcilerDeps) {}
 
   async reconcile(key: string): Promise<ReconcileResult> {
     let policy = this.deps.getPolicy(key);
@@ -217,477 +134,191 @@ export class PoolPolicyReconciler {
       // Nothing is changed before the finalizer is on. Going on in this pass rather than
       // waiting for the watch to bring the update back saves a round trip before a new policy's
       // first Deployment is touched (the fan-out benchmark, docs/benchmarks.md).
-      policy = await ensureFinalizer(this.custom, policy);
+      policy = await this.deps.kube.addFinalizer(policy);
     }
     const validation = validateSpec(policy.spec);
     if (!validation.ok) return this.reportInvalidSpec(policy, validation.message);
-    return this.converge(key, policy, validation.spec);
+    return this.converge(this.passFor(key, policy, validation.spec));
   }
 
-  private async converge(key: string, policy: PoolPolicy, spec: PoolPolicySpec): Promise<ReconcileResult> {
+  private passFor(key: string, policy: PoolPolicy, spec: PoolPolicySpec): Pass {
     const { namespace } = policy.metadata;
-    const previous = this.freshestStatus(policy);
-    const updates: ConditionUpdate[] = [];
-    const pass: Pass = {
+    return {
       key,
       policy,
       spec,
-      previous,
-      now: this.now(),
+      selector: labelSelectorString(spec.targets.selector),
+      server: serverOfPolicy({ namespace, spec }),
+      previous: this.freshestStatus(policy),
+      now: this.deps.now(),
       log: this.deps.log.child({ policy: key }),
-      events: [],
-      status: { ...previous },
-      set: (type, c) => updates.push({ type, ...c }),
+      announce: (events) => this.emit(policy, events),
     };
-    const { now, events, status, set } = pass;
+  }
 
-    this.deps.watchTargets?.(key, namespace, labelSelectorString(spec.targets.selector));
+  private async converge(pass: Pass): Promise<ReconcileResult> {
+    const { policy, previous, now } = pass;
+    this.deps.kube.watchTargets(pass.key, policy.metadata.namespace, pass.selector);
 
-    // 1. PostgreSQL: credentials, then one round of read-only facts.
-    const connection = await this.postgresTarget(namespace, spec);
+    const { view, step: postgres } = await this.postgresStep(pass);
+    const applied = await this.maxConnectionsAndEnvStep(pass, view);
+    const reaper = await reapStep(
+      { postgres: this.deps.postgres, schedule: this.reaper },
+      pass,
+      view.connection.ok && view.facts ? view.connection.target : undefined,
+      applied.restarting,
+    );
+    const dependencies = await this.dependenciesStep(pass, view.facts);
+    const all = combine([postgres, applied.step, reaper, dependencies.step]);
+
+    const updates = [...all.conditions];
+    updates.push(summarizeReady(updates.filter((u) => u.type !== "RedisAvailable" || dependencies.redisRequired)));
+    let conditions = previous.conditions ?? [];
+    const generation = policy.metadata.generation ?? 0;
+    for (const u of updates) conditions = setCondition(conditions, u, now, generation);
+    const status: PoolPolicyStatus = { ...previous, ...all.status, conditions, observedGeneration: generation };
+    if (!pass.spec.redis) delete status.redis;
+
+    // Events first: they record actions already taken, so they must not wait for (or be lost
+    // with) a status write that may fail; and whoever sees the new status finds its Events.
+    await this.emit(policy, [...all.events, ...transitionEvents(previous, updates)]);
+    if (statusChanged(previous, status)) {
+      pass.log.debug({ action: "WriteStatus", changed: changedFields(previous, status) }, "status changed");
+      await this.writeStatus(policy, status);
+    }
+    const converged = Math.min(all.requeueAfterMs, this.deps.statsRefreshMs);
+    return { requeueAfter: Math.max(converged, MIN_REQUEUE_MS) };
+  }
+
+  /** Credentials, the server's facts, and the server model's budget and desired value. */
+  private async postgresStep(pass: Pass): Promise<{ view: ServerView; step: StepOutcome }> {
+    const { key, policy, spec, previous } = pass;
+    const { namespace } = policy.metadata;
+    const conditions: ConditionUpdate[] = [];
+    const status: Partial<PoolPolicyStatus> = {};
+    const readSecret = this.deps.kube.readSecretKeys.bind(this.deps.kube);
+    const connection = await policyTarget(readSecret, namespace, spec);
     let facts: ServerFacts | undefined;
     if (!connection.ok) {
-      set("PostgresReachable", { status: "False", reason: connection.reason, message: connection.message });
+      const { reason, message } = connection;
+      conditions.push({ type: "PostgresReachable", status: "False", reason, message });
     } else {
       try {
-        facts = await this.deps.pools.withClient(connection.target, inspectServer);
-        set("PostgresReachable", {
-          status: "True",
-          reason: "Connected",
-          message: `connected to ${describeTarget(connection.target)}: PostgreSQL ${facts.version}`,
-        });
+        facts = await this.deps.postgres.inspectServer(connection.target);
+        const message = `connected to ${describeTarget(connection.target)}: PostgreSQL ${facts.version}`;
+        conditions.push({ type: "PostgresReachable", status: "True", reason: "Connected", message });
         status.postgres = withUsage(previous.postgres, facts);
-        operatorMetrics.observeServer(serverOfPolicy({ namespace, spec }), facts);
+        operatorMetrics.observeServer(pass.server, facts);
       } catch (err) {
         const pgErr = err instanceof PostgresError ? err : new PostgresError("QueryFailed", String(err));
-        set("PostgresReachable", { status: "False", reason: pgErr.reason, message: pgErr.message });
+        conditions.push({ type: "PostgresReachable", status: "False", reason: pgErr.reason, message: pgErr.message });
       }
     }
-
-    // 2. The server (src/server/model.ts): every policy that points at it, their budget, and
-    //    the max_connections they ask for together — the same whichever of them is reconciled.
+    // The server: every policy that points at it, their budget, and the max_connections they
+    // ask for together — the same whichever of them is being reconciled.
     const self = { key, namespace, spec };
-    const server = serverOfPolicy(self);
-    const peers = policiesOnServer(this.deps.listPolicies?.() ?? [policy], server);
+    const peers = policiesOnServer(this.deps.listPolicies(), pass.server);
     if (!peers.some((p) => p.key === key)) peers.push(self);
-    const budget = facts
-      ? serverBudget(await gatherBudgetTargets(this.read, peers), facts, serverSettings(peers))
-      : undefined;
+    const targets = facts ? await gatherBudgetTargets(this.deps.kube, peers) : [];
+    const budget = facts ? serverBudget(targets, facts, serverSettings(peers)) : undefined;
     if (budget) {
       status.budget = budgetStatus(budget, key, peers.length);
-      operatorMetrics.observeBudget(server, budget);
+      operatorMetrics.observeBudget(pass.server, budget);
     }
     const desired = desireOfPolicy(self, desiredMaxConnections(peers, budget, facts));
+    return { view: { connection, facts, budget, desired }, step: outcome({ conditions, status }) };
+  }
 
-    // 3. max_connections and the pool env, ordered by direction: when the server's limit goes
-    //    up, raise it (restart) before any pool grows; when it goes down, let the apps roll out
-    //    with their smaller pools first, then lower it.
+  /**
+   * max_connections and the pool env, ordered by direction: when the server's limit goes up,
+   * raise it (restart) before any pool grows beyond what the server carries now; when it goes
+   * down, let the apps roll out with their smaller pools first, then lower it.
+   */
+  private async maxConnectionsAndEnvStep(
+    pass: Pass,
+    view: ServerView,
+  ): Promise<{ step: StepOutcome; restarting: boolean }> {
+    const { facts, budget, desired, connection } = view;
+    const target = connection.ok ? connection.target : undefined;
+    const deps = {
+      kube: this.deps.kube,
+      postgres: this.deps.postgres,
+      maxRestartsPerHour: this.deps.maxRestartsPerHour,
+      verified: this.verified,
+    };
     const current = facts?.maxConnections;
-    const lowering = desired.kind === "value" && current !== undefined && desired.value < current;
-    let maxConnections: MaxConnectionsStep;
-    let targets: TargetsOutcome;
-    if (lowering) {
-      targets = await this.injectEnv(pass, false);
+    let maxConnections: MaxConnectionsResult;
+    let env: TargetsOutcome;
+    if (desired.kind === "value" && current !== undefined && desired.value < current) {
+      env = await this.injectEnv(pass, false);
       maxConnections =
-        targets.condition.status === "True"
-          ? await this.applyMaxConnections(pass, connection, facts, desired)
+        env.condition.status === "True"
+          ? await applyMaxConnections(deps, pass, target, facts, desired)
           : {
               restarting: false,
+              events: [],
               condition: {
                 status: "False",
                 reason: "WaitingForApps",
-                message: `lowering max_connections to ${desired.value} once the apps run with their new pools (${targets.condition.message})`,
+                message: `lowering max_connections to ${desired.value} once the apps run with their new pools (${env.condition.message})`,
               },
             };
     } else {
-      maxConnections = await this.applyMaxConnections(pass, connection, facts, desired);
+      maxConnections = await applyMaxConnections(deps, pass, target, facts, desired);
       // Pools grow before max_connections is raised only where the server, as it is now, carries
       // the new pools (the budget is computed with them). Else they wait for the raise; and
       // while PostgreSQL is down (e.g. restarting) the current value is unknown, so they wait too.
       const raisePending = desired.kind === "value" && (current === undefined || desired.value > current);
       const fitsNow = budget?.withinLimits === true;
-      targets = await this.injectEnv(pass, raisePending && !fitsNow ? desired.value : false);
+      env = await this.injectEnv(pass, raisePending && !fitsNow ? desired.value : false);
     }
-    set("MaxConnectionsApplied", maxConnections.condition);
-    set("PoolEnvInjected", targets.condition);
-    set("BudgetWithinLimits", budgetCondition(budget));
-
-    // 4. Reaper.
-    const reaperDueIn = await this.reap(
-      key,
-      spec,
-      connection,
-      facts,
-      maxConnections.restarting,
-      status,
-      set,
-      events,
-      now,
-    );
-
-    // 5. Extensions and Redis.
-    set("ExtensionsReady", checkExtensions(spec, facts));
-    const redis = await checkRedisDependency(this.core, namespace, spec);
-    set("RedisAvailable", redis.condition);
-    status.redis = redis.status ?? previous.redis;
-    if (!spec.redis) delete status.redis;
-
-    // 6. Status.
-    const forReady = updates.filter((u) => u.type !== "RedisAvailable" || redis.required);
-    updates.push(summarizeReady(forReady));
-    let conditions = previous.conditions ?? [];
-    for (const u of updates) conditions = setCondition(conditions, u, now, policy.metadata.generation ?? 0);
-    status.conditions = conditions;
-    status.observedGeneration = policy.metadata.generation;
-    events.push(...transitionEvents(previous, updates));
-
-    // Events first: they record actions already taken, so they must not wait for (or be lost
-    // with) a status write that may fail; and whoever sees the new status finds its Events.
-    await this.emit(policy, events);
-    if (statusChanged(previous, status) && !this.cacheLagsOurWrite(policy, status)) {
-      pass.log.debug({ action: "WriteStatus", changed: changedFields(previous, status) }, "status changed");
-      await this.writeStatus(policy, status);
-    }
-
-    const poll = maxConnections.restarting
-      ? RESTART_POLL_MS
-      : targets.rollingOut
-        ? PROGRESS_POLL_MS
-        : (this.deps.statsRefreshMs ?? 30_000);
     const untilWindow = maxConnections.nextWindow
-      ? maxConnections.nextWindow.getTime() - now.getTime()
+      ? maxConnections.nextWindow.getTime() - pass.now.getTime()
       : Number.POSITIVE_INFINITY;
-    const next = Math.min(poll, reaperDueIn, untilWindow);
-    return { requeueAfter: Math.max(next, MIN_REQUEUE_MS) };
-  }
-
-  /** ALTER SYSTEM, restart through the workload, verify; or say why not. */
-  private async applyMaxConnections(
-    pass: Pass,
-    connection: PostgresConnection,
-    facts: ServerFacts | undefined,
-    desired: ServerDesire,
-  ): Promise<MaxConnectionsStep> {
-    const { spec, policy, previous, events } = pass;
-    if (desired.kind === "conflict") {
-      const message = `${desired.message}; nothing is applied until they agree`;
-      return { restarting: false, condition: { status: "False", reason: "Conflict", message } };
-    }
-    if (desired.kind === "unknown") {
-      const condition = { status: "Unknown" as const, reason: "AutoSizingUnavailable", message: desired.message };
-      return { restarting: false, condition };
-    }
-    const workload = await readWorkload(this.apps, spec.postgres.restart, policy.metadata.namespace);
-    operatorMetrics.observeRestartsHeld(workload.description, workload.restarts.heldSince !== undefined);
-    const gate = this.gateInput(pass, workload);
-    if (isReplicationGroup(workload) && desired.kind === "value" && facts && connection.ok) {
-      return this.applyAcrossGroup(pass, connection.target, facts, desired.value, workload, gate);
-    }
-    const plan = planMaxConnections({
-      desired: desired.kind === "value" ? desired.value : undefined,
-      facts,
-      workload,
-      gate,
+    const poll = maxConnections.restarting ? RESTART_POLL_MS : env.rollingOut ? PROGRESS_POLL_MS : untilWindow;
+    const envEvents: PolicyEvent[] = env.actions.map((a) => ({
+      type: a.warning ? "Warning" : "Normal",
+      reason: a.reason,
+      action: "ServerSideApply",
+      note: a.note,
+    }));
+    const step = outcome({
+      conditions: [
+        { type: "MaxConnectionsApplied", ...maxConnections.condition },
+        { type: "PoolEnvInjected", ...env.condition },
+        { type: "BudgetWithinLimits", ...budgetCondition(budget) },
+      ],
+      events: [...maxConnections.events, ...envEvents],
+      status: { targets: env.targets, targetsSummary: env.summary },
+      requeueAfterMs: Math.min(poll, untilWindow),
     });
-    let condition = plan.condition;
-    if (plan.holdRestarts) await this.holdRestarts(policy, workload, plan.condition.message, pass.now);
-    // The two actions that change the server are announced by their Event before they run:
-    // a crash right after the action must not leave it without its Event, and the action is
-    // not repeated after a crash (the next pass sees it done), so the Event is not repeated either.
-    if (plan.alterTo !== undefined && connection.ok) {
-      try {
-        await this.emit(policy, [
-          {
-            type: "Normal",
-            reason: "MaxConnectionsAltered",
-            action: "AlterSystem",
-            note: `ALTER SYSTEM SET max_connections = ${plan.alterTo}; configuration reloaded, restart pending`,
-            name: actionEventName(policy, `alter-${plan.alterTo}`, facts!.postmasterStartTime),
-          },
-        ]);
-        await this.deps.pools.withClient(connection.target, (c) => alterMaxConnections(c, plan.alterTo!));
-      } catch (err) {
-        if (err instanceof AlterSystemError)
-          return { restarting: false, condition: { status: "False", reason: err.failure, message: err.message } };
-        // The server went away under us (e.g. a restart began): not a verdict, try again soon.
-        const failure = err instanceof PostgresError ? err : undefined;
-        const transient = failure?.reason === "ServerShuttingDown" || failure?.reason === "ConnectionRefused";
-        return transient
-          ? {
-              restarting: true,
-              condition: { status: "Unknown", reason: "PostgresUnreachable", message: failure.message },
-            }
-          : {
-              restarting: false,
-              condition: { status: "False", reason: "AlterSystemFailed", message: (err as Error).message },
-            };
-      }
-    }
-    if (plan.requestRestart) {
-      await this.emit(policy, [
-        {
-          type: "Normal",
-          reason: "RestartRequested",
-          action: "RollingRestart",
-          note: `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}`,
-          name: actionEventName(policy, `restart-${plan.requestRestart.value}`, plan.requestRestart.after),
-        },
-      ]);
-      await requestRestart(this.apps, workload, plan.requestRestart, pass.now);
-      operatorMetrics.restartsRequested.inc();
-    }
-    // Once per restart: a lagging cache can show the old condition to two passes in a row.
-    const value = desired.kind === "value" ? desired.value : 0;
-    const verification = `${pass.key}/${value}/${facts?.postmasterStartTime.getTime()}`;
-    if (
-      condition.reason === "Applied" &&
-      plan.verifiedRestart &&
-      findCondition(previous.conditions, "MaxConnectionsApplied")?.reason === "RestartInProgress" &&
-      !this.verified.has(verification)
-    ) {
-      this.verified.add(verification);
-      events.push({
-        type: "Normal",
-        reason: "MaxConnectionsVerified",
-        action: "Verify",
-        note: condition.message,
-        name: actionEventName(policy, `verified-${value}`, facts!.postmasterStartTime),
-      });
-      operatorMetrics.restartsVerified.inc();
-    }
-    if (condition.status === "True" && desired.kind === "value") {
-      condition = { ...condition, message: `${condition.message} (${desired.source})` };
-    }
-    return { restarting: plan.restarting, condition, nextWindow: plan.nextWindow };
-  }
-
-  /** What the restart gate (restart-gate.ts) needs to know besides the values. */
-  private gateInput(pass: Pass, workload: WorkloadState): Omit<RestartGateInput, "desired" | "current"> {
-    const restart = pass.spec.postgres.restart;
-    const window = restart?.maintenanceWindow;
-    return {
-      policyName: pass.policy.metadata.name,
-      workload: workloadRef(workload),
-      restartPolicy: restart?.policy ?? "Automatic",
-      approval: pass.policy.metadata.annotations?.[APPROVAL_ANNOTATION],
-      window: window ? windowState(pass.now, window) : undefined,
-      limit: { max: this.deps.maxRestartsPerHour ?? DEFAULT_MAX_RESTARTS_PER_HOUR, ...workload.restarts },
-      now: pass.now,
-    };
-  }
-
-  /** The restart limit was reached: the hold is recorded on the workload, announced once. */
-  private async holdRestarts(policy: PoolPolicy, workload: WorkloadState, message: string, now: Date): Promise<void> {
-    await this.emit(policy, [
-      {
-        type: "Warning",
-        reason: "RestartLimitReached",
-        action: "HoldRestarts",
-        note: message,
-        name: actionEventName(policy, "restart-limit", now),
-      },
-    ]);
-    await holdRestarts(this.apps, workload, now);
-    operatorMetrics.restartLimitReached.inc();
-    operatorMetrics.observeRestartsHeld(workload.description, true);
-  }
-
-  /**
-   * max_connections on a primary with streaming replicas: every pod altered, then restarted one
-   * at a time in hot-standby order (see topology.ts), each verified before the next.
-   */
-  private async applyAcrossGroup(
-    pass: Pass,
-    target: PostgresTarget,
-    facts: ServerFacts,
-    desired: number,
-    workload: WorkloadState,
-    gateInput: Omit<RestartGateInput, "desired" | "current">,
-  ): Promise<MaxConnectionsStep> {
-    const { spec, policy, previous, events } = pass;
-    if (facts.settingSource === "command line") {
-      return {
-        restarting: false,
-        condition: {
-          status: "False",
-          reason: "CommandLineOverride",
-          message: `max_connections is set on the postgres command line (${facts.maxConnections}), so ALTER SYSTEM cannot change it`,
-        },
-      };
-    }
-    const members = await readGroup(this.core, this.deps.pools, workload, target);
-    const states = members.map((m) => m.state);
-    // Gates apply before anything is changed (ALTER SYSTEM included); a restart under way is finished.
-    const untouched = states.every((p) => p.ready && p.maxConnections !== desired);
-    if (untouched) {
-      const gate = restartGate({ ...gateInput, desired, current: facts.maxConnections });
-      if (!gate.open) {
-        if (gate.hold) await this.holdRestarts(policy, workload, gate.message, pass.now);
-        const condition = { status: "False" as const, reason: gate.reason, message: gate.message };
-        return { restarting: false, nextWindow: gate.nextWindow, condition };
-      }
-    }
-    const step = planTopologyRestart(
-      states,
-      desired,
-      pass.now,
-      parseDuration(spec.postgres.restart?.delayBetweenPods ?? "0s") ?? 0,
-    );
-    if (step.kind === "done") {
-      const condition = { status: "True" as const, reason: "Applied", message: step.message };
-      if (findCondition(previous.conditions, "MaxConnectionsApplied")?.reason === "RestartInProgress") {
-        events.push({ type: "Normal", reason: "MaxConnectionsVerified", action: "Verify", note: step.message });
-        operatorMetrics.restartsVerified.inc();
-      }
-      return { restarting: false, condition };
-    }
-    if (step.kind === "wait") {
-      return {
-        restarting: step.reason !== "TopologyUnclear",
-        condition: { status: "False", reason: step.reason, message: step.message },
-      };
-    }
-    // Announced before acting, as in applyMaxConnections: a crash must not leave an action without its Event.
-    const announcement =
-      step.kind === "alter"
-        ? `ALTER SYSTEM SET max_connections = ${desired} on ${step.pods.join(", ")}`
-        : `${step.message}: deleting pod ${step.pod}`;
-    await this.emit(policy, [
-      {
-        type: "Normal",
-        reason: step.kind === "alter" ? "MaxConnectionsAltered" : "RestartingPod",
-        action: step.kind === "alter" ? "AlterSystem" : "DeletePod",
-        note: announcement,
-        name: actionEventName(
-          policy,
-          `${step.kind}-${desired}-${step.kind === "alter" ? "all" : step.pod}`,
-          facts.postmasterStartTime,
-        ),
-      },
-    ]);
-    if (step.kind === "restart" && untouched) await recordRestart(this.apps, workload, pass.now);
-    const note = await carryOut(step, members, desired, this.core, this.deps.pools, workload.namespace!);
-    if (step.kind === "restart") operatorMetrics.restartsRequested.inc();
-    return { restarting: true, condition: { status: "False", reason: "RestartInProgress", message: note } };
+    return { step, restarting: maxConnections.restarting };
   }
 
   /** The pool env on the target Deployments; `holdGrowthUntil` holds back growing pools while max_connections is being raised to that value. */
   private async injectEnv(pass: Pass, holdGrowthUntil: number | false): Promise<TargetsOutcome> {
-    const { policy, spec, previous, events, status } = pass;
-    const { name, namespace } = policy.metadata;
-    const selected = await this.read.deployments(pass.key, namespace, labelSelectorString(spec.targets.selector));
-    const targets = await applyPoolEnv(this.apps, { name, namespace }, spec, selected, previous.targets ?? [], {
-      holdGrowthUntil,
-    });
-    for (const a of targets.actions)
-      events.push({
-        type: a.warning ? "Warning" : "Normal",
-        reason: a.reason,
-        action: "ServerSideApply",
-        note: a.note,
-      });
-    status.targets = targets.targets;
-    status.targetsSummary = targets.summary;
-    return targets;
+    const { name, namespace } = pass.policy.metadata;
+    const selected = await this.deps.kube.deployments(pass.key, namespace, pass.selector);
+    const previous = pass.previous.targets ?? [];
+    return this.deps.kube.applyPoolEnv({ name, namespace }, pass.spec, selected, previous, { holdGrowthUntil });
   }
 
-  private async reap(
-    key: string,
-    spec: PoolPolicySpec,
-    connection: PostgresConnection,
+  private async dependenciesStep(
+    pass: Pass,
     facts: ServerFacts | undefined,
-    restarting: boolean,
-    status: PoolPolicyStatus,
-    set: (type: ConditionType, c: Omit<ConditionUpdate, "type">) => void,
-    events: PolicyEvent[],
-    now: Date,
-  ): Promise<number> {
-    const interval = reaperIntervalMs(spec);
-    if (!spec.reaper.enabled) {
-      set("ReaperHealthy", { status: "True", reason: "Disabled", message: "the reaper is disabled" });
-      return Number.POSITIVE_INFINITY;
-    }
-    if (restarting) {
-      set("ReaperHealthy", { status: "True", reason: "Paused", message: "paused while PostgreSQL restarts" });
-      return PROGRESS_POLL_MS;
-    }
-    if (!connection.ok || !facts) {
-      set("ReaperHealthy", {
-        status: "Unknown",
-        reason: "PostgresUnreachable",
-        message: "cannot reap: PostgreSQL is not reachable",
-      });
-      return interval;
-    }
-    let serverTimeout = "";
-    if (spec.reaper.mode !== "Terminate") {
-      try {
-        const note = await this.deps.pools.withClient(connection.target, (c) => applyServerTimeout(c, spec));
-        if (note) events.push({ type: "Normal", reason: "ServerTimeoutSet", action: "AlterSystem", note });
-        serverTimeout = `PostgreSQL ends sessions idle in transaction for more than ${spec.reaper.idleInTransactionTimeout} (${spec.reaper.serverTimeout.scope === "Server" ? "server-wide" : `roles ${spec.reaper.serverTimeout.roles.join(", ")}`})`;
-      } catch (err) {
-        set("ReaperHealthy", {
-          status: "False",
-          reason: "ServerTimeoutFailed",
-          message: `cannot set idle_in_transaction_session_timeout: ${(err as Error).message}`,
-        });
-        return interval;
-      }
-      if (spec.reaper.mode === "ServerTimeout") {
-        set("ReaperHealthy", { status: "True", reason: "ServerTimeout", message: serverTimeout });
-        return Number.POSITIVE_INFINITY;
-      }
-    }
-    // Between passes the last pass's verdict stands; any other state (a pause, PostgreSQL
-    // having been away) is stale now that PostgreSQL answers, so a pass runs right away.
-    const dueIn = this.reaper.dueIn(key, interval, now.getTime());
-    const previousCondition = findCondition(status.conditions, "ReaperHealthy");
-    if (dueIn > 0 && previousCondition && REAPER_VERDICTS.has(previousCondition.reason)) {
-      set("ReaperHealthy", {
-        status: previousCondition.status,
-        reason: previousCondition.reason,
-        message: previousCondition.message,
-      });
-      return dueIn;
-    }
-    try {
-      const outcome = await this.deps.pools.withClient(connection.target, (c) =>
-        runReaper(c, spec, status.reaper, now),
-      );
-      this.reaper.markRun(key, now.getTime());
-      status.reaper = outcome.status;
-      set("ReaperHealthy", outcome.condition);
-      const terminated = outcome.sessions.filter((s) => s.terminated);
-      operatorMetrics.sessionsReaped.inc({ namespace: key.split("/")[0] }, terminated.length);
-      if (terminated.length > 0) {
-        events.push({
-          type: "Normal",
-          reason: "SessionsReaped",
-          action: "TerminateBackend",
-          note: `Terminated ${terminated.length} session(s) idle in transaction: ${describeSessions(terminated)}`,
-        });
-      } else if (spec.reaper.dryRun && outcome.sessions.length > 0) {
-        events.push({
-          type: "Normal",
-          reason: "ReapDryRun",
-          action: "TerminateBackend",
-          note: `Dry run: would terminate ${outcome.sessions.length} session(s): ${describeSessions(outcome.sessions)}`,
-        });
-      }
-    } catch (err) {
-      this.reaper.markRun(key, now.getTime());
-      set("ReaperHealthy", { status: "False", reason: "ReapFailed", message: (err as Error).message });
-    }
-    return interval;
-  }
-
-  private postgresTarget(namespace: string, spec: PoolPolicySpec): Promise<PostgresConnection> {
-    return policyTarget((ns, name, keys) => readSecretKeys(this.core, ns, name, keys), namespace, spec);
+  ): Promise<{ step: StepOutcome; redisRequired: boolean }> {
+    const redis = await this.deps.redis.check(pass.policy.metadata.namespace, pass.spec);
+    const conditions: ConditionUpdate[] = [
+      { type: "ExtensionsReady", ...checkExtensions(pass.spec, facts) },
+      { type: "RedisAvailable", ...redis.condition },
+    ];
+    const status = { redis: redis.status ?? pass.previous.redis };
+    return { step: outcome({ conditions, status }), redisRequired: redis.required };
   }
 
   private async reportInvalidSpec(policy: PoolPolicy, message: string): Promise<ReconcileResult> {
-    const now = this.now();
-    const previous = policy.status ?? {};
+    const now = this.deps.now();
+    const previous = this.freshestStatus(policy);
     const generation = policy.metadata.generation ?? 0;
     const update: ConditionUpdate = {
       type: "Ready",
@@ -708,25 +339,20 @@ export class PoolPolicyReconciler {
   }
 
   private async finalize(key: string, policy: PoolPolicy): Promise<ReconcileResult> {
-    const { name, namespace } = policy.metadata;
     if (!(policy.metadata.finalizers ?? []).includes(FINALIZER)) return {};
-    const manager = fieldManagerFor(name);
-    const owned = await deploymentsOwnedBy(this.apps, namespace, manager);
-    const notes: PolicyEvent[] = [];
-    for (const deployment of owned) {
-      if (await removePoolEnv(this.apps, deployment, namespace, manager)) {
-        notes.push({
-          type: "Normal",
-          reason: "EnvRemoved",
-          action: "Finalize",
-          note: `Removed the pool env from Deployment ${deployment}: the PoolPolicy is being deleted`,
-        });
-      }
-    }
-    await this.emit(policy, notes);
-    await removeFinalizer(this.custom, policy);
+    const changed = await this.deps.kube.removePoolEnv(policy.metadata);
+    await this.emit(
+      policy,
+      changed.map((deployment) => ({
+        type: "Normal",
+        reason: "EnvRemoved",
+        action: "Finalize",
+        note: `Removed the pool env from Deployment ${deployment}: the PoolPolicy is being deleted`,
+      })),
+    );
+    await this.deps.kube.removeFinalizer(policy);
     this.deps.log.info(
-      { policy: key, action: "Finalize", deployments: owned },
+      { policy: key, action: "Finalize", deployments: changed },
       "removed injected env and the finalizer; max_connections left as is",
     );
     this.forget(key);
@@ -748,75 +374,15 @@ export class PoolPolicyReconciler {
   private forget(key: string): void {
     this.reaper.forget(key);
     this.lastStatusWrite.delete(key);
-    this.deps.watchTargets?.(key, "", null);
+    this.deps.kube.watchTargets(key, "", null);
   }
 
-  /**
-   * True when the cache still shows the object our last status write was based on and that
-   * write already said exactly this: the watch event of our own write has not arrived yet, and
-   * writing again would be a no-op round trip (and, counted, a hot loop in disguise).
-   */
-  private cacheLagsOurWrite(policy: PoolPolicy, status: PoolPolicyStatus): boolean {
-    const last = this.lastStatusWrite.get(`${policy.metadata.namespace}/${policy.metadata.name}`);
-    return (
-      last !== undefined && last.basedOn === policy.metadata.resourceVersion && !statusChanged(last.status, status)
-    );
-  }
-
-  /**
-   * Writes the whole status without a resourceVersion precondition: the status says which spec
-   * it describes (observedGeneration), so a spec edit made during this pass does not make it
-   * wrong, and the edit's own watch event brings a new pass. With the precondition, a policy
-   * edited faster than a pass takes never got its status written (the event-storm benchmark).
-   * The uid test keeps a status from landing on a policy deleted and re-created meanwhile.
-   */
   private async writeStatus(policy: PoolPolicy, status: PoolPolicyStatus): Promise<void> {
-    const { name, namespace, uid } = policy.metadata;
-    try {
-      await this.custom.patchNamespacedCustomObjectStatus(
-        {
-          group: GROUP,
-          version: VERSION,
-          plural: PLURAL,
-          namespace,
-          name,
-          body: [
-            { op: "test", path: "/metadata/uid", value: uid },
-            { op: "add", path: "/status", value: status },
-          ],
-        },
-        setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
-      );
-    } catch (err) {
-      // A failed test answers 422, like a status the schema refuses: only the uid tells them apart.
-      if (httpStatus(err) === 422 && (await this.uidNow(policy)) !== uid) {
-        throw new RequeueError(
-          `${namespace}/${name} was deleted or re-created meanwhile; reconciling what is there now`,
-          STALE_RETRY_MS,
-        );
-      }
-      throw err;
-    }
+    const { name, namespace } = policy.metadata;
+    await this.deps.kube.writeStatus(policy, status);
     // Only a write that happened can be one the cache has not caught up with.
     this.lastStatusWrite.set(`${namespace}/${name}`, { basedOn: policy.metadata.resourceVersion, status });
     operatorMetrics.statusWrites.inc({ namespace });
-  }
-
-  private async uidNow(policy: PoolPolicy): Promise<string | undefined> {
-    const { name, namespace } = policy.metadata;
-    try {
-      const current = (await this.custom.getNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        plural: PLURAL,
-        namespace,
-        name,
-      })) as PoolPolicy;
-      return current.metadata.uid;
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
   }
 
   /** Every Event is also one structured log line, with the policy key and the reason. */
@@ -832,18 +398,6 @@ export class PoolPolicyReconciler {
     }
   }
 }
-
-/** Reasons that say "under way", not "broken": their Events are Normal, not Warning. */
-const PROGRESS_REASONS = new Set([
-  "RestartInProgress",
-  "RollingOut",
-  "AwaitingApproval",
-  "Paused",
-  "Scheduled",
-  "WaitingForApps",
-  "WaitingForMaxConnections",
-  "OutsideMaintenanceWindow",
-]);
 
 /** An Event for every condition that changed status or reason: the story `kubectl describe` tells. */
 function transitionEvents(previous: PoolPolicyStatus, updates: readonly ConditionUpdate[]): PolicyEvent[] {

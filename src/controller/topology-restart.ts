@@ -2,10 +2,9 @@
  * The I/O around planTopologyRestart: ask every pod of the PostgreSQL StatefulSet for its role
  * and settings (through the pod's own address), then carry out the one step the plan chose.
  */
-import type { CoreV1Api, V1Pod } from "@kubernetes/client-node";
-import type { PostgresPools, PostgresTarget } from "../postgres/connection.js";
-import { inspectInstance } from "../postgres/inspect.js";
-import { alterMaxConnections } from "../postgres/settings.js";
+import type { V1Pod } from "@kubernetes/client-node";
+import type { PostgresTarget } from "../postgres/connection.js";
+import type { KubernetesPort, PostgresPort } from "./ports.js";
 import type { PodState, TopologyStep } from "./topology.js";
 import type { WorkloadState } from "./workload.js";
 
@@ -16,14 +15,14 @@ export interface GroupMember {
 }
 
 export async function readGroup(
-  core: CoreV1Api,
-  pools: PostgresPools,
+  kube: Pick<KubernetesPort, "listPods">,
+  postgres: Pick<PostgresPort, "inspectInstance">,
   workload: WorkloadState,
   serviceTarget: PostgresTarget,
 ): Promise<GroupMember[]> {
-  const pods = (
-    await core.listNamespacedPod({ namespace: workload.namespace!, labelSelector: workload.podSelector })
-  ).items.filter((p) => ordinalOf(p, workload.name!) !== undefined);
+  const pods = (await kube.listPods(workload.namespace!, workload.podSelector)).filter(
+    (p) => ordinalOf(p, workload.name!) !== undefined,
+  );
   const members: GroupMember[] = [];
   for (let ordinal = 0; ordinal < (workload.replicas ?? 1); ordinal++) {
     const pod = pods.find((p) => ordinalOf(p, workload.name!) === ordinal);
@@ -34,7 +33,7 @@ export async function readGroup(
     }
     const target = { ...serviceTarget, host: pod.status.podIP };
     try {
-      const facts = await pools.withClient(target, inspectInstance);
+      const facts = await postgres.inspectInstance(target);
       members.push({
         target,
         state: {
@@ -60,18 +59,18 @@ export async function carryOut(
   step: Extract<TopologyStep, { kind: "alter" | "restart" }>,
   members: readonly GroupMember[],
   desired: number,
-  core: CoreV1Api,
-  pools: PostgresPools,
+  kube: Pick<KubernetesPort, "deletePod">,
+  postgres: Pick<PostgresPort, "alterMaxConnections">,
   namespace: string,
 ): Promise<string> {
   if (step.kind === "alter") {
     for (const name of step.pods) {
       const target = members.find((m) => m.state.name === name)?.target;
-      if (target) await pools.withClient(target, (c) => alterMaxConnections(c, desired));
+      if (target) await postgres.alterMaxConnections(target, desired);
     }
     return `ALTER SYSTEM SET max_connections = ${desired} on ${step.pods.join(", ")}; configuration reloaded, restarts pending`;
   }
-  await core.deleteNamespacedPod({ name: step.pod, namespace });
+  await kube.deletePod(namespace, step.pod);
   return step.message;
 }
 

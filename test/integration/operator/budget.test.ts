@@ -156,9 +156,10 @@ describe("ordering by direction", () => {
     await s.waitForCondition("p", "Ready", { status: "True" });
     const growStarted = new Date();
 
-    // Grow: pool 10 → 30 and max_connections 100 → 150.
-    await s.patchPolicy("p", { spec: { postgres: { maxConnections: 150 }, pool: { maxSize: 30 } } });
-    await waitFor("the pool to grow", async () => (await s.envOf("api")).DB_POSTGRES_MAX_CONN === "30");
+    // Grow: pool 10 → 60 and max_connections 100 → 150. The new pools need (1 + 1 surge) × 60 + 5
+    // reserved = 125 > 100: they must wait for the raise.
+    await s.patchPolicy("p", { spec: { postgres: { maxConnections: 150 }, pool: { maxSize: 60 } } });
+    await waitFor("the pool to grow", async () => (await s.envOf("api")).DB_POSTGRES_MAX_CONN === "60");
     await s.waitForCondition("p", "Ready", { status: "True" });
     // The order is read from the Events (microsecond eventTime): polling the status could miss
     // a state that lasts less than a poll.
@@ -166,12 +167,12 @@ describe("ordering by direction", () => {
     expect(grow.some((e) => e.reason === "WaitingForMaxConnections")).toBe(true);
     // The larger pool reached the Deployment only after PostgreSQL had restarted with 150.
     const restartedAt = await s.server.postmasterStartTime();
-    const injected = grow.find((e) => e.reason === "EnvInjected" && e.note.includes("DB_POSTGRES_MAX_CONN=30"));
+    const injected = grow.find((e) => e.reason === "EnvInjected" && e.note.includes("DB_POSTGRES_MAX_CONN=60"));
     expect(injected, JSON.stringify(grow, null, 1)).toBeDefined();
     expect(Date.parse(injected!.time)).toBeGreaterThan(restartedAt.getTime());
     expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(1);
 
-    // Shrink: pool 30 → 10 and max_connections 150 → 110.
+    // Shrink: pool 60 → 10 and max_connections 150 → 110.
     const shrinkStarted = new Date();
     await s.patchPolicy("p", { spec: { postgres: { maxConnections: 110 }, pool: { maxSize: 10 } } });
     await s.waitForCondition("p", "Ready", { status: "True" }, 180_000);

@@ -56,6 +56,11 @@ describe("max_connections", () => {
     );
     expect(p.status?.postgres?.settingSource).toBe("command line");
     await s.waitForCondition("p", "Ready", { status: "False", reason: "CommandLineOverride" });
+    // The raise is refused, but the server as it is carries the pools (1 pod + 1 surge × 25 + 5
+    // reserved ≤ 50): they are injected, not held for a raise that cannot come.
+    const injected = await s.waitForCondition("p", "PoolEnvInjected", { status: "True" });
+    expect(injected.status?.conditions?.find((c) => c.type === "BudgetWithinLimits")?.status).toBe("True");
+    expect((await s.envOf("api")).DB_POSTGRES_MAX_CONN).toBe("25");
     expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(0);
     expect((await s.server.postmasterStartTime()).getTime()).toBe(started.getTime());
     const altered = await s.server.query(
@@ -93,13 +98,15 @@ describe("max_connections", () => {
     await s.applyPolicy("p", s.policySpec(withRestart(110, "Manual")));
     const waiting = await s.waitForCondition("p", "MaxConnectionsApplied", { reason: "AwaitingApproval" });
     expect(waiting.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain(
-      "pooling.dbops.io/approve-restart=110",
+      "kubectl annotate poolpolicy p --overwrite pooling.dbops.io/approve-restart=110",
     );
     expect(bridge.rollouts, JSON.stringify(bridge.events)).toBe(0);
-    expect(
-      (await s.server.query("SELECT pending_restart FROM pg_settings WHERE name = 'max_connections'"))[0]!
-        .pending_restart,
-    ).toBe(true);
+    // Nothing is written before the approval: an unplanned restart (a node drain, a crash)
+    // must not apply the value behind the approver's back.
+    const [setting] = await s.server.query(
+      "SELECT pending_restart, (SELECT count(*)::int FROM pg_file_settings WHERE name = 'max_connections' AND sourcefile LIKE '%auto.conf') AS altered FROM pg_settings WHERE name = 'max_connections'",
+    );
+    expect(setting).toEqual({ pending_restart: false, altered: 0 });
 
     await s.patchPolicy("p", { metadata: { annotations: { "pooling.dbops.io/approve-restart": "110" } } });
     await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" });

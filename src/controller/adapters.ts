@@ -1,0 +1,195 @@
+/**
+ * The reconciler's ports (ports.ts) on the real parts: the API server through client-node's
+ * typed clients and the operator's watch caches, PostgreSQL through the operator's pools, Redis
+ * through a fresh connection per check.
+ */
+import {
+  AppsV1Api,
+  AutoscalingV2Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Deployment,
+  type V2HorizontalPodAutoscaler,
+} from "@kubernetes/client-node";
+import { GROUP, PLURAL, type PoolPolicy, type PoolPolicyStatus, VERSION } from "../api/schema.js";
+import type { PostgresPools } from "../postgres/connection.js";
+import { inspectInstance, inspectServer } from "../postgres/inspect.js";
+import { alterMaxConnections } from "../postgres/settings.js";
+import { RequeueError } from "../runtime/controller.js";
+import { checkRedisDependency } from "./checks.js";
+import { fieldManagerFor } from "./env-injection.js";
+import { ensureFinalizer, removeFinalizer } from "./finalizer.js";
+import { httpStatus, isNotFound } from "./kube-errors.js";
+import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
+import { applyServerTimeout, runReaper } from "./reaper.js";
+import { readSecretKeys } from "./secrets.js";
+import { applyPoolEnv, deploymentsOwnedBy, removePoolEnv } from "./targets.js";
+import { holdRestarts, readWorkload, recordRestart, requestRestart } from "./workload.js";
+
+/** After a 409 or a stale uid, come back soon: by then the watch has most likely delivered the newer object. */
+export const STALE_RETRY_MS = 250;
+
+/** The watch caches the wiring keeps (target-watches.ts); a LIST is the fallback until one has synced. */
+export interface WatchCaches {
+  watchTargets(policyKey: string, namespace: string, labelSelector: string | null): void;
+  cachedTargets(policyKey: string, namespace: string, labelSelector: string): Promise<V1Deployment[] | undefined>;
+  cachedHpas(namespace: string): Promise<V2HorizontalPodAutoscaler[] | undefined>;
+}
+
+export class ApiKubernetes implements KubernetesPort {
+  private readonly apps: AppsV1Api;
+  private readonly autoscaling: AutoscalingV2Api;
+  private readonly core: CoreV1Api;
+  private readonly custom: CustomObjectsApi;
+
+  constructor(
+    kc: KubeConfig,
+    private readonly caches: WatchCaches,
+  ) {
+    this.apps = kc.makeApiClient(AppsV1Api);
+    this.autoscaling = kc.makeApiClient(AutoscalingV2Api);
+    this.core = kc.makeApiClient(CoreV1Api);
+    this.custom = kc.makeApiClient(CustomObjectsApi);
+  }
+
+  watchTargets(policyKey: string, namespace: string, labelSelector: string | null): void {
+    this.caches.watchTargets(policyKey, namespace, labelSelector);
+  }
+
+  async deployments(policyKey: string, namespace: string, labelSelector: string): Promise<V1Deployment[]> {
+    const cached = await this.caches.cachedTargets(policyKey, namespace, labelSelector);
+    return cached ?? (await this.apps.listNamespacedDeployment({ namespace, labelSelector })).items;
+  }
+
+  async hpas(namespace: string): Promise<V2HorizontalPodAutoscaler[]> {
+    const cached = await this.caches.cachedHpas(namespace);
+    return cached ?? (await this.autoscaling.listNamespacedHorizontalPodAutoscaler({ namespace })).items;
+  }
+
+  readSecretKeys(namespace: string, name: string, keys: string[]) {
+    return readSecretKeys(this.core, namespace, name, keys);
+  }
+
+  readWorkload(...args: Parameters<KubernetesPort["readWorkload"]>) {
+    return readWorkload(this.apps, ...args);
+  }
+
+  requestRestart(...args: Parameters<KubernetesPort["requestRestart"]>) {
+    return requestRestart(this.apps, ...args);
+  }
+
+  recordRestart(...args: Parameters<KubernetesPort["recordRestart"]>) {
+    return recordRestart(this.apps, ...args);
+  }
+
+  holdRestarts(...args: Parameters<KubernetesPort["holdRestarts"]>) {
+    return holdRestarts(this.apps, ...args);
+  }
+
+  async listPods(namespace: string, labelSelector: string | undefined) {
+    return (await this.core.listNamespacedPod({ namespace, labelSelector })).items;
+  }
+
+  async deletePod(namespace: string, name: string): Promise<void> {
+    await this.core.deleteNamespacedPod({ name, namespace });
+  }
+
+  applyPoolEnv(...args: Parameters<KubernetesPort["applyPoolEnv"]>) {
+    return applyPoolEnv(this.apps, ...args);
+  }
+
+  async removePoolEnv(policy: { name: string; namespace: string }): Promise<string[]> {
+    const manager = fieldManagerFor(policy.name);
+    const changed: string[] = [];
+    for (const deployment of await deploymentsOwnedBy(this.apps, policy.namespace, manager)) {
+      if (await removePoolEnv(this.apps, deployment, policy.namespace, manager)) changed.push(deployment);
+    }
+    return changed;
+  }
+
+  addFinalizer(policy: PoolPolicy): Promise<PoolPolicy> {
+    return ensureFinalizer(this.custom, policy);
+  }
+
+  removeFinalizer(policy: PoolPolicy): Promise<void> {
+    return removeFinalizer(this.custom, policy);
+  }
+
+  /**
+   * Writes the whole status without a resourceVersion precondition: the status says which spec
+   * it describes (observedGeneration), so a spec edit made during this pass does not make it
+   * wrong, and the edit's own watch event brings a new pass. With the precondition, a policy
+   * edited faster than a pass takes never got its status written (the event-storm benchmark).
+   * The uid test keeps a status from landing on a policy deleted and re-created meanwhile.
+   */
+  async writeStatus(policy: PoolPolicy, status: PoolPolicyStatus): Promise<void> {
+    const { name, namespace, uid } = policy.metadata;
+    try {
+      await this.custom.patchNamespacedCustomObjectStatus(
+        {
+          ...{ group: GROUP, version: VERSION, plural: PLURAL, namespace, name },
+          body: [
+            { op: "test", path: "/metadata/uid", value: uid },
+            { op: "add", path: "/status", value: status },
+          ],
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
+      );
+    } catch (err) {
+      // A failed test answers 422, like a status the schema refuses: only the uid tells them apart.
+      if (httpStatus(err) === 422 && (await this.uidNow(policy)) !== uid) {
+        throw new RequeueError(
+          `${namespace}/${name} was deleted or re-created meanwhile; reconciling what is there now`,
+          STALE_RETRY_MS,
+        );
+      }
+      throw err;
+    }
+  }
+
+  private async uidNow(policy: PoolPolicy): Promise<string | undefined> {
+    const { name, namespace } = policy.metadata;
+    try {
+      const params = { group: GROUP, version: VERSION, plural: PLURAL, namespace, name };
+      return ((await this.custom.getNamespacedCustomObject(params)) as PoolPolicy).metadata.uid;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+}
+
+export class PooledPostgres implements PostgresPort {
+  constructor(private readonly pools: PostgresPools) {}
+
+  inspectServer(target: Parameters<PostgresPort["inspectServer"]>[0]) {
+    return this.pools.withClient(target, inspectServer);
+  }
+
+  inspectInstance(target: Parameters<PostgresPort["inspectInstance"]>[0]) {
+    return this.pools.withClient(target, inspectInstance);
+  }
+
+  alterMaxConnections(...[target, value]: Parameters<PostgresPort["alterMaxConnections"]>) {
+    return this.pools.withClient(target, (c) => alterMaxConnections(c, value));
+  }
+
+  applyServerTimeout(...[target, spec]: Parameters<PostgresPort["applyServerTimeout"]>) {
+    return this.pools.withClient(target, (c) => applyServerTimeout(c, spec));
+  }
+
+  runReaper(...[target, spec, previous, now]: Parameters<PostgresPort["runReaper"]>) {
+    return this.pools.withClient(target, (c) => runReaper(c, spec, previous, now));
+  }
+}
+
+export class SecretUrlRedis implements RedisPort {
+  constructor(private readonly kube: Pick<KubernetesPort, "readSecretKeys">) {}
+
+  check(...[namespace, spec]: Parameters<RedisPort["check"]>) {
+    return checkRedisDependency((ns, name, keys) => this.kube.readSecretKeys(ns, name, keys), namespace, spec);
+  }
+}

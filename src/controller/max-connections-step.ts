@@ -1,0 +1,244 @@
+/**
+ * Carrying out a max_connections change: the planner's decision (max-connections.ts for one
+ * instance, topology.ts for a primary with replicas) turned into actions through the ports.
+ *
+ * Every action that changes the server (ALTER SYSTEM, a restart request, a pod deletion, a
+ * hold) is announced by a named Event before it runs: a crash right after the action must not
+ * leave it without its Event, and since the next pass sees the action done and does not repeat
+ * it, the Event is not repeated either.
+ */
+import { parseDuration } from "../api/duration.js";
+import { PostgresError } from "../postgres/connection.js";
+import type { ServerFacts } from "../postgres/inspect.js";
+import { AlterSystemError } from "../postgres/settings.js";
+import type { PostgresTarget } from "../postgres/connection.js";
+import type { ServerDesire } from "../server/model.js";
+import { type ConditionUpdate, findCondition } from "./conditions.js";
+import { windowState } from "./maintenance-window.js";
+import { planMaxConnections } from "./max-connections.js";
+import { operatorMetrics } from "./metrics.js";
+import { actionEventName, type Pass, type PolicyEvent } from "./pass.js";
+import type { KubernetesPort, PostgresPort } from "./ports.js";
+import { APPROVAL_ANNOTATION, restartGate, type RestartGateInput } from "./restart-gate.js";
+import { planTopologyRestart } from "./topology.js";
+import { carryOut, readGroup } from "./topology-restart.js";
+import { isReplicationGroup, type WorkloadState, workloadRef } from "./workload.js";
+
+export interface MaxConnectionsDeps {
+  kube: KubernetesPort;
+  postgres: PostgresPort;
+  maxRestartsPerHour: number;
+  /** Restarts already verified (policy/value/postmaster start): counted and announced once. */
+  verified: Set<string>;
+}
+
+export interface MaxConnectionsResult {
+  /** A restart is under way: the reaper pauses and the pass polls fast. */
+  restarting: boolean;
+  condition: Omit<ConditionUpdate, "type">;
+  /** Closed out by a maintenance window: when the next one opens. */
+  nextWindow?: Date;
+  /** Events of what was found (not announced before an action). */
+  events: PolicyEvent[];
+}
+
+type GateInput = Omit<RestartGateInput, "desired" | "current">;
+
+/** ALTER SYSTEM, restart through the workload, verify; or say why not. */
+export async function applyMaxConnections(
+  deps: MaxConnectionsDeps,
+  pass: Pass,
+  target: PostgresTarget | undefined,
+  facts: ServerFacts | undefined,
+  desired: ServerDesire,
+): Promise<MaxConnectionsResult> {
+  const { spec, policy, previous } = pass;
+  if (desired.kind === "conflict") {
+    const message = `${desired.message}; nothing is applied until they agree`;
+    return { restarting: false, events: [], condition: { status: "False", reason: "Conflict", message } };
+  }
+  if (desired.kind === "unknown") {
+    const condition = { status: "Unknown" as const, reason: "AutoSizingUnavailable", message: desired.message };
+    return { restarting: false, events: [], condition };
+  }
+  const workload = await deps.kube.readWorkload(spec.postgres.restart, policy.metadata.namespace);
+  if (workload.found) {
+    operatorMetrics.observeRestartsHeld(workload.description, workload.restarts.heldSince !== undefined);
+  }
+  const gate = gateInput(deps, pass, workload);
+  if (isReplicationGroup(workload) && desired.kind === "value" && facts && target) {
+    return applyAcrossGroup(deps, pass, target, facts, desired.value, workload, gate);
+  }
+  const plan = planMaxConnections({
+    desired: desired.kind === "value" ? desired.value : undefined,
+    facts,
+    workload,
+    gate,
+  });
+  let condition = plan.condition;
+  if (plan.holdRestarts) await holdRestarts(deps, pass, workload, plan.condition.message);
+  if (plan.alterTo !== undefined && target) {
+    try {
+      await pass.announce([
+        {
+          type: "Normal",
+          reason: "MaxConnectionsAltered",
+          action: "AlterSystem",
+          note: `ALTER SYSTEM SET max_connections = ${plan.alterTo}; configuration reloaded, restart pending`,
+          name: actionEventName(policy, `alter-${plan.alterTo}`, facts!.postmasterStartTime),
+        },
+      ]);
+      await deps.postgres.alterMaxConnections(target, plan.alterTo);
+    } catch (err) {
+      return { events: [], ...alterFailed(err) };
+    }
+  }
+  if (plan.requestRestart) {
+    await pass.announce([
+      {
+        type: "Normal",
+        reason: "RestartRequested",
+        action: "RollingRestart",
+        note: `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}`,
+        name: actionEventName(policy, `restart-${plan.requestRestart.value}`, plan.requestRestart.after),
+      },
+    ]);
+    await deps.kube.requestRestart(workload, plan.requestRestart, pass.now);
+    operatorMetrics.restartsRequested.inc();
+  }
+  const events: PolicyEvent[] = [];
+  // Once per restart: a lagging cache can show the old condition to two passes in a row.
+  const value = desired.kind === "value" ? desired.value : 0;
+  const verification = `${pass.key}/${value}/${facts?.postmasterStartTime.getTime()}`;
+  if (
+    condition.reason === "Applied" &&
+    plan.verifiedRestart &&
+    findCondition(previous.conditions, "MaxConnectionsApplied")?.reason === "RestartInProgress" &&
+    !deps.verified.has(verification)
+  ) {
+    deps.verified.add(verification);
+    events.push({
+      type: "Normal",
+      reason: "MaxConnectionsVerified",
+      action: "Verify",
+      note: condition.message,
+      name: actionEventName(policy, `verified-${value}`, facts!.postmasterStartTime),
+    });
+    operatorMetrics.restartsVerified.inc();
+  }
+  if (condition.status === "True" && desired.kind === "value") {
+    condition = { ...condition, message: `${condition.message} (${desired.source})` };
+  }
+  return { restarting: plan.restarting, condition, nextWindow: plan.nextWindow, events };
+}
+
+/** A failed ALTER SYSTEM as a condition; a server that went away under us is not a verdict. */
+function alterFailed(err: unknown): Pick<MaxConnectionsResult, "restarting" | "condition"> {
+  if (err instanceof AlterSystemError) {
+    return { restarting: false, condition: { status: "False", reason: err.failure, message: err.message } };
+  }
+  const failure = err instanceof PostgresError ? err : undefined;
+  if (failure?.reason === "ServerShuttingDown" || failure?.reason === "ConnectionRefused") {
+    return {
+      restarting: true,
+      condition: { status: "Unknown", reason: "PostgresUnreachable", message: failure.message },
+    };
+  }
+  const message = (err as Error).message;
+  return { restarting: false, condition: { status: "False", reason: "AlterSystemFailed", message } };
+}
+
+/** What the restart gate (restart-gate.ts) needs to know besides the values. */
+function gateInput(deps: MaxConnectionsDeps, pass: Pass, workload: WorkloadState): GateInput {
+  const restart = pass.spec.postgres.restart;
+  const window = restart?.maintenanceWindow;
+  return {
+    policyName: pass.policy.metadata.name,
+    workload: workloadRef(workload),
+    restartPolicy: restart?.policy ?? "Automatic",
+    approval: pass.policy.metadata.annotations?.[APPROVAL_ANNOTATION],
+    window: window ? windowState(pass.now, window) : undefined,
+    limit: { max: deps.maxRestartsPerHour, ...workload.restarts },
+    now: pass.now,
+  };
+}
+
+/** The restart limit was reached: the hold is recorded on the workload, announced once. */
+async function holdRestarts(deps: MaxConnectionsDeps, pass: Pass, workload: WorkloadState, message: string) {
+  await pass.announce([
+    {
+      type: "Warning",
+      reason: "RestartLimitReached",
+      action: "HoldRestarts",
+      note: message,
+      name: actionEventName(pass.policy, "restart-limit", pass.now),
+    },
+  ]);
+  await deps.kube.holdRestarts(workload, pass.now);
+  operatorMetrics.restartLimitReached.inc();
+  operatorMetrics.observeRestartsHeld(workload.description, true);
+}
+
+/**
+ * max_connections on a primary with streaming replicas: every pod altered, then restarted one
+ * at a time in hot-standby order (see topology.ts), each verified before the next.
+ */
+async function applyAcrossGroup(
+  deps: MaxConnectionsDeps,
+  pass: Pass,
+  target: PostgresTarget,
+  facts: ServerFacts,
+  desired: number,
+  workload: WorkloadState,
+  gateInput: GateInput,
+): Promise<MaxConnectionsResult> {
+  const { spec, policy, previous } = pass;
+  if (facts.settingSource === "command line") {
+    const message = `max_connections is set on the postgres command line (${facts.maxConnections}), so ALTER SYSTEM cannot change it`;
+    return { restarting: false, events: [], condition: { status: "False", reason: "CommandLineOverride", message } };
+  }
+  const members = await readGroup(deps.kube, deps.postgres, workload, target);
+  const states = members.map((m) => m.state);
+  // Gates apply before anything is changed (ALTER SYSTEM included); a restart under way is finished.
+  const untouched = states.every((p) => p.ready && p.maxConnections !== desired);
+  if (untouched) {
+    const gate = restartGate({ ...gateInput, desired, current: facts.maxConnections });
+    if (!gate.open) {
+      if (gate.hold) await holdRestarts(deps, pass, workload, gate.message);
+      const condition = { status: "False" as const, reason: gate.reason, message: gate.message };
+      return { restarting: false, nextWindow: gate.nextWindow, events: [], condition };
+    }
+  }
+  const delayMs = parseDuration(spec.postgres.restart?.delayBetweenPods ?? "0s") ?? 0;
+  const step = planTopologyRestart(states, desired, pass.now, delayMs);
+  if (step.kind === "done") {
+    const condition = { status: "True" as const, reason: "Applied", message: step.message };
+    const events: PolicyEvent[] = [];
+    if (findCondition(previous.conditions, "MaxConnectionsApplied")?.reason === "RestartInProgress") {
+      events.push({ type: "Normal", reason: "MaxConnectionsVerified", action: "Verify", note: step.message });
+      operatorMetrics.restartsVerified.inc();
+    }
+    return { restarting: false, events, condition };
+  }
+  if (step.kind === "wait") {
+    const condition = { status: "False" as const, reason: step.reason, message: step.message };
+    return { restarting: step.reason !== "TopologyUnclear", events: [], condition };
+  }
+  const what = step.kind === "alter" ? "all" : step.pod;
+  await pass.announce([
+    {
+      type: "Normal",
+      reason: step.kind === "alter" ? "MaxConnectionsAltered" : "RestartingPod",
+      action: step.kind === "alter" ? "AlterSystem" : "DeletePod",
+      note:
+        step.kind === "alter"
+          ? `ALTER SYSTEM SET max_connections = ${desired} on ${step.pods.join(", ")}`
+          : `${step.message}: deleting pod ${step.pod}`,
+      name: actionEventName(policy, `${step.kind}-${desired}-${what}`, facts.postmasterStartTime),
+    },
+  ]);
+  if (step.kind === "restart" && untouched) await deps.kube.recordRestart(workload, pass.now);
+  const note = await carryOut(step, members, desired, deps.kube, deps.postgres, workload.namespace!);
+  if (step.kind === "restart") operatorMetrics.restartsRequested.inc();
+  return { restarting: true, events: [], condition: { status: "False", reason: "RestartInProgress", message: note } };
+}

@@ -1,0 +1,77 @@
+/**
+ * The narrow ports the reconciler talks through: everything one pass asks of Kubernetes, of
+ * PostgreSQL and of Redis, named by what it means to the operator rather than by the API call.
+ *
+ * The real implementations (adapters.ts) sit on the API server, the watch caches and the
+ * connection pools; test/unit/controller/fakes.ts holds in-memory ones, so that every branch of
+ * a reconcile runs in milliseconds without a control plane. The integration tests keep the
+ * fakes honest: they run the same reconciler on the real parts.
+ */
+import type { V1Deployment, V1Pod, V2HorizontalPodAutoscaler } from "@kubernetes/client-node";
+import type { PoolPolicy, PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
+import type { PostgresTarget } from "../postgres/connection.js";
+import type { InstanceFacts, ServerFacts } from "../postgres/inspect.js";
+import type { RedisOutcome } from "./checks.js";
+import type { RestartRecord } from "./max-connections.js";
+import type { ReaperOutcome } from "./reaper.js";
+import type { SecretRead } from "./secrets.js";
+import type { TargetStatus, TargetsOutcome } from "./targets.js";
+import type { WorkloadState } from "./workload.js";
+
+type RestartSpec = NonNullable<PoolPolicySpec["postgres"]["restart"]>;
+
+export interface KubernetesPort {
+  /** The policy changed its target selector: watch its Deployments (null: stop). */
+  watchTargets(policyKey: string, namespace: string, labelSelector: string | null): void;
+  /** The policy's Deployments, from the watch cache when it has synced. */
+  deployments(policyKey: string, namespace: string, labelSelector: string): Promise<V1Deployment[]>;
+  hpas(namespace: string): Promise<V2HorizontalPodAutoscaler[]>;
+  readSecretKeys(namespace: string, name: string, keys: string[]): Promise<SecretRead>;
+
+  readWorkload(restart: RestartSpec | undefined, policyNamespace: string): Promise<WorkloadState>;
+  /** The restart record in the pod template (it rolls the pods) and the restart history, at once. */
+  requestRestart(workload: WorkloadState, record: RestartRecord, now: Date): Promise<void>;
+  recordRestart(workload: WorkloadState, now: Date): Promise<void>;
+  holdRestarts(workload: WorkloadState, now: Date): Promise<void>;
+  listPods(namespace: string, labelSelector: string | undefined): Promise<V1Pod[]>;
+  deletePod(namespace: string, name: string): Promise<void>;
+
+  applyPoolEnv(
+    policy: { name: string; namespace: string },
+    spec: PoolPolicySpec,
+    selected: readonly V1Deployment[],
+    previous: readonly TargetStatus[],
+    options: { holdGrowthUntil?: number | false },
+  ): Promise<TargetsOutcome>;
+  /** Removes the env the policy's field manager set, everywhere in its namespace; the Deployments changed. */
+  removePoolEnv(policy: { name: string; namespace: string }): Promise<string[]>;
+
+  /** Returns the policy as stored, finalizer included. */
+  addFinalizer(policy: PoolPolicy): Promise<PoolPolicy>;
+  removeFinalizer(policy: PoolPolicy): Promise<void>;
+  /**
+   * Writes the whole status of this very object (uid checked); throws RequeueError when the
+   * policy was deleted or re-created meanwhile.
+   */
+  writeStatus(policy: PoolPolicy, status: PoolPolicyStatus): Promise<void>;
+}
+
+export interface PostgresPort {
+  inspectServer(target: PostgresTarget): Promise<ServerFacts>;
+  inspectInstance(target: PostgresTarget): Promise<InstanceFacts>;
+  /** ALTER SYSTEM SET max_connections = value, then pg_reload_conf(). */
+  alterMaxConnections(target: PostgresTarget, value: number): Promise<void>;
+  /** Sets idle_in_transaction_session_timeout as the spec says; a note when it changed something. */
+  applyServerTimeout(target: PostgresTarget, spec: PoolPolicySpec): Promise<string | undefined>;
+  runReaper(
+    target: PostgresTarget,
+    spec: PoolPolicySpec,
+    previous: PoolPolicyStatus["reaper"],
+    now: Date,
+  ): Promise<ReaperOutcome>;
+}
+
+export interface RedisPort {
+  /** The policy's Redis (URL from its Secret): reachable, and how close to maxclients. */
+  check(namespace: string, spec: PoolPolicySpec): Promise<RedisOutcome>;
+}
