@@ -168,7 +168,7 @@ async function holdRestarts(deps: MaxConnectionsDeps, pass: Pass, workload: Work
   await pass.announce([
     {
       type: "Warning",
-      reason: "RestartLimitReached",
+      reason: "RestartsHeld",
       action: "HoldRestarts",
       note: message,
       name: actionEventName(pass.policy, "restart-limit", pass.now),

@@ -1,0 +1,303 @@
+/**
+ * In-memory stand-ins for the reconciler's ports (src/controller/ports.ts): a tiny world with
+ * one PostgreSQL server, its workload, Secrets, Deployments and Events, that a test drives step
+ * by step ("the StatefulSet rolled out", "PostgreSQL went away"). Kept honest by the integration
+ * tests, which run the same reconciler on the real parts.
+ */
+import type { V1Deployment, V2HorizontalPodAutoscaler } from "@kubernetes/client-node";
+import type { PoolPolicy, PoolPolicySpec, PoolPolicyStatus } from "../../../src/api/schema.js";
+import type { RedisOutcome } from "../../../src/controller/checks.js";
+import { FINALIZER } from "../../../src/controller/finalizer.js";
+import type { RestartRecord } from "../../../src/controller/max-connections.js";
+import type { KubernetesPort, PostgresPort, RedisPort } from "../../../src/controller/ports.js";
+import type { ReaperOutcome } from "../../../src/controller/reaper.js";
+import type { EventSink } from "../../../src/controller/reconciler.js";
+import type { SecretRead } from "../../../src/controller/secrets.js";
+import type { TargetsOutcome } from "../../../src/controller/targets.js";
+import type { WorkloadState } from "../../../src/controller/workload.js";
+import { PostgresError } from "../../../src/postgres/connection.js";
+import type { InstanceFacts, ServerFacts } from "../../../src/postgres/inspect.js";
+
+export const T0 = new Date("2026-11-30T10:00:00.000Z");
+
+export class FakePostgres implements PostgresPort {
+  reachable = true;
+  maxConnections = 100;
+  alterSystemValue: number | undefined = undefined;
+  settingSource = "configuration file";
+  allowAlterSystem = true;
+  mayAlter = true;
+  postmasterStartTime = T0;
+  connections = { total: 4, active: 1, idle: 3, idleInTransaction: 0 };
+  installedExtensions: string[] = [];
+  /** Make the next ALTER SYSTEM fail with this error. */
+  alterError?: Error;
+  reaperError?: Error;
+  timeoutError?: Error;
+  reaped = 0;
+  readonly alters: number[] = [];
+
+  facts(): ServerFacts {
+    if (!this.reachable) throw new PostgresError("ConnectionRefused", "connection refused (127.0.0.1:5432)");
+    return {
+      version: "17.2",
+      versionNum: 170002,
+      maxConnections: this.maxConnections,
+      settingSource: this.settingSource,
+      pendingRestart: this.alterSystemValue !== undefined && this.alterSystemValue !== this.maxConnections,
+      postmasterStartTime: this.postmasterStartTime,
+      superuserReservedConnections: 3,
+      reservedConnections: 0,
+      connections: this.connections,
+      installedExtensions: this.installedExtensions,
+      availableExtensions: ["age"],
+      isSuperuser: true,
+      mayAlterMaxConnections: this.mayAlter,
+      allowAlterSystem: this.allowAlterSystem,
+      mayReadConfigFiles: true,
+      alterSystemValue: this.alterSystemValue,
+    };
+  }
+
+  /** A restart: the value written by ALTER SYSTEM comes into force. */
+  restart(at: Date): void {
+    if (this.settingSource !== "command line" && this.alterSystemValue !== undefined) {
+      this.maxConnections = this.alterSystemValue;
+    }
+    this.postmasterStartTime = at;
+  }
+
+  async inspectServer(): Promise<ServerFacts> {
+    return this.facts();
+  }
+
+  async inspectInstance(): Promise<InstanceFacts> {
+    const f = this.facts();
+    return { ...f, inRecovery: false, lsn: 0n, replayPaused: false };
+  }
+
+  async alterMaxConnections(_target: unknown, value: number): Promise<void> {
+    if (!this.reachable) throw new PostgresError("ConnectionRefused", "connection refused");
+    if (this.alterError) throw this.alterError;
+    this.alters.push(value);
+    this.alterSystemValue = value;
+  }
+
+  async applyServerTimeout(): Promise<string | undefined> {
+    if (this.timeoutError) throw this.timeoutError;
+    return undefined;
+  }
+
+  async runReaper(_t: unknown, spec: PoolPolicySpec, previous: PoolPolicyStatus["reaper"]): Promise<ReaperOutcome> {
+    if (this.reaperError) throw this.reaperError;
+    const sessions = Array.from({ length: this.reaped }, (_, i) => ({
+      pid: 100 + i,
+      user: "app",
+      applicationName: "api",
+      idleSeconds: 600,
+      terminated: !spec.reaper.dryRun,
+    }));
+    this.reaped = 0;
+    return {
+      ran: true,
+      sessions: sessions as ReaperOutcome["sessions"],
+      status: { ...(previous ?? {}), lastTerminated: sessions.length },
+      condition: { status: "True", reason: spec.reaper.dryRun ? "DryRun" : "Running", message: "reaped" },
+    };
+  }
+}
+
+export interface FakeWorkload {
+  found: boolean;
+  rolledOut: boolean;
+  record?: RestartRecord;
+  history: Date[];
+  heldSince?: Date;
+}
+
+export interface RecordedEvent {
+  type: string;
+  reason: string;
+  note: string;
+  name?: string;
+}
+
+export class FakeKubernetes implements KubernetesPort {
+  readonly secrets = new Map<string, Record<string, string>>();
+  deployments_: V1Deployment[] = [];
+  hpas_: V2HorizontalPodAutoscaler[] = [];
+  workload: FakeWorkload = { found: true, rolledOut: true, history: [] };
+  /** What applyPoolEnv was asked, in order: the pool max and whether growth was held. */
+  readonly envCalls: { maxSize: number; holdGrowthUntil: number | false | undefined }[] = [];
+  /** The pool max each app Deployment runs with (what a real SSA + rollout would leave). */
+  readonly injected = new Map<string, number>();
+  /** Deployments still rolling out after an env change. */
+  rollingOut = false;
+  readonly statusWrites: PoolPolicyStatus[] = [];
+  restartRequests = 0;
+  /** Throws in requestRestart: the process "crashes" right before the restart request. */
+  crashBeforeRestartRequest = false;
+  readonly removedEnv: string[] = [];
+  finalizerRemoved = false;
+
+  watchTargets(): void {}
+
+  async deployments(_key: string, namespace: string): Promise<V1Deployment[]> {
+    return this.deployments_.filter((d) => d.metadata?.namespace === namespace);
+  }
+
+  async hpas(): Promise<V2HorizontalPodAutoscaler[]> {
+    return this.hpas_;
+  }
+
+  async readSecretKeys(namespace: string, name: string, keys: string[]): Promise<SecretRead> {
+    const data = this.secrets.get(`${namespace}/${name}`);
+    if (!data) return { ok: false, reason: "SecretNotFound", message: `Secret ${namespace}/${name} not found` };
+    for (const k of keys) {
+      if (data[k] === undefined) {
+        return { ok: false, reason: "SecretKeyMissing", message: `Secret ${namespace}/${name} has no key "${k}"` };
+      }
+    }
+    return { ok: true, values: data };
+  }
+
+  async readWorkload(restart: PoolPolicySpec["postgres"]["restart"], ns: string): Promise<WorkloadState> {
+    if (!restart)
+      return {
+        configured: false,
+        found: false,
+        rolledOut: false,
+        record: undefined,
+        description: "no workload",
+        restarts: { history: [] },
+      };
+    const w = this.workload;
+    const namespace = restart.workload.namespace ?? ns;
+    return {
+      configured: true,
+      found: w.found,
+      rolledOut: w.rolledOut,
+      record: w.record,
+      description: `StatefulSet ${namespace}/${restart.workload.name}`,
+      kind: "StatefulSet",
+      name: restart.workload.name,
+      namespace,
+      replicas: 1,
+      restarts: { history: [...w.history], heldSince: w.heldSince },
+    };
+  }
+
+  async requestRestart(_w: WorkloadState, record: RestartRecord, now: Date): Promise<void> {
+    if (this.crashBeforeRestartRequest) throw new Error("the operator was killed");
+    this.restartRequests += 1;
+    this.workload.record = record;
+    this.workload.rolledOut = false;
+    this.workload.history.push(now);
+  }
+
+  async recordRestart(_w: WorkloadState, now: Date): Promise<void> {
+    this.workload.history.push(now);
+  }
+
+  async holdRestarts(_w: WorkloadState, now: Date): Promise<void> {
+    this.workload.heldSince = now;
+  }
+
+  async listPods() {
+    return [];
+  }
+
+  async deletePod(): Promise<void> {}
+
+  async applyPoolEnv(
+    _policy: { name: string; namespace: string },
+    spec: PoolPolicySpec,
+    selected: readonly V1Deployment[],
+    _previous: unknown,
+    options: { holdGrowthUntil?: number | false },
+  ): Promise<TargetsOutcome> {
+    this.envCalls.push({ maxSize: spec.pool.maxSize, holdGrowthUntil: options.holdGrowthUntil });
+    const held: string[] = [];
+    const actions: TargetsOutcome["actions"] = [];
+    for (const d of selected) {
+      const name = d.metadata!.name!;
+      const current = this.injected.get(name);
+      if (options.holdGrowthUntil && (current === undefined || current < spec.pool.maxSize)) {
+        held.push(name);
+        continue;
+      }
+      if (current !== spec.pool.maxSize) {
+        this.injected.set(name, spec.pool.maxSize);
+        actions.push({ reason: "EnvInjected", note: `DB_POSTGRES_MAX_CONN=${spec.pool.maxSize} in ${name}` });
+      }
+    }
+    const targets = selected.map((d) => ({
+      name: d.metadata!.name!,
+      containers: ["app"],
+      injected: true,
+      rolledOut: !this.rollingOut,
+    }));
+    const condition: TargetsOutcome["condition"] =
+      held.length > 0
+        ? { status: "False", reason: "WaitingForMaxConnections", message: `held: ${held.join(", ")}` }
+        : selected.length === 0
+          ? { status: "False", reason: "NoMatchingDeployments", message: "no Deployment matches" }
+          : this.rollingOut
+            ? { status: "False", reason: "RollingOut", message: "rolling out" }
+            : { status: "True", reason: "Injected", message: "injected" };
+    return {
+      targets,
+      summary: `${selected.length}/${selected.length}`,
+      condition,
+      actions,
+      rollingOut: this.rollingOut,
+    };
+  }
+
+  async removePoolEnv(policy: { name: string; namespace: string }): Promise<string[]> {
+    const names = [...this.injected.keys()];
+    this.injected.clear();
+    this.removedEnv.push(policy.name);
+    return names;
+  }
+
+  async addFinalizer(policy: PoolPolicy): Promise<PoolPolicy> {
+    return {
+      ...policy,
+      metadata: { ...policy.metadata, finalizers: [...(policy.metadata.finalizers ?? []), FINALIZER] },
+    };
+  }
+
+  async removeFinalizer(): Promise<void> {
+    this.finalizerRemoved = true;
+  }
+
+  async writeStatus(_policy: PoolPolicy, status: PoolPolicyStatus): Promise<void> {
+    this.statusWrites.push(structuredClone(status));
+  }
+}
+
+export class FakeRedis implements RedisPort {
+  outcome: RedisOutcome = {
+    required: false,
+    condition: { status: "True", reason: "NotConfigured", message: "no Redis configured" },
+  };
+
+  async check(): Promise<RedisOutcome> {
+    return this.outcome;
+  }
+}
+
+/** Events as the API server keeps them: one per name when a name is given (a second create is refused). */
+export class FakeEvents implements EventSink {
+  readonly all: RecordedEvent[] = [];
+
+  record(e: Parameters<EventSink["record"]>[0]): void {
+    if (e.name && this.all.some((x) => x.name === e.name)) return;
+    this.all.push({ type: e.type, reason: e.reason, note: e.note, name: e.name });
+  }
+
+  reasons(): string[] {
+    return this.all.map((e) => e.reason);
+  }
+}

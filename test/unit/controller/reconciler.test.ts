@@ -1,0 +1,430 @@
+/**
+ * The reconciler's scenarios on in-memory fakes (fakes.ts), in the style of controller-rs's
+ * scenario tests: every condition reason a pass can set, the ordering by direction, the restart
+ * gates, crash safety of the named action Events, the finalizer, and "a converged pass writes
+ * nothing". Milliseconds each; the integration tests run the same code on the real parts.
+ */
+import { beforeEach, describe, expect, it } from "vitest";
+import type { V1Deployment } from "@kubernetes/client-node";
+import type { PoolPolicy, PoolPolicyStatus } from "../../../src/api/schema.js";
+import { FINALIZER } from "../../../src/controller/finalizer.js";
+import { PoolPolicyReconciler } from "../../../src/controller/reconciler.js";
+import { PostgresError } from "../../../src/postgres/connection.js";
+import { createLogger } from "../../../src/log.js";
+import { deepMerge } from "../../harness/deep-merge.js";
+import { FakeEvents, FakeKubernetes, FakePostgres, FakeRedis, T0 } from "./fakes.js";
+
+const NS = "shop";
+
+class World {
+  readonly kube = new FakeKubernetes();
+  readonly postgres = new FakePostgres();
+  readonly redis = new FakeRedis();
+  readonly events = new FakeEvents();
+  readonly policies = new Map<string, PoolPolicy>();
+  now = new Date(T0.getTime() + 60_000);
+  reconciler = this.newReconciler();
+
+  constructor() {
+    this.kube.secrets.set(`${NS}/pg`, { username: "admin", password: "s3cret" });
+  }
+
+  /** A new operator process: nothing in memory, the same world. */
+  newReconciler(maxRestartsPerHour = 3): PoolPolicyReconciler {
+    return new PoolPolicyReconciler({
+      kube: this.kube,
+      postgres: this.postgres,
+      redis: this.redis,
+      events: this.events,
+      log: createLogger("silent"),
+      getPolicy: (key) => this.policies.get(key),
+      listPolicies: () => [...this.policies.values()],
+      now: () => this.now,
+      statsRefreshMs: 30_000,
+      maxRestartsPerHour,
+    });
+  }
+
+  deployment(name: string, replicas = 1): void {
+    this.kube.deployments_.push({
+      metadata: { name, namespace: NS, labels: { app: "shop" } },
+      spec: { replicas, strategy: { type: "Recreate" } },
+    } as unknown as V1Deployment);
+  }
+
+  policy(name: string, spec: Record<string, unknown> = {}, annotations: Record<string, string> = {}): void {
+    const base = {
+      postgres: { host: "pg.db", port: 5432, database: "app", credentialsSecret: { name: "pg" } },
+      targets: { selector: { matchLabels: { app: "shop" } } },
+      pool: { maxSize: 10 },
+    };
+    const previous = this.policies.get(`${NS}/${name}`);
+    this.policies.set(`${NS}/${name}`, {
+      apiVersion: "pooling.dbops.io/v1alpha1",
+      kind: "PoolPolicy",
+      metadata: {
+        name,
+        namespace: NS,
+        uid: `uid-${name}`,
+        generation: (previous?.metadata.generation ?? 0) + 1,
+        resourceVersion: String(Math.random()),
+        finalizers: [FINALIZER],
+        annotations,
+      },
+      spec: deepMerge(base, spec),
+      status: previous?.status,
+    } as PoolPolicy);
+  }
+
+  /** One pass; the status written lands in the cache, as the watch would bring it. */
+  async pass(name = "p"): Promise<{ requeueAfter?: number; status: PoolPolicyStatus }> {
+    const key = `${NS}/${name}`;
+    const writes = this.kube.statusWrites.length;
+    const result = await this.reconciler.reconcile(key);
+    const policy = this.policies.get(key);
+    if (policy && this.kube.statusWrites.length > writes) {
+      policy.status = this.kube.statusWrites.at(-1);
+      policy.metadata.resourceVersion = String(Math.random());
+    }
+    return { ...result, status: this.policies.get(key)?.status ?? {} };
+  }
+
+  /** The StatefulSet controller and kubelet: the requested restart happens and rolls out. */
+  rollOut(): void {
+    this.now = new Date(this.now.getTime() + 10_000);
+    this.postgres.restart(this.now);
+    this.kube.workload.rolledOut = true;
+  }
+}
+
+const condition = (status: PoolPolicyStatus, type: string) => status.conditions?.find((c) => c.type === type);
+const restartTo = (maxConnections: number | "auto", extra: Record<string, unknown> = {}) => ({
+  postgres: { maxConnections, restart: { workload: { name: "postgres", namespace: "db" }, ...extra } },
+});
+
+let w: World;
+beforeEach(() => {
+  w = new World();
+  w.deployment("api");
+});
+
+describe("a converged policy", () => {
+  it("is Ready, and a pass that changes nothing writes nothing", async () => {
+    w.policy("p");
+    const first = await w.pass();
+    expect(condition(first.status, "Ready")).toMatchObject({ status: "True", reason: "Converged" });
+    expect(first.status.budget).toMatchObject({ demand: 10 + 3 + 2, capacity: 100, policies: 1 });
+    expect(first.requeueAfter).toBe(30_000);
+    const writes = w.kube.statusWrites.length;
+    await w.pass();
+    await w.pass();
+    expect(w.kube.statusWrites.length).toBe(writes);
+  });
+
+  it("adds the finalizer before anything else, and on deletion removes the env and the finalizer only", async () => {
+    w.policy("p");
+    w.policies.get(`${NS}/p`)!.metadata.finalizers = [];
+    await w.pass();
+    expect(w.kube.injected.get("api")).toBe(10);
+    w.policies.get(`${NS}/p`)!.metadata.deletionTimestamp = new Date();
+    w.policies.get(`${NS}/p`)!.metadata.finalizers = [FINALIZER];
+    expect(await w.reconciler.reconcile(`${NS}/p`)).toEqual({});
+    expect(w.kube.removedEnv).toEqual(["p"]);
+    expect(w.kube.finalizerRemoved).toBe(true);
+    expect(w.events.reasons()).toContain("EnvRemoved");
+    expect(w.postgres.alters).toEqual([]);
+  });
+
+  it("reports an invalid spec and applies nothing", async () => {
+    w.policy("p", { pool: { minSize: 50, maxSize: 10 } });
+    const { status, requeueAfter } = await w.pass();
+    expect(condition(status, "Ready")).toMatchObject({ status: "False", reason: "InvalidSpec" });
+    expect(requeueAfter).toBeUndefined();
+    expect(w.kube.envCalls).toEqual([]);
+  });
+});
+
+describe("PostgresReachable and what depends on it", () => {
+  it("names a missing Secret or key, and an unreachable server; budget and extensions say why they are Unknown", async () => {
+    w.policy("p", { postgres: { credentialsSecret: { name: "nope" } } });
+    let { status } = await w.pass();
+    expect(condition(status, "PostgresReachable")).toMatchObject({ status: "False", reason: "SecretNotFound" });
+    w.policy("p", { postgres: { credentialsSecret: { name: "pg", passwordKey: "pw" } } });
+    ({ status } = await w.pass());
+    expect(condition(status, "PostgresReachable")).toMatchObject({ reason: "SecretKeyMissing" });
+    expect(condition(status, "PostgresReachable")?.message).not.toContain("s3cret");
+
+    w.policy("p", { postgres: { requiredExtensions: ["age"] } });
+    w.postgres.reachable = false;
+    ({ status } = await w.pass());
+    expect(condition(status, "PostgresReachable")).toMatchObject({ status: "False", reason: "ConnectionRefused" });
+    expect(condition(status, "BudgetWithinLimits")).toMatchObject({ status: "Unknown", reason: "PostgresUnreachable" });
+    expect(condition(status, "ExtensionsReady")).toMatchObject({ status: "Unknown", reason: "PostgresUnreachable" });
+    expect(condition(status, "ReaperHealthy")).toMatchObject({ status: "Unknown", reason: "PostgresUnreachable" });
+    w.postgres.reachable = true;
+    ({ status } = await w.pass());
+    expect(condition(status, "PostgresReachable")).toMatchObject({ status: "True", reason: "Connected" });
+    expect(condition(status, "ExtensionsReady")).toMatchObject({ status: "False", reason: "ExtensionMissing" });
+    w.postgres.installedExtensions = ["age"];
+    ({ status } = await w.pass());
+    expect(condition(status, "ExtensionsReady")).toMatchObject({ status: "True", reason: "Installed" });
+  });
+
+  it("reports an over-committed budget with the number to raise to", async () => {
+    w.deployment("web", 20);
+    w.policy("p");
+    const { status } = await w.pass();
+    const budget = condition(status, "BudgetWithinLimits");
+    expect(budget).toMatchObject({ status: "False", reason: "OverCommitted" });
+    expect(budget?.message).toContain("raise max_connections to at least 215");
+    expect(condition(status, "Ready")?.status).toBe("False");
+  });
+});
+
+describe("max_connections", () => {
+  it("raises: announces and runs ALTER SYSTEM and the restart, holds pools the server cannot carry, then verifies once", async () => {
+    w.deployment("web", 10);
+    w.policy("p", { ...restartTo(200), pool: { maxSize: 10 } });
+    let { status, requeueAfter } = await w.pass();
+    expect(condition(status, "MaxConnectionsApplied")).toMatchObject({ reason: "RestartInProgress" });
+    expect(w.postgres.alters).toEqual([200]);
+    expect(w.kube.restartRequests).toBe(1);
+    // api 1 × 10 + web 10 × 10 + 5 reserved = 115 > 100 now: the pools wait for the raise.
+    expect(w.kube.envCalls.at(-1)).toEqual({ maxSize: 10, holdGrowthUntil: 200 });
+    expect(condition(status, "PoolEnvInjected")?.reason).toBe("WaitingForMaxConnections");
+    expect(condition(status, "ReaperHealthy")?.reason).toBe("Paused");
+    expect(requeueAfter).toBe(500);
+    expect(w.events.reasons().slice(0, 2)).toEqual(["MaxConnectionsAltered", "RestartRequested"]);
+
+    ({ status } = await w.pass()); // the rollout has not happened yet: waits, no second request
+    expect(w.kube.restartRequests).toBe(1);
+    w.rollOut();
+    ({ status } = await w.pass());
+    expect(condition(status, "MaxConnectionsApplied")).toMatchObject({ status: "True", reason: "Applied" });
+    expect(w.kube.envCalls.at(-1)).toEqual({ maxSize: 10, holdGrowthUntil: false });
+    expect(condition(status, "Ready")?.status).toBe("True");
+    await w.pass();
+    expect(w.events.reasons().filter((r) => r === "MaxConnectionsVerified")).toHaveLength(1);
+  });
+
+  it("grows pools at once when the current server already carries them, even while the raise waits", async () => {
+    w.policy("p", { ...restartTo(300, { policy: "Manual" }), pool: { maxSize: 20 } });
+    const { status } = await w.pass();
+    expect(condition(status, "MaxConnectionsApplied")?.reason).toBe("AwaitingApproval");
+    expect(w.kube.envCalls.at(-1)).toEqual({ maxSize: 20, holdGrowthUntil: false });
+    expect(condition(status, "PoolEnvInjected")?.reason).toBe("Injected");
+  });
+
+  it("lowers only after the apps rolled out with their smaller pools", async () => {
+    w.postgres.maxConnections = 300;
+    w.kube.injected.set("api", 50);
+    w.kube.rollingOut = true;
+    w.policy("p", { ...restartTo(100), pool: { maxSize: 10 } });
+    let { status } = await w.pass();
+    expect(w.kube.injected.get("api")).toBe(10);
+    expect(condition(status, "MaxConnectionsApplied")).toMatchObject({ reason: "WaitingForApps" });
+    expect(w.postgres.alters).toEqual([]);
+    w.kube.rollingOut = false;
+    ({ status } = await w.pass());
+    expect(w.postgres.alters).toEqual([100]);
+    expect(condition(status, "MaxConnectionsApplied")?.reason).toBe("RestartInProgress");
+  });
+
+  it("waits for an approval that names the value, without ALTER SYSTEM, and says how to approve", async () => {
+    w.policy("p", restartTo(150, { policy: "Manual" }));
+    let { status } = await w.pass();
+    expect(condition(status, "MaxConnectionsApplied")?.message).toContain(
+      "kubectl annotate poolpolicy p --overwrite pooling.dbops.io/approve-restart=150",
+    );
+    expect(w.postgres.alters).toEqual([]);
+    w.policy("p", restartTo(150, { policy: "Manual" }), { "pooling.dbops.io/approve-restart": "150" });
+    ({ status } = await w.pass());
+    expect(w.postgres.alters).toEqual([150]);
+    expect(w.kube.restartRequests).toBe(1);
+  });
+
+  it("outside the maintenance window, changes nothing and comes back when it opens", async () => {
+    // T0 is a Monday; the window opens on Wednesday 03:00 UTC.
+    w.policy("p", restartTo(150, { maintenanceWindow: { days: ["Wed"], start: "03:00", duration: "1h" } }));
+    const { status, requeueAfter } = await w.pass();
+    expect(condition(status, "MaxConnectionsApplied")?.reason).toBe("OutsideMaintenanceWindow");
+    expect(w.postgres.alters).toEqual([]);
+    expect(requeueAfter).toBe(30_000); // the stats refresh comes first; the window is two days out
+  });
+
+  it("stops restarting at the limit, holds, warns once, and stays held until a person acts", async () => {
+    w.reconciler = w.newReconciler(2);
+    w.kube.workload.history = [new Date(w.now.getTime() - 30 * 60_000), new Date(w.now.getTime() - 10 * 60_000)];
+    w.policy("p", restartTo(150));
+    let { status } = await w.pass();
+    expect(condition(status, "MaxConnectionsApplied")).toMatchObject({
+      status: "False",
+      reason: "RestartLimitReached",
+    });
+    expect(condition(status, "Ready")).toMatchObject({ status: "False", reason: "RestartLimitReached" });
+    expect(w.kube.workload.heldSince).toEqual(w.now);
+    expect(w.postgres.alters).toEqual([]);
+    expect(w.kube.restartRequests).toBe(0);
+    // An hour later the history no longer counts, but the hold stays until it is removed.
+    w.now = new Date(w.now.getTime() + 2 * 3_600_000);
+    ({ status } = await w.pass());
+    expect(condition(status, "MaxConnectionsApplied")?.reason).toBe("RestartLimitReached");
+    // Two Warnings, each once: the hold (the action) and the condition's transition.
+    expect(w.events.all.filter((e) => e.reason === "RestartsHeld" && e.type === "Warning")).toHaveLength(1);
+    expect(w.events.all.filter((e) => e.reason === "RestartLimitReached" && e.type === "Warning")).toHaveLength(1);
+    w.kube.workload.heldSince = undefined;
+    w.kube.workload.history = [];
+    ({ status } = await w.pass());
+    expect(w.kube.restartRequests).toBe(1);
+  });
+
+  it("after a crash between ALTER SYSTEM and the restart request: no second ALTER, one Event of each, one restart", async () => {
+    w.policy("p", restartTo(150));
+    w.kube.crashBeforeRestartRequest = true;
+    await expect(w.pass()).rejects.toThrow("the operator was killed");
+    w.kube.crashBeforeRestartRequest = false;
+    w.reconciler = w.newReconciler();
+    await w.pass();
+    await w.pass();
+    expect(w.postgres.alters).toEqual([150]);
+    expect(w.kube.restartRequests).toBe(1);
+    expect(w.events.all.filter((e) => e.reason === "MaxConnectionsAltered")).toHaveLength(1);
+    expect(w.events.all.filter((e) => e.reason === "RestartRequested")).toHaveLength(1);
+  });
+
+  it("a second value during the restart: written at once, no second request; Applied only after the rollout", async () => {
+    w.policy("p", restartTo(150));
+    await w.pass();
+    w.policy("p", restartTo(200));
+    let { status } = await w.pass();
+    expect(w.postgres.alters).toEqual([150, 200]);
+    expect(w.kube.restartRequests).toBe(1);
+    expect(condition(status, "MaxConnectionsApplied")?.reason).toBe("RestartInProgress");
+    // The new pod started with 200 already, but the StatefulSet is still rolling.
+    w.postgres.restart(new Date(w.now.getTime() + 1_000));
+    ({ status } = await w.pass());
+    expect(condition(status, "MaxConnectionsApplied")?.reason).toBe("RestartInProgress");
+    w.kube.workload.rolledOut = true;
+    ({ status } = await w.pass());
+    expect(condition(status, "MaxConnectionsApplied")).toMatchObject({ status: "True", reason: "Applied" });
+    expect(w.kube.restartRequests).toBe(1);
+  });
+
+  it("says what it cannot do: command line, ALTER SYSTEM off, no privilege, no or missing workload, failed verification", async () => {
+    const reasonFor = async (setup: () => void, spec: Record<string, unknown> = restartTo(150)) => {
+      w = new World();
+      w.deployment("api");
+      setup();
+      w.policy("p", spec);
+      return condition((await w.pass()).status, "MaxConnectionsApplied");
+    };
+    expect(await reasonFor(() => (w.postgres.settingSource = "command line"))).toMatchObject({
+      reason: "CommandLineOverride",
+    });
+    expect(w.postgres.alters).toEqual([]);
+    expect(await reasonFor(() => (w.postgres.allowAlterSystem = false))).toMatchObject({
+      reason: "AlterSystemDisabled",
+    });
+    expect(await reasonFor(() => (w.postgres.mayAlter = false))).toMatchObject({ reason: "PermissionDenied" });
+    expect(await reasonFor(() => undefined, { postgres: { maxConnections: 150 } })).toMatchObject({
+      reason: "RestartRequired",
+    });
+    expect(w.postgres.alters).toEqual([150]); // no workload: written for the restart the user makes
+    expect(await reasonFor(() => (w.kube.workload.found = false))).toMatchObject({ reason: "WorkloadNotFound" });
+    expect(w.postgres.alters).toEqual([]);
+    expect(
+      await reasonFor(() => {
+        w.kube.workload.record = { value: 150, after: T0 };
+        w.postgres.postmasterStartTime = new Date(T0.getTime() + 5_000);
+      }),
+    ).toMatchObject({ reason: "VerificationFailed" });
+    expect(await reasonFor(() => undefined, { postgres: { maxConnections: 100 } })).toMatchObject({
+      status: "True",
+      reason: "Applied",
+    });
+    expect(await reasonFor(() => undefined, {})).toMatchObject({ status: "True", reason: "NotManaged" });
+    expect(
+      await reasonFor(() => (w.postgres.alterError = new PostgresError("ServerShuttingDown", "shutting down"))),
+    ).toMatchObject({ status: "Unknown", reason: "PostgresUnreachable" });
+    expect(await reasonFor(() => (w.postgres.alterError = new Error("disk full")))).toMatchObject({
+      reason: "AlterSystemFailed",
+    });
+  });
+
+  it("two explicit values on one server are a Conflict on both; auto without the server is Unknown", async () => {
+    w.policy("a", restartTo(150));
+    w.policy("b", restartTo(160));
+    for (const name of ["a", "b"]) {
+      const { status } = await w.pass(name);
+      expect(condition(status, "MaxConnectionsApplied")).toMatchObject({ status: "False", reason: "Conflict" });
+    }
+    expect(w.postgres.alters).toEqual([]);
+    w.policies.clear();
+    w.postgres.reachable = false;
+    w.policy("p", restartTo("auto"));
+    const { status } = await w.pass();
+    expect(condition(status, "MaxConnectionsApplied")).toMatchObject({
+      status: "Unknown",
+      reason: "AutoSizingUnavailable",
+    });
+  });
+});
+
+describe("the reaper and Redis", () => {
+  it("reaps when due and announces it; reports disabled, failures and the server timeout", async () => {
+    w.policy("p", { reaper: { interval: "60s" } });
+    w.postgres.reaped = 2;
+    let { status, requeueAfter } = await w.pass();
+    expect(condition(status, "ReaperHealthy")).toMatchObject({ status: "True", reason: "Running" });
+    expect(w.events.reasons()).toContain("SessionsReaped");
+    expect(requeueAfter).toBe(30_000);
+
+    w.policy("p", { reaper: { enabled: false } });
+    ({ status } = await w.pass());
+    expect(condition(status, "ReaperHealthy")?.reason).toBe("Disabled");
+
+    w.policy("p", { reaper: { enabled: true, mode: "ServerTimeout" } });
+    ({ status } = await w.pass());
+    expect(condition(status, "ReaperHealthy")?.reason).toBe("ServerTimeout");
+    w.postgres.timeoutError = new Error("permission denied to set parameter");
+    ({ status } = await w.pass());
+    expect(condition(status, "ReaperHealthy")).toMatchObject({ status: "False", reason: "ServerTimeoutFailed" });
+
+    w = new World();
+    w.deployment("api");
+    w.postgres.reaperError = new Error("canceling statement due to statement timeout");
+    w.policy("p");
+    ({ status } = await w.pass());
+    expect(condition(status, "ReaperHealthy")).toMatchObject({ status: "False", reason: "ReapFailed" });
+  });
+
+  it("a required Redis that is down makes the policy not Ready; an optional one only warns", async () => {
+    w.redis.outcome = {
+      required: true,
+      condition: { status: "False", reason: "RedisUnavailable", message: "ECONNREFUSED" },
+    };
+    w.policy("p", { redis: { urlSecret: { name: "redis", key: "url" }, required: true } });
+    let { status } = await w.pass();
+    expect(condition(status, "Ready")).toMatchObject({ status: "False", reason: "RedisUnavailable" });
+    w.redis.outcome = { ...w.redis.outcome, required: false };
+    w.policy("p", { redis: { urlSecret: { name: "redis", key: "url" }, required: false } });
+    ({ status } = await w.pass());
+    expect(condition(status, "RedisAvailable")?.reason).toBe("RedisUnavailable");
+    expect(condition(status, "Ready")?.status).toBe("True");
+  });
+});
+
+describe("Events", () => {
+  it("tells each condition transition once, even when the cache has not caught up with our write", async () => {
+    w.deployment("web", 20);
+    w.policy("p");
+    const key = `${NS}/p`;
+    await w.reconciler.reconcile(key); // the status write does not reach the cache
+    const first = w.events.all.filter((e) => e.reason === "OverCommitted").length;
+    await w.reconciler.reconcile(key);
+    await w.reconciler.reconcile(key);
+    expect(first).toBe(1);
+    expect(w.events.all.filter((e) => e.reason === "OverCommitted")).toHaveLength(1);
+    expect(w.kube.statusWrites).toHaveLength(1);
+  });
+});
