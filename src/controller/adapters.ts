@@ -24,13 +24,11 @@ import { fieldManagerFor } from "./env-injection.js";
 import { ensureFinalizer, removeFinalizer } from "./finalizer.js";
 import { httpStatus, isNotFound } from "./kube-errors.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
+import { STALE_RETRY_MS } from "./pass.js";
 import { applyServerTimeout, runReaper } from "./reaper.js";
 import { readSecretKeys } from "./secrets.js";
 import { applyPoolEnv, deploymentsOwnedBy, removePoolEnv } from "./targets.js";
 import { holdRestarts, readWorkload, recordRestart, requestRestart } from "./workload.js";
-
-/** After a 409 or a stale uid, come back soon: by then the watch has most likely delivered the newer object. */
-export const STALE_RETRY_MS = 250;
 
 /** The watch caches the wiring keeps (target-watches.ts); a LIST is the fallback until one has synced. */
 export interface WatchCaches {

@@ -85,6 +85,12 @@ export function actionEventName(policy: PoolPolicy, action: string, postmasterSt
   return `${policy.metadata.name}.${action}-${postmasterStart.getTime().toString(36)}`.slice(0, 253);
 }
 
+/**
+ * After a write refused because what we read is stale (a 409, a re-created object), come back
+ * soon: by then the watch has most likely delivered the newer object.
+ */
+export const STALE_RETRY_MS = 250;
+
 /** While something is moving (a rollout, a pod of a group restarting), poll it this often. */
 export const PROGRESS_POLL_MS = 2_000;
 

@@ -271,6 +271,11 @@ export class PoolPolicyReconciler {
       const raisePending = desired.kind === "value" && (current === undefined || desired.value > current);
       const fitsNow = budget?.withinLimits === true;
       env = await this.injectEnv(pass, raisePending && !fitsNow ? desired.value : false);
+      if (env.condition.reason === "WaitingForMaxConnections" && budget) {
+        // Say which bound holds the pools: the server as it is now.
+        const bound = `the new pools need ${budget.demand} connections at worst, max_connections is ${budget.capacity} now`;
+        env = { ...env, condition: { ...env.condition, message: `${env.condition.message} (${bound})` } };
+      }
     }
     const untilWindow = maxConnections.nextWindow
       ? maxConnections.nextWindow.getTime() - pass.now.getTime()

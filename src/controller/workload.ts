@@ -5,7 +5,9 @@
 import type { AppsV1Api, V1Deployment, V1StatefulSet } from "@kubernetes/client-node";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type { PoolPolicySpec } from "../api/schema.js";
-import { isNotFound } from "./kube-errors.js";
+import { isConflict, isNotFound } from "./kube-errors.js";
+import { RequeueError } from "../runtime/controller.js";
+import { STALE_RETRY_MS } from "./pass.js";
 import { RESTART_ANNOTATION, formatRestartRecord, parseRestartRecord, type RestartRecord } from "./max-connections.js";
 import {
   RESTART_HISTORY_ANNOTATION,
@@ -31,6 +33,8 @@ export interface WorkloadState {
   podSelector?: string;
   /** Restarts the operator requested (annotation), and whether restarts are held. */
   restarts: Pick<RestartLimit, "history" | "heldSince">;
+  /** As read: every write below is conditional on it (see patchWorkload). */
+  resourceVersion?: string;
 }
 
 type RestartSpec = NonNullable<PoolPolicySpec["postgres"]["restart"]>;
@@ -63,7 +67,9 @@ export async function readWorkload(
       history: parseTimes(annotations[RESTART_HISTORY_ANNOTATION]),
       heldSince: parseTimes(annotations[RESTARTS_HELD_ANNOTATION])[0],
     };
-    return { ...base, found: true, rolledOut, record, replicas: object.spec?.replicas ?? 1, podSelector, restarts };
+    const resourceVersion = object.metadata?.resourceVersion;
+    const replicas = object.spec?.replicas ?? 1;
+    return { ...base, found: true, rolledOut, record, replicas, podSelector, restarts, resourceVersion };
   } catch (err) {
     if (isNotFound(err)) return { ...base, ...none };
     throw err;
@@ -86,11 +92,28 @@ function historyWith(workload: WorkloadState, now: Date): string {
   return [...recentRestarts(workload.restarts.history, now), now].map((d) => d.toISOString()).join(",");
 }
 
-async function patchWorkload(apps: AppsV1Api, workload: WorkloadState, body: object): Promise<void> {
-  const params = { name: workload.name!, namespace: workload.namespace!, body };
+/**
+ * A merge patch on the workload, conditional on the resourceVersion it was read at. Two policies
+ * of one server reconciled at once both decide to restart it; the second writer is refused
+ * with 409 and comes back to find the restart requested, instead of counting it twice.
+ */
+async function patchWorkload(
+  apps: AppsV1Api,
+  workload: WorkloadState,
+  body: { metadata: { annotations: Record<string, string> }; spec?: object },
+): Promise<void> {
+  const conditional = { ...body, metadata: { ...body.metadata, resourceVersion: workload.resourceVersion } };
+  const params = { name: workload.name!, namespace: workload.namespace!, body: conditional };
   const options = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
-  if (workload.kind === "StatefulSet") await apps.patchNamespacedStatefulSet(params, options);
-  else await apps.patchNamespacedDeployment(params, options);
+  try {
+    if (workload.kind === "StatefulSet") await apps.patchNamespacedStatefulSet(params, options);
+    else await apps.patchNamespacedDeployment(params, options);
+  } catch (err) {
+    if (isConflict(err)) {
+      throw new RequeueError(`${workload.description} changed since it was read; deciding again`, STALE_RETRY_MS);
+    }
+    throw err;
+  }
 }
 
 /**

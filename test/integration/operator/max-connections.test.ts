@@ -43,7 +43,7 @@ const withRestart = (maxConnections: number, policy = "Automatic") => ({
 
 describe("max_connections", () => {
   it("reports CommandLineOverride and never restarts when the value is set on the postgres command line", async () => {
-    const s = await scenario({ commandLine: { max_connections: 50 } });
+    const s = await scenario({ commandLine: { max_connections: 60 } });
     const bridge = await s.withPostgresWorkload();
     const started = await s.server.postmasterStartTime();
     await s.applyPolicy("p", s.policySpec(withRestart(80)));
@@ -56,8 +56,8 @@ describe("max_connections", () => {
     );
     expect(p.status?.postgres?.settingSource).toBe("command line");
     await s.waitForCondition("p", "Ready", { status: "False", reason: "CommandLineOverride" });
-    // The raise is refused, but the server as it is carries the pools (1 pod + 1 surge × 25 + 5
-    // reserved ≤ 50): they are injected, not held for a raise that cannot come.
+    // The raise is refused, but the server as it is carries the pools ((1 pod + 1 surge) × 25 + 5
+    // reserved = 55 ≤ 60): they are injected, not held for a raise that cannot come.
     const injected = await s.waitForCondition("p", "PoolEnvInjected", { status: "True" });
     expect(injected.status?.conditions?.find((c) => c.type === "BudgetWithinLimits")?.status).toBe("True");
     expect((await s.envOf("api")).DB_POSTGRES_MAX_CONN).toBe("25");

@@ -63,8 +63,9 @@ describe("two policies on one server", () => {
   it("restart it once, then never for five minutes, and diagnose reports the status's budget", async () => {
     const s = await scenario();
     const bridge = await s.withPostgresWorkload();
-    await s.deployment("api", { labels: { app: "api" }, replicas: 3 });
-    await s.deployment("web", { labels: { app: "web" }, replicas: 3 });
+    const part = { "app.kubernetes.io/part-of": "shop" };
+    await s.deployment("api", { labels: { ...part, app: "api" }, replicas: 3 });
+    await s.deployment("web", { labels: { ...part, app: "web" }, replicas: 3 });
     // The pair from issue 12: each alone would size max_connections differently.
     await s.applyPolicy(
       "a",
