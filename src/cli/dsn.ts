@@ -29,7 +29,9 @@ export function parseDsn(dsn: string, env: NodeJS.ProcessEnv = process.env): Pos
   if (sslMode === "verify-ca") {
     // libpq's verify-ca checks the certificate against the CA file named by sslrootcert, which
     // the CLI does not read; verify-full checks it against the system's CAs and the host name.
-    throw new DsnError("invalid --dsn: sslmode=verify-ca needs a CA file, which the CLI does not read: use verify-full");
+    throw new DsnError(
+      "invalid --dsn: sslmode=verify-ca needs a CA file, which the CLI does not read: use verify-full",
+    );
   }
   let parsed: ReturnType<typeof parse>;
   try {
@@ -42,7 +44,8 @@ export function parseDsn(dsn: string, env: NodeJS.ProcessEnv = process.env): Pos
   const user = parsed.user || env.PGUSER;
   if (!user) throw new DsnError("invalid --dsn: no user (postgres://USER@host/database, or PGUSER)");
   const port = parsed.port ? Number(parsed.port) : 5432;
-  if (!Number.isInteger(port) || port < 1 || port > 65_535) throw new DsnError("invalid --dsn: the port must be 1 to 65535");
+  if (!Number.isInteger(port) || port < 1 || port > 65_535)
+    throw new DsnError("invalid --dsn: the port must be 1 to 65535");
   return {
     host: parsed.host,
     port,
