@@ -9,6 +9,7 @@
 import { execFileSync } from "node:child_process";
 import {
   chownSync,
+  cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -18,7 +19,7 @@ import {
   appendFileSync,
 } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import pg from "pg";
 import { ManagedProcess, waitFor } from "./processes.js";
 import { freePort } from "./ports.js";
@@ -55,9 +56,8 @@ export const MATRIX_MAJORS = [13, 14, 15, 16, 17, 18] as const;
 
 /**
  * The PostgreSQL major the tests run on: POOLPOLICY_PG_MAJOR, else the newest one installed from
- * Debian's packages. Not the newest of the npm builds: those lack pg_basebackup, and the one
- * Debian ships (postgresql-client-15 on bookworm) copies servers up to its own major only, so
- * the replication tests of the full suite need a Debian server.
+ * Debian's packages (15 on Debian 12), the one the full suite has been run on. The matrix
+ * (test/matrix) runs every major from 13 to 18 whatever this says.
  */
 export function defaultPostgresMajor(): number {
   const fromEnv = process.env.POOLPOLICY_PG_MAJOR;
@@ -108,21 +108,22 @@ export function postgresBinDir(major = defaultPostgresMajor()): string {
 }
 
 /**
- * A pg_basebackup that can copy a server of `major`: pg_basebackup copies servers of its own
- * major or older. The npm builds ship none, so it is the newest of Debian's client packages.
+ * A pg_basebackup that can copy a server of `major` (it copies servers of its own major or
+ * older), or undefined: the npm builds ship none and Debian 12 only 15's.
  */
-function pgBasebackupFor(major: number): string {
+function pgBasebackupFor(major: number): string | undefined {
   const candidates = debianMajors()
     .filter((n) => n >= major && existsSync(join("/usr/lib/postgresql", String(n), "bin/pg_basebackup")))
     .sort((a, b) => a - b);
-  if (candidates.length === 0) {
-    throw new Error(
-      `no pg_basebackup of PostgreSQL ${major} or newer is installed (Debian's packages have ` +
-        `${debianMajors().join(", ") || "none"}; the npm builds ship none): replicas of PostgreSQL ${major} cannot be made here`,
-    );
-  }
-  return join("/usr/lib/postgresql", String(candidates[0]), "bin/pg_basebackup");
+  return candidates.length === 0 ? undefined : join("/usr/lib/postgresql", String(candidates[0]), "bin/pg_basebackup");
 }
+
+/**
+ * Left out of a copy of a running server's data directory, as PostgreSQL's documentation of
+ * the low-level base backup lists them: the postmaster's pid and options, WAL (the replica
+ * streams what it needs), replication slots and temporary statistics.
+ */
+const NOT_COPIED = [/^postmaster\.(pid|opts)$/, /^pg_wal\/(?!archive_status$)/, /^pg_replslot\/./, /^pg_stat_tmp\/./];
 
 /** How to run a PostgreSQL binary as a non-root user when we are root. */
 function unprivileged(command: string, args: string[]): { command: string; args: string[] } {
@@ -172,13 +173,31 @@ export class PostgresServer {
    */
   static async createReplica(primary: PostgresServer, options: { host: string }): Promise<PostgresServer> {
     const replica = new PostgresServer(
-      { ...primary.options, host: options.host, commandLine: undefined },
+      { ...primary.options, major: primary.major, host: options.host, commandLine: undefined },
       primary.password,
     );
     replica.port = primary.port;
     mkdirSync(replica.socketDir);
-    if (userInfo().uid === 0) chownTree(replica.dir, "postgres");
-    const { command, args } = unprivileged(pgBasebackupFor(primary.major), [
+    const basebackup = pgBasebackupFor(primary.major);
+    if (basebackup) {
+      if (userInfo().uid === 0) chownTree(replica.dir, "postgres");
+      replica.runBasebackup(basebackup, primary);
+    } else {
+      await replica.copyWithBackupFunctions(primary);
+      if (userInfo().uid === 0) chownTree(replica.dir, "postgres");
+    }
+    // The copy carries the primary's harness settings; later lines win.
+    appendFileSync(
+      join(replica.dataDir, "postgresql.conf"),
+      `\n# replica\nlisten_addresses = '${replica.host}'\nunix_socket_directories = '${replica.socketDir}'\nhot_standby = on\n`,
+    );
+    await replica.start();
+    return replica;
+  }
+
+  /** pg_basebackup -R (standby.signal + primary_conninfo) with the WAL streamed alongside. */
+  private runBasebackup(basebackup: string, primary: PostgresServer): void {
+    const { command, args } = unprivileged(basebackup, [
       "-h",
       primary.host,
       "-p",
@@ -186,7 +205,7 @@ export class PostgresServer {
       "-U",
       primary.superuser,
       "-D",
-      replica.dataDir,
+      this.dataDir,
       "-R",
       "-X",
       "stream",
@@ -198,13 +217,45 @@ export class PostgresServer {
     } catch (err) {
       throw new Error(`pg_basebackup failed: ${(err as { stderr?: Buffer }).stderr?.toString().trim()}`);
     }
-    // The copy carries the primary's harness settings; later lines win.
+  }
+
+  /**
+   * Where no pg_basebackup can copy the primary's major: PostgreSQL's low-level base backup.
+   * pg_backup_start (pg_start_backup before 15) on one session, a copy of the data directory,
+   * pg_backup_stop on the same session, whose label file goes into the copy; then what
+   * pg_basebackup -R writes: standby.signal and primary_conninfo. The replica streams the WAL
+   * from the backup's start, which the primary keeps (wal_keep_size in the harness settings).
+   */
+  private async copyWithBackupFunctions(primary: PostgresServer): Promise<void> {
+    const client = new pg.Client({ ...primary.connection, connectionTimeoutMillis: 5_000 });
+    await client.connect();
+    try {
+      await client.query(
+        primary.major >= 15
+          ? "SELECT pg_backup_start('poolpolicy-replica', true)"
+          : "SELECT pg_start_backup('poolpolicy-replica', true, false)",
+      );
+      cpSync(primary.dataDir, this.dataDir, {
+        recursive: true,
+        filter: (source) => {
+          const path = relative(primary.dataDir, source);
+          return !NOT_COPIED.some((pattern) => pattern.test(path));
+        },
+      });
+      const stop =
+        primary.major >= 15
+          ? "SELECT labelfile FROM pg_backup_stop(false)"
+          : "SELECT labelfile FROM pg_stop_backup(false, false)";
+      const [row] = (await client.query<{ labelfile: string }>(stop)).rows;
+      writeFileSync(join(this.dataDir, "backup_label"), row!.labelfile);
+    } finally {
+      await client.end();
+    }
+    writeFileSync(join(this.dataDir, "standby.signal"), "");
     appendFileSync(
-      join(replica.dataDir, "postgresql.conf"),
-      `\n# replica\nlisten_addresses = '${replica.host}'\nunix_socket_directories = '${replica.socketDir}'\nhot_standby = on\n`,
+      join(this.dataDir, "postgresql.auto.conf"),
+      `primary_conninfo = 'host=${primary.host} port=${primary.port} user=${primary.superuser} password=${primary.password}'\n`,
     );
-    await replica.start();
-    return replica;
   }
 
   get connection(): ConnectionSettings {
@@ -312,6 +363,8 @@ export class PostgresServer {
       full_page_writes: "off",
       shared_buffers: "'32MB'",
       log_min_messages: "warning",
+      // WAL a replica copied without pg_basebackup streams from its backup's start (createReplica).
+      wal_keep_size: "'64MB'",
       ...this.options.conf,
     };
     appendFileSync(
