@@ -287,6 +287,9 @@ describe.each(majors)("PostgreSQL %i", (major) => {
     await server.query(`CREATE ROLE replicator LOGIN PASSWORD '${APP_PW}'`);
     const target1 = await idleInTransaction(server, "app", APP_PW, "web");
     const target2 = await idleInTransaction(server, "app", APP_PW, "web");
+    // "idle in transaction (aborted)": a statement failed inside the transaction.
+    const aborted = await idleInTransaction(server, "app", APP_PW, "web");
+    await aborted.client.query("SELECT 1/0").catch(() => undefined);
     const young = await idleInTransaction(server, "app", APP_PW, "web");
     const otherDb = await idleInTransaction(server, "app", APP_PW, "web", "otherdb");
     const excludedApp = await idleInTransaction(server, "app", APP_PW, "pg_dump");
@@ -294,7 +297,7 @@ describe.each(majors)("PostgreSQL %i", (major) => {
     const ofSuperuser = await idleInTransaction(server, server.superuser, server.password, "admin");
     const idle = await session(server, "app", APP_PW, "web");
     const active = await session(server, "app", APP_PW, "web");
-    open.push(target1.client, target2.client, young.client, otherDb.client, excludedApp.client);
+    open.push(target1.client, target2.client, aborted.client, young.client, otherDb.client, excludedApp.client);
     open.push(excludedUser.client, ofSuperuser.client, idle, active);
     void active.query("SELECT pg_sleep(600)").catch(() => undefined);
     // Let the older ones age past the limit, then make one young session.
@@ -308,15 +311,19 @@ describe.each(majors)("PostgreSQL %i", (major) => {
     };
     const asOperator = target(server, "operator", OPERATOR_PW, APP_DB);
     const dry = await pools.withClient(asOperator, (c) => reapIdleInTransaction(c, { ...options, dryRun: true }));
-    expect(dry.map((s) => s.pid).sort()).toEqual([target1.pid, target2.pid].sort());
+    const targets = [target1.pid, target2.pid, aborted.pid].sort();
+    expect(
+      await server.query<{ state: string }>("SELECT state FROM pg_stat_activity WHERE pid = $1", [aborted.pid]),
+    ).toEqual([{ state: "idle in transaction (aborted)" }]);
+    expect(dry.map((s) => s.pid).sort()).toEqual(targets);
     expect(dry.every((s) => !s.terminated)).toBe(true);
     const reaped = await pools.withClient(asOperator, (c) => reapIdleInTransaction(c, { ...options, dryRun: false }));
-    expect(reaped.map((s) => s.pid).sort()).toEqual([target1.pid, target2.pid].sort());
+    expect(reaped.map((s) => s.pid).sort()).toEqual(targets);
     expect(reaped.every((s) => s.terminated && s.user === "app" && s.applicationName === "web")).toBe(true);
-    await waitFor(
-      "both to be gone",
-      async () => !(await alive(server, target1.pid)) && !(await alive(server, target2.pid)),
-    );
+    await waitFor("the three to be gone", async () => {
+      for (const pid of targets) if (await alive(server, pid)) return false;
+      return true;
+    });
     for (const spared of [young, otherDb, excludedApp, excludedUser, ofSuperuser]) {
       expect(await alive(server, spared.pid), `pid ${spared.pid}`).toBe(true);
     }
