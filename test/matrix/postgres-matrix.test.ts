@@ -281,6 +281,7 @@ describe.each(majors)("PostgreSQL %i", (major) => {
 
   it("the reaper terminates exactly the sessions idle in transaction past the limit", async () => {
     expect(cell("reaper").status).toBe("yes");
+    const LIMIT_MS = 2_000;
     // Start from an app database without sessions: earlier tests' would be candidates too.
     await server.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${APP_DB}'`);
     await server.query("CREATE DATABASE otherdb");
@@ -300,12 +301,14 @@ describe.each(majors)("PostgreSQL %i", (major) => {
     open.push(target1.client, target2.client, aborted.client, young.client, otherDb.client, excludedApp.client);
     open.push(excludedUser.client, ofSuperuser.client, idle, active);
     void active.query("SELECT pg_sleep(600)").catch(() => undefined);
-    // Let the older ones age past the limit, then make one young session.
-    await new Promise((r) => setTimeout(r, 1_500));
+    // Let the older ones age by the limit, then make one young again. With the wait equal to the
+    // limit, the old ones are past it whenever the reap runs, and the young one stays under it
+    // unless the two reaps take longer than the limit itself.
+    await new Promise((r) => setTimeout(r, LIMIT_MS));
     await young.client.query("SELECT 1"); // a statement inside the transaction resets state_change
     const options = {
       database: APP_DB,
-      idleLongerThanMs: 1_000,
+      idleLongerThanMs: LIMIT_MS,
       excludeUsers: ["replicator"],
       excludeApplicationNames: ["pg_dump"],
     };
