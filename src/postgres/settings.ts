@@ -82,7 +82,7 @@ export async function explainAlterSystemFailure(
       "AlterSystemDisabled",
       `ALTER SYSTEM is disabled on this server (allow_alter_system = off): set ${parameter} in the server's ` +
         `configuration (postgresql.conf, or the parameters of whatever manages PostgreSQL) and ${appliedBy} it, ` +
-        "or turn allow_alter_system on",
+        "or set allow_alter_system = on",
       e.code,
     );
   }

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../../src/cli/main.js";
 import type { DiagnoseReport } from "../../src/cli/report.js";
 import type { ReapReport } from "../../src/cli/reap.js";
-import { planMaxConnections, type MaxConnectionsInput } from "../../src/controller/max-connections.js";
+import { type MaxConnectionsPlan, planMaxConnections } from "../../src/controller/max-connections.js";
 import { PostgresError, PostgresPools, type PostgresTarget } from "../../src/postgres/connection.js";
 import { inspectInstance, inspectServer, type ServerFacts } from "../../src/postgres/inspect.js";
 import { reapIdleInTransaction } from "../../src/postgres/reap.js";
@@ -77,20 +77,25 @@ function target(server: PostgresServer, user: string, password: string, database
   return { host: server.host, port: server.port, database, sslMode: "disable", user, password };
 }
 
-/** planMaxConnections for a workload whose restart to `desired` was requested before `after`. */
-function plan(
-  facts: ServerFacts,
-  desired: number,
-  record?: { value: number; after: Date },
-): ReturnType<typeof planMaxConnections> {
-  const input: MaxConnectionsInput = {
+/**
+ * planMaxConnections for a StatefulSet that has rolled out, under policy Automatic with no window
+ * and no restart yet; `record`: the restart to `value` requested when the postmaster had started at `after`.
+ */
+function plan(facts: ServerFacts, desired: number, record?: { value: number; after: Date }): MaxConnectionsPlan {
+  const workload = { kind: "StatefulSet", name: "postgres", namespace: "db" };
+  return planMaxConnections({
     desired,
     facts,
     workload: { configured: true, found: true, rolledOut: true, record, description: "StatefulSet db/postgres" },
-    restartPolicy: "Automatic",
-    approval: undefined,
-  };
-  return planMaxConnections(input);
+    gate: {
+      policyName: "db/p",
+      workload,
+      restartPolicy: "Automatic",
+      approval: undefined,
+      limit: { max: 3, history: [] },
+      now: new Date(),
+    },
+  });
 }
 
 describe.each(majors)("PostgreSQL %i", (major) => {
@@ -489,7 +494,9 @@ describe.each(majors)("PostgreSQL %i, a full server", (major) => {
     expect(plan(facts, 40).condition).toMatchObject({
       status: "False",
       reason: "AlterSystemDisabled",
-      message: expect.stringContaining("allow_alter_system = off"),
+      message: expect.stringMatching(
+        /^ALTER SYSTEM is disabled on this server \(allow_alter_system = off\): set max_connections where .* or set allow_alter_system = on$/,
+      ),
     });
     const attempts: ((c: pg.PoolClient) => Promise<unknown>)[] = [
       (c) => alterMaxConnections(c, 40),
@@ -503,7 +510,7 @@ describe.each(majors)("PostgreSQL %i, a full server", (major) => {
       expect(err).toBeInstanceOf(AlterSystemError);
       expect(err).toMatchObject({ failure: "AlterSystemDisabled" });
       expect((err as Error).message).toMatch(
-        /^ALTER SYSTEM is disabled on this server \(allow_alter_system = off\): set (max_connections|idle_in_transaction_session_timeout) in the server's configuration \(postgresql\.conf, or the parameters of whatever manages PostgreSQL\) and (restart|reload) it, or turn allow_alter_system on$/,
+        /^ALTER SYSTEM is disabled on this server \(allow_alter_system = off\): set (max_connections|idle_in_transaction_session_timeout) in the server's configuration \(postgresql\.conf, or the parameters of whatever manages PostgreSQL\) and (restart|reload) it, or set allow_alter_system = on$/,
       );
     }
   });
