@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps node-deps tools build typecheck lint format generate test test-unit test-integration demo bench bench-smoke e2e-kind lint-chart clean
+.PHONY: all deps node-deps tools build typecheck lint format generate test test-unit test-matrix test-integration demo bench bench-smoke e2e-kind lint-chart clean
 
 all: build
 
@@ -30,12 +30,16 @@ typecheck: node-deps
 generate: node-deps
 	npm run generate
 
-## test: every test (unit + integration against a real control plane, PostgreSQL and Redis)
+## test: every test (unit, the PostgreSQL 13–18 matrix, integration against a real control plane, PostgreSQL and Redis)
 test: deps tools typecheck lint
 	@bash tools/run-tests.sh
 
 test-unit: node-deps
 	@bash tools/run-tests.sh unit
+
+## test-matrix: the PostgreSQL-facing tests on every major from 13 to 18 (no control plane; POOLPOLICY_PG_MATRIX="16 17" narrows it)
+test-matrix: deps
+	@bash tools/run-tests.sh matrix
 
 test-integration: deps tools
 	@bash tools/run-tests.sh integration

