@@ -136,16 +136,18 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
         "allow_alter_system = on",
     );
   }
-  const needsAlter = needsAlterSystem(facts, desired);
-  if (needsAlter && !facts.mayAlterMaxConnections) {
-    // Known before trying: no failed ALTER (and no Event) on every pass.
+  // Known before trying: no failed ALTER (and no Event) on every pass. Checked whether or not an
+  // ALTER looks needed: a role that may not ALTER cannot have written a pending value itself.
+  if (!facts.mayAlterMaxConnections) {
     return done(
       "False",
       "PermissionDenied",
       "the operator's role may not change max_connections: grant it with " +
-        "`GRANT ALTER SYSTEM ON PARAMETER max_connections TO <role>` (PostgreSQL 15+; before 15 only a superuser may)",
+        "`GRANT ALTER SYSTEM ON PARAMETER max_connections TO <role>` and " +
+        "`GRANT EXECUTE ON FUNCTION pg_reload_conf() TO <role>` (PostgreSQL 15+; before 15 only a superuser may)",
     );
   }
+  const needsAlter = needsAlterSystem(facts, desired);
   const alterTo = needsAlter ? desired : undefined;
   if (!workload.configured) {
     return {
