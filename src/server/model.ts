@@ -36,12 +36,30 @@ export function serverOfPolicy(p: { namespace: string; spec: Pick<PoolPolicySpec
   return serverKey(p.spec.postgres, p.namespace);
 }
 
+/**
+ * Specs validated once per object: every pass of every policy of a server looks at all its
+ * peers, and with hundreds of policies on one server, parsing each peer's spec anew each time
+ * made start-up quadratic in zod parses. The informer's objects are replaced, not mutated, on
+ * every change, so the spec object is a sound key.
+ */
+const validated = new WeakMap<object, ReturnType<typeof validateSpec>>();
+
+function validateOnce(spec: unknown): ReturnType<typeof validateSpec> {
+  if (typeof spec !== "object" || spec === null) return validateSpec(spec);
+  let v = validated.get(spec);
+  if (!v) {
+    v = validateSpec(spec);
+    validated.set(spec, v);
+  }
+  return v;
+}
+
 /** Every valid, live policy that points at `server`, sorted by key (code points). */
 export function policiesOnServer(all: readonly PoolPolicy[], server: ServerKey): PolicyOnServer[] {
   const found: PolicyOnServer[] = [];
   for (const p of all) {
     if (p.metadata.deletionTimestamp) continue;
-    const v = validateSpec(p.spec);
+    const v = validateOnce(p.spec);
     const namespace = p.metadata.namespace;
     if (v.ok && serverKey(v.spec.postgres, namespace) === server) {
       found.push({ key: `${namespace}/${p.metadata.name}`, namespace, spec: v.spec });
