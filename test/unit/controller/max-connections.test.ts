@@ -6,28 +6,17 @@ import {
   type MaxConnectionsInput,
 } from "../../../src/controller/max-connections.js";
 import type { ServerFacts } from "../../../src/postgres/inspect.js";
+import { serverFacts } from "../fixtures/server-facts.js";
 
 const T0 = new Date("2026-11-26T10:00:00.000Z");
 const T1 = new Date("2026-11-26T10:05:00.000Z");
 
-const facts = (over: Partial<ServerFacts> = {}): ServerFacts => ({
-  version: "15.18",
-  versionNum: 150018,
-  maxConnections: 100,
-  settingSource: "default",
-  pendingRestart: false,
-  postmasterStartTime: T0,
-  superuserReservedConnections: 3,
-  reservedConnections: 0,
-  connections: { total: 1, active: 1, idle: 0, idleInTransaction: 0 },
-  installedExtensions: [],
-  availableExtensions: [],
-  isSuperuser: true,
-  mayAlterMaxConnections: true,
-  allowAlterSystem: true,
-  mayReadConfigFiles: true,
-  ...over,
-});
+const facts = (over: Partial<ServerFacts> = {}): ServerFacts =>
+  serverFacts({
+    settingSource: "default",
+    connections: { total: 1, active: 1, idle: 0, idleInTransaction: 0 },
+    ...over,
+  });
 const workload = {
   configured: true,
   found: true,

@@ -1,24 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { statusChanged, withUsage } from "../../../src/controller/status.js";
 import type { ServerFacts } from "../../../src/postgres/inspect.js";
+import { serverFacts } from "../fixtures/server-facts.js";
 
-const facts = (total: number, max = 100): ServerFacts => ({
-  version: "15",
-  versionNum: 150000,
-  maxConnections: max,
-  settingSource: "default",
-  pendingRestart: false,
-  postmasterStartTime: new Date("2026-11-26T10:00:00Z"),
-  superuserReservedConnections: 3,
-  reservedConnections: 0,
-  connections: { total, active: total, idle: 0, idleInTransaction: 0 },
-  installedExtensions: [],
-  availableExtensions: [],
-  isSuperuser: true,
-  mayAlterMaxConnections: true,
-  allowAlterSystem: true,
-  mayReadConfigFiles: true,
-});
+const facts = (total: number, max = 100): ServerFacts =>
+  serverFacts({ maxConnections: max, connections: { total, active: total, idle: 0, idleInTransaction: 0 } });
 
 describe("status writes", () => {
   it("keeps connection counts while usage moves less than 5 points, so a busy server does not cause a write a minute", () => {

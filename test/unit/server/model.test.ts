@@ -3,6 +3,7 @@ import fc from "fast-check";
 import type { V1Deployment, V2HorizontalPodAutoscaler } from "@kubernetes/client-node";
 import type { PoolPolicy } from "../../../src/api/schema.js";
 import type { ServerFacts } from "../../../src/postgres/inspect.js";
+import { serverFacts } from "../fixtures/server-facts.js";
 import { canonicalHost, serverKey } from "../../../src/server/identity.js";
 import {
   desiredMaxConnections,
@@ -15,24 +16,8 @@ import {
   type TargetReader,
 } from "../../../src/server/model.js";
 
-const facts = (over: Partial<ServerFacts> = {}): ServerFacts => ({
-  version: "15.18",
-  versionNum: 150018,
-  maxConnections: 100,
-  settingSource: "configuration file",
-  pendingRestart: false,
-  postmasterStartTime: new Date("2026-11-30T10:00:00Z"),
-  superuserReservedConnections: 3,
-  reservedConnections: 0,
-  connections: { total: 4, active: 1, idle: 3, idleInTransaction: 0 },
-  installedExtensions: [],
-  availableExtensions: [],
-  isSuperuser: true,
-  mayAlterMaxConnections: true,
-  allowAlterSystem: true,
-  mayReadConfigFiles: true,
-  ...over,
-});
+const facts = (over: Partial<ServerFacts> = {}): ServerFacts =>
+  serverFacts({ postmasterStartTime: new Date("2026-11-30T10:00:00Z"), ...over });
 
 interface PolicyShape {
   namespace: string;
