@@ -271,11 +271,26 @@ export const conditionSchema = z.object({
   observedGeneration: z.int().min(0).optional(),
 });
 
+const envConflict = z
+  .object({
+    manager: z.string().describe("The other field manager that set the entries (managedFields name)."),
+    theirs: z.string().describe('What it set, e.g. "DB_POSTGRES_MAX_CONN=50".'),
+    ours: z.string().describe('What this policy wants, e.g. "DB_POSTGRES_MAX_CONN=25".'),
+    takes: z.int().describe("How often the operator took the entries back in this round."),
+    since: z.string().describe("When the round's first take happened."),
+    yieldedAt: z
+      .string()
+      .optional()
+      .describe("Set while the operator leaves the other manager's value in place (ConflictingManager)."),
+  })
+  .describe("Another field manager keeps setting the pool env this policy owns.");
+
 const targetStatus = z.object({
   name: z.string(),
   containers: z.array(z.string()).optional(),
   injected: z.boolean(),
   rolledOut: z.boolean(),
+  conflict: envConflict.optional(),
 });
 
 export const poolPolicyStatusSchema = z.object({

@@ -1,7 +1,9 @@
 /**
  * The env-injection step of a reconcile: make every Deployment the selector matches carry the
  * pool env (server-side apply, one field manager per policy), remove it from Deployments that
- * no longer match, and report each target as injected / rolled out.
+ * no longer match, and report each target as injected / rolled out. When another field manager
+ * keeps setting the same entries, take them back a bounded number of times, then stop and say
+ * so (env-conflicts.ts).
  */
 import type { AppsV1Api, V1Deployment } from "@kubernetes/client-node";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
@@ -17,6 +19,17 @@ import {
   removalApplyConfig,
   selectContainers,
 } from "./env-injection.js";
+import {
+  MAX_TAKES,
+  RETRY_AFTER_MS,
+  TAKE_WINDOW_MS,
+  carriedConflict,
+  conflictingManagers,
+  disagreement,
+  onConflict,
+  stillYielded,
+  type EnvConflict,
+} from "./env-conflicts.js";
 import { apiErrorMessage, isNotFound } from "./kube-errors.js";
 import { deploymentRolledOut } from "./rollout.js";
 
@@ -27,7 +40,11 @@ export interface TargetsOutcome {
   summary: string;
   condition: Omit<ConditionUpdate, "type">;
   /** Human-readable actions taken, for Events. */
-  actions: { reason: "EnvInjected" | "EnvRemoved" | "EnvInjectionFailed"; note: string; warning?: boolean }[];
+  actions: {
+    reason: "EnvInjected" | "EnvRemoved" | "EnvInjectionFailed" | "EnvConflict";
+    note: string;
+    warning?: boolean;
+  }[];
   rollingOut: boolean;
 }
 
@@ -39,8 +56,9 @@ export async function applyPoolEnv(
   spec: PoolPolicySpec,
   selected: readonly V1Deployment[],
   previousTargets: readonly TargetStatus[],
-  options: { holdGrowthUntil?: number | false } = {},
+  options: { holdGrowthUntil?: number | false; now?: Date } = {},
 ): Promise<TargetsOutcome> {
+  const now = options.now ?? new Date();
   const manager = fieldManagerFor(policy.name);
   const env = desiredEnv(spec.pool);
   const envText = env.map((e) => `${e.name}=${e.value}`).join(", ");
@@ -57,9 +75,12 @@ export async function applyPoolEnv(
   };
   const failures: string[] = [];
   const held: string[] = [];
+  const yielded: Array<{ name: string; conflict: EnvConflict }> = [];
   const injected: Array<{ name: string; containers: string[] }> = [];
+  const previousByName = new Map(previousTargets.map((t) => [t.name, t]));
   for (const deployment of matched) {
     const name = deployment.metadata!.name!;
+    const previousConflict = previousByName.get(name)?.conflict;
     const containers = selectContainers(deployment, spec.targets.containers);
     if (containers.length === 0) {
       failures.push(`${name}: none of the containers ${spec.targets.containers.join(", ")} exists`);
@@ -69,21 +90,55 @@ export async function applyPoolEnv(
     let current: V1Deployment = deployment;
     if (options.holdGrowthUntil && poolWouldGrow(deployment, containers, spec.pool)) {
       held.push(name);
-      outcome.targets.push({ name, containers, injected: false, rolledOut: deploymentRolledOut(deployment) });
+      outcome.targets.push({
+        name,
+        containers,
+        injected: false,
+        rolledOut: deploymentRolledOut(deployment),
+        ...(previousConflict ? { conflict: previousConflict } : {}),
+      });
       continue;
     }
-    if (!isInjected(deployment, containers, env)) {
-      try {
-        current = await apps.patchNamespacedDeployment(
+    let conflict: EnvConflict | undefined;
+    if (isInjected(deployment, containers, env)) {
+      conflict = carriedConflict(previousConflict, now);
+    } else {
+      const { theirs, ours } = disagreement(deployment, containers, env);
+      const apply = (force: boolean) =>
+        apps.patchNamespacedDeployment(
           {
             name,
             namespace: policy.namespace,
             body: injectionApplyConfig(deployment, containers, env),
             fieldManager: manager,
-            force: true,
+            force,
           },
           ssa(),
         );
+      try {
+        if (stillYielded(previousConflict, theirs, ours, now)) {
+          // Nothing changed since the operator stopped: not even a request.
+          yielded.push({ name, conflict: previousConflict! });
+          outcome.targets.push(yieldedTarget(deployment, containers, previousConflict!));
+          continue;
+        }
+        try {
+          // Without force first: a field another manager owns makes it fail and name that manager.
+          current = await apply(false);
+        } catch (err) {
+          const managers = conflictingManagers(err);
+          if (!managers) throw err;
+          const step = onConflict(previousConflict, { manager: managers.join(", "), theirs, ours }, now);
+          conflict = step.conflict;
+          if (step.kind === "yield") {
+            if (step.announce) outcome.actions.push(yieldAction(name, step.conflict));
+            yielded.push({ name, conflict: step.conflict });
+            outcome.targets.push(yieldedTarget(deployment, containers, step.conflict));
+            continue;
+          }
+          current = await apply(true);
+          if (step.warn) outcome.actions.push(takeAction(name, step.conflict));
+        }
         injected.push({ name, containers });
       } catch (err) {
         failures.push(`${name}: ${apiErrorMessage(err)}`);
@@ -92,13 +147,13 @@ export async function applyPoolEnv(
           note: `Deployment ${name}: ${apiErrorMessage(err)}`,
           warning: true,
         });
-        outcome.targets.push({ name, containers, injected: false, rolledOut: false });
+        outcome.targets.push({ name, containers, injected: false, rolledOut: false, conflict: previousConflict });
         continue;
       }
     }
     const rolledOut = deploymentRolledOut(current);
     outcome.rollingOut ||= !rolledOut;
-    outcome.targets.push({ name, containers, injected: true, rolledOut });
+    outcome.targets.push({ name, containers, injected: true, rolledOut, ...(conflict ? { conflict } : {}) });
   }
 
   // One Event per pass, not per Deployment: a policy over 1,000 Deployments would bury
@@ -125,6 +180,12 @@ export async function applyPoolEnv(
   outcome.summary = `${ready}/${matched.length}`;
   if (failures.length > 0) {
     outcome.condition = { status: "False", reason: "ApplyFailed", message: failures.join("; ") };
+  } else if (yielded.length > 0) {
+    outcome.condition = {
+      status: "False",
+      reason: "ConflictingManager",
+      message: `${yielded.map((y) => describeYield(y.name, y.conflict)).join("; ")}. ${RESOLVE_HINT}`,
+    };
   } else if (held.length > 0) {
     outcome.condition = {
       status: "False",
@@ -151,6 +212,42 @@ export async function applyPoolEnv(
     };
   }
   return outcome;
+}
+
+const minutes = (ms: number) => `${ms / 60_000} min`;
+
+/** What the user can do, for the condition and the Event; docs/operations.md has the details. */
+const RESOLVE_HINT =
+  "Remove the variable from that manifest, or make the tool ignore it (Argo CD ignoreDifferences, Flux's ssa: Ignore annotation; see docs/operations.md)";
+
+function yieldedTarget(deployment: V1Deployment, containers: string[], conflict: EnvConflict): TargetStatus {
+  const name = deployment.metadata!.name!;
+  return { name, containers, injected: false, rolledOut: deploymentRolledOut(deployment), conflict };
+}
+
+function describeYield(name: string, c: EnvConflict): string {
+  const retry = new Date(Date.parse(c.yieldedAt!) + RETRY_AFTER_MS).toISOString();
+  return `Deployment ${name}: field manager "${c.manager}" keeps setting ${c.theirs} (this policy: ${c.ours}); taken back ${c.takes} times, then left as it is until ${retry}`;
+}
+
+function yieldAction(name: string, c: EnvConflict): TargetsOutcome["actions"][number] {
+  return {
+    reason: "EnvConflict",
+    warning: true,
+    note: `Stopped taking the pool env back in Deployment ${name}: field manager "${c.manager}" set ${c.theirs} again after ${c.takes} takes within ${minutes(TAKE_WINDOW_MS)} (this policy: ${c.ours}); each take rolled the Deployment out. It keeps ${c.theirs}; the operator tries once more in ${minutes(RETRY_AFTER_MS)}. ${RESOLVE_HINT}`,
+  };
+}
+
+function takeAction(name: string, c: EnvConflict): TargetsOutcome["actions"][number] {
+  const left =
+    c.takes >= MAX_TAKES
+      ? "the next overwrite makes the operator stop and leave it"
+      : `take ${c.takes} of ${MAX_TAKES} within ${minutes(TAKE_WINDOW_MS)} before the operator stops taking it back`;
+  return {
+    reason: "EnvConflict",
+    warning: true,
+    note: `Took ${c.ours} back in Deployment ${name} from field manager "${c.manager}", which set ${c.theirs}: ${left}`,
+  };
 }
 
 function byCodePoint(a: string, b: string): number {
