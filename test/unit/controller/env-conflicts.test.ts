@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { V1Deployment } from "@kubernetes/client-node";
+import type { V1Deployment, V1EnvVar } from "@kubernetes/client-node";
 import {
   MAX_TAKES,
   RETRY_AFTER_MS,
@@ -121,7 +121,7 @@ describe("conflictingManagers: who a failed server-side apply names", () => {
 });
 
 describe("disagreement: both values, for the condition and the Event", () => {
-  const deployment = (env: object[]): V1Deployment => ({
+  const deployment = (env: V1EnvVar[]): V1Deployment => ({
     spec: {
       selector: {},
       template: { spec: { containers: [{ name: "app", env }, { name: "sidecar" }] } },
