@@ -5,7 +5,7 @@
  * keeps setting the same entries, take them back a bounded number of times, then stop and say
  * so (env-conflicts.ts).
  */
-import type { AppsV1Api, V1Deployment } from "@kubernetes/client-node";
+import type { AppsV1Api, V1Deployment, V1EnvVar } from "@kubernetes/client-node";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type { PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
 import type { ConditionUpdate } from "./conditions.js";
@@ -95,7 +95,7 @@ export async function applyPoolEnv(
         containers,
         injected: false,
         rolledOut: deploymentRolledOut(deployment),
-        ...(previousConflict ? { conflict: previousConflict } : {}),
+        ...withConflict(previousConflict),
       });
       continue;
     }
@@ -103,43 +103,9 @@ export async function applyPoolEnv(
     if (isInjected(deployment, containers, env)) {
       conflict = carriedConflict(previousConflict, now);
     } else {
-      const { theirs, ours } = disagreement(deployment, containers, env);
-      const apply = (force: boolean) =>
-        apps.patchNamespacedDeployment(
-          {
-            name,
-            namespace: policy.namespace,
-            body: injectionApplyConfig(deployment, containers, env),
-            fieldManager: manager,
-            force,
-          },
-          ssa(),
-        );
+      let result: InjectResult;
       try {
-        if (stillYielded(previousConflict, theirs, ours, now)) {
-          // Nothing changed since the operator stopped: not even a request.
-          yielded.push({ name, conflict: previousConflict! });
-          outcome.targets.push(yieldedTarget(deployment, containers, previousConflict!));
-          continue;
-        }
-        try {
-          // Without force first: a field another manager owns makes it fail and name that manager.
-          current = await apply(false);
-        } catch (err) {
-          const managers = conflictingManagers(err);
-          if (!managers) throw err;
-          const step = onConflict(previousConflict, { manager: managers.join(", "), theirs, ours }, now);
-          conflict = step.conflict;
-          if (step.kind === "yield") {
-            if (step.announce) outcome.actions.push(yieldAction(name, step.conflict));
-            yielded.push({ name, conflict: step.conflict });
-            outcome.targets.push(yieldedTarget(deployment, containers, step.conflict));
-            continue;
-          }
-          current = await apply(true);
-          if (step.warn) outcome.actions.push(takeAction(name, step.conflict));
-        }
-        injected.push({ name, containers });
+        result = await injectAgainstOthers(apps, deployment, containers, env, manager, previousConflict, now);
       } catch (err) {
         failures.push(`${name}: ${apiErrorMessage(err)}`);
         outcome.actions.push({
@@ -147,13 +113,29 @@ export async function applyPoolEnv(
           note: `Deployment ${name}: ${apiErrorMessage(err)}`,
           warning: true,
         });
-        outcome.targets.push({ name, containers, injected: false, rolledOut: false, conflict: previousConflict });
+        outcome.targets.push({
+          name,
+          containers,
+          injected: false,
+          rolledOut: false,
+          ...withConflict(previousConflict),
+        });
         continue;
       }
+      if (result.action) outcome.actions.push(result.action);
+      conflict = result.conflict;
+      if (result.kind === "yielded") {
+        yielded.push({ name, conflict: result.conflict });
+        const rolledOut = deploymentRolledOut(deployment);
+        outcome.targets.push({ name, containers, injected: false, rolledOut, conflict: result.conflict });
+        continue;
+      }
+      current = result.current;
+      injected.push({ name, containers });
     }
     const rolledOut = deploymentRolledOut(current);
     outcome.rollingOut ||= !rolledOut;
-    outcome.targets.push({ name, containers, injected: true, rolledOut, ...(conflict ? { conflict } : {}) });
+    outcome.targets.push({ name, containers, injected: true, rolledOut, ...withConflict(conflict) });
   }
 
   // One Event per pass, not per Deployment: a policy over 1,000 Deployments would bury
@@ -220,9 +202,61 @@ const minutes = (ms: number) => `${ms / 60_000} min`;
 const RESOLVE_HINT =
   "Remove the variable from that manifest, or make the tool ignore it (Argo CD ignoreDifferences, Flux's ssa: Ignore annotation; see docs/operations.md)";
 
-function yieldedTarget(deployment: V1Deployment, containers: string[], conflict: EnvConflict): TargetStatus {
-  const name = deployment.metadata!.name!;
-  return { name, containers, injected: false, rolledOut: deploymentRolledOut(deployment), conflict };
+const withConflict = (conflict: EnvConflict | undefined) => (conflict ? { conflict } : {});
+
+type InjectResult =
+  | { kind: "applied"; current: V1Deployment; conflict?: EnvConflict; action?: TargetsOutcome["actions"][number] }
+  | { kind: "yielded"; conflict: EnvConflict; action?: TargetsOutcome["actions"][number] };
+
+/**
+ * Sets the pool env in one Deployment that does not hold it. Applied without force first: when
+ * another field manager owns an entry, the API server refuses and names it, and env-conflicts.ts
+ * decides whether to take the entry back (a forced apply) or to leave it.
+ */
+async function injectAgainstOthers(
+  apps: AppsV1Api,
+  deployment: V1Deployment,
+  containers: readonly string[],
+  env: readonly V1EnvVar[],
+  manager: string,
+  previous: EnvConflict | undefined,
+  now: Date,
+): Promise<InjectResult> {
+  const { theirs, ours } = disagreement(deployment, containers, env);
+  // Nothing changed since the operator stopped: not even a request.
+  if (stillYielded(previous, theirs, ours, now)) return { kind: "yielded", conflict: previous! };
+  const apply = (force: boolean) =>
+    apps.patchNamespacedDeployment(
+      {
+        name: deployment.metadata!.name!,
+        namespace: deployment.metadata!.namespace!,
+        body: injectionApplyConfig(deployment, containers, env),
+        fieldManager: manager,
+        force,
+      },
+      ssa(),
+    );
+  try {
+    return { kind: "applied", current: await apply(false) };
+  } catch (err) {
+    const managers = conflictingManagers(err);
+    if (!managers) throw err;
+    const step = onConflict(previous, { manager: managers.join(", "), theirs, ours }, now);
+    const name = deployment.metadata!.name!;
+    if (step.kind === "yield")
+      return {
+        kind: "yielded",
+        conflict: step.conflict,
+        action: step.announce ? yieldAction(name, step.conflict) : undefined,
+      };
+    const current = await apply(true);
+    return {
+      kind: "applied",
+      current,
+      conflict: step.conflict,
+      action: step.warn ? takeAction(name, step.conflict) : undefined,
+    };
+  }
 }
 
 function describeYield(name: string, c: EnvConflict): string {
