@@ -124,14 +124,17 @@ describe("kubectl get pp -o wide", () => {
       },
       setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
     );
-    const table = (output: string) =>
-      output
-        .trim()
-        .split("\n")
-        .map((line) => line.trim().split(/\s+/));
+    // kubectl pads columns with spaces and prints an empty cell as nothing: cut each row at the
+    // header's column starts.
+    const table = (output: string) => {
+      const [header, ...rows] = output.trimEnd().split("\n");
+      const starts = [...header!.matchAll(/\S+/g)].map((m) => m.index);
+      const cells = (line: string) => starts.map((at, i) => line.slice(at, starts[i + 1]).trim());
+      return rows.map((row) => Object.fromEntries(cells(header!).map((name, i) => [name, cells(row)[i]])));
+    };
 
-    const [header, row] = table(await kubectl("get", "pp", "wide", "-o", "wide"));
-    expect(header).toEqual([
+    const [wide] = table(await kubectl("get", "pp", "wide", "-o", "wide"));
+    expect(Object.keys(wide!)).toEqual([
       "NAME",
       "READY",
       "REASON",
@@ -144,11 +147,9 @@ describe("kubectl get pp -o wide", () => {
       "DEMAND",
       "CAPACITY",
     ]);
-    // Ready, Reason, MaxConn and Usage are empty (no operator here): kubectl prints <none>.
-    expect(row!.slice(-4)).toEqual(["pg.db.svc", "6432", "130", "200"]);
-    expect(row![5]).toBe("2/2");
+    expect(wide).toMatchObject({ TARGETS: "2/2", HOST: "pg.db.svc", PORT: "6432", DEMAND: "130", CAPACITY: "200" });
 
-    const [plainHeader] = table(await kubectl("get", "pp", "wide"));
-    expect(plainHeader).toEqual(["NAME", "READY", "REASON", "MAXCONN", "USAGE", "TARGETS", "AGE"]);
+    const [plain] = table(await kubectl("get", "pp", "wide"));
+    expect(Object.keys(plain!)).toEqual(["NAME", "READY", "REASON", "MAXCONN", "USAGE", "TARGETS", "AGE"]);
   });
 });
