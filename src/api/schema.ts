@@ -278,12 +278,15 @@ const envConflict = z
     ours: z.string().describe('What this policy wants, e.g. "DB_POSTGRES_MAX_CONN=25".'),
     takes: z.int().describe("How often the operator took the entries back in this round."),
     since: z.string().describe("When the round's first take happened."),
-    yieldedAt: z
+    last: z.string().describe("When the latest take happened."),
+    yieldedUntil: z
       .string()
       .optional()
-      .describe("Set while the operator leaves the other manager's value in place (ConflictingManager)."),
+      .describe(
+        "Set while the operator leaves the other manager's value in place: when it takes the entries back once more.",
+      ),
   })
-  .describe("Another field manager keeps setting the pool env this policy owns.");
+  .describe("Another field manager keeps setting the pool env this policy owns (ConflictingManager).");
 
 const targetStatus = z.object({
   name: z.string(),

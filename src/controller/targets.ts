@@ -21,19 +21,22 @@ import {
 } from "./env-injection.js";
 import {
   MAX_TAKES,
-  RETRY_AFTER_MS,
   TAKE_WINDOW_MS,
-  carriedConflict,
   conflictingManagers,
   disagreement,
   onConflict,
+  recentFight,
+  retryAt,
   stillYielded,
-  type EnvConflict,
+  takesAnnotation,
+  takesOf,
+  type Takes,
 } from "./env-conflicts.js";
 import { apiErrorMessage, isNotFound } from "./kube-errors.js";
 import { deploymentRolledOut } from "./rollout.js";
 
 export type TargetStatus = NonNullable<PoolPolicyStatus["targets"]>[number];
+type EnvConflict = NonNullable<TargetStatus["conflict"]>;
 
 export interface TargetsOutcome {
   targets: TargetStatus[];
@@ -80,7 +83,7 @@ export async function applyPoolEnv(
   const previousByName = new Map(previousTargets.map((t) => [t.name, t]));
   for (const deployment of matched) {
     const name = deployment.metadata!.name!;
-    const previousConflict = previousByName.get(name)?.conflict;
+    const wasYielded = previousByName.get(name)?.conflict?.yieldedUntil !== undefined;
     const containers = selectContainers(deployment, spec.targets.containers);
     if (containers.length === 0) {
       failures.push(`${name}: none of the containers ${spec.targets.containers.join(", ")} exists`);
@@ -95,17 +98,17 @@ export async function applyPoolEnv(
         containers,
         injected: false,
         rolledOut: deploymentRolledOut(deployment),
-        ...withConflict(previousConflict),
       });
       continue;
     }
     let conflict: EnvConflict | undefined;
     if (isInjected(deployment, containers, env)) {
-      conflict = carriedConflict(previousConflict, now);
+      const takes = takesOf(deployment);
+      if (recentFight(takes, now)) conflict = reported(takes!);
     } else {
       let result: InjectResult;
       try {
-        result = await injectAgainstOthers(apps, deployment, containers, env, manager, previousConflict, now);
+        result = await injectAgainstOthers(apps, deployment, containers, env, manager, now);
       } catch (err) {
         failures.push(`${name}: ${apiErrorMessage(err)}`);
         outcome.actions.push({
@@ -113,29 +116,29 @@ export async function applyPoolEnv(
           note: `Deployment ${name}: ${apiErrorMessage(err)}`,
           warning: true,
         });
-        outcome.targets.push({
-          name,
-          containers,
-          injected: false,
-          rolledOut: false,
-          ...withConflict(previousConflict),
-        });
+        outcome.targets.push({ name, containers, injected: false, rolledOut: false });
         continue;
       }
-      if (result.action) outcome.actions.push(result.action);
-      conflict = result.conflict;
       if (result.kind === "yielded") {
-        yielded.push({ name, conflict: result.conflict });
+        const yieldedTo = reported(result.takes, true);
+        // Announced once, when it starts; a pass on a lagging cache may announce it again, which
+        // the EventRecorder folds into the same Event.
+        if (!wasYielded) outcome.actions.push(yieldAction(name, yieldedTo));
+        yielded.push({ name, conflict: yieldedTo });
         const rolledOut = deploymentRolledOut(deployment);
-        outcome.targets.push({ name, containers, injected: false, rolledOut, conflict: result.conflict });
+        outcome.targets.push({ name, containers, injected: false, rolledOut, conflict: yieldedTo });
         continue;
+      }
+      if (result.takes) {
+        conflict = reported(result.takes);
+        if (result.takes.takes > 1) outcome.actions.push(takeAction(name, conflict));
       }
       current = result.current;
       injected.push({ name, containers });
     }
     const rolledOut = deploymentRolledOut(current);
     outcome.rollingOut ||= !rolledOut;
-    outcome.targets.push({ name, containers, injected: true, rolledOut, ...withConflict(conflict) });
+    outcome.targets.push({ name, containers, injected: true, rolledOut, ...(conflict ? { conflict } : {}) });
   }
 
   // One Event per pass, not per Deployment: a policy over 1,000 Deployments would bury
@@ -202,16 +205,18 @@ const minutes = (ms: number) => `${ms / 60_000} min`;
 const RESOLVE_HINT =
   "Remove the variable from that manifest, or make the tool ignore it (Argo CD ignoreDifferences, Flux's ssa: Ignore annotation; see docs/operations.md)";
 
-const withConflict = (conflict: EnvConflict | undefined) => (conflict ? { conflict } : {});
+/** The fight as the status shows it; `yielded` adds when the operator takes the entries back again. */
+function reported(takes: Takes, yielded = false): EnvConflict {
+  return yielded ? { ...takes, yieldedUntil: retryAt(takes).toISOString() } : { ...takes };
+}
 
-type InjectResult =
-  | { kind: "applied"; current: V1Deployment; conflict?: EnvConflict; action?: TargetsOutcome["actions"][number] }
-  | { kind: "yielded"; conflict: EnvConflict; action?: TargetsOutcome["actions"][number] };
+type InjectResult = { kind: "applied"; current: V1Deployment; takes?: Takes } | { kind: "yielded"; takes: Takes };
 
 /**
  * Sets the pool env in one Deployment that does not hold it. Applied without force first: when
  * another field manager owns an entry, the API server refuses and names it, and env-conflicts.ts
- * decides whether to take the entry back (a forced apply) or to leave it.
+ * decides whether to take the entry back (a forced apply that also records the take on the
+ * Deployment) or to leave it.
  */
 async function injectAgainstOthers(
   apps: AppsV1Api,
@@ -219,56 +224,44 @@ async function injectAgainstOthers(
   containers: readonly string[],
   env: readonly V1EnvVar[],
   manager: string,
-  previous: EnvConflict | undefined,
   now: Date,
 ): Promise<InjectResult> {
+  const previous = takesOf(deployment);
   const { theirs, ours } = disagreement(deployment, containers, env);
   // Nothing changed since the operator stopped: not even a request.
-  if (stillYielded(previous, theirs, ours, now)) return { kind: "yielded", conflict: previous! };
-  const apply = (force: boolean) =>
+  if (stillYielded(previous, { theirs, ours }, now)) return { kind: "yielded", takes: previous! };
+  const apply = (force: boolean, annotations?: Record<string, string>) =>
     apps.patchNamespacedDeployment(
       {
         name: deployment.metadata!.name!,
         namespace: deployment.metadata!.namespace!,
-        body: injectionApplyConfig(deployment, containers, env),
+        body: injectionApplyConfig(deployment, containers, env, annotations),
         fieldManager: manager,
         force,
       },
       ssa(),
     );
   try {
+    // No one to take the entries from: the fight, if there was one, is over (the record goes).
     return { kind: "applied", current: await apply(false) };
   } catch (err) {
     const managers = conflictingManagers(err);
     if (!managers) throw err;
     const step = onConflict(previous, { manager: managers.join(", "), theirs, ours }, now);
-    const name = deployment.metadata!.name!;
-    if (step.kind === "yield")
-      return {
-        kind: "yielded",
-        conflict: step.conflict,
-        action: step.announce ? yieldAction(name, step.conflict) : undefined,
-      };
-    const current = await apply(true);
-    return {
-      kind: "applied",
-      current,
-      conflict: step.conflict,
-      action: step.warn ? takeAction(name, step.conflict) : undefined,
-    };
+    if (step.kind === "yield") return { kind: "yielded", takes: step.takes };
+    return { kind: "applied", current: await apply(true, takesAnnotation(step.takes)), takes: step.takes };
   }
 }
 
 function describeYield(name: string, c: EnvConflict): string {
-  const retry = new Date(Date.parse(c.yieldedAt!) + RETRY_AFTER_MS).toISOString();
-  return `Deployment ${name}: field manager "${c.manager}" keeps setting ${c.theirs} (this policy: ${c.ours}); taken back ${c.takes} times, then left as it is until ${retry}`;
+  return `Deployment ${name}: field manager "${c.manager}" keeps setting ${c.theirs} (this policy: ${c.ours}); taken back ${c.takes} times, then left as it is until ${c.yieldedUntil}`;
 }
 
 function yieldAction(name: string, c: EnvConflict): TargetsOutcome["actions"][number] {
   return {
     reason: "EnvConflict",
     warning: true,
-    note: `Stopped taking the pool env back in Deployment ${name}: field manager "${c.manager}" set ${c.theirs} again after ${c.takes} takes within ${minutes(TAKE_WINDOW_MS)} (this policy: ${c.ours}); each take rolled the Deployment out. It keeps ${c.theirs}; the operator tries once more in ${minutes(RETRY_AFTER_MS)}. ${RESOLVE_HINT}`,
+    note: `Stopped taking the pool env back in Deployment ${name}: field manager "${c.manager}" set ${c.theirs} again after ${c.takes} takes within ${minutes(TAKE_WINDOW_MS)} (this policy: ${c.ours}); each take rolled the Deployment out. It keeps ${c.theirs}; the operator tries once more at ${c.yieldedUntil}. ${RESOLVE_HINT}`,
   };
 }
 

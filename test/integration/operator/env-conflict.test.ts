@@ -102,7 +102,7 @@ it(`takes the pool env back from another field manager ${MAX_TAKES} times, then 
   for (const part of ["Deployment api", `"${GITOPS}"`, "DB_POSTGRES_MAX_CONN=50", "DB_POSTGRES_MAX_CONN=8"])
     expect(message).toContain(part);
   expect(stopped.status!.conditions!.find((c) => c.type === "Ready")).toMatchObject({ status: "False" });
-  expect(await conflictOf()).toMatchObject({ takes: MAX_TAKES, yieldedAt: expect.any(String) });
+  expect(await conflictOf()).toMatchObject({ takes: MAX_TAKES, yieldedUntil: expect.any(String) });
 
   // Each overwrite and each take changed the pod template once: the fight cost exactly
   // MAX_TAKES + 1 + MAX_TAKES rollouts, and no more from here on.

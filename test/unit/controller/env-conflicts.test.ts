@@ -4,83 +4,95 @@ import {
   MAX_TAKES,
   RETRY_AFTER_MS,
   TAKE_WINDOW_MS,
-  carriedConflict,
+  TAKES_ANNOTATION,
   conflictingManagers,
   disagreement,
   onConflict,
+  recentFight,
   stillYielded,
-  type EnvConflict,
+  takesAnnotation,
+  takesOf,
+  type Takes,
 } from "../../../src/controller/env-conflicts.js";
 
 const t0 = new Date("2026-11-30T10:00:00Z");
 const at = (ms: number) => new Date(t0.getTime() + ms);
 const seen = { manager: "argocd-controller", theirs: "DB_POSTGRES_MAX_CONN=50", ours: "DB_POSTGRES_MAX_CONN=25" };
 
-/** Plays a fight: the other manager overwrites at each of `times`; returns the steps taken. */
-function fight(times: number[], start?: EnvConflict) {
-  let state = start;
+/** Plays a fight: the other manager overwrites at each of `times`; the record is what the last take wrote. */
+function fight(times: number[], start?: Takes) {
+  let record = start;
   return times.map((ms) => {
-    const step = onConflict(state, seen, at(ms));
-    state = step.conflict;
+    const step = onConflict(record, seen, at(ms));
+    if (step.kind === "take") record = step.takes;
     return step;
   });
 }
 
 describe("onConflict: a bounded fight over the pool env", () => {
-  it(`takes the entries back ${MAX_TAKES} times within the window, then yields once and stays yielded`, () => {
+  it(`takes the entries back ${MAX_TAKES} times within the window, then yields and stays yielded`, () => {
     const steps = fight([0, 15_000, 30_000, 45_000, 60_000, 75_000]);
     expect(steps.map((s) => s.kind)).toEqual(["take", "take", "take", "yield", "yield", "yield"]);
-    expect(steps.map((s) => (s.kind === "take" ? s.warn : s.announce))).toEqual([
-      false,
-      true,
-      true,
-      true,
-      false,
-      false,
-    ]);
-    expect(steps[3]!.conflict).toMatchObject({ takes: MAX_TAKES, yieldedAt: at(45_000).toISOString(), ...seen });
+    expect(steps.map((s) => s.kind === "take" && s.warn)).toEqual([false, true, true, false, false, false]);
+    expect(steps[3]!.takes).toMatchObject({
+      takes: MAX_TAKES,
+      since: t0.toISOString(),
+      last: at(30_000).toISOString(),
+    });
   });
 
   it("counts anew when the overwrites are further apart than the window: edits now and then are no fight", () => {
     const apart = TAKE_WINDOW_MS + 1;
     const steps = fight([0, apart, 2 * apart, 3 * apart, 4 * apart]);
-    expect(steps.every((s) => s.kind === "take" && s.conflict.takes === 1)).toBe(true);
+    expect(steps.every((s) => s.kind === "take" && s.takes.takes === 1)).toBe(true);
   });
 
-  it("takes once more after the pause, and yields again at the next overwrite", () => {
-    const yielded = fight([0, 1, 2, 3]).at(-1)!.conflict;
-    expect(onConflict(yielded, seen, at(3 + RETRY_AFTER_MS - 1)).kind).toBe("yield");
-    const retry = onConflict(yielded, seen, at(3 + RETRY_AFTER_MS));
-    expect(retry).toMatchObject({ kind: "take", warn: true });
-    expect(retry.conflict.yieldedAt).toBeUndefined();
-    const again = onConflict(retry.conflict, seen, at(3 + RETRY_AFTER_MS + 15_000));
-    expect(again).toMatchObject({ kind: "yield", announce: true });
+  it("takes once more an hour after the last take, and yields again at the next overwrite", () => {
+    const full = (fight([0, 1, 2]).at(-1) as { takes: Takes }).takes;
+    expect(onConflict(full, seen, at(2 + RETRY_AFTER_MS - 1)).kind).toBe("yield");
+    const retry = onConflict(full, seen, at(2 + RETRY_AFTER_MS));
+    expect(retry).toMatchObject({ kind: "take", warn: true, takes: { takes: MAX_TAKES + 1 } });
+    expect(onConflict(retry.takes, seen, at(2 + RETRY_AFTER_MS + 15_000)).kind).toBe("yield");
   });
 
   it("starts a new count for another manager or another wanted value", () => {
-    const yielded = fight([0, 1, 2, 3]).at(-1)!.conflict;
-    expect(onConflict(yielded, { ...seen, manager: "kustomize-controller" }, at(4))).toMatchObject({
+    const full = (fight([0, 1, 2]).at(-1) as { takes: Takes }).takes;
+    expect(onConflict(full, { ...seen, manager: "kustomize-controller" }, at(4))).toMatchObject({
       kind: "take",
       warn: false,
-      conflict: { takes: 1, manager: "kustomize-controller" },
+      takes: { takes: 1, manager: "kustomize-controller" },
     });
-    expect(onConflict(yielded, { ...seen, ours: "DB_POSTGRES_MAX_CONN=30" }, at(4)).kind).toBe("take");
+    expect(onConflict(full, { ...seen, ours: "DB_POSTGRES_MAX_CONN=30" }, at(4)).kind).toBe("take");
   });
 
   it("leaves a yielded Deployment alone without a request while nothing changed and no retry is due", () => {
-    const yielded = fight([0, 1, 2, 3]).at(-1)!.conflict;
-    expect(stillYielded(yielded, seen.theirs, seen.ours, at(10))).toBe(true);
-    expect(stillYielded(yielded, "DB_POSTGRES_MAX_CONN=60", seen.ours, at(10))).toBe(false);
-    expect(stillYielded(yielded, seen.theirs, seen.ours, at(3 + RETRY_AFTER_MS))).toBe(false);
-    expect(stillYielded(fight([0])[0]!.conflict, seen.theirs, seen.ours, at(10))).toBe(false);
+    const full = (fight([0, 1, 2]).at(-1) as { takes: Takes }).takes;
+    expect(stillYielded(full, seen, at(10))).toBe(true);
+    expect(stillYielded(full, { ...seen, theirs: "DB_POSTGRES_MAX_CONN=60" }, at(10))).toBe(false);
+    expect(stillYielded(full, seen, at(2 + RETRY_AFTER_MS))).toBe(false);
+    expect(stillYielded((fight([0])[0] as { takes: Takes }).takes, seen, at(10))).toBe(false);
   });
 
-  it("keeps the count of a Deployment that holds our values only while its window lasts, and ends a yield", () => {
-    const counting = fight([0, 1])[1]!.conflict;
-    expect(carriedConflict(counting, at(TAKE_WINDOW_MS))).toBe(counting);
-    expect(carriedConflict(counting, at(TAKE_WINDOW_MS + 1))).toBeUndefined();
-    expect(carriedConflict(fight([0, 1, 2, 3]).at(-1)!.conflict, at(10))).toBeUndefined();
-    expect(carriedConflict(undefined, at(0))).toBeUndefined();
+  it("shows a fight on a Deployment that holds our values while its last take is within the window", () => {
+    const record = (fight([0])[0] as { takes: Takes }).takes;
+    expect(recentFight(record, at(TAKE_WINDOW_MS))).toBe(true);
+    expect(recentFight(record, at(TAKE_WINDOW_MS + 1))).toBe(false);
+    expect(recentFight(undefined, at(0))).toBe(false);
+  });
+});
+
+describe("the record on the Deployment", () => {
+  const withAnnotations = (annotations: Record<string, string>): V1Deployment => ({ metadata: { annotations } });
+
+  it("reads back what a take writes", () => {
+    const record = (fight([0])[0] as { takes: Takes }).takes;
+    expect(takesOf(withAnnotations(takesAnnotation(record)))).toEqual(record);
+  });
+
+  it("is no record when absent or edited into something else", () => {
+    expect(takesOf({ metadata: {} })).toBeUndefined();
+    expect(takesOf(withAnnotations({ [TAKES_ANNOTATION]: "three" }))).toBeUndefined();
+    expect(takesOf(withAnnotations({ [TAKES_ANNOTATION]: '{"takes":"3"}' }))).toBeUndefined();
   });
 });
 
@@ -90,20 +102,21 @@ describe("conflictingManagers: who a failed server-side apply names", () => {
     kind: "Status",
     reason: "Conflict",
     code: 409,
-    message: 'Apply failed with 1 conflict: conflict with "argocd-controller" using apps/v1: .spec…',
+    // As kube-apiserver v1.35 answers (an Apply manager has no "using apps/v1").
+    message: 'Apply failed with 3 conflicts: conflict with "argocd-controller" using apps/v1: .spec…',
     details: {
       causes: [
         {
-          type: "FieldManagerConflict",
+          reason: "FieldManagerConflict",
           message: 'conflict with "argocd-controller" using apps/v1',
           field: '.spec.template.spec.containers[name="app"].env[name="DB_POSTGRES_MAX_CONN"].value',
         },
         {
-          type: "FieldManagerConflict",
+          reason: "FieldManagerConflict",
           message: 'conflict with "argocd-controller" using apps/v1',
           field: '.spec.template.spec.containers[name="app"].env[name="DB_POSTGRES_MIN_CONN"].value',
         },
-        { type: "FieldManagerConflict", message: 'conflict with "kubectl-edit" using apps/v1', field: ".x" },
+        { reason: "FieldManagerConflict", message: 'conflict with "kubectl-edit"', field: ".x" },
       ],
     },
   };
