@@ -1,7 +1,8 @@
 /**
  * `npm run bench:smoke`: every benchmark scenario at a tiny size (BENCH_SCALE=smoke, about two
  * minutes), so that a change that breaks a scenario is caught without the full 30-minute run.
- * The report goes to a temp file, never to docs/benchmarks.md.
+ * The report goes next to the logs (BENCH_LOG_DIR, default a new temp folder), never to
+ * docs/benchmarks.md.
  *
  * It fails when a scenario does not run, or when a goal that does not depend on timing is
  * missed: zero writes in the steady state, exact reaper kills, no two reconciles of one key at
@@ -19,7 +20,9 @@ const EXACT = [
   /reconciles of one key in flight/,
 ];
 
-const out = join(tmpdir(), `poolpolicy-bench-smoke-${Date.now()}.md`);
+// One folder for the logs and the report, so that whoever runs this removes one thing.
+process.env.BENCH_LOG_DIR ??= join(tmpdir(), `poolpolicy-bench-smoke-${Date.now()}`);
+const out = join(process.env.BENCH_LOG_DIR, "report.md");
 const run = await runBench({ scale: "smoke", out });
 const problems: string[] = [];
 for (const r of run.results) {

@@ -123,6 +123,30 @@ export function poolPolicyCrd(): JsonSchema {
               description: "Deployments injected and rolled out / selected",
             },
             { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
+            // Priority 1: shown by `kubectl get -o wide` only. A printer column takes one JSONPath
+            // and cannot join two fields, so host and port (and demand and capacity) are a column each.
+            {
+              name: "Host",
+              type: "string",
+              jsonPath: ".spec.postgres.host",
+              priority: 1,
+              description: "the PostgreSQL server the policy points at",
+            },
+            { name: "Port", type: "integer", jsonPath: ".spec.postgres.port", priority: 1 },
+            {
+              name: "Demand",
+              type: "integer",
+              jsonPath: ".status.budget.demand",
+              priority: 1,
+              description: "worst-case connections of every policy on the server, plus the reserves",
+            },
+            {
+              name: "Capacity",
+              type: "integer",
+              jsonPath: ".status.budget.capacity",
+              priority: 1,
+              description: "max_connections of the server, which the demand must fit",
+            },
           ],
           schema: {
             openAPIV3Schema: {

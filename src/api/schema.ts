@@ -271,11 +271,29 @@ export const conditionSchema = z.object({
   observedGeneration: z.int().min(0).optional(),
 });
 
+const envConflict = z
+  .object({
+    manager: z.string().describe("The other field manager that set the entries (managedFields name)."),
+    theirs: z.string().describe('What it set, e.g. "DB_POSTGRES_MAX_CONN=50".'),
+    ours: z.string().describe('What this policy wants, e.g. "DB_POSTGRES_MAX_CONN=25".'),
+    takes: z.int().describe("How often the operator took the entries back in this round."),
+    since: z.string().describe("When the round's first take happened."),
+    last: z.string().describe("When the latest take happened."),
+    yieldedUntil: z
+      .string()
+      .optional()
+      .describe(
+        "Set while the operator leaves the other manager's value in place: when it takes the entries back once more.",
+      ),
+  })
+  .describe("Another field manager keeps setting the pool env this policy owns (ConflictingManager).");
+
 const targetStatus = z.object({
   name: z.string(),
   containers: z.array(z.string()).optional(),
   injected: z.boolean(),
   rolledOut: z.boolean(),
+  conflict: envConflict.optional(),
 });
 
 export const poolPolicyStatusSchema = z.object({

@@ -39,16 +39,17 @@ export function isInjected(deployment: V1Deployment, containers: readonly string
   });
 }
 
-/** The SSA body that sets our env entries in the given containers. */
+/** The SSA body that sets our env entries in the given containers, and the annotations given (ours too). */
 export function injectionApplyConfig(
   deployment: V1Deployment,
   containers: readonly string[],
   env: readonly V1EnvVar[],
+  annotations?: Record<string, string>,
 ): object {
   return {
     apiVersion: "apps/v1",
     kind: "Deployment",
-    metadata: { name: deployment.metadata!.name, namespace: deployment.metadata!.namespace },
+    metadata: { name: deployment.metadata!.name, namespace: deployment.metadata!.namespace, annotations },
     spec: { template: { spec: { containers: containers.map((name) => ({ name, env })) } } },
   };
 }

@@ -1,9 +1,11 @@
 /**
  * The env-injection step of a reconcile: make every Deployment the selector matches carry the
  * pool env (server-side apply, one field manager per policy), remove it from Deployments that
- * no longer match, and report each target as injected / rolled out.
+ * no longer match, and report each target as injected / rolled out. When another field manager
+ * keeps setting the same entries, take them back a bounded number of times, then stop and say
+ * so (env-conflicts.ts).
  */
-import type { AppsV1Api, V1Deployment } from "@kubernetes/client-node";
+import type { AppsV1Api, V1Deployment, V1EnvVar } from "@kubernetes/client-node";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type { PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
 import type { ConditionUpdate } from "./conditions.js";
@@ -17,17 +19,35 @@ import {
   removalApplyConfig,
   selectContainers,
 } from "./env-injection.js";
+import {
+  MAX_TAKES,
+  TAKE_WINDOW_MS,
+  conflictingManagers,
+  disagreement,
+  onConflict,
+  recentFight,
+  retryAt,
+  stillYielded,
+  takesAnnotation,
+  takesOf,
+  type Takes,
+} from "./env-conflicts.js";
 import { apiErrorMessage, isNotFound } from "./kube-errors.js";
 import { deploymentRolledOut } from "./rollout.js";
 
 export type TargetStatus = NonNullable<PoolPolicyStatus["targets"]>[number];
+type EnvConflict = NonNullable<TargetStatus["conflict"]>;
 
 export interface TargetsOutcome {
   targets: TargetStatus[];
   summary: string;
   condition: Omit<ConditionUpdate, "type">;
   /** Human-readable actions taken, for Events. */
-  actions: { reason: "EnvInjected" | "EnvRemoved" | "EnvInjectionFailed"; note: string; warning?: boolean }[];
+  actions: {
+    reason: "EnvInjected" | "EnvRemoved" | "EnvInjectionFailed" | "EnvConflict";
+    note: string;
+    warning?: boolean;
+  }[];
   rollingOut: boolean;
 }
 
@@ -39,8 +59,9 @@ export async function applyPoolEnv(
   spec: PoolPolicySpec,
   selected: readonly V1Deployment[],
   previousTargets: readonly TargetStatus[],
-  options: { holdGrowthUntil?: number | false } = {},
+  options: { holdGrowthUntil?: number | false; now?: Date } = {},
 ): Promise<TargetsOutcome> {
+  const now = options.now ?? new Date();
   const manager = fieldManagerFor(policy.name);
   const env = desiredEnv(spec.pool);
   const envText = env.map((e) => `${e.name}=${e.value}`).join(", ");
@@ -57,9 +78,12 @@ export async function applyPoolEnv(
   };
   const failures: string[] = [];
   const held: string[] = [];
+  const yielded: Array<{ name: string; conflict: EnvConflict }> = [];
   const injected: Array<{ name: string; containers: string[] }> = [];
+  const previousByName = new Map(previousTargets.map((t) => [t.name, t]));
   for (const deployment of matched) {
     const name = deployment.metadata!.name!;
+    const wasYielded = previousByName.get(name)?.conflict?.yieldedUntil !== undefined;
     const containers = selectContainers(deployment, spec.targets.containers);
     if (containers.length === 0) {
       failures.push(`${name}: none of the containers ${spec.targets.containers.join(", ")} exists`);
@@ -69,22 +93,22 @@ export async function applyPoolEnv(
     let current: V1Deployment = deployment;
     if (options.holdGrowthUntil && poolWouldGrow(deployment, containers, spec.pool)) {
       held.push(name);
-      outcome.targets.push({ name, containers, injected: false, rolledOut: deploymentRolledOut(deployment) });
+      outcome.targets.push({
+        name,
+        containers,
+        injected: false,
+        rolledOut: deploymentRolledOut(deployment),
+      });
       continue;
     }
-    if (!isInjected(deployment, containers, env)) {
+    let conflict: EnvConflict | undefined;
+    if (isInjected(deployment, containers, env)) {
+      const takes = takesOf(deployment);
+      if (recentFight(takes, now)) conflict = reported(takes!);
+    } else {
+      let result: InjectResult;
       try {
-        current = await apps.patchNamespacedDeployment(
-          {
-            name,
-            namespace: policy.namespace,
-            body: injectionApplyConfig(deployment, containers, env),
-            fieldManager: manager,
-            force: true,
-          },
-          ssa(),
-        );
-        injected.push({ name, containers });
+        result = await injectAgainstOthers(apps, deployment, containers, env, manager, now);
       } catch (err) {
         failures.push(`${name}: ${apiErrorMessage(err)}`);
         outcome.actions.push({
@@ -95,10 +119,26 @@ export async function applyPoolEnv(
         outcome.targets.push({ name, containers, injected: false, rolledOut: false });
         continue;
       }
+      if (result.kind === "yielded") {
+        const yieldedTo = reported(result.takes, true);
+        // Announced once, when it starts; a pass on a lagging cache may announce it again, which
+        // the EventRecorder folds into the same Event.
+        if (!wasYielded) outcome.actions.push(yieldAction(name, yieldedTo));
+        yielded.push({ name, conflict: yieldedTo });
+        const rolledOut = deploymentRolledOut(deployment);
+        outcome.targets.push({ name, containers, injected: false, rolledOut, conflict: yieldedTo });
+        continue;
+      }
+      if (result.takes) {
+        conflict = reported(result.takes);
+        if (result.takes.takes > 1) outcome.actions.push(takeAction(name, conflict));
+      }
+      current = result.current;
+      injected.push({ name, containers });
     }
     const rolledOut = deploymentRolledOut(current);
     outcome.rollingOut ||= !rolledOut;
-    outcome.targets.push({ name, containers, injected: true, rolledOut });
+    outcome.targets.push({ name, containers, injected: true, rolledOut, ...(conflict ? { conflict } : {}) });
   }
 
   // One Event per pass, not per Deployment: a policy over 1,000 Deployments would bury
@@ -125,6 +165,12 @@ export async function applyPoolEnv(
   outcome.summary = `${ready}/${matched.length}`;
   if (failures.length > 0) {
     outcome.condition = { status: "False", reason: "ApplyFailed", message: failures.join("; ") };
+  } else if (yielded.length > 0) {
+    outcome.condition = {
+      status: "False",
+      reason: "ConflictingManager",
+      message: `${yielded.map((y) => describeYield(y.name, y.conflict)).join("; ")}. ${RESOLVE_HINT}`,
+    };
   } else if (held.length > 0) {
     outcome.condition = {
       status: "False",
@@ -151,6 +197,84 @@ export async function applyPoolEnv(
     };
   }
   return outcome;
+}
+
+const minutes = (ms: number) => `${ms / 60_000} min`;
+
+/** What the user can do, for the condition and the Event; docs/operations.md has the details. */
+const RESOLVE_HINT =
+  "Remove the variable from that manifest, or make the tool ignore it (Argo CD ignoreDifferences, Flux's ssa: Ignore annotation; see docs/operations.md)";
+
+/** The fight as the status shows it; `yielded` adds when the operator takes the entries back again. */
+function reported(takes: Takes, yielded = false): EnvConflict {
+  return yielded ? { ...takes, yieldedUntil: retryAt(takes).toISOString() } : { ...takes };
+}
+
+type InjectResult = { kind: "applied"; current: V1Deployment; takes?: Takes } | { kind: "yielded"; takes: Takes };
+
+/**
+ * Sets the pool env in one Deployment that does not hold it. Applied without force first: when
+ * another field manager owns an entry, the API server refuses and names it, and env-conflicts.ts
+ * decides whether to take the entry back (a forced apply that also records the take on the
+ * Deployment) or to leave it.
+ */
+async function injectAgainstOthers(
+  apps: AppsV1Api,
+  deployment: V1Deployment,
+  containers: readonly string[],
+  env: readonly V1EnvVar[],
+  manager: string,
+  now: Date,
+): Promise<InjectResult> {
+  const previous = takesOf(deployment);
+  const { theirs, ours } = disagreement(deployment, containers, env);
+  // Nothing changed since the operator stopped: not even a request.
+  if (stillYielded(previous, { theirs, ours }, now)) return { kind: "yielded", takes: previous! };
+  const apply = (force: boolean, annotations?: Record<string, string>) =>
+    apps.patchNamespacedDeployment(
+      {
+        name: deployment.metadata!.name!,
+        namespace: deployment.metadata!.namespace!,
+        body: injectionApplyConfig(deployment, containers, env, annotations),
+        fieldManager: manager,
+        force,
+      },
+      ssa(),
+    );
+  try {
+    // No one to take the entries from: the fight, if there was one, is over (the record goes).
+    return { kind: "applied", current: await apply(false) };
+  } catch (err) {
+    const managers = conflictingManagers(err);
+    if (!managers) throw err;
+    const step = onConflict(previous, { manager: managers.join(", "), theirs, ours }, now);
+    if (step.kind === "yield") return { kind: "yielded", takes: step.takes };
+    return { kind: "applied", current: await apply(true, takesAnnotation(step.takes)), takes: step.takes };
+  }
+}
+
+function describeYield(name: string, c: EnvConflict): string {
+  return `Deployment ${name}: field manager "${c.manager}" keeps setting ${c.theirs} (this policy: ${c.ours}); taken back ${c.takes} times, then left as it is until ${c.yieldedUntil}`;
+}
+
+function yieldAction(name: string, c: EnvConflict): TargetsOutcome["actions"][number] {
+  return {
+    reason: "EnvConflict",
+    warning: true,
+    note: `Stopped taking the pool env back in Deployment ${name}: field manager "${c.manager}" set ${c.theirs} again after ${c.takes} takes within ${minutes(TAKE_WINDOW_MS)} (this policy: ${c.ours}); each take rolled the Deployment out. It keeps ${c.theirs}; the operator tries once more at ${c.yieldedUntil}. ${RESOLVE_HINT}`,
+  };
+}
+
+function takeAction(name: string, c: EnvConflict): TargetsOutcome["actions"][number] {
+  const left =
+    c.takes >= MAX_TAKES
+      ? "the next overwrite makes the operator stop and leave it"
+      : `take ${c.takes} of ${MAX_TAKES} within ${minutes(TAKE_WINDOW_MS)} before the operator stops taking it back`;
+  return {
+    reason: "EnvConflict",
+    warning: true,
+    note: `Took ${c.ours} back in Deployment ${name} from field manager "${c.manager}", which set ${c.theirs}: ${left}`,
+  };
 }
 
 function byCodePoint(a: string, b: string): number {

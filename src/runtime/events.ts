@@ -11,6 +11,14 @@
  * is set on the command line") would write a new Event every retry. Like client-go's events
  * broadcaster, an identical event within a few minutes instead updates the first one's
  * `series` (count and lastObservedTime), so the user sees one line with a count.
+ *
+ * Why every Event's name sorts by its time: `kubectl describe` orders Events by their core/v1
+ * `lastTimestamp` alone (kubectl's event.SortableEvents). An Event written through
+ * events.k8s.io/v1 cannot carry one (the API refuses deprecatedLastTimestamp on create), so all
+ * of ours tie at zero and describe keeps the order the API lists them in: by name. Named
+ * `<object>.<time in hex>` as client-go names them, they list in the order they happened; an
+ * Event that must exist once is found again by a label, not by a fixed name (a name such as
+ * `governance.alter-…` sorted after every timestamped one, so describe showed it last).
  */
 import {
   EventsV1Api,
@@ -19,6 +27,7 @@ import {
   type KubeConfig,
   type V1ObjectReference,
 } from "@kubernetes/client-node";
+import { createHash } from "node:crypto";
 import { log as rootLog, type Logger } from "../log.js";
 import { describeError, statusCodeOf } from "./errors.js";
 import { eventsRecorded } from "./metrics.js";
@@ -47,9 +56,9 @@ export interface EventInput {
   /** For humans; truncated to 1 KiB, the API's limit. */
   note?: string;
   /**
-   * A fixed name makes the Event idempotent: recording it again (e.g. by the next operator
-   * process after a crash) finds it exists and adds nothing. For actions that must have
-   * exactly one Event.
+   * The Event's identity for actions that must have exactly one Event: recording it again (e.g.
+   * by the next operator process after a crash) finds the one with this key and adds nothing.
+   * Not the Event's metadata.name, which always sorts by time (see the top of this file).
    */
   name?: string;
 }
@@ -75,6 +84,9 @@ const maxNoteBytes = 1024;
 const maxShortFieldLength = 128;
 const maxRememberedEvents = 1000;
 
+/** The label that finds the one Event of an action again: a hash of its key (label values are short). */
+export const ONCE_LABEL = "pooling.dbops.io/event-key";
+
 export class EventRecorder {
   private readonly events: EventsV1Api;
   private readonly reportingInstance: string;
@@ -94,6 +106,10 @@ export class EventRecorder {
   /** Writes the event, or adds one to the series of an identical recent one. Never throws. */
   async record(input: EventInput): Promise<void> {
     try {
+      if (input.name !== undefined) {
+        await this.recordOnce(input, input.name);
+        return;
+      }
       const signature = signatureOf(input);
       const recent = this.recentIdentical(signature);
       if (recent && (await this.extendSeries(recent))) return;
@@ -109,10 +125,23 @@ export class EventRecorder {
     }
   }
 
-  private async create(input: EventInput): Promise<WrittenEvent> {
+  /** Writes the Event of an action unless one with this key exists: one Event, never a series. */
+  private async recordOnce(input: EventInput, key: string): Promise<void> {
+    const namespace = input.regarding.namespace ?? "default";
+    const label = onceLabelValue(key);
+    const existing = await this.events.listNamespacedEvent(
+      { namespace, labelSelector: `${ONCE_LABEL}=${label}`, limit: 1 },
+      requestTimeout(this.requestTimeoutMs),
+    );
+    if (existing.items.length > 0) return;
+    await this.create(input, { [ONCE_LABEL]: label });
+    eventsRecorded.inc({ outcome: "created" });
+  }
+
+  private async create(input: EventInput, labels?: Record<string, string>): Promise<WrittenEvent> {
     const namespace = input.regarding.namespace ?? "default";
     const body: EventsV1Event = {
-      metadata: { name: input.name ?? eventName(input.regarding.name), namespace },
+      metadata: { name: eventName(input.regarding.name), namespace, labels },
       eventTime: new V1MicroTime(),
       reportingController,
       reportingInstance: this.reportingInstance,
@@ -123,18 +152,8 @@ export class EventRecorder {
       action: input.action.slice(0, maxShortFieldLength),
       note: input.note === undefined ? undefined : truncateUtf8(input.note, maxNoteBytes),
     };
-    try {
-      const created = await this.events.createNamespacedEvent(
-        { namespace, body },
-        requestTimeout(this.requestTimeoutMs),
-      );
-      return { namespace, name: created.metadata?.name ?? body.metadata!.name!, count: 1, firstWrittenAt: Date.now() };
-    } catch (err) {
-      // An idempotent Event that already exists was recorded before: nothing to add.
-      if (input.name !== undefined && statusCodeOf(err) === 409)
-        return { namespace, name: input.name, count: 1, firstWrittenAt: Date.now() };
-      throw err;
-    }
+    const created = await this.events.createNamespacedEvent({ namespace, body }, requestTimeout(this.requestTimeoutMs));
+    return { namespace, name: created.metadata?.name ?? body.metadata!.name!, count: 1, firstWrittenAt: Date.now() };
   }
 
   /**
@@ -207,10 +226,20 @@ function objectReference(subject: EventSubject): V1ObjectReference {
   };
 }
 
-/** client-go's naming: the object's name, a dot, the time in hex nanoseconds (unique enough). */
-function eventName(objectName: string): string {
-  const nanos = BigInt(Date.now()) * 1_000_000n + BigInt(Math.floor(Math.random() * 1_000_000));
+/**
+ * client-go's naming: the object's name, a dot, the time in hex nanoseconds. The names of one
+ * object's Events sort in the order they were written (the hex keeps 16 digits until the year
+ * 2262), which is the order `kubectl describe` shows them in. Microseconds from the monotonic
+ * clock, and random nanoseconds so that two Events of one microsecond still differ.
+ */
+export function eventName(objectName: string): string {
+  const micros = BigInt(Math.floor((performance.timeOrigin + performance.now()) * 1000));
+  const nanos = micros * 1000n + BigInt(Math.floor(Math.random() * 1000));
   return `${objectName.slice(0, 230)}.${nanos.toString(16)}`;
+}
+
+function onceLabelValue(key: string): string {
+  return createHash("sha256").update(key).digest("hex").slice(0, 40);
 }
 
 /** Cuts `text` to at most `maxBytes` of UTF-8 without splitting a character. */

@@ -4,7 +4,7 @@
  * it gracefully, SIGKILL it mid-way and start it again, and read what it logged.
  */
 import { readFileSync, existsSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { ManagedProcess, waitFor } from "./processes.js";
 import { freePort } from "./ports.js";
 import { repoRoot } from "./tools.js";
@@ -15,6 +15,14 @@ export interface OperatorOptions {
   env?: Record<string, string>;
   /** Node's arguments that run the operator; default src/main.ts under tsx. */
   entry?: string[];
+}
+
+/**
+ * A log file in the temp dir of the control plane at `kubeconfigPath`: it goes with the control
+ * plane's teardown (POOLPOLICY_KEEP_TMP=1 keeps it, with the logs of every component).
+ */
+export function runLogFile(kubeconfigPath: string, name: string): string {
+  return join(dirname(kubeconfigPath), "logs", `${name}-${Date.now()}.log`);
 }
 
 export class OperatorProcess {

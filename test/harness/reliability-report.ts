@@ -3,19 +3,18 @@
  *
  * How, with vitest running test files in parallel and no global teardown of ours:
  * - every scenario, when it ends (pass or fail), writes its row to a JSON file of its own test
- *   file under os.tmpdir()/poolpolicy-reliability/<run id>/, where the run id is derived from
- *   something every test file of one vitest run shares and the next run does not (the shared
- *   control plane's kubeconfig path, which lives in a fresh temp dir);
+ *   file in the run's folder: a folder every test file of one vitest run shares and the next run
+ *   does not, inside the shared control plane's temp dir (runDir), so that it goes when the
+ *   control plane is torn down;
  * - every test file, in its afterAll, renders the whole table: the catalogue below, the rows of
  *   this run found in the run dir, and for scenarios that did not run this time the rows of the
  *   previous table (kept as JSON at the end of the Markdown file). Writes go through a temp
  *   file and a rename, so a reader never sees half a file, and the last file to finish writes
  *   a table that holds every row of the run.
  */
-import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from "node:fs";
-import { cpus, hostname, totalmem, tmpdir, type as osType, release as osRelease } from "node:os";
-import { join } from "node:path";
+import { cpus, hostname, totalmem, type as osType, release as osRelease } from "node:os";
+import { dirname, join } from "node:path";
 import { repoRoot } from "./tools.js";
 
 export type Outcome = "pass" | "fail";
@@ -185,15 +184,16 @@ export function machineDescription(): string {
   return `${hostname()}: ${cpus().length} CPUs, ${gib} GiB, ${osType()} ${osRelease()}, Node ${process.versions.node}`;
 }
 
-/** The folder where the test files of one vitest run leave their rows. */
-export function runDir(runKey: string): string {
-  const id = createHash("sha256").update(runKey).digest("hex").slice(0, 16);
-  return join(tmpdir(), "poolpolicy-reliability", id);
+/**
+ * The folder where the test files of one vitest run leave their rows: next to the shared control
+ * plane's kubeconfig, in its temp dir, which the global teardown removes.
+ */
+export function runDir(kubeconfigPath: string): string {
+  return join(dirname(kubeconfigPath), "reliability-rows");
 }
 
 /** Adds or replaces this row in the test file's JSON in the run dir. */
-export function recordRow(runKey: string, row: ScenarioRow): void {
-  const dir = runDir(runKey);
+export function recordRow(dir: string, row: ScenarioRow): void {
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `${row.file.replace(/[^A-Za-z0-9.-]/g, "_")}.json`);
   const rows = existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as ScenarioRow[]) : [];
@@ -201,8 +201,7 @@ export function recordRow(runKey: string, row: ScenarioRow): void {
   atomicWrite(file, JSON.stringify(next, null, 1));
 }
 
-export function rowsOfRun(runKey: string): ScenarioRow[] {
-  const dir = runDir(runKey);
+export function rowsOfRun(dir: string): ScenarioRow[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
     .filter((f) => f.endsWith(".json"))
@@ -378,9 +377,9 @@ function secretsRow(entry: CatalogueEntry, rows: ScenarioRow[]): string {
 }
 
 /** Renders docs/reliability.md from the previous table and this run's rows. */
-export function writeReport(runKey: string, path = REPORT_PATH): void {
+export function writeReport(dir: string, path = REPORT_PATH): void {
   const previous = existsSync(path) ? previousRows(readFileSync(path, "utf8")) : [];
-  const rows = mergeRows(previous, rowsOfRun(runKey));
+  const rows = mergeRows(previous, rowsOfRun(dir));
   atomicWrite(path, renderMarkdown(rows, new Date(), machineDescription()));
 }
 

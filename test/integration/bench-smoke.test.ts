@@ -6,14 +6,19 @@
  * machine, they say nothing.
  */
 import { spawnSync } from "node:child_process";
-import { readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { expect, it } from "vitest";
+import { expect, it, onTestFinished } from "vitest";
 import { repoRoot } from "../harness/tools.js";
 
 it("runs every benchmark scenario and keeps the exact goals", () => {
+  // The logs and the report, removed however the test ends.
+  const logDir = mkdtempSync(join(tmpdir(), "poolpolicy-bench-smoke-"));
+  onTestFinished(() => rmSync(logDir, { recursive: true, force: true }));
   const run = spawnSync(process.execPath, ["--import", "tsx", join(repoRoot, "bench/smoke.ts")], {
     cwd: repoRoot,
+    env: { ...process.env, BENCH_LOG_DIR: logDir },
     encoding: "utf8",
     timeout: 900_000,
   });
@@ -26,5 +31,4 @@ it("runs every benchmark scenario and keeps the exact goals", () => {
   for (const title of ["1. Fan-out", "2. Steady state", "3. Memory", "4. Reaper", "5. Event storm", "6. Restart"])
     expect(markdown).toContain(`## ${title}`);
   expect(markdown).not.toContain("The scenario failed");
-  rmSync(report!);
 }, 960_000);

@@ -107,8 +107,9 @@ Role. Leases are not here: they get a Role of their own in the release namespace
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch"]
-# Events on the PoolPolicy (kubectl describe pp): created, then patched when they repeat.
+# Events on the PoolPolicy (kubectl describe pp): created, then patched when they repeat;
+# listed by label to find the one Event of an action (ALTER SYSTEM, restart) after a crash.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "patch", "list"]
 {{- end }}

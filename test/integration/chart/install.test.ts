@@ -224,6 +224,7 @@ describe("helm install of the chart", () => {
       { group: "autoscaling", resource: "horizontalpodautoscalers", verb: "get", namespace: "apps", name: "web" },
       { group: "events.k8s.io", resource: "events", verb: "create", namespace: "apps" },
       { group: "events.k8s.io", resource: "events", verb: "patch", namespace: "apps", name: "e" },
+      { group: "events.k8s.io", resource: "events", verb: "list", namespace: "apps" },
       // Leader election, in the release namespace.
       { group: "coordination.k8s.io", resource: "leases", verb: "create", namespace: ns },
       { group: "coordination.k8s.io", resource: "leases", verb: "get", namespace: ns, name: "poolpolicy-operator" },

@@ -8,13 +8,13 @@
  * and the operators' own sessions.
  */
 import { execFile } from "node:child_process";
-import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AutoscalingV2Api, type KubeConfig } from "@kubernetes/client-node";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import { runCli } from "../../../src/cli/main.js";
 import { captureIo } from "../../../src/cli/io.js";
 import type { DiagnoseReport } from "../../../src/cli/report.js";
@@ -445,6 +445,7 @@ describe("poolpolicy diagnose", () => {
     // (dist/src/cli/main.js) linked under that name is what users install. Here a shim runs
     // the sources under tsx.
     const shimDir = mkdtempSync(join(tmpdir(), "poolpolicy-plugin-"));
+    onTestFinished(() => rmSync(shimDir, { recursive: true, force: true }));
     const shim = join(shimDir, "kubectl-poolpolicy");
     writeFileSync(
       shim,

@@ -11,7 +11,7 @@
  * table and the test names say the same thing.
  */
 import { afterAll, inject, it } from "vitest";
-import { CATALOGUE, machineDescription, recordRow, writeReport } from "../../harness/reliability-report.js";
+import { CATALOGUE, machineDescription, recordRow, runDir, writeReport } from "../../harness/reliability-report.js";
 import { findSecrets, operatorVisibleOutput, type FaultCluster } from "../../harness/faults.js";
 
 export interface Measurements {
@@ -26,12 +26,12 @@ export interface FaultSuite {
 }
 
 export function faultSuite(file: string, cluster: () => FaultCluster | undefined): FaultSuite {
-  // The shared control plane's kubeconfig lives in a fresh temp dir per vitest run: a run id
-  // that every test file of this run knows, and no other run has.
-  const runKey = inject("kubeconfigPath");
+  // The shared control plane's kubeconfig lives in a fresh temp dir per vitest run: a folder
+  // that every test file of this run knows, no other run has, and the teardown removes.
+  const rows = runDir(inject("kubeconfigPath"));
   const secrets = new Set<string>();
 
-  afterAll(() => writeReport(runKey));
+  afterAll(() => writeReport(rows));
 
   function scenario(id: string, fn: (m: Measurements) => Promise<void>, timeoutMs?: number): void {
     const entry = CATALOGUE.find((e) => e.id === id);
@@ -60,7 +60,7 @@ export function faultSuite(file: string, cluster: () => FaultCluster | undefined
         }
         const failureText = failure === undefined ? "" : ` — failed: ${firstLine(failure)}`;
         const leakText = hits.length > 0 ? ` — secrets leaked: ${hits.join(", ")}` : "";
-        recordRow(runKey, {
+        recordRow(rows, {
           id,
           title: entry.title,
           promise: entry.promise,

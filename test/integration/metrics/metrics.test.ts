@@ -7,13 +7,11 @@
  * every namespace and would also restart and reap here, leaving this operator's counters at
  * 0 or 1 depending on who came first.
  */
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { KubeConfig } from "@kubernetes/client-node";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlPlane } from "../../harness/controlplane.js";
-import { OperatorProcess } from "../../harness/operator.js";
+import { OperatorProcess, runLogFile } from "../../harness/operator.js";
 import { waitFor } from "../../harness/processes.js";
 import { findObject, renderChart } from "../../unit/chart/helm.js";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
@@ -58,7 +56,7 @@ beforeAll(async () => {
   await s.deployment("api", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 1 });
   operator = new OperatorProcess({
     kubeconfigPath: controlPlane.kubeconfigPath,
-    logFile: join(tmpdir(), `operator-metrics-${Date.now()}.log`),
+    logFile: runLogFile(controlPlane.kubeconfigPath, "operator-metrics"),
   });
   await operator.start();
 });

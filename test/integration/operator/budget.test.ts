@@ -5,13 +5,11 @@
  * own idle_in_transaction_session_timeout as the reaper.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { join } from "node:path";
-import { tmpdir } from "node:os";
 import { AutoscalingV2Api, PatchStrategy, setHeaderOptions, type KubeConfig } from "@kubernetes/client-node";
 import pg from "pg";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { loadKubeConfig } from "../../harness/kube.js";
-import { OperatorProcess } from "../../harness/operator.js";
+import { OperatorProcess, runLogFile } from "../../harness/operator.js";
 import { waitFor } from "../../harness/processes.js";
 import { Scenario } from "./scenario.js";
 
@@ -26,7 +24,7 @@ beforeAll(async () => {
   await installPoolPolicyCrd(kc);
   operator = new OperatorProcess({
     kubeconfigPath,
-    logFile: join(tmpdir(), `operator-budget-${Date.now()}.log`),
+    logFile: runLogFile(kubeconfigPath, "operator-budget"),
     env: { STATS_REFRESH_SECONDS: "120" },
   });
   await operator.start();

@@ -3,12 +3,10 @@
  * overwrites our entries, a container filter, and a converged policy that writes nothing.
  */
 import { afterAll, beforeAll, expect, inject, it } from "vitest";
-import { join } from "node:path";
-import { tmpdir } from "node:os";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { loadKubeConfig, waitForDeployment } from "../../harness/kube.js";
-import { OperatorProcess } from "../../harness/operator.js";
+import { OperatorProcess, runLogFile } from "../../harness/operator.js";
 import { metricValue } from "../../harness/faults.js";
 import { waitFor } from "../../harness/processes.js";
 import { Scenario } from "./scenario.js";
@@ -24,7 +22,7 @@ beforeAll(async () => {
   scenario = await Scenario.create(kc, { prefix: "env" });
   operator = new OperatorProcess({
     kubeconfigPath,
-    logFile: join(tmpdir(), `operator-env-${Date.now()}.log`),
+    logFile: runLogFile(kubeconfigPath, "operator-env"),
     env: { STATS_REFRESH_SECONDS: "2" },
   });
   await operator.start();

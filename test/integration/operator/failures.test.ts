@@ -3,12 +3,10 @@
  * recovered from once fixed; and a spec the CRD admits but the operator refuses, applied nowhere.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { join } from "node:path";
-import { tmpdir } from "node:os";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { loadKubeConfig } from "../../harness/kube.js";
-import { OperatorProcess } from "../../harness/operator.js";
+import { OperatorProcess, runLogFile } from "../../harness/operator.js";
 import { RedisServer } from "../../harness/redis.js";
 import { freePort } from "../../harness/ports.js";
 import { Scenario } from "./scenario.js";
@@ -22,7 +20,7 @@ beforeAll(async () => {
   const kubeconfigPath = inject("kubeconfigPath");
   kc = loadKubeConfig(kubeconfigPath);
   await installPoolPolicyCrd(kc);
-  operator = new OperatorProcess({ kubeconfigPath, logFile: join(tmpdir(), `operator-failures-${Date.now()}.log`) });
+  operator = new OperatorProcess({ kubeconfigPath, logFile: runLogFile(kubeconfigPath, "operator-failures") });
   await operator.start();
 });
 

@@ -4,11 +4,9 @@
  * is SIGKILLed after it requested the restart.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { join } from "node:path";
-import { tmpdir } from "node:os";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { loadKubeConfig } from "../../harness/kube.js";
-import { OperatorProcess } from "../../harness/operator.js";
+import { OperatorProcess, runLogFile } from "../../harness/operator.js";
 import { waitFor } from "../../harness/processes.js";
 import { Scenario } from "./scenario.js";
 import type { KubeConfig } from "@kubernetes/client-node";
@@ -21,7 +19,7 @@ beforeAll(async () => {
   const kubeconfigPath = inject("kubeconfigPath");
   kc = loadKubeConfig(kubeconfigPath);
   await installPoolPolicyCrd(kc);
-  operator = new OperatorProcess({ kubeconfigPath, logFile: join(tmpdir(), `operator-maxconn-${Date.now()}.log`) });
+  operator = new OperatorProcess({ kubeconfigPath, logFile: runLogFile(kubeconfigPath, "operator-maxconn") });
   await operator.start();
 });
 

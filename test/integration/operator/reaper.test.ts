@@ -4,12 +4,10 @@
  * applications, and nothing at all in dry-run mode.
  */
 import { afterAll, beforeAll, expect, inject, it } from "vitest";
-import { join } from "node:path";
-import { tmpdir } from "node:os";
 import pg from "pg";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { loadKubeConfig } from "../../harness/kube.js";
-import { OperatorProcess } from "../../harness/operator.js";
+import { OperatorProcess, runLogFile } from "../../harness/operator.js";
 import { waitFor } from "../../harness/processes.js";
 import { Scenario } from "./scenario.js";
 
@@ -26,7 +24,7 @@ beforeAll(async () => {
   await scenario.server.query("CREATE ROLE app LOGIN PASSWORD 'app-pw'");
   await scenario.server.query("GRANT ALL ON DATABASE appdb TO app, replicator");
   await scenario.deployment("api", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 1 });
-  operator = new OperatorProcess({ kubeconfigPath, logFile: join(tmpdir(), `operator-reap-${Date.now()}.log`) });
+  operator = new OperatorProcess({ kubeconfigPath, logFile: runLogFile(kubeconfigPath, "operator-reap") });
   await operator.start();
 });
 

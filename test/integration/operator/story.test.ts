@@ -6,11 +6,9 @@
  * → delete the policy → the injected env is gone (max_connections stays).
  */
 import { afterAll, beforeAll, expect, inject, it } from "vitest";
-import { join } from "node:path";
-import { tmpdir } from "node:os";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { loadKubeConfig, waitForDeployment } from "../../harness/kube.js";
-import { OperatorProcess } from "../../harness/operator.js";
+import { OperatorProcess, runLogFile } from "../../harness/operator.js";
 import { waitFor } from "../../harness/processes.js";
 import { Scenario } from "./scenario.js";
 import type { PostgresPodBridge } from "../../harness/postgres-bridge.js";
@@ -32,7 +30,7 @@ beforeAll(async () => {
     containers: ["worker", "sidecar"],
   });
   await scenario.deployment("unrelated", { labels: { "app.kubernetes.io/part-of": "other" }, replicas: 1 });
-  operator = new OperatorProcess({ kubeconfigPath, logFile: join(tmpdir(), `operator-story-${Date.now()}.log`) });
+  operator = new OperatorProcess({ kubeconfigPath, logFile: runLogFile(kubeconfigPath, "operator-story") });
   await operator.start();
 });
 

@@ -5,11 +5,9 @@
  * the replica keeps replaying throughout (the hot-standby rule is never broken).
  */
 import { afterAll, beforeAll, expect, inject, it } from "vitest";
-import { join } from "node:path";
-import { tmpdir } from "node:os";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { loadKubeConfig, waitForStatefulSet } from "../../harness/kube.js";
-import { OperatorProcess } from "../../harness/operator.js";
+import { OperatorProcess, runLogFile } from "../../harness/operator.js";
 import { PostgresServer } from "../../harness/postgres.js";
 import { PostgresPodBridge } from "../../harness/postgres-bridge.js";
 import { postgresService, postgresStatefulSet } from "../../harness/manifests.js";
@@ -39,7 +37,7 @@ beforeAll(async () => {
   bridge.start();
   await waitForStatefulSet(kc, scenario.namespace, "postgres");
   await scenario.deployment("api", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 1 });
-  operator = new OperatorProcess({ kubeconfigPath, logFile: join(tmpdir(), `operator-topo-${Date.now()}.log`) });
+  operator = new OperatorProcess({ kubeconfigPath, logFile: runLogFile(kubeconfigPath, "operator-topo") });
   await operator.start();
 });
 

@@ -32,6 +32,20 @@ describe("the CRD generated from the zod schema", () => {
       "Usage",
       "Targets",
       "Age",
+      "Host",
+      "Port",
+      "Demand",
+      "Capacity",
+    ]);
+  });
+
+  it("shows the server and the budget only with -o wide (priority 1)", () => {
+    const wide = version.additionalPrinterColumns.filter((c: any) => c.priority === 1).map((c: any) => c.jsonPath);
+    expect(wide).toEqual([
+      ".spec.postgres.host",
+      ".spec.postgres.port",
+      ".status.budget.demand",
+      ".status.budget.capacity",
     ]);
   });
 

@@ -10,11 +10,11 @@
  * Without it those two tests are skipped and say so; the structural checks always run.
  */
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
 import { Histogram } from "prom-client";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { registry } from "../../../src/runtime/metrics.js";
 import "../../../src/controller/metrics.js"; // registers the domain metrics on the registry
 import { toolsDir } from "../../harness/tools.js";
@@ -151,6 +151,7 @@ describe("PrometheusRule with promtool", () => {
     writeFileSync(join(dir, "rules.yaml"), JSON.stringify({ groups: rule.spec.groups }, null, 2));
     writeFileSync(join(dir, "tests.yaml"), JSON.stringify(ALERT_TESTS, null, 2));
   });
+  afterAll(() => dir && rmSync(dir, { recursive: true, force: true }));
 
   it.skipIf(!promtool)(`promtool check rules accepts them (${promtool ?? "promtool not found: skipped"})`, async () => {
     const result = await run(promtool!, ["check", "rules", join(dir, "rules.yaml")]);

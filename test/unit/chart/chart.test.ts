@@ -39,7 +39,7 @@ const OPERATOR_RULES = [
   "core/secrets: get",
   "core/pods: delete,get,list,watch",
   "autoscaling/horizontalpodautoscalers: get,list,watch",
-  "events.k8s.io/events: create,patch",
+  "events.k8s.io/events: create,list,patch",
 ].sort();
 
 const deploymentOf = (objects: Manifest[]) => findObject(objects, "Deployment");

@@ -76,8 +76,10 @@ describe("the reliability table", () => {
   });
 
   it("collects the rows of one run across test files and writes the report", () => {
-    const key = `unit-${Date.now()}-${Math.random()}`;
-    const dir = mkdtempSync(join(tmpdir(), "reliability-unit-"));
+    const dir = mkdtempSync(join(tmpdir(), "poolpolicy-reliability-unit-"));
+    // Where the shared control plane's kubeconfig would be: the rows go next to it.
+    const key = runDir(join(dir, "run", "kubeconfig"));
+    const nextRun = runDir(join(dir, "next-run", "kubeconfig"));
     try {
       recordRow(key, row("1a", "fail", { file: "test/integration/faults/a.test.ts" }));
       recordRow(key, row("1a", "pass", { file: "test/integration/faults/a.test.ts" })); // replaced, not added
@@ -89,7 +91,7 @@ describe("the reliability table", () => {
       ).toEqual(["1a:pass", "2a:pass"]);
       const path = join(dir, "reliability.md");
       writeReport(key, path);
-      writeReport(`${key}-next`, path); // a later run that ran nothing keeps the rows
+      writeReport(nextRun, path); // a later run that ran nothing keeps the rows
       expect(
         previousRows(readFileSync(path, "utf8"))
           .map((r) => r.id)
@@ -97,7 +99,6 @@ describe("the reliability table", () => {
       ).toEqual(["1a", "2a"]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
-      rmSync(runDir(key), { recursive: true, force: true });
     }
   });
 });

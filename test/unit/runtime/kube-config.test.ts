@@ -1,7 +1,7 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it, vi } from "vitest";
+import { describe, expect, it, onTestFinished, vi } from "vitest";
 import { RequestContext } from "@kubernetes/client-node";
 import { ConnectionReusingKubeConfig } from "../../../src/runtime/kube-config.js";
 
@@ -60,7 +60,8 @@ describe("ConnectionReusingKubeConfig", () => {
   });
 
   it("shares the dispatcher in the cluster, where the token file is re-read as a header on every request", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "sa-"));
+    const dir = mkdtempSync(join(tmpdir(), "poolpolicy-sa-"));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     writeFileSync(join(dir, "token"), "first-token");
     writeFileSync(join(dir, "ca.crt"), "not a real CA");
     const kc = new ConnectionReusingKubeConfig();
