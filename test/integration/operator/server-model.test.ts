@@ -11,14 +11,12 @@
  *     out, and no restart after Ready.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { join } from "node:path";
-import { tmpdir } from "node:os";
 import { PatchStrategy, setHeaderOptions, type KubeConfig } from "@kubernetes/client-node";
 import { runCli } from "../../../src/cli/main.js";
 import type { DiagnoseReport } from "../../../src/cli/report.js";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { loadKubeConfig } from "../../harness/kube.js";
-import { OperatorProcess } from "../../harness/operator.js";
+import { OperatorProcess, runLogFile } from "../../harness/operator.js";
 import { waitFor } from "../../harness/processes.js";
 import { Scenario } from "./scenario.js";
 
@@ -34,7 +32,7 @@ beforeAll(async () => {
   await installPoolPolicyCrd(kc);
   operator = new OperatorProcess({
     kubeconfigPath,
-    logFile: join(tmpdir(), `operator-server-model-${Date.now()}.log`),
+    logFile: runLogFile(kubeconfigPath, "operator-server-model"),
     // A short stats refresh: every policy re-decides often, so a flap would show within the test.
     env: { STATS_REFRESH_SECONDS: "5", MAX_RESTARTS_PER_HOUR: String(MAX_RESTARTS_PER_HOUR) },
   });
