@@ -81,64 +81,62 @@ export async function applyPoolEnv(
   const yielded: Array<{ name: string; conflict: EnvConflict }> = [];
   const injected: Array<{ name: string; containers: string[] }> = [];
   const previousByName = new Map(previousTargets.map((t) => [t.name, t]));
-  for (const deployment of matched) {
-    const name = deployment.metadata!.name!;
-    const wasYielded = previousByName.get(name)?.conflict?.yieldedUntil !== undefined;
-    const containers = selectContainers(deployment, spec.targets.containers);
-    if (containers.length === 0) {
-      failures.push(`${name}: none of the containers ${spec.targets.containers.join(", ")} exists`);
-      outcome.targets.push({ name, containers, injected: false, rolledOut: false });
-      continue;
-    }
-    let current: V1Deployment = deployment;
-    if (options.holdGrowthUntil && poolWouldGrow(deployment, containers, spec.pool)) {
-      held.push(name);
-      outcome.targets.push({
-        name,
-        containers,
-        injected: false,
-        rolledOut: deploymentRolledOut(deployment),
-      });
-      continue;
-    }
-    let conflict: EnvConflict | undefined;
-    if (isInjected(deployment, containers, env)) {
-      const takes = takesOf(deployment);
-      if (recentFight(takes, now)) conflict = reported(takes!);
-    } else {
-      let result: InjectResult;
-      try {
-        result = await injectAgainstOthers(apps, deployment, containers, env, manager, now);
-      } catch (err) {
-        failures.push(`${name}: ${apiErrorMessage(err)}`);
+  const context = { apps, spec, env, manager, now, holdGrowthUntil: options.holdGrowthUntil };
+  // Several patches in flight: one at a time, a policy over 1,000 Deployments waited for 1,000
+  // round trips in a row (the fan-out benchmark measured the raw client 2.2–3.1× faster in
+  // parallel). The results are folded in the Deployments' order, as before.
+  const results = await mapInFlight(matched, PATCHES_IN_FLIGHT, (d) => decideTarget(context, d));
+  for (const result of results) {
+    const { name, containers } = result;
+    switch (result.kind) {
+      case "noContainers":
+        failures.push(`${name}: none of the containers ${spec.targets.containers.join(", ")} exists`);
+        outcome.targets.push({ name, containers, injected: false, rolledOut: false });
+        break;
+      case "held":
+        held.push(name);
+        outcome.targets.push({ name, containers, injected: false, rolledOut: result.rolledOut });
+        break;
+      case "failed":
+        failures.push(`${name}: ${result.error}`);
         outcome.actions.push({
           reason: "EnvInjectionFailed",
-          note: `Deployment ${name}: ${apiErrorMessage(err)}`,
+          note: `Deployment ${name}: ${result.error}`,
           warning: true,
         });
         outcome.targets.push({ name, containers, injected: false, rolledOut: false });
-        continue;
-      }
-      if (result.kind === "yielded") {
-        const yieldedTo = reported(result.takes, true);
+        break;
+      case "yielded": {
         // Announced once, when it starts; a pass on a lagging cache may announce it again, which
         // the EventRecorder folds into the same Event.
-        if (!wasYielded) outcome.actions.push(yieldAction(name, yieldedTo));
-        yielded.push({ name, conflict: yieldedTo });
-        const rolledOut = deploymentRolledOut(deployment);
-        outcome.targets.push({ name, containers, injected: false, rolledOut, conflict: yieldedTo });
-        continue;
+        if (previousByName.get(name)?.conflict?.yieldedUntil === undefined) {
+          outcome.actions.push(yieldAction(name, result.conflict));
+        }
+        yielded.push({ name, conflict: result.conflict });
+        outcome.targets.push({
+          name,
+          containers,
+          injected: false,
+          rolledOut: result.rolledOut,
+          conflict: result.conflict,
+        });
+        break;
       }
-      if (result.takes) {
-        conflict = reported(result.takes);
-        if (result.takes.takes > 1) outcome.actions.push(takeAction(name, conflict));
+      case "injected": {
+        const { conflict } = result;
+        if (result.patched) injected.push({ name, containers });
+        if (result.patched && conflict && result.takes > 1) outcome.actions.push(takeAction(name, conflict));
+        outcome.rollingOut ||= !result.rolledOut;
+        outcome.targets.push({
+          name,
+          containers,
+          injected: true,
+          rolledOut: result.rolledOut,
+          ...(conflict ? { conflict } : {}),
+        });
+        break;
       }
-      current = result.current;
-      injected.push({ name, containers });
     }
-    const rolledOut = deploymentRolledOut(current);
-    outcome.rollingOut ||= !rolledOut;
-    outcome.targets.push({ name, containers, injected: true, rolledOut, ...(conflict ? { conflict } : {}) });
   }
 
   // One Event per pass, not per Deployment: a policy over 1,000 Deployments would bury
@@ -282,6 +280,69 @@ function byCodePoint(a: string, b: string): number {
 }
 
 /** "Deployment api (containers: app)" or "3 Deployments: api, web, worker (containers: app)", the list cut at 10 names. */
+/** Patches of one policy in flight at once; the API server's own limits (max-in-flight) stay far above. */
+export const PATCHES_IN_FLIGHT = 8;
+
+type TargetDecision = { name: string; containers: string[] } & (
+  | { kind: "noContainers" }
+  | { kind: "held"; rolledOut: boolean }
+  | { kind: "failed"; error: string }
+  | { kind: "yielded"; rolledOut: boolean; conflict: EnvConflict }
+  | { kind: "injected"; rolledOut: boolean; patched: boolean; conflict?: EnvConflict; takes: number }
+);
+
+interface TargetContext {
+  apps: AppsV1Api;
+  spec: PoolPolicySpec;
+  env: ReturnType<typeof desiredEnv>;
+  manager: string;
+  now: Date;
+  holdGrowthUntil?: number | false;
+}
+
+/** What to do with one Deployment, done: hold it, inject (patch), leave it to another manager, or report. */
+async function decideTarget(c: TargetContext, deployment: V1Deployment): Promise<TargetDecision> {
+  const name = deployment.metadata!.name!;
+  const containers = selectContainers(deployment, c.spec.targets.containers);
+  if (containers.length === 0) return { kind: "noContainers", name, containers };
+  if (c.holdGrowthUntil && poolWouldGrow(deployment, containers, c.spec.pool)) {
+    return { kind: "held", name, containers, rolledOut: deploymentRolledOut(deployment) };
+  }
+  if (isInjected(deployment, containers, c.env)) {
+    const takes = takesOf(deployment);
+    const conflict = recentFight(takes, c.now) ? reported(takes!) : undefined;
+    const rolledOut = deploymentRolledOut(deployment);
+    return { kind: "injected", name, containers, rolledOut, patched: false, conflict, takes: takes?.takes ?? 0 };
+  }
+  let result: InjectResult;
+  try {
+    result = await injectAgainstOthers(c.apps, deployment, containers, c.env, c.manager, c.now);
+  } catch (err) {
+    return { kind: "failed", name, containers, error: apiErrorMessage(err) };
+  }
+  if (result.kind === "yielded") {
+    const conflict = reported(result.takes, true);
+    return { kind: "yielded", name, containers, rolledOut: deploymentRolledOut(deployment), conflict };
+  }
+  const conflict = result.takes ? reported(result.takes) : undefined;
+  const rolledOut = deploymentRolledOut(result.current);
+  return { kind: "injected", name, containers, rolledOut, patched: true, conflict, takes: result.takes?.takes ?? 0 };
+}
+
+/** `fn` over `items` with at most `limit` calls in flight; the results in the items' order. */
+async function mapInFlight<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
 export function describeInjected(injected: ReadonlyArray<{ name: string; containers: readonly string[] }>): string {
   const shown = 10;
   const containers = [...new Set(injected.flatMap((d) => d.containers))].sort().join(", ");
