@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs the vitest projects given as arguments (default: all) and ends with one plain line
+# Runs the vitest projects given as arguments (default: unit and integration; the real-node
+# story is the project e2e, run by `make e2e`) and ends with one plain line
 # "N passed, N failed, N skipped" that any CI log reader understands; exits non-zero on failure.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 results="$(mktemp)"
 projects=()
+(($#)) || set -- unit integration
 for p in "$@"; do projects+=(--project "$p"); done
 npx vitest run "${projects[@]}" --reporter=default --reporter=json --outputFile.json="$results"
 status=$?
