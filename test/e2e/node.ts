@@ -53,7 +53,7 @@ export interface RealNodeOptions {
   imageTars: string[];
   /** The sandbox image, as imported (e.g. poolpolicy-e2e/pause:abc). */
   pauseImage: string;
-  /** Where config files and logs go. */
+  /** Where logs go. */
   dir: string;
 }
 
@@ -62,8 +62,14 @@ export class RealNode {
   private readonly processes: ManagedProcess[] = [];
   private readonly kubeconfigPath: string;
 
+  /**
+   * Config files live in the node's state folder: the daemons' command lines then name it, which
+   * is how node.sh down finds them after a crash.
+   */
+  private readonly configDir = join(this.env.NODE_STATE_DIR, "config");
+
   constructor(private readonly options: RealNodeOptions) {
-    this.kubeconfigPath = join(options.dir, "node.kubeconfig");
+    this.kubeconfigPath = join(this.configDir, "node.kubeconfig");
   }
 
   /** The cluster DNS server's address, as pods' resolv.conf names it. */
@@ -79,6 +85,7 @@ export class RealNode {
   up(): void {
     mkdirSync(join(this.options.dir, "logs"), { recursive: true });
     execFileSync("bash", [nodeScript, "up"], { stdio: "inherit" });
+    mkdirSync(this.configDir, { recursive: true });
   }
 
   /**
@@ -166,7 +173,7 @@ export class RealNode {
     const cniConfDir = join(data, "cni", "net.d");
     mkdirSync(cniConfDir, { recursive: true });
     writeFileSync(join(cniConfDir, "10-poolpolicy-e2e.conflist"), JSON.stringify(this.cniConfig(), null, 2));
-    const config = join(this.options.dir, "containerd.toml");
+    const config = join(this.configDir, "containerd.toml");
     // containerd 1.6's config format (version 2). Its own root, state and socket, so it never
     // meets the containerd that dockerd runs.
     writeFileSync(
@@ -181,6 +188,11 @@ export class RealNode {
         `  path = "${data}/containerd-opt"`,
         '[plugins."io.containerd.grpc.v1.cri"]',
         `  sandbox_image = "docker.io/${this.options.pauseImage}"`,
+        // Our machines refuse a lower oom_score_adj than the caller's (runc's -998 for a pod
+        // sandbox fails with EACCES): keep every container's at or above containerd's own.
+        "  restrict_oom_score_adj = true",
+        // Pod network namespaces under the state folder, where node.sh down finds them.
+        "  netns_mounts_under_state_dir = true",
         '  [plugins."io.containerd.grpc.v1.cri".containerd]',
         '    snapshotter = "overlayfs"',
         '    default_runtime_name = "runc"',
@@ -243,7 +255,7 @@ export class RealNode {
 
   private startKubelet(): void {
     const { NODE_DATA_DIR: data, NODE_CONTAINERD_SOCK: sock, NODE_IP: ip } = this.env;
-    const config = join(this.options.dir, "kubelet.yaml");
+    const config = join(this.configDir, "kubelet.yaml");
     writeFileSync(
       config,
       JSON.stringify(
@@ -288,7 +300,7 @@ export class RealNode {
   }
 
   private startKubeProxy(): void {
-    const config = join(this.options.dir, "kube-proxy.yaml");
+    const config = join(this.configDir, "kube-proxy.yaml");
     writeFileSync(
       config,
       JSON.stringify(
@@ -316,7 +328,7 @@ export class RealNode {
   }
 
   private startCoreDns(): void {
-    const corefile = join(this.options.dir, "Corefile");
+    const corefile = join(this.configDir, "Corefile");
     // cluster.local and reverse lookups of pods and Services only; any other name is refused
     // (no forward plugin, nothing leaves the machine).
     writeFileSync(

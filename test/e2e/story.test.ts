@@ -24,8 +24,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { AppsV1Api, CoreV1Api, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
-import yaml from "js-yaml";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { dump, load } from "js-yaml";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { ControlPlane } from "../harness/controlplane.js";
 import { waitFor } from "../harness/processes.js";
 import { repoRoot, toolPath } from "../harness/tools.js";
@@ -140,6 +140,15 @@ afterAll(async () => {
 
 describe("the user's story on a real node", () => {
   let postgresPodUid = "";
+  // Each step builds on the one before: after a failure the later steps are skipped (and
+  // reported as skipped), not run against a half-made state.
+  let failedStep: string | undefined;
+  beforeEach((ctx) => {
+    if (failedStep) ctx.skip(`skipped: "${failedStep}" failed`);
+  });
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === "fail") failedStep ??= ctx.task.name;
+  });
 
   it("a pod runs on the node, resolves a Service name and reaches the API server through the kubernetes Service", async () => {
     await kubectlApply(workloads());
@@ -469,7 +478,7 @@ function workloads(): string {
       },
     },
   ];
-  return docs.map((d) => yaml.dump(d)).join("---\n");
+  return docs.map((d) => dump(d)).join("---\n");
 }
 
 function secret(name: string, data: Record<string, string>): object {
@@ -482,10 +491,10 @@ function secretEnv(name: string, secretName: string, key: string): object {
 
 /** examples/poolpolicy.yaml, with the reaper's timings shortened so the test sees it act. */
 function examplePolicy(): string {
-  const policy = yaml.load(readFileSync(join(repoRoot, "examples/poolpolicy.yaml"), "utf8")) as {
+  const policy = load(readFileSync(join(repoRoot, "examples/poolpolicy.yaml"), "utf8")) as {
     spec: { reaper: { interval: string; idleInTransactionTimeout: string } };
   };
   policy.spec.reaper.interval = "5s";
   policy.spec.reaper.idleInTransactionTimeout = "10s";
-  return yaml.dump(policy);
+  return dump(policy);
 }

@@ -180,6 +180,9 @@ export class ControlPlane {
       `--advertise-address=${this.address}`,
       `--service-cluster-ip-range=${this.options.serviceClusterIpRange ?? "10.0.0.0/24"}`,
       "--allow-privileged=true",
+      // kubectl logs/exec reach a real kubelet at its node's InternalIP; its Hostname (tried
+      // first by default) resolves nowhere here.
+      "--kubelet-preferred-address-types=InternalIP,Hostname",
       "--authorization-mode=RBAC",
       `--service-account-issuer=https://127.0.0.1:${this.apiPort}/`,
       `--service-account-key-file=${join(this.dir, "sa.key")}`,

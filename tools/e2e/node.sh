@@ -79,20 +79,6 @@ unmount_ours() {
   done
 }
 
-# Pod network namespaces that containerd's CRI created (named in the node's state) are removed
-# with the namespaces' bind mounts; the list is kept by `up` to touch nothing else.
-remove_pod_netns() {
-  local before="$data/netns-before"
-  [[ -f "$before" ]] || return 0
-  local ns
-  for ns in $(ls /var/run/netns 2>/dev/null); do
-    [[ "$ns" == "$netns" ]] && continue
-    grep -qx "$ns" "$before" && continue
-    umount "/var/run/netns/$ns" 2>/dev/null || true
-    rm -f "/var/run/netns/$ns"
-  done
-}
-
 remove_cgroups() {
   local ctrl
   for ctrl in /sys/fs/cgroup/*/; do
@@ -108,8 +94,9 @@ restore_sysctls() {
 
 down() {
   kill_ours
+  # Pod network namespaces are bind mounts under our state folder (containerd's
+  # netns_mounts_under_state_dir): unmounting them frees the namespaces.
   unmount_ours
-  remove_pod_netns
   remove_cgroups
   restore_sysctls
   if ip netns list 2>/dev/null | grep -qw "$netns"; then ip netns delete "$netns"; fi
@@ -133,7 +120,6 @@ up() {
   down >/dev/null
   check_ranges
   mkdir -p "$state" "$data"
-  ls /var/run/netns 2>/dev/null >"$data/netns-before" || : >"$data/netns-before"
   for s in "${kubelet_sysctls[@]}"; do echo "$s = $(sysctl -n "$s")"; done >"$data/sysctl.saved"
   ip netns add "$netns"
   ip link add "$host_if" type veth peer name "$node_if"
