@@ -30,8 +30,8 @@ typecheck: node-deps
 generate: node-deps
 	npm run generate
 
-## test: every test (unit + integration against a real control plane, PostgreSQL and Redis)
-test: deps tools typecheck lint
+## test: every test (unit + integration against a real control plane, PostgreSQL and Redis, then the story on a real node)
+test: deps tools node-tools typecheck lint
 	@bash tools/run-tests.sh
 
 test-unit: node-deps
