@@ -2,12 +2,15 @@
  * The user's story on a real node (make e2e): real pods, from images built here, on a kubelet
  * joined to the harness's control plane (test/e2e/node.ts).
  *
- *   1. the incident: PostgreSQL 15 at max_connections 20, three replicas of a Python service
- *      whose asyncpg pools hold 10 connections each → PostgreSQL refuses connections;
+ *   1. the incident: PostgreSQL 15 at max_connections 20 (data on a hostPath PersistentVolume),
+ *      three replicas of a Python service whose asyncpg pools hold 10 connections each →
+ *      PostgreSQL refuses connections;
  *   2. `helm install` of charts/poolpolicy-operator (only the image values set) into a namespace
  *      that enforces Pod Security "restricted": the operator runs our image as 65532 with a
- *      read-only root filesystem and talks to the API server with its ServiceAccount token;
- *   3. the example PoolPolicy (names and reaper timings adapted): the StatefulSet controller and
+ *      read-only root filesystem and talks to the API server with its ServiceAccount token; a
+ *      `helm upgrade` replaces the pod, the old one releases the Lease on SIGTERM and the new one
+ *      takes it; /metrics answers through the Service, from another pod;
+ *   3. the example PoolPolicy (only its reaper timings shortened): the StatefulSet controller and
  *      kubelet really restart PostgreSQL, max_connections comes back as 200 from its data
  *      directory, the apps roll with DB_POSTGRES_MIN/MAX_CONN, open pools within those bounds,
  *      and run 60 s without a connection error;
@@ -15,7 +18,7 @@
  *   5. `kubectl get/describe pp`, deleting the policy and `helm uninstall` leave the apps
  *      without our env entries.
  *
- * Each step depends on the one before: they run in order, and the first failure stops the rest.
+ * Each step depends on the one before: they run in order, and after a failure the rest are skipped.
  */
 import { execFile, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
