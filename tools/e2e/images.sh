@@ -74,6 +74,9 @@ image() {
     fi
     docker save -o "$tar.tmp" "$tag"
     mv "$tar.tmp" "$tar"
+    # One tar per image: the one of the previous sources goes (the operator's is ~350 MB a change).
+    local old
+    for old in "$cache/$name"-*.tar; do [[ "$old" == "$tar" ]] || rm -f "$old"; done
   fi
   local upper; upper="$(tr '[:lower:]' '[:upper:]' <<<"$name")"
   printf '%s_IMAGE=%s\n%s_TAR=%s\n' "$upper" "$tag" "$upper" "$tar" >>"$out_env"
