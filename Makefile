@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all deps node-deps tools build typecheck lint format generate test test-unit test-matrix test-integration demo bench bench-smoke e2e-kind lint-chart clean
+.PHONY: all deps node-deps tools node-tools build typecheck lint format generate test test-unit test-matrix test-integration demo bench bench-smoke e2e e2e-clean e2e-kind lint-chart clean
 
 all: build
 
@@ -30,8 +30,8 @@ typecheck: node-deps
 generate: node-deps
 	npm run generate
 
-## test: every test (unit, the PostgreSQL 13–18 matrix, integration against a real control plane, PostgreSQL and Redis)
-test: deps tools typecheck lint
+## test: every test (unit, the PostgreSQL 13–18 matrix, integration against a real control plane, PostgreSQL and Redis, then the story on a real node)
+test: deps tools node-tools typecheck lint
 	@bash tools/run-tests.sh
 
 test-unit: node-deps
@@ -55,6 +55,18 @@ bench: deps tools
 ## bench-smoke: every benchmark scenario at a tiny size (a few minutes), report to a temp file
 bench-smoke: deps tools
 	npm run -s bench:smoke
+
+## node-tools: the real node's kubelet, kube-proxy, CoreDNS (cached by version) and its Debian packages (containerd, runc, CNI, iptables)
+node-tools:
+	@bash tools/build-node.sh
+
+## e2e: the user's story on a real node (kubelet + containerd + real pods), images built here and cached by content
+e2e: deps tools node-tools node-deps
+	@bash tools/run-tests.sh e2e
+
+## e2e-clean: remove whatever an interrupted `make e2e` left on this machine (its node, containers, mounts, netns)
+e2e-clean:
+	@bash tools/e2e/node.sh down
 
 ## e2e-kind: for machines with Docker: kind cluster, image, Helm install, example policy
 e2e-kind:

@@ -32,6 +32,18 @@ export default defineConfig({
           fileParallelism: false,
         },
       },
+      {
+        test: {
+          // The user's story on a real node (make e2e): kubelet, containerd and real pods.
+          // Run alone: its control plane listens on the node's link, not the shared one.
+          name: "e2e",
+          include: ["test/e2e/**/*.test.ts"],
+          // A cold run builds the node's binaries and the images in beforeAll.
+          hookTimeout: 3_600_000,
+          testTimeout: 600_000,
+          fileParallelism: false,
+        },
+      },
     ],
   },
 });

@@ -82,9 +82,10 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig, log: L
   let stopping = false;
   const server = new OperatorServer({ logger: log });
   server.addHealthCheck("process", () => !stopping);
-  server.addReadinessCheck(
-    "policies-synced",
-    () => policies.hasSynced() || (elector !== undefined && !elector.isLeader()),
+  // Ready: the leader once its cache synced; a standby while it can read its Lease (one that
+  // cannot reach the API server could never take over, and must not look healthy).
+  server.addReadinessCheck("policies-synced", () =>
+    elector === undefined || elector.isLeader() ? policies.hasSynced() : elector.canReadLease(),
   );
   const httpPort = await server.listen(config.HTTP_PORT, config.HTTP_HOST);
 

@@ -93,23 +93,9 @@ kind load docker-image "$image" --name "$cluster"
 
 # --- 3. operator -------------------------------------------------------------------------------
 log "installing the chart into $operator_ns (Pod Security restricted enforced)"
-k create namespace "$operator_ns" --dry-run=client -o yaml | k apply -f -
-k label namespace "$operator_ns" --overwrite \
-  pod-security.kubernetes.io/enforce=restricted \
-  pod-security.kubernetes.io/enforce-version=latest
-# Helm installs crds/ only on the first install and never upgrades them: apply them first, so
-# that a reused cluster gets the current CRD too (see the chart's README).
-k apply --server-side --force-conflicts -f charts/poolpolicy-operator/crds/
-k wait --for=condition=Established crd/poolpolicies.pooling.dbops.io --timeout=60s
-helm upgrade --install "$release" charts/poolpolicy-operator \
-  --kube-context "$ctx" \
-  --namespace "$operator_ns" \
-  --skip-crds \
-  --set image.repository=poolpolicy-operator \
-  --set image.tag=e2e \
-  --set image.pullPolicy=Never \
-  --set logLevel=debug \
-  --wait --timeout 5m
+# The same install step as the real-node story of `make e2e` (test/e2e/story.test.ts).
+KUBE_CONTEXT="$ctx" OPERATOR_NAMESPACE="$operator_ns" RELEASE="$release" \
+  bash tools/e2e/install-operator.sh poolpolicy-operator e2e --set logLevel=debug
 # A reused cluster with an unchanged chart keeps the old pod; restart it to run the new image.
 ((created_cluster)) || k -n "$operator_ns" rollout restart "deployment/$release"
 k -n "$operator_ns" rollout status "deployment/$release" --timeout=5m

@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Runs the vitest projects given as arguments (default: all) and ends with one plain line
-# "N passed, N failed, N skipped" that any CI log reader understands; exits non-zero on failure.
+# Runs vitest projects and ends with one plain line "N passed, N failed, N skipped" that any CI
+# log reader understands; exits non-zero on failure.
+#
+#   run-tests.sh                  unit, the PostgreSQL matrix and integration, then the real-node story (e2e)
+#   run-tests.sh unit integration the projects named, in one vitest run
+#
+# The e2e project runs in a vitest run of its own, after the others: its control plane listens on
+# the real node's link and its node takes the whole machine's attention for about four minutes.
 #
 # Every temp file of the run (tests, the operator, PostgreSQL, the benchmarks' smoke run) goes
 # to a folder of this run, not to the shared temp directory where other runs work too; at the
@@ -8,26 +14,44 @@
 # when it fails. POOLPOLICY_KEEP_TMP=1 keeps the folder (and skips the check) for debugging.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-results="$(mktemp)"
+results=()
+status=0
 run_tmp="$(mktemp -d "${TMPDIR:-/tmp}/poolpolicy-test-run.XXXXXX")"
 # PostgreSQL runs as the postgres account (initdb and postgres refuse root) in a folder inside.
 chmod 1777 "$run_tmp"
 cleanup() {
-  rm -f "$results"
+  rm -f "${results[@]}"
   if [[ -n "${POOLPOLICY_KEEP_TMP:-}" ]]; then echo "temp files of this run kept in $run_tmp"; else rm -rf "$run_tmp"; fi
 }
 trap cleanup EXIT
 
-projects=()
-for p in "$@"; do projects+=(--project "$p"); done
-TMPDIR="$run_tmp" npx vitest run "${projects[@]}" --reporter=default --reporter=json --outputFile.json="$results"
-status=$?
+# Runs one vitest invocation for the projects given; its JSON report is added to $results.
+run_projects() {
+  local out; out="$(mktemp)"
+  local projects=()
+  for p in "$@"; do projects+=(--project "$p"); done
+  TMPDIR="$run_tmp" npx vitest run "${projects[@]}" --reporter=default --reporter=json --outputFile.json="$out" ||
+    status=1
+  results+=("$out")
+}
+
+if (($#)); then
+  run_projects "$@"
+else
+  run_projects unit matrix integration
+  run_projects e2e
+fi
 node -e '
-  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-  const skipped = r.numPendingTests + r.numTodoTests;
-  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped`);
-  if (r.numTotalTests === 0) { console.error("no test ran"); process.exit(1); }
-' "$results" || status=1
+  const fs = require("fs");
+  let passed = 0, failed = 0, skipped = 0;
+  for (const file of process.argv.slice(1)) {
+    if (!fs.existsSync(file) || fs.statSync(file).size === 0) { console.error(`no report from a vitest run (${file})`); process.exit(1); }
+    const r = JSON.parse(fs.readFileSync(file, "utf8"));
+    passed += r.numPassedTests; failed += r.numFailedTests; skipped += r.numPendingTests + r.numTodoTests;
+    if (r.numTotalTests === 0) { console.error(`no test ran (${file})`); process.exit(1); }
+  }
+  console.log(`tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+' "${results[@]}" || status=1
 
 if [[ -z "${POOLPOLICY_KEEP_TMP:-}" ]]; then
   leftovers="$(find "$run_tmp" -mindepth 1 -maxdepth 1 -name 'poolpolicy-*' -printf '  %f\n')"

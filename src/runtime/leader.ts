@@ -79,6 +79,8 @@ export class LeaderElector {
   /** The Lease record as we last saw it, and when (monotonic) we saw it change. */
   private observedRecord = "";
   private observedAt = 0;
+  /** Monotonic time at the start of our last round in which the API server let us read the Lease. */
+  private lastLeaseReadAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     kubeConfig: KubeConfig,
@@ -104,6 +106,14 @@ export class LeaderElector {
   /** True while we hold the Lease and renewed it within the renew deadline. */
   isLeader(): boolean {
     return this.leading && now() - this.lastRenewAt < this.renewDeadlineMs;
+  }
+
+  /**
+   * True if the API server let us read (or create) the Lease within the last lease duration:
+   * a standby that cannot even read its Lease could never take over, so it is not ready.
+   */
+  canReadLease(): boolean {
+    return now() - this.lastLeaseReadAt < this.leaseDurationMs;
   }
 
   /**
@@ -172,7 +182,9 @@ export class LeaderElector {
       const lease = await this.readLease(options);
       if (!lease) {
         await this.createLease(options);
+        this.lastLeaseReadAt = startedAt;
       } else {
+        this.lastLeaseReadAt = startedAt;
         this.observe(lease, startedAt);
         if (this.heldByAnotherAndValid(lease, startedAt)) return "held-by-other";
         const written = await this.coordination.replaceNamespacedLease(
@@ -280,8 +292,13 @@ export class LeaderElector {
       this.log.debug("lease changed while we wrote it (409); will retry");
       return;
     }
-    const level = this.leading ? "warn" : "debug";
-    this.log[level]({ error: describeError(err) }, "lease read or write failed");
+    // Warn on every failed round, standby or leader (as client-go's leaderelection does): a
+    // standby that cannot reach the API server (wrong address, no token, RBAC) otherwise looks
+    // idle but healthy, and the cause is exactly what the user needs to see.
+    this.log.warn(
+      { error: describeError(err), leading: this.leading },
+      "cannot read or write the leader lease; will retry (check the API server address, credentials and RBAC)",
+    );
   }
 
   /** Runs a callback without awaiting it; what it throws is logged. */

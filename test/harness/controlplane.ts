@@ -34,6 +34,15 @@ export interface ControlPlaneOptions {
    * burst 30, which settles about 5 Deployments a second: enough for tests, not for thousands.
    */
   controllerManagerQps?: number;
+  /**
+   * The address the kube-apiserver listens on and advertises (the `kubernetes` Service's
+   * endpoint). Default 127.0.0.1; a real node's pods need an address they can route to.
+   */
+  address?: string;
+  /** The Service ClusterIP range. Default 10.0.0.0/24. */
+  serviceClusterIpRange?: string;
+  /** kwok and its fake node, whose pods become Ready without running. Default true. */
+  fakeNode?: boolean;
 }
 
 export class ControlPlane {
@@ -54,8 +63,12 @@ export class ControlPlane {
     this.kubeconfigPath = join(this.dir, "kubeconfig");
   }
 
+  get address(): string {
+    return this.options.address ?? "127.0.0.1";
+  }
+
   get server(): string {
-    return `https://127.0.0.1:${this.apiPort}`;
+    return `https://${this.address}:${this.apiPort}`;
   }
 
   info(): ControlPlaneInfo {
@@ -70,7 +83,7 @@ export class ControlPlane {
     return new Promise((resolve, reject) => {
       const req = request(
         {
-          host: "127.0.0.1",
+          host: this.address,
           port: this.apiPort,
           path,
           rejectUnauthorized: false,
@@ -114,6 +127,8 @@ export class ControlPlane {
       "--secure-port=0",
       `--service-account-private-key-file=${join(this.dir, "sa.key")}`,
       "--use-service-account-credentials=false",
+      // Published in every namespace as kube-root-ca.crt: what pods verify the API server with.
+      `--root-ca-file=${join(this.dir, "pki", "apiserver.crt")}`,
       // Namespaces are created and deleted per test: finish their deletion quickly.
       "--concurrent-namespace-syncs=5",
       ...(this.options.controllerManagerQps
@@ -128,15 +143,17 @@ export class ControlPlane {
       "--leader-elect=false",
       "--secure-port=0",
     ]);
-    writeFileSync(join(this.dir, "kwok-stages.yaml"), kwokStagesYaml);
-    this.kwok = this.spawn("kwok", [
-      `--kubeconfig=${this.kubeconfigPath}`,
-      `--config=${join(this.dir, "kwok-stages.yaml")}`,
-      "--manage-all-nodes=true",
-      "--node-lease-duration-seconds=40",
-      "--cidr=10.244.0.0/16",
-    ]);
-    await this.createFakeNode();
+    if (this.options.fakeNode ?? true) {
+      writeFileSync(join(this.dir, "kwok-stages.yaml"), kwokStagesYaml);
+      this.kwok = this.spawn("kwok", [
+        `--kubeconfig=${this.kubeconfigPath}`,
+        `--config=${join(this.dir, "kwok-stages.yaml")}`,
+        "--manage-all-nodes=true",
+        "--node-lease-duration-seconds=40",
+        "--cidr=10.244.0.0/16",
+      ]);
+      await this.createFakeNode();
+    }
     await this.waitForDefaultServiceAccount();
   }
 
@@ -158,11 +175,14 @@ export class ControlPlane {
       `--etcd-servers=http://127.0.0.1:${this.etcdPort}`,
       `--cert-dir=${pki}`,
       `--secure-port=${this.apiPort}`,
-      "--bind-address=127.0.0.1",
+      `--bind-address=${this.address}`,
       // Without it, a host with no default route makes the apiserver refuse to start.
-      "--advertise-address=127.0.0.1",
-      "--service-cluster-ip-range=10.0.0.0/24",
+      `--advertise-address=${this.address}`,
+      `--service-cluster-ip-range=${this.options.serviceClusterIpRange ?? "10.0.0.0/24"}`,
       "--allow-privileged=true",
+      // kubectl logs/exec reach a real kubelet at its node's InternalIP; its Hostname (tried
+      // first by default) resolves nowhere here.
+      "--kubelet-preferred-address-types=InternalIP,Hostname",
       "--authorization-mode=RBAC",
       `--service-account-issuer=https://127.0.0.1:${this.apiPort}/`,
       `--service-account-key-file=${join(this.dir, "sa.key")}`,
@@ -220,7 +240,7 @@ export class ControlPlane {
       "clusters:",
       "- name: local",
       "  cluster:",
-      `    server: https://127.0.0.1:${this.apiPort}`,
+      `    server: ${this.server}`,
       "    insecure-skip-tls-verify: true",
       "users:",
       "- name: admin",
@@ -239,7 +259,7 @@ export class ControlPlane {
     return new Promise((resolve) => {
       const req = request(
         {
-          host: "127.0.0.1",
+          host: this.address,
           port: this.apiPort,
           path: "/readyz",
           rejectUnauthorized: false,

@@ -63,7 +63,9 @@ beforeAll(async () => {
   bridge = await s.withPostgresWorkload();
   await s.deployment("api", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 1 });
   starts = new PostmasterStarts(s.server).start();
-  operator = cluster.operator({ name: "crash-op" });
+  // 1a–1d restart one server four times within minutes on purpose: above the default restart
+  // limit (3 an hour), which server-model.test.ts proves on its own.
+  operator = cluster.operator({ name: "crash-op", env: { MAX_RESTARTS_PER_HOUR: "20" } });
   await operator.start();
   // Converged at the server's current value first: every later change is one restart.
   await s.applyPolicy(

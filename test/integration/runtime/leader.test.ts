@@ -1,8 +1,10 @@
 import { CoordinationV1Api, V1MicroTime, type KubeConfig } from "@kubernetes/client-node";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import { createNamespace, deleteNamespace, loadKubeConfig } from "../../harness/kube.js";
+import { freePort } from "../../harness/ports.js";
 import { waitFor } from "../../harness/processes.js";
 import { LeaderElector, type LeaderElectionOptions } from "../../../src/runtime/leader.js";
+import { pino } from "pino";
 import { BlackHoleRelay, quietLogger } from "./support.js";
 
 /** Short timings so the tests take seconds; same proportions as the 15/10/2 s defaults. */
@@ -61,6 +63,7 @@ describe("LeaderElector against a real kube-apiserver", () => {
   }
 
   const leaders = (cs: Candidate[]) => cs.filter((c) => c.elector.isLeader());
+  const isLeaseWarning = (line: string) => line.includes('"level":40') && line.includes("leader lease");
 
   it("elects exactly one of two candidates, and hands over on release", async () => {
     const a = candidate("a", "two-candidates");
@@ -130,6 +133,36 @@ describe("LeaderElector against a real kube-apiserver", () => {
     } finally {
       await relay.close();
     }
+  });
+
+  it("a standby that cannot reach the API server warns on every attempt and is not ready", async () => {
+    // A server address where nothing listens: the mistake a wrong kubeconfig makes.
+    const unreachable = loadKubeConfig(inject("kubeconfigPath"));
+    const cluster = unreachable.getCurrentCluster()!;
+    unreachable.clusters = [{ ...cluster, server: `https://127.0.0.1:${await freePort()}` }];
+    const warnings: string[] = [];
+    const logger = pino({ level: "info" }, { write: (line: string) => warnings.push(line) });
+    const a = candidate("a", "unreachable", unreachable, { logger });
+    await waitFor("two failed attempts to be logged", () => warnings.filter(isLeaseWarning).length >= 2, {
+      timeoutMs: 20_000,
+    });
+    expect(a.elector.canReadLease()).toBe(false);
+    expect(a.elector.isLeader()).toBe(false);
+    expect(JSON.stringify(JSON.parse(warnings.find(isLeaseWarning)!).error)).toMatch(/ECONNREFUSED/);
+  });
+
+  it("a standby that can read the Lease held by another is ready to take over", async () => {
+    const now = new V1MicroTime();
+    await coordination.createNamespacedLease({
+      namespace,
+      body: {
+        metadata: { name: "held" },
+        spec: { holderIdentity: "other", leaseDurationSeconds: 60, acquireTime: now, renewTime: now },
+      },
+    });
+    const b = candidate("b", "held");
+    await waitFor("b to read the Lease", () => b.elector.canReadLease(), { timeoutMs: 10_000 });
+    expect(b.elector.isLeader()).toBe(false);
   });
 
   it("waits out a lease held by a silent holder, judged on its own clock", async () => {
