@@ -56,7 +56,7 @@ import { windowState } from "./maintenance-window.js";
 import { fieldManagerFor, labelSelectorString } from "./env-injection.js";
 import { ReaperSchedule, applyServerTimeout, describeSessions, reaperIntervalMs, runReaper } from "./reaper.js";
 import { checkExtensions, checkRedisDependency } from "./checks.js";
-import { readSecretKeys } from "./secrets.js";
+import { readSecretKeys, type CachedSecretReader } from "./secrets.js";
 import { changedFields, statusChanged, withUsage } from "./status.js";
 import { ensureFinalizer, removeFinalizer, FINALIZER } from "./finalizer.js";
 import { operatorMetrics, serverLabel } from "./metrics.js";
@@ -106,6 +106,8 @@ export interface ReconcilerDeps {
   cachedTargets?(key: string, namespace: string, labelSelector: string): Promise<V1Deployment[] | undefined>;
   /** The namespace's HorizontalPodAutoscalers as the operator's watch holds them; undefined until synced. */
   cachedHpas?(namespace: string): Promise<V2HorizontalPodAutoscaler[] | undefined>;
+  /** The credentials Secret from its watch; undefined (not watched or not synced) reads it with a GET. */
+  cachedSecret?: CachedSecretReader;
   now?: () => Date;
   /** How often a converged policy re-reads its server's statistics. */
   statsRefreshMs?: number;
@@ -638,7 +640,8 @@ export class PoolPolicyReconciler {
 
   private async postgresTarget(namespace: string, spec: PoolPolicySpec): Promise<PostgresConnection> {
     const s = spec.postgres.credentialsSecret;
-    const secret = await readSecretKeys(this.core, namespace, s.name, [s.usernameKey, s.passwordKey]);
+    const keys = [s.usernameKey, s.passwordKey];
+    const secret = await readSecretKeys(this.core, namespace, s.name, keys, this.deps.cachedSecret);
     if (!secret.ok) return secret;
     return {
       ok: true,

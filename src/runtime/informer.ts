@@ -2,9 +2,10 @@
  * A list-then-watch cache of one kind of object that never gives up.
  *
  * Why not client-node's `makeInformer`: it relists only on 410 Gone and stops for good on any
- * other error, has no client-side timeout (a half-open connection hangs silently), asks for no
- * bookmarks, has no resync, and an exception in a handler becomes an unhandled rejection that
- * kills the process. This informer keeps the same idea (client-go's Reflector + Indexer) and
+ * other error, asks for no bookmarks, has no resync, and an exception in a handler becomes an
+ * unhandled rejection that kills the process. Its Watch's only client-side timeout is a private
+ * 30 s inactivity timer (`requestTimeoutMs`), which on a quiet collection (bookmarks come about
+ * once a minute) cuts healthy watches; see `leaveSilenceToOurWatchdog` below. This informer keeps the same idea (client-go's Reflector + Indexer) and
  * adds what a production operator needs:
  *
  * - one loop: list (when needed), watch until the watch ends, wait a jittered backoff
