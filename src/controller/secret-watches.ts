@@ -23,6 +23,7 @@ import { CoreV1Api, type KubeConfig, type V1Secret } from "@kubernetes/client-no
 import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "../log.js";
 import { ResilientInformer } from "../runtime/informer.js";
+import { plain } from "./target-watches.js";
 import { keyOf } from "../runtime/keys.js";
 import { abortableRequest } from "../runtime/request-options.js";
 
@@ -73,8 +74,13 @@ export class SecretWatches {
    */
   async cached(namespace: string, name: string): Promise<V1Secret | null | undefined> {
     const watched = this.watches.get(keyOf(namespace, name));
-    if (!watched || !(await watched.informer.waitForSync(SYNC_WAIT_MS))) return undefined;
-    return watched.informer.get(namespace, name) ?? null;
+    if (!watched) return undefined;
+    const { informer } = watched;
+    // A watch whose list failed (say, RBAC without list/watch on secrets) is not waited for:
+    // every pass would otherwise wait SYNC_WAIT_MS before its GET.
+    if (!informer.hasSynced() && informer.stats().listFailures > 0) return undefined;
+    if (!(await informer.waitForSync(SYNC_WAIT_MS))) return undefined;
+    return informer.get(namespace, name) ?? null;
   }
 
   /** The Secrets watched, for tests and diagnostics. */
@@ -131,10 +137,10 @@ export class SecretWatches {
 /** A Secret's identity and data; not its annotations (kubectl's last-applied copy repeats the data) nor managedFields. */
 export function leanSecret(s: V1Secret): V1Secret {
   const m = s.metadata ?? {};
-  return {
+  return plain({
     apiVersion: s.apiVersion,
     kind: s.kind,
     metadata: { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion },
     data: s.data,
-  };
+  });
 }

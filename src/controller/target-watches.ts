@@ -303,7 +303,7 @@ function changedBesidesVersion(before: V1Deployment, after: V1Deployment): boole
 export function leanDeployment(d: V1Deployment): V1Deployment {
   const m = d.metadata ?? {};
   const s = d.status;
-  return {
+  return plain({
     apiVersion: d.apiVersion,
     kind: d.kind,
     metadata: {
@@ -332,16 +332,25 @@ export function leanDeployment(d: V1Deployment): V1Deployment {
       readyReplicas: s.readyReplicas,
       availableReplicas: s.availableReplicas,
     },
-  };
+  });
 }
 
 /** An HPA's spec (maxReplicas and the Deployment it scales enter the budget); its status changes every few seconds. */
 export function leanHpa(h: V2HorizontalPodAutoscaler): V2HorizontalPodAutoscaler {
   const m = h.metadata ?? {};
-  return {
+  return plain({
     apiVersion: h.apiVersion,
     kind: h.kind,
     metadata: { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion },
     spec: h.spec,
-  };
+  });
+}
+
+/**
+ * Plain data, without the typed client's class instances and their undefined fields: the first
+ * list comes through the typed client, later changes as plain JSON from the watch, and without
+ * this the two never compare equal (each Deployment's first update would count as a change).
+ */
+export function plain<T>(obj: T): T {
+  return JSON.parse(JSON.stringify(obj)) as T;
 }

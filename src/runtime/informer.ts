@@ -92,6 +92,8 @@ export interface InformerStats {
   lists: number;
   /** Lists after the initial one (410 Gone, watchdog). */
   relists: number;
+  /** Lists that failed (the API server, a missing permission), retried with backoff. */
+  listFailures: number;
   /** Times the loop went round after a watch ended or a list failed. */
   restarts: number;
   watchdogTimeouts: number;
@@ -125,7 +127,14 @@ export class ResilientInformer<T extends KubernetesObject> {
   private readonly backoff: Backoff;
   private readonly name: string;
   private readonly log: Logger;
-  private readonly counters: InformerStats = { lists: 0, relists: 0, restarts: 0, watchdogTimeouts: 0, events: 0 };
+  private readonly counters: InformerStats = {
+    lists: 0,
+    relists: 0,
+    listFailures: 0,
+    restarts: 0,
+    watchdogTimeouts: 0,
+    events: 0,
+  };
   private resourceVersion: string | undefined;
   private synced = false;
   private syncWaiters: Array<() => void> = [];
@@ -229,6 +238,7 @@ export class ResilientInformer<T extends KubernetesObject> {
         this.logWatchEnd(end);
       } catch (err) {
         if (this.stopped) return;
+        this.counters.listFailures += 1;
         this.log.warn({ error: describeError(err) }, "list failed; will retry");
       }
       if (this.stopped) return;

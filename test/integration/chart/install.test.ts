@@ -219,6 +219,9 @@ describe("helm install of the chart", () => {
       { group: "apps", resource: "deployments", verb: "watch", namespace: "apps" },
       { group: "apps", resource: "statefulsets", verb: "patch", namespace: "db", name: "postgres" },
       { group: "", resource: "secrets", verb: "get", namespace: "apps", name: "pg-admin" },
+      // The credentials Secrets are watched by name (controller/secret-watches.ts).
+      { group: "", resource: "secrets", verb: "list", namespace: "apps" },
+      { group: "", resource: "secrets", verb: "watch", namespace: "apps" },
       { group: "", resource: "pods", verb: "list", namespace: "db" },
       { group: "", resource: "pods", verb: "delete", namespace: "db", name: "postgres-1" }, // topology-aware restarts
       { group: "autoscaling", resource: "horizontalpodautoscalers", verb: "get", namespace: "apps", name: "web" },
@@ -250,10 +253,8 @@ describe("helm install of the chart", () => {
       },
       { group: "apps", resource: "deployments", verb: "update", namespace: "apps", name: "web" },
       { group: "apps", resource: "statefulsets", verb: "delete", namespace: "db", name: "postgres" },
-      { group: "", resource: "secrets", verb: "list", namespace: "apps" },
-      { group: "", resource: "secrets", verb: "watch", namespace: "apps" },
-      { group: "", resource: "secrets", verb: "list" },
       { group: "", resource: "secrets", verb: "create", namespace: "apps" },
+      { group: "", resource: "secrets", verb: "update", namespace: "apps", name: "pg-admin" },
       { group: "", resource: "pods", verb: "create", namespace: "apps" },
       { group: "", resource: "pods", subresource: "exec", verb: "create", namespace: "db", name: "postgres-0" },
       { group: "", resource: "configmaps", verb: "get", namespace: "apps", name: "c" },

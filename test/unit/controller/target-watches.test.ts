@@ -1,0 +1,234 @@
+/**
+ * The shared Deployment/HPA watches of a namespace against a fake API server on loopback that
+ * serves one list and then the watch events the test sends (the integration tests run the same
+ * code against a real kube-apiserver: env.test.ts, budget.test.ts).
+ */
+import { createServer, type ServerResponse, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import type { V1Deployment, V2HorizontalPodAutoscaler } from "@kubernetes/client-node";
+import { ConnectionReusingKubeConfig } from "../../../src/runtime/kube-config.js";
+import { createLogger } from "../../../src/log.js";
+import { leanDeployment, TargetWatches } from "../../../src/controller/target-watches.js";
+import { waitFor } from "../../harness/processes.js";
+
+const NS = "ns";
+const DEPLOYMENTS = `/apis/apps/v1/namespaces/${NS}/deployments`;
+const HPAS = `/apis/autoscaling/v2/namespaces/${NS}/horizontalpodautoscalers`;
+
+function deployment(name: string, labels: Record<string, string>, resourceVersion = "1"): V1Deployment {
+  return {
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: {
+      name,
+      namespace: NS,
+      labels,
+      resourceVersion,
+      generation: 1,
+      annotations: { "kubectl.kubernetes.io/last-applied-configuration": "{}" },
+      managedFields: [{ manager: "kubectl", operation: "Apply" }],
+    },
+    spec: {
+      replicas: 2,
+      selector: { matchLabels: { app: name } },
+      template: {
+        metadata: { labels: { app: name } },
+        spec: {
+          containers: [
+            { name: "app", image: "app:1", env: [{ name: "A", value: "1" }], args: ["--serve"] },
+            { name: "sidecar", image: "proxy:1" },
+          ],
+        },
+      },
+    },
+    status: { observedGeneration: 1, replicas: 2, updatedReplicas: 2, availableReplicas: 2, readyReplicas: 2 },
+  };
+}
+
+function hpa(name: string, target: string, maxReplicas: number): V2HorizontalPodAutoscaler {
+  return {
+    apiVersion: "autoscaling/v2",
+    kind: "HorizontalPodAutoscaler",
+    metadata: { name, namespace: NS, resourceVersion: "1" },
+    spec: { scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name: target }, maxReplicas },
+  };
+}
+
+describe("TargetWatches: one watch per namespace, answered by selector", () => {
+  let server: Server;
+  let kc: ConnectionReusingKubeConfig;
+  let listed: Record<string, unknown[]> = {};
+  const watchers = new Map<string, ServerResponse>();
+  const requests: string[] = [];
+  let watches: TargetWatches;
+  let enqueued: string[] = [];
+
+  const send = (path: string, type: string, object: unknown) =>
+    watchers.get(path)!.write(`${JSON.stringify({ type, object })}\n`);
+
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      const url = new URL(req.url!, "http://x");
+      requests.push(`${url.pathname}${url.searchParams.get("watch") ? " watch" : ""}`);
+      if (url.searchParams.get("watch")) {
+        res.writeHead(200, { "content-type": "application/json" });
+        res.write("");
+        watchers.set(url.pathname, res);
+        return;
+      }
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(
+        JSON.stringify({
+          kind: "List",
+          apiVersion: "v1",
+          metadata: { resourceVersion: "1" },
+          items: listed[url.pathname] ?? [],
+        }),
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    kc = new ConnectionReusingKubeConfig();
+    kc.loadFromOptions({
+      clusters: [
+        { name: "c", server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true },
+      ],
+      users: [{ name: "u", token: "t" }],
+      contexts: [{ name: "ctx", cluster: "c", user: "u" }],
+      currentContext: "ctx",
+    });
+  });
+
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  beforeEach(() => {
+    listed = {
+      [DEPLOYMENTS]: [
+        deployment("shop-api", { app: "shop", tier: "api" }),
+        deployment("shop-web", { app: "shop", tier: "web" }),
+        deployment("blog", { app: "blog", tier: "web" }),
+        deployment("lone", {}),
+      ],
+      [HPAS]: [hpa("blog", "blog", 5)],
+    };
+    requests.length = 0;
+    enqueued = [];
+    watches = new TargetWatches(kc, (key) => enqueued.push(key), createLogger("fatal"));
+  });
+
+  afterEach(async () => {
+    await watches.stopAll();
+    for (const res of watchers.values()) res.end();
+    watchers.clear();
+  });
+
+  const names = (ds: V1Deployment[] | undefined) => ds?.map((d) => d.metadata!.name!).sort();
+  const labelsOf = async (name: string) =>
+    (await watches.cachedTargets(`${NS}/x`, NS, ""))?.find((d) => d.metadata?.name === name)?.metadata?.labels;
+  /** Both kinds listed (their onAdd enqueues done) and watching. */
+  const synced = async () => {
+    await watches.cachedTargets(`${NS}/x`, NS, "");
+    await watches.cachedHpas(NS);
+    await waitFor("the watches to be open", () => watchers.has(DEPLOYMENTS) && watchers.has(HPAS));
+  };
+
+  it("answers any selector of the namespace from one list and one watch of each kind", async () => {
+    watches.ensure(`${NS}/shop`, NS, "app=shop");
+    watches.ensure(`${NS}/web`, NS, "tier in (web),app!=shop");
+    expect(names(await watches.cachedTargets(`${NS}/shop`, NS, "app=shop"))).toEqual(["shop-api", "shop-web"]);
+    expect(names(await watches.cachedTargets(`${NS}/web`, NS, "tier in (web),app!=shop"))).toEqual(["blog"]);
+    // A peer's selector (the budget reads it) and one without an equality to index on.
+    expect(names(await watches.cachedTargets(`${NS}/other`, NS, "tier=api"))).toEqual(["shop-api"]);
+    expect(names(await watches.cachedTargets(`${NS}/other`, NS, "!app"))).toEqual(["lone"]);
+    expect((await watches.cachedHpas(NS))?.map((h) => h.spec?.maxReplicas)).toEqual([5]);
+    // Not watched: the caller lists.
+    expect(await watches.cachedTargets(`other/p`, "other", "app=shop")).toBeUndefined();
+    await waitFor("the watches to be open", () => watchers.has(DEPLOYMENTS) && watchers.has(HPAS));
+    expect(requests.filter((r) => r.startsWith(DEPLOYMENTS)).sort()).toEqual([DEPLOYMENTS, `${DEPLOYMENTS} watch`]);
+    expect(watches.namespaceCount).toBe(1);
+  });
+
+  it("enqueues only the policies whose selector matched the Deployment before or matches it after", async () => {
+    watches.ensure(`${NS}/shop`, NS, "app=shop");
+    watches.ensure(`${NS}/blog`, NS, "app=blog");
+    watches.ensure(`${NS}/api`, NS, "tier=api");
+    watches.ensure(`${NS}/no-tier`, NS, "!tier");
+    await synced();
+    enqueued = [];
+
+    // shop-web moves from the shop to the blog.
+    send(DEPLOYMENTS, "MODIFIED", deployment("shop-web", { app: "blog", tier: "web" }, "2"));
+    await waitFor("the relabel to be handled", async () => (await labelsOf("shop-web"))?.app === "blog");
+    expect(enqueued.sort()).toEqual([`${NS}/blog`, `${NS}/shop`]);
+    expect(names(await watches.cachedTargets(`${NS}/shop`, NS, "app=shop"))).toEqual(["shop-api"]);
+    expect(names(await watches.cachedTargets(`${NS}/blog`, NS, "app=blog"))).toEqual(["blog", "shop-web"]);
+
+    enqueued = [];
+    send(DEPLOYMENTS, "ADDED", deployment("new-api", { app: "other", tier: "api" }, "3"));
+    send(DEPLOYMENTS, "DELETED", deployment("lone", {}, "4"));
+    await waitFor("the add and the delete to be handled", async () => {
+      const all = names(await watches.cachedTargets(`${NS}/x`, NS, ""));
+      return all?.includes("new-api") === true && !all.includes("lone");
+    });
+    expect(enqueued.sort()).toEqual([`${NS}/api`, `${NS}/no-tier`]);
+  });
+
+  it("ignores an update that changes nothing it keeps, and brings an HPA's change to the policies of its Deployment", async () => {
+    watches.ensure(`${NS}/shop`, NS, "app=shop");
+    watches.ensure(`${NS}/blog`, NS, "app=blog");
+    await synced();
+    enqueued = [];
+
+    // Only managedFields and an annotation differ: nothing the reconciler reads.
+    const touched = deployment("shop-api", { app: "shop", tier: "api" }, "5");
+    touched.metadata!.annotations = { note: "changed" };
+    send(DEPLOYMENTS, "MODIFIED", touched);
+    send(HPAS, "MODIFIED", hpa("blog", "blog", 8));
+    await waitFor(
+      "the HPA change to be handled",
+      async () => (await watches.cachedHpas(NS))?.[0]?.spec?.maxReplicas === 8,
+    );
+    // The Deployment's event came first on its own watch: handled by now if the HPA's was.
+    await waitFor(
+      "the Deployment's touch to be cached",
+      async () => (await watches.cachedTargets(`${NS}/x`, NS, "tier=api"))?.[0]?.metadata?.resourceVersion === "5",
+    );
+    expect(enqueued).toEqual([`${NS}/blog`]);
+  });
+
+  it("stops the namespace's watches when its last policy goes", async () => {
+    watches.ensure(`${NS}/shop`, NS, "app=shop");
+    await watches.cachedTargets(`${NS}/shop`, NS, "app=shop");
+    watches.ensure(`${NS}/shop`, NS, null);
+    expect(watches.namespaceCount).toBe(0);
+    expect(await watches.cachedTargets(`${NS}/shop`, NS, "app=shop")).toBeUndefined();
+  });
+});
+
+describe("leanDeployment", () => {
+  it("keeps what the budget, the env injection and the rollout read, and drops the rest", () => {
+    const lean = leanDeployment(deployment("api", { app: "shop" }));
+    expect(lean.metadata).toEqual({
+      name: "api",
+      namespace: NS,
+      resourceVersion: "1",
+      generation: 1,
+      labels: { app: "shop" },
+    });
+    expect(lean.spec?.replicas).toBe(2);
+    expect(lean.spec?.template.spec?.containers).toEqual([
+      { name: "app", env: [{ name: "A", value: "1" }] },
+      { name: "sidecar" },
+    ]);
+    expect(lean.status).toEqual({
+      observedGeneration: 1,
+      replicas: 2,
+      updatedReplicas: 2,
+      readyReplicas: 2,
+      availableReplicas: 2,
+    });
+  });
+});
