@@ -74,13 +74,10 @@ export class SecretWatches {
    */
   async cached(namespace: string, name: string): Promise<V1Secret | null | undefined> {
     const watched = this.watches.get(keyOf(namespace, name));
-    if (!watched) return undefined;
-    const { informer } = watched;
     // A watch whose list failed (say, RBAC without list/watch on secrets) is not waited for:
     // every pass would otherwise wait SYNC_WAIT_MS before its GET.
-    if (!informer.hasSynced() && informer.stats().listFailures > 0) return undefined;
-    if (!(await informer.waitForSync(SYNC_WAIT_MS))) return undefined;
-    return informer.get(namespace, name) ?? null;
+    if (!watched || !(await watched.informer.waitForSyncUnlessFailing(SYNC_WAIT_MS))) return undefined;
+    return watched.informer.get(namespace, name) ?? null;
   }
 
   /** The Secrets watched, for tests and diagnostics. */

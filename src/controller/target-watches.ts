@@ -132,7 +132,7 @@ export class TargetWatches {
    */
   async cachedTargets(_policyKey: string, namespace: string, selector: string): Promise<V1Deployment[] | undefined> {
     const cache = this.namespaces.get(namespace);
-    if (!cache || !(await cache.deployments.waitForSync(SYNC_WAIT_MS))) return undefined;
+    if (!cache || !(await cache.deployments.waitForSyncUnlessFailing(SYNC_WAIT_MS))) return undefined;
     let parsed: LabelSelector;
     try {
       parsed = this.selectorOf(selector);
@@ -154,7 +154,7 @@ export class TargetWatches {
   /** The namespace's HPAs from its watch, waited for as the Deployments are. */
   async cachedHpas(namespace: string): Promise<V2HorizontalPodAutoscaler[] | undefined> {
     const cache = this.namespaces.get(namespace);
-    return cache && (await cache.hpas.waitForSync(SYNC_WAIT_MS)) ? cache.hpas.list() : undefined;
+    return cache && (await cache.hpas.waitForSyncUnlessFailing(SYNC_WAIT_MS)) ? cache.hpas.list() : undefined;
   }
 
   /** The policies watched, for tests and diagnostics. */

@@ -201,6 +201,15 @@ export class ResilientInformer<T extends KubernetesObject> {
     });
   }
 
+  /**
+   * As `waitForSync`, but false at once when not synced and a list has already failed (say, a
+   * missing permission): a reader that can fall back to a request of its own should not wait.
+   */
+  waitForSyncUnlessFailing(timeoutMs: number): Promise<boolean> {
+    if (!this.synced && this.counters.listFailures > 0) return Promise.resolve(false);
+    return this.waitForSync(timeoutMs);
+  }
+
   list(): T[] {
     return [...this.cache.values()];
   }

@@ -3,14 +3,13 @@
  * serves one list and then the watch events the test sends (the integration tests run the same
  * code against a real kube-apiserver: env.test.ts, budget.test.ts).
  */
-import { createServer, type ServerResponse, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { V1Deployment, V2HorizontalPodAutoscaler } from "@kubernetes/client-node";
-import { ConnectionReusingKubeConfig } from "../../../src/runtime/kube-config.js";
+import type { ConnectionReusingKubeConfig } from "../../../src/runtime/kube-config.js";
 import { createLogger } from "../../../src/log.js";
 import { leanDeployment, TargetWatches } from "../../../src/controller/target-watches.js";
 import { waitFor } from "../../harness/processes.js";
+import { FakeApi } from "../support/fake-api.js";
 
 const NS = "ns";
 const DEPLOYMENTS = `/apis/apps/v1/namespaces/${NS}/deployments`;
@@ -56,56 +55,25 @@ function hpa(name: string, target: string, maxReplicas: number): V2HorizontalPod
 }
 
 describe("TargetWatches: one watch per namespace, answered by selector", () => {
-  let server: Server;
+  const api = new FakeApi();
   let kc: ConnectionReusingKubeConfig;
-  let listed: Record<string, unknown[]> = {};
-  const watchers = new Map<string, ServerResponse>();
-  const requests: string[] = [];
   let watches: TargetWatches;
   let enqueued: string[] = [];
-
-  const send = (path: string, type: string, object: unknown) =>
-    watchers.get(path)!.write(`${JSON.stringify({ type, object })}\n`);
+  const watchers = { has: (path: string) => api.watching(path) };
+  const send = (
+    path: string,
+    type: "ADDED" | "MODIFIED" | "DELETED",
+    object: V1Deployment | V2HorizontalPodAutoscaler,
+  ) => api.send(path, type, object);
 
   beforeAll(async () => {
-    server = createServer((req, res) => {
-      const url = new URL(req.url!, "http://x");
-      requests.push(`${url.pathname}${url.searchParams.get("watch") ? " watch" : ""}`);
-      if (url.searchParams.get("watch")) {
-        res.writeHead(200, { "content-type": "application/json" });
-        res.write("");
-        watchers.set(url.pathname, res);
-        return;
-      }
-      res.writeHead(200, { "content-type": "application/json" });
-      res.end(
-        JSON.stringify({
-          kind: "List",
-          apiVersion: "v1",
-          metadata: { resourceVersion: "1" },
-          items: listed[url.pathname] ?? [],
-        }),
-      );
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    kc = new ConnectionReusingKubeConfig();
-    kc.loadFromOptions({
-      clusters: [
-        { name: "c", server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true },
-      ],
-      users: [{ name: "u", token: "t" }],
-      contexts: [{ name: "ctx", cluster: "c", user: "u" }],
-      currentContext: "ctx",
-    });
+    kc = await api.start();
   });
 
-  afterAll(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  });
+  afterAll(() => api.stop());
 
   beforeEach(() => {
-    listed = {
+    api.listed = {
       [DEPLOYMENTS]: [
         deployment("shop-api", { app: "shop", tier: "api" }),
         deployment("shop-web", { app: "shop", tier: "web" }),
@@ -114,15 +82,13 @@ describe("TargetWatches: one watch per namespace, answered by selector", () => {
       ],
       [HPAS]: [hpa("blog", "blog", 5)],
     };
-    requests.length = 0;
     enqueued = [];
     watches = new TargetWatches(kc, (key) => enqueued.push(key), createLogger("fatal"));
   });
 
   afterEach(async () => {
     await watches.stopAll();
-    for (const res of watchers.values()) res.end();
-    watchers.clear();
+    api.endWatches();
   });
 
   const names = (ds: V1Deployment[] | undefined) => ds?.map((d) => d.metadata!.name!).sort();
@@ -147,7 +113,8 @@ describe("TargetWatches: one watch per namespace, answered by selector", () => {
     // Not watched: the caller lists.
     expect(await watches.cachedTargets(`other/p`, "other", "app=shop")).toBeUndefined();
     await waitFor("the watches to be open", () => watchers.has(DEPLOYMENTS) && watchers.has(HPAS));
-    expect(requests.filter((r) => r.startsWith(DEPLOYMENTS)).sort()).toEqual([DEPLOYMENTS, `${DEPLOYMENTS} watch`]);
+    const deploymentRequests = api.requests.filter((r) => r.path === DEPLOYMENTS);
+    expect(deploymentRequests.map((r) => r.watch).sort()).toEqual([false, true]);
     expect(watches.namespaceCount).toBe(1);
   });
 
