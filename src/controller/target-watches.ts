@@ -25,6 +25,7 @@ import {
   type KubeConfig,
   type KubernetesObject,
   type V1Deployment,
+  type V1DeploymentList,
   type V2HorizontalPodAutoscaler,
 } from "@kubernetes/client-node";
 import { isDeepStrictEqual } from "node:util";
@@ -38,6 +39,9 @@ import { abortableRequest } from "../runtime/request-options.js";
  * that cannot list (the API server failing, RBAC) leaves the error to the reader's own list.
  */
 const SYNC_WAIT_MS = 3_000;
+
+/** Deployments per page of a namespace's list. */
+const LIST_PAGE = 500;
 
 interface WatchedPolicy {
   namespace: string;
@@ -208,13 +212,40 @@ export class TargetWatches {
     }
   }
 
+  /**
+   * A namespace's Deployments, LIST_PAGE at a time (a server may answer all at once), each page
+   * made lean before the next is read: one list of 5,000 whole Deployments, decoded into the
+   * typed client's objects at once, is a peak of memory that the process keeps as RSS long
+   * after (docs/benchmarks.md, memory).
+   */
+  private async listDeploymentsInPages(
+    namespace: string,
+    resourceVersion: string | undefined,
+    signal: AbortSignal,
+  ): Promise<V1DeploymentList> {
+    const items: V1Deployment[] = [];
+    let page = await this.apps.listNamespacedDeployment(
+      { namespace, resourceVersion, limit: LIST_PAGE },
+      abortableRequest(signal),
+    );
+    items.push(...page.items.map(leanDeployment));
+    // A continued list is the snapshot of the first page: it takes no resourceVersion.
+    while (page.metadata?._continue) {
+      page = await this.apps.listNamespacedDeployment(
+        { namespace, limit: LIST_PAGE, _continue: page.metadata._continue },
+        abortableRequest(signal),
+      );
+      items.push(...page.items.map(leanDeployment));
+    }
+    return { ...page, items };
+  }
+
   private watchNamespace(namespace: string): NamespaceCache {
     const deploymentsByLabel = new LabelIndex();
     const deployments = new ResilientInformer<V1Deployment>(
       this.kc,
       `/apis/apps/v1/namespaces/${namespace}/deployments`,
-      ({ resourceVersion, signal }) =>
-        this.apps.listNamespacedDeployment({ namespace, resourceVersion }, abortableRequest(signal)),
+      ({ resourceVersion, signal }) => this.listDeploymentsInPages(namespace, resourceVersion, signal),
       {
         name: `deployments(${namespace})`,
         transform: leanDeployment,

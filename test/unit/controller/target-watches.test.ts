@@ -166,6 +166,18 @@ describe("TargetWatches: one watch per namespace, answered by selector", () => {
     expect(enqueued).toEqual([`${NS}/blog`]);
   });
 
+  it("lists a large namespace in pages, the continued pages without a resourceVersion", async () => {
+    api.listed[DEPLOYMENTS] = Array.from({ length: 1200 }, (_, i) => deployment(`d${i}`, { app: i % 2 ? "a" : "b" }));
+    watches.ensure(`${NS}/a`, NS, "app=a");
+    expect((await watches.cachedTargets(`${NS}/a`, NS, "app=a"))?.length).toBe(600);
+    const lists = api.requests.filter((r) => r.path === DEPLOYMENTS && !r.watch);
+    expect(lists.map((r) => [r.query.get("continue"), r.query.get("resourceVersion")])).toEqual([
+      [null, "0"],
+      ["500", null],
+      ["1000", null],
+    ]);
+  });
+
   it("stops the namespace's watches when its last policy goes", async () => {
     watches.ensure(`${NS}/shop`, NS, "app=shop");
     await watches.cachedTargets(`${NS}/shop`, NS, "app=shop");

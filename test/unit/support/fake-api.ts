@@ -35,8 +35,13 @@ export class FakeApi {
         res.on("close", () => open.delete(res));
         return;
       }
-      const items = this.listed[url.pathname] ?? [];
-      res.end(JSON.stringify({ kind: "List", apiVersion: "v1", metadata: { resourceVersion: "1" }, items }));
+      // Pages when asked (`limit`), the continue token being the offset of the next page.
+      const all = this.listed[url.pathname] ?? [];
+      const from = Number(url.searchParams.get("continue") ?? 0);
+      const limit = Number(url.searchParams.get("limit") ?? all.length) || all.length;
+      const items = all.slice(from, from + limit);
+      const more = from + limit < all.length ? { continue: String(from + limit) } : {};
+      res.end(JSON.stringify({ kind: "List", apiVersion: "v1", metadata: { resourceVersion: "1", ...more }, items }));
     });
     await new Promise<void>((resolve) => this.server!.listen(0, "127.0.0.1", resolve));
     const kc = new ConnectionReusingKubeConfig();
