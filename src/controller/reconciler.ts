@@ -533,7 +533,14 @@ export class PoolPolicyReconciler {
     const { policy, spec, previous, events, status } = pass;
     const { name, namespace } = policy.metadata;
     const selected = await this.read.deployments(pass.key, namespace, labelSelectorString(spec.targets.selector));
-    const targets = await applyPoolEnv(this.apps, { name, namespace }, spec, selected, previous.targets ?? [], {
+    // The targets our last status write named too: the cache may not show that write yet, and a
+    // Deployment that stopped matching meanwhile would otherwise keep the env for good.
+    const written = this.lastStatusWrite.get(pass.key)?.status.targets ?? [];
+    const known = [
+      ...(previous.targets ?? []),
+      ...written.filter((w) => !previous.targets?.some((t) => t.name === w.name)),
+    ];
+    const targets = await applyPoolEnv(this.apps, { name, namespace }, spec, selected, known, {
       holdGrowthUntil,
     });
     for (const a of targets.actions)
