@@ -3,7 +3,7 @@
  * on a control plane, PostgreSQL and operator of its own, and writes docs/benchmarks.md.
  *
  *   BENCH_SCALE=full|small|smoke   sizes (default full, about 30 min on 2 cores; small about 10 min)
- *   BENCH_ONLY=fanout,steady,…     a subset: fanout, steady, memory, reaper, storm, restart
+ *   BENCH_ONLY=fanout,steady,…     a subset: fanout, steady, memory, reaper, storm, restart, many
  *   BENCH_OUT=path                 where the report goes (default docs/benchmarks.md)
  *   BENCH_LOG_DIR=dir              operator logs, profiles and results.json (default: a temp dir)
  *   BENCH_PROFILE=1                add an uncounted, CPU-profiled operator run to the fan-out
@@ -26,6 +26,7 @@ import { memory } from "./scenarios/memory.js";
 import { reaper } from "./scenarios/reaper.js";
 import { storm } from "./scenarios/storm.js";
 import { restart } from "./scenarios/restart.js";
+import { many } from "./scenarios/many.js";
 
 export const scenarios: Record<string, { title: string; run: (ctx: Ctx) => Promise<ScenarioResult> }> = {
   fanout: { title: "1. Fan-out", run: fanout },
@@ -34,6 +35,7 @@ export const scenarios: Record<string, { title: string; run: (ctx: Ctx) => Promi
   reaper: { title: "4. Reaper", run: reaper },
   storm: { title: "5. Event storm", run: storm },
   restart: { title: "6. Restart", run: restart },
+  many: { title: "7. Many policies on one server", run: many },
 };
 
 export interface BenchRun {
@@ -105,6 +107,7 @@ function sizesOf(settings: Settings): Record<string, string> {
     memoryN: settings.memoryN.join("/"),
     reaperN: settings.reaperN.join("/"),
     storm: `${settings.stormRatePerSecond}/s × ${settings.stormSeconds} s over ${settings.stormPolicies} policies`,
+    manyPolicies: `${settings.manyPolicies.join("/")} × 5 Deployments`,
     replicas: String(settings.replicas),
     WORKERS: String(settings.workers),
   };

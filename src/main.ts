@@ -1,9 +1,11 @@
 /**
  * The operator process: configuration, wiring, signals.
  *
- *   PoolPolicy informer ─┐                     ┌─ PoolPolicyReconciler (controller/)
- *   Deployment watches ──┼─ enqueue(key) → WorkQueue → workers ─┤    Postgres / Redis (postgres/, redis/)
- *   periodic resync ─────┘      (runtime/)     └─ status, Events, SSA patches
+ *   PoolPolicy informer ───┐                     ┌─ PoolPolicyReconciler (controller/)
+ *   Deployment/HPA watches ┤                     │    Postgres / Redis (postgres/, redis/)
+ *   (one per namespace)    ├─ enqueue(key) → WorkQueue → workers ─┤
+ *   Secret watches ────────┤      (runtime/)     └─ status, Events, SSA patches
+ *   periodic resync ───────┘
  *
  * With leader election on, only the Lease holder runs informers and workers; a standby waits.
  * Losing the Lease exits the process (a restart is the only safe way to drop everything that
@@ -17,6 +19,8 @@ import { createLogger, type Logger } from "./log.js";
 import { ApiKubernetes, PooledPostgres, SecretUrlRedis } from "./controller/adapters.js";
 import { PoolPolicyReconciler } from "./controller/reconciler.js";
 import { TargetWatches } from "./controller/target-watches.js";
+import { SecretWatches } from "./controller/secret-watches.js";
+import { changesWhatPeersRead, peerKeys, referencedSecrets } from "./controller/policy-events.js";
 import { PostgresPools } from "./postgres/connection.js";
 import { Controller } from "./runtime/controller.js";
 import { defaultControllerRateLimiter } from "./runtime/rate-limiter.js";
@@ -28,7 +32,6 @@ import { changesWhatReconcileReads } from "./runtime/predicates.js";
 import { LeaderElector } from "./runtime/leader.js";
 import { abortableRequest } from "./runtime/request-options.js";
 import { OperatorServer } from "./runtime/server.js";
-import { serverKey } from "./server/identity.js";
 
 export interface RunningOperator {
   /** The port /healthz, /readyz and /metrics listen on. */
@@ -43,12 +46,14 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig, log: L
 
   let controller: Controller | undefined;
   const enqueue = (key: string) => controller?.enqueue(key);
-  const targetWatches = new TargetWatches(kc, enqueue, log, resyncMs);
-  const policies = policyInformer(kc, config, enqueue, resyncMs, log);
+  const targetWatches = new TargetWatches(kc, enqueue, log);
+  const secretWatches = new SecretWatches(kc, enqueue, log);
+  const policies = policyInformer(kc, config, enqueue, secretWatches, resyncMs, log);
   const kube = new ApiKubernetes(kc, {
     watchTargets: (key, namespace, selector) => targetWatches.ensure(key, namespace, selector),
     cachedTargets: (key, namespace, selector) => targetWatches.cachedTargets(key, namespace, selector),
     cachedHpas: (namespace) => targetWatches.cachedHpas(namespace),
+    cachedSecret: (namespace, name) => secretWatches.cached(namespace, name),
   });
   const reconciler = new PoolPolicyReconciler({
     kube,
@@ -96,6 +101,7 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig, log: L
     await controller!.stop();
     await policies.stop();
     await targetWatches.stopAll();
+    await secretWatches.stopAll();
     await elector?.release();
     await pools.closeAll();
     await server.close();
@@ -124,6 +130,7 @@ function policyInformer(
   kc: KubeConfig,
   config: OperatorConfig,
   enqueue: (key: string) => void,
+  secrets: SecretWatches,
   resyncMs: number,
   log: Logger,
 ) {
@@ -131,16 +138,14 @@ function policyInformer(
   const ns = config.WATCH_NAMESPACE;
   const path = ns ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}` : `/apis/${GROUP}/${VERSION}/${PLURAL}`;
   // Policies that point at one server depend on each other (budget, max_connections, conflicts):
-  // a change to one brings back the others of that server too. A stored policy may be invalid:
-  // its server is then whatever its spec.postgres says, if anything.
-  const serverOf = (p: PoolPolicy) => {
-    const pg = (p.spec as { postgres?: { host?: string; port?: number } } | undefined)?.postgres;
-    return serverKey({ host: pg?.host ?? "", port: pg?.port ?? 5432 }, p.metadata.namespace);
+  // a change to what the others read of one brings them back too (controller/policy-events.ts).
+  const withPeers = (p: PoolPolicy, ...also: PoolPolicy[]) => {
+    const key = objectKey(p);
+    enqueue(key);
+    for (const peer of peerKeys(informer.list(), key, p, ...also)) enqueue(peer);
   };
-  const byKey = (p: PoolPolicy) => {
-    enqueue(objectKey(p));
-    for (const peer of informer.list()) if (peer !== p && serverOf(peer) === serverOf(p)) enqueue(objectKey(peer));
-  };
+  // The Secrets a policy names are watched before its first reconcile reads them.
+  const watchSecrets = (p: PoolPolicy) => secrets.ensure(objectKey(p), referencedSecrets(p));
   const informer: ResilientInformer<PoolPolicy> = new ResilientInformer<PoolPolicy>(
     kc,
     path,
@@ -157,12 +162,21 @@ function policyInformer(
     {
       name: "poolpolicies",
       resyncMs,
-      onAdd: byKey,
-      onUpdate: (before, p) => {
-        // Our own status writes come back as updates: they change nothing a reconcile reads.
-        if (changesWhatReconcileReads(before, p)) byKey(p);
+      onAdd: (p) => {
+        watchSecrets(p);
+        withPeers(p);
       },
-      onDelete: byKey,
+      onUpdate: (before, p) => {
+        watchSecrets(p);
+        // Our own status writes come back as updates: they change nothing a reconcile reads.
+        if (!changesWhatReconcileReads(before, p)) return;
+        if (changesWhatPeersRead(before, p)) withPeers(p, before);
+        else enqueue(objectKey(p));
+      },
+      onDelete: (p) => {
+        secrets.ensure(objectKey(p), []);
+        withPeers(p);
+      },
       onResync: (p) => enqueue(objectKey(p)),
       logger: log,
     },

@@ -31,6 +31,8 @@ export interface Settings {
   stormRatePerSecond: number;
   stormSeconds: number;
   restartChanges: number;
+  /** PoolPolicies on one server, 5 Deployments each, one measurement per size (scenario "many"). */
+  manyPolicies: number[];
   /** The reaper's idle-in-transaction timeout in the kill passes (each pass waits that long). */
   reaperIdleTimeoutMs: number;
   /** Comparisons beyond the goals (client-node as shipped, the raw client at WORKERS in flight, a mass kill). */
@@ -66,6 +68,7 @@ const presets: Record<
     stormRatePerSecond: 10,
     stormSeconds: 60,
     restartChanges: 2,
+    manyPolicies: [200, 1000],
     reaperIdleTimeoutMs: 10_000,
   },
   small: {
@@ -84,6 +87,7 @@ const presets: Record<
     stormRatePerSecond: 10,
     stormSeconds: 30,
     restartChanges: 1,
+    manyPolicies: [200],
     reaperIdleTimeoutMs: 10_000,
   },
   smoke: {
@@ -102,6 +106,7 @@ const presets: Record<
     stormRatePerSecond: 5,
     stormSeconds: 8,
     restartChanges: 1,
+    manyPolicies: [10],
     reaperIdleTimeoutMs: 2_000,
   },
 };
@@ -137,6 +142,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, forced?: Scal
     stormRatePerSecond: number(env.BENCH_STORM_RATE) ?? p.stormRatePerSecond,
     stormSeconds: number(env.BENCH_STORM_SECONDS) ?? p.stormSeconds,
     restartChanges: number(env.BENCH_RESTART_CHANGES) ?? p.restartChanges,
+    manyPolicies: numbers(env.BENCH_MANY_POLICIES) ?? p.manyPolicies,
     reaperIdleTimeoutMs: number(env.BENCH_REAPER_TIMEOUT_MS) ?? p.reaperIdleTimeoutMs,
     extras: env.BENCH_EXTRAS ? env.BENCH_EXTRAS === "1" : scale !== "smoke",
     replicas: number(env.BENCH_REPLICAS) ?? 0,

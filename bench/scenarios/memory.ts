@@ -266,7 +266,7 @@ export async function memory(ctx: Ctx): Promise<ScenarioResult> {
     ],
     notes: [
       `Heap per watched Deployment counted from the empty operator (fixed costs included) at the largest size: ${fmtBytes(perWatched(largest))}.`,
-      `A watched Deployment is ${fmtBytes(jsonBytes)} of JSON, ${fmtBytes(jsonBytesWithoutManagedFields)} without metadata.managedFields. The per-policy Deployment informers (src/controller/target-watches.ts) cache them without managedFields; the budget and the env injection read them there instead of listing.`,
+      `A watched Deployment is ${fmtBytes(jsonBytes)} of JSON, ${fmtBytes(jsonBytesWithoutManagedFields)} without metadata.managedFields. One Deployment informer per namespace (src/controller/target-watches.ts) caches every Deployment of the namespace, watched or not, as a lean copy (name, labels, versions, replicas, strategy, containers' names and env, rollout counters); the budget and the env injection read them there instead of listing. So the heap per watched Deployment includes the four unwatched ones per watched one here.`,
       ...rssNotes(b, largest),
       `prom-client's gauges at the largest size (scraped right after the GC): nodejs_heap_size_used_bytes ${fmtBytes(largest.promHeapUsed)}, process_resident_memory_bytes ${fmtBytes(largest.promRss)}.`,
     ],

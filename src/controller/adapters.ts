@@ -26,7 +26,7 @@ import { httpStatus, isNotFound } from "./kube-errors.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
 import { STALE_RETRY_MS } from "./pass.js";
 import { applyServerTimeout, runReaper } from "./reaper.js";
-import { readSecretKeys } from "./secrets.js";
+import { type CachedSecretReader, readSecretKeys } from "./secrets.js";
 import { applyPoolEnv, deploymentsOwnedBy, removePoolEnv } from "./targets.js";
 import { holdRestarts, readWorkload, recordRestart, requestRestart } from "./workload.js";
 
@@ -35,6 +35,8 @@ export interface WatchCaches {
   watchTargets(policyKey: string, namespace: string, labelSelector: string | null): void;
   cachedTargets(policyKey: string, namespace: string, labelSelector: string): Promise<V1Deployment[] | undefined>;
   cachedHpas(namespace: string): Promise<V2HorizontalPodAutoscaler[] | undefined>;
+  /** The credentials Secret from its watch (null: synced, no such Secret); undefined: read it with a GET. */
+  cachedSecret: CachedSecretReader;
 }
 
 export class ApiKubernetes implements KubernetesPort {
@@ -68,7 +70,7 @@ export class ApiKubernetes implements KubernetesPort {
   }
 
   readSecretKeys(namespace: string, name: string, keys: string[]) {
-    return readSecretKeys(this.core, namespace, name, keys);
+    return readSecretKeys(this.core, namespace, name, keys, this.caches.cachedSecret);
   }
 
   readWorkload(...args: Parameters<KubernetesPort["readWorkload"]>) {

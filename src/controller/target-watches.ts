@@ -1,10 +1,23 @@
 /**
- * One Deployment watch per PoolPolicy, narrowed to the policy's namespace and label selector,
- * so the operator caches only the Deployments it governs. Any change to one of them, a new
- * match, or one leaving the selection (the watch then reports it deleted) enqueues the policy.
+ * The Deployments and HorizontalPodAutoscalers the policies read, from one shared watch of
+ * each kind per namespace that has policies, indexed by label.
  *
- * One HorizontalPodAutoscaler watch per namespace that has policies: an HPA's maxReplicas is
- * part of the connection budget, so any HPA change enqueues every policy of the namespace.
+ * Why shared: one watch per policy meant 200 watches (and 200 copies of overlapping caches) for
+ * 200 policies, and a reconcile that needed a peer's Deployments for the budget listed them
+ * whenever that peer's watch did not exist yet: start-up grew with the square of the policies
+ * (issue 13). Now every policy of a namespace is answered from the same cache, whatever its
+ * selector, and the budget of a server reads its peers' Deployments from memory.
+ *
+ * Why per namespace and not cluster-wide (WATCH_NAMESPACE empty): a cluster-wide watch would
+ * cache every Deployment of the cluster, kube-system's included, where only namespaces with a
+ * policy matter; with WATCH_NAMESPACE set there is one namespace anyway. The RBAC is the same
+ * either way (list/watch of deployments and horizontalpodautoscalers in the watched scope).
+ *
+ * What is cached is kept lean (`leanDeployment`): a namespace's Deployments are cached whether
+ * a policy selects them or not, so each carries only what the reconciler reads.
+ *
+ * A Deployment change enqueues only the policies whose selector matched it before or matches
+ * it after the change; an HPA change, those that select the Deployment it scales.
  */
 import {
   AppsV1Api,
@@ -12,10 +25,13 @@ import {
   type KubeConfig,
   type KubernetesObject,
   type V1Deployment,
+  type V1DeploymentList,
   type V2HorizontalPodAutoscaler,
 } from "@kubernetes/client-node";
+import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "../log.js";
 import { ResilientInformer } from "../runtime/informer.js";
+import { LabelSelector, labelIndexKey, type Labels } from "../runtime/label-selector.js";
 import { abortableRequest } from "../runtime/request-options.js";
 
 /**
@@ -24,15 +40,53 @@ import { abortableRequest } from "../runtime/request-options.js";
  */
 const SYNC_WAIT_MS = 3_000;
 
-interface Watched {
+/** Deployments per page of a namespace's list. */
+const LIST_PAGE = 500;
+
+interface WatchedPolicy {
   namespace: string;
-  selector: string;
-  informer: ResilientInformer<V1Deployment>;
+  selector: LabelSelector;
+}
+
+/** Members (names or keys) filed under `key=value` label entries. */
+class LabelIndex {
+  private readonly entries = new Map<string, Set<string>>();
+
+  add(member: string, keys: readonly string[]): void {
+    for (const key of keys) {
+      const set = this.entries.get(key);
+      if (set) set.add(member);
+      else this.entries.set(key, new Set([member]));
+    }
+  }
+
+  remove(member: string, keys: readonly string[]): void {
+    for (const key of keys) {
+      const set = this.entries.get(key);
+      set?.delete(member);
+      if (set?.size === 0) this.entries.delete(key);
+    }
+  }
+
+  get(key: string): ReadonlySet<string> | undefined {
+    return this.entries.get(key);
+  }
+}
+
+/** One namespace's watches, the Deployments indexed by label, and the policies indexed by selector. */
+interface NamespaceCache {
+  deployments: ResilientInformer<V1Deployment>;
+  hpas: ResilientInformer<V2HorizontalPodAutoscaler>;
+  deploymentsByLabel: LabelIndex;
+  policies: Set<string>;
+  /** Policies filed under their selector's `indexKeys`; the others are in `unindexedPolicies`. */
+  policiesByLabel: LabelIndex;
+  unindexedPolicies: Set<string>;
 }
 
 export class TargetWatches {
-  private readonly watches = new Map<string, Watched>();
-  private readonly hpaWatches = new Map<string, ResilientInformer<V2HorizontalPodAutoscaler>>();
+  private readonly policies = new Map<string, WatchedPolicy>();
+  private readonly namespaces = new Map<string, NamespaceCache>();
   private readonly apps: AppsV1Api;
   private readonly autoscaling: AutoscalingV2Api;
 
@@ -40,69 +94,187 @@ export class TargetWatches {
     private readonly kc: KubeConfig,
     private readonly enqueue: (policyKey: string) => void,
     private readonly log: Logger,
-    private readonly resyncMs = 0,
   ) {
     this.apps = kc.makeApiClient(AppsV1Api);
     this.autoscaling = kc.makeApiClient(AutoscalingV2Api);
   }
 
-  /** Makes sure the policy's Deployments are watched with this selector; null stops watching. */
+  /**
+   * Registers the policy's selector, so that changes of the Deployments it selects enqueue it,
+   * and makes sure its namespace is watched; null forgets the policy (and stops the namespace's
+   * watches once no policy is left there).
+   */
   ensure(policyKey: string, namespace: string, selector: string | null): void {
-    const current = this.watches.get(policyKey);
-    if (current && selector !== null && current.namespace === namespace && current.selector === selector) return;
-    if (current) {
-      this.watches.delete(policyKey);
-      void current.informer.stop();
-      this.releaseHpaWatch(current.namespace);
-    }
+    const current = this.policies.get(policyKey);
+    if (current && selector !== null && current.namespace === namespace && current.selector.text === selector) return;
+    if (current) this.unregister(policyKey, current);
     if (selector === null) return;
-    this.ensureHpaWatch(namespace);
-    const enqueue = () => this.enqueue(policyKey);
-    const informer = new ResilientInformer<V1Deployment>(
-      this.kc,
-      `/apis/apps/v1/namespaces/${namespace}/deployments`,
-      ({ labelSelector, resourceVersion, signal }) =>
-        this.apps.listNamespacedDeployment({ namespace, labelSelector, resourceVersion }, abortableRequest(signal)),
-      {
-        name: `deployments(${policyKey})`,
-        labelSelector: selector,
-        resyncMs: this.resyncMs,
-        transform: withoutManagedFields,
-        onAdd: enqueue,
-        onUpdate: (before, after) => {
-          // Status-only churn of a Deployment that is not rolling matters only for rollout tracking.
-          if (before.metadata?.resourceVersion !== after.metadata?.resourceVersion) enqueue();
-        },
-        onDelete: enqueue,
-        logger: this.log,
-      },
-    );
-    informer.start();
-    this.watches.set(policyKey, { namespace, selector, informer });
+    let parsed: LabelSelector;
+    try {
+      parsed = LabelSelector.parse(selector);
+    } catch (err) {
+      // The reconciler's own LIST with this selector then reports the API server's answer.
+      this.log.warn({ policy: policyKey, error: (err as Error).message }, "selector not understood; not watched");
+      return;
+    }
+    const cache = this.namespaces.get(namespace) ?? this.watchNamespace(namespace);
+    const watched = { namespace, selector: parsed };
+    this.policies.set(policyKey, watched);
+    cache.policies.add(policyKey);
+    const keys = parsed.indexKeys();
+    if (keys) cache.policiesByLabel.add(policyKey, keys);
+    else cache.unindexedPolicies.add(policyKey);
   }
 
   /**
-   * The policy's Deployments from its watch, if it watches this selector; a watch still listing
-   * is waited for (the first pass of a new policy would otherwise list the same Deployments a
-   * second time). Undefined when there is no such watch or it has not synced in time.
+   * The Deployments of the namespace that the selector matches, from the namespace's watch; a
+   * watch still listing is waited for (a new policy's first pass would otherwise list the same
+   * Deployments a second time). Undefined when the namespace is not watched (no policy of it
+   * has been reconciled yet), its watch has not synced in time, or the selector is not valid:
+   * the caller then lists. Any policy's selector is answered, not only the asking policy's:
+   * the budget reads its peers' Deployments.
    */
-  async cachedTargets(policyKey: string, namespace: string, selector: string): Promise<V1Deployment[] | undefined> {
-    const w = this.watches.get(policyKey);
-    return w && w.namespace === namespace && w.selector === selector ? syncedContents(w.informer) : undefined;
+  async cachedTargets(_policyKey: string, namespace: string, selector: string): Promise<V1Deployment[] | undefined> {
+    const cache = this.namespaces.get(namespace);
+    if (!cache || !(await cache.deployments.waitForSyncUnlessFailing(SYNC_WAIT_MS))) return undefined;
+    let parsed: LabelSelector;
+    try {
+      parsed = this.selectorOf(selector);
+    } catch {
+      return undefined;
+    }
+    const keys = parsed.indexKeys();
+    if (!keys) return cache.deployments.list().filter((d) => parsed.matches(d.metadata?.labels));
+    const found: V1Deployment[] = [];
+    for (const key of keys) {
+      for (const name of cache.deploymentsByLabel.get(key) ?? []) {
+        const d = cache.deployments.get(namespace, name);
+        if (d && parsed.matches(d.metadata?.labels)) found.push(d);
+      }
+    }
+    return found;
   }
 
   /** The namespace's HPAs from its watch, waited for as the Deployments are. */
   async cachedHpas(namespace: string): Promise<V2HorizontalPodAutoscaler[] | undefined> {
-    const informer = this.hpaWatches.get(namespace);
-    return informer ? syncedContents(informer) : undefined;
+    const cache = this.namespaces.get(namespace);
+    return cache && (await cache.hpas.waitForSyncUnlessFailing(SYNC_WAIT_MS)) ? cache.hpas.list() : undefined;
   }
 
-  private ensureHpaWatch(namespace: string): void {
-    if (this.hpaWatches.has(namespace)) return;
-    const enqueueNamespace = () => {
-      for (const [key, w] of this.watches) if (w.namespace === namespace) this.enqueue(key);
+  /** The policies watched, for tests and diagnostics. */
+  get size(): number {
+    return this.policies.size;
+  }
+
+  /** The namespaces watched, for tests and diagnostics. */
+  get namespaceCount(): number {
+    return this.namespaces.size;
+  }
+
+  async stopAll(): Promise<void> {
+    const caches = [...this.namespaces.values()];
+    this.namespaces.clear();
+    this.policies.clear();
+    await Promise.all(caches.flatMap((c) => [c.deployments.stop(), c.hpas.stop()]));
+  }
+
+  /** A registered policy's parsed selector when one has this text (the usual case), else parsed now. */
+  private selectorOf(text: string): LabelSelector {
+    for (const w of this.policies.values()) if (w.selector.text === text) return w.selector;
+    return LabelSelector.parse(text);
+  }
+
+  private unregister(policyKey: string, watched: WatchedPolicy): void {
+    this.policies.delete(policyKey);
+    const cache = this.namespaces.get(watched.namespace);
+    if (!cache) return;
+    cache.policies.delete(policyKey);
+    const keys = watched.selector.indexKeys();
+    if (keys) cache.policiesByLabel.remove(policyKey, keys);
+    else cache.unindexedPolicies.delete(policyKey);
+    if (cache.policies.size > 0) return;
+    this.namespaces.delete(watched.namespace);
+    void cache.deployments.stop();
+    void cache.hpas.stop();
+  }
+
+  /** Enqueues every policy of the namespace whose selector matches any of these label sets. */
+  private enqueueSelecting(cache: NamespaceCache, ...labelSets: Labels[]): void {
+    const candidates = new Set(cache.unindexedPolicies);
+    for (const labels of labelSets) {
+      for (const [k, v] of Object.entries(labels ?? {})) {
+        for (const key of cache.policiesByLabel.get(labelIndexKey(k, v)) ?? []) candidates.add(key);
+      }
+    }
+    for (const key of candidates) {
+      const selector = this.policies.get(key)?.selector;
+      if (selector && labelSets.some((labels) => selector.matches(labels))) this.enqueue(key);
+    }
+  }
+
+  /**
+   * A namespace's Deployments, LIST_PAGE at a time (a server may answer all at once), each page
+   * made lean before the next is read: one list of 5,000 whole Deployments, decoded into the
+   * typed client's objects at once, is a peak of memory that the process keeps as RSS long
+   * after (docs/benchmarks.md, memory).
+   */
+  private async listDeploymentsInPages(
+    namespace: string,
+    resourceVersion: string | undefined,
+    signal: AbortSignal,
+  ): Promise<V1DeploymentList> {
+    const items: V1Deployment[] = [];
+    let page = await this.apps.listNamespacedDeployment(
+      { namespace, resourceVersion, limit: LIST_PAGE },
+      abortableRequest(signal),
+    );
+    items.push(...page.items.map(leanDeployment));
+    // A continued list is the snapshot of the first page: it takes no resourceVersion.
+    while (page.metadata?._continue) {
+      page = await this.apps.listNamespacedDeployment(
+        { namespace, limit: LIST_PAGE, _continue: page.metadata._continue },
+        abortableRequest(signal),
+      );
+      items.push(...page.items.map(leanDeployment));
+    }
+    return { ...page, items };
+  }
+
+  private watchNamespace(namespace: string): NamespaceCache {
+    const deploymentsByLabel = new LabelIndex();
+    const deployments = new ResilientInformer<V1Deployment>(
+      this.kc,
+      `/apis/apps/v1/namespaces/${namespace}/deployments`,
+      ({ resourceVersion, signal }) => this.listDeploymentsInPages(namespace, resourceVersion, signal),
+      {
+        name: `deployments(${namespace})`,
+        transform: leanDeployment,
+        onAdd: (d) => {
+          deploymentsByLabel.add(d.metadata!.name!, labelKeys(d));
+          this.enqueueSelecting(cache, d.metadata?.labels);
+        },
+        onUpdate: (before, after) => {
+          if (!changedBesidesVersion(before, after)) return;
+          deploymentsByLabel.remove(before.metadata!.name!, labelKeys(before));
+          deploymentsByLabel.add(after.metadata!.name!, labelKeys(after));
+          this.enqueueSelecting(cache, before.metadata?.labels, after.metadata?.labels);
+        },
+        onDelete: (d) => {
+          deploymentsByLabel.remove(d.metadata!.name!, labelKeys(d));
+          this.enqueueSelecting(cache, d.metadata?.labels);
+        },
+        logger: this.log,
+      },
+    );
+    const enqueueForScaleTarget = (...hpas: V2HorizontalPodAutoscaler[]) => {
+      const targets = hpas
+        .map((h) => h.spec?.scaleTargetRef)
+        .filter((ref) => ref?.kind === "Deployment")
+        .map((ref) => deployments.get(namespace, ref!.name)?.metadata?.labels)
+        .filter((labels) => labels !== undefined);
+      if (targets.length > 0) this.enqueueSelecting(cache, ...targets);
     };
-    const informer = new ResilientInformer<V2HorizontalPodAutoscaler>(
+    const hpas = new ResilientInformer<V2HorizontalPodAutoscaler>(
       this.kc,
       `/apis/autoscaling/v2/namespaces/${namespace}/horizontalpodautoscalers`,
       ({ resourceVersion, signal }) =>
@@ -112,54 +284,104 @@ export class TargetWatches {
         ),
       {
         name: `hpas(${namespace})`,
-        onAdd: enqueueNamespace,
-        // Status churn (current metrics) every few seconds: only a spec change moves the budget.
+        transform: leanHpa,
+        onAdd: (h) => enqueueForScaleTarget(h),
+        // Status churn (current metrics) every few seconds is dropped by leanHpa: only the spec moves the budget.
         onUpdate: (before, after) => {
-          if (JSON.stringify(before.spec) !== JSON.stringify(after.spec)) enqueueNamespace();
+          if (!isDeepStrictEqual(before.spec, after.spec)) enqueueForScaleTarget(before, after);
         },
-        onDelete: enqueueNamespace,
+        onDelete: (h) => enqueueForScaleTarget(h),
         logger: this.log,
       },
     );
-    informer.start();
-    this.hpaWatches.set(namespace, informer);
-  }
-
-  /** Stops the namespace's HPA watch once no policy of the namespace is watched any more. */
-  private releaseHpaWatch(namespace: string): void {
-    if ([...this.watches.values()].some((w) => w.namespace === namespace)) return;
-    const informer = this.hpaWatches.get(namespace);
-    this.hpaWatches.delete(namespace);
-    void informer?.stop();
-  }
-
-  get size(): number {
-    return this.watches.size;
-  }
-
-  async stopAll(): Promise<void> {
-    const informers: { stop(): Promise<void> }[] = [
-      ...[...this.watches.values()].map((w) => w.informer),
-      ...this.hpaWatches.values(),
-    ];
-    this.watches.clear();
-    this.hpaWatches.clear();
-    await Promise.all(informers.map((i) => i.stop()));
+    const cache: NamespaceCache = {
+      deployments,
+      hpas,
+      deploymentsByLabel,
+      policies: new Set(),
+      policiesByLabel: new LabelIndex(),
+      unindexedPolicies: new Set(),
+    };
+    this.namespaces.set(namespace, cache);
+    deployments.start();
+    hpas.start();
+    return cache;
   }
 }
 
-/** What the watch holds once it has synced; undefined if it has not within SYNC_WAIT_MS. */
-async function syncedContents<T extends KubernetesObject>(informer: ResilientInformer<T>): Promise<T[] | undefined> {
-  return (await informer.waitForSync(SYNC_WAIT_MS)) ? informer.list() : undefined;
+function labelKeys(d: KubernetesObject): string[] {
+  return Object.entries(d.metadata?.labels ?? {}).map(([k, v]) => labelIndexKey(k, v));
+}
+
+/** Whether anything the lean copy keeps changed, beyond the resourceVersion (annotations, managedFields, …). */
+function changedBesidesVersion(before: V1Deployment, after: V1Deployment): boolean {
+  const { resourceVersion: _b, ...beforeMeta } = before.metadata ?? {};
+  const { resourceVersion: _a, ...afterMeta } = after.metadata ?? {};
+  return (
+    !isDeepStrictEqual(beforeMeta, afterMeta) ||
+    !isDeepStrictEqual(before.spec, after.spec) ||
+    !isDeepStrictEqual(before.status, after.status)
+  );
 }
 
 /**
- * managedFields are often the largest part of a Deployment and nothing read from the cache
- * needs them (whoever checks field ownership reads the object from the API): caching
- * Deployments without them cut the heap per watched Deployment (docs/benchmarks.md, memory).
+ * What the operator reads of a Deployment, and nothing else: name, labels and versions; the
+ * replicas and strategy (the budget); each container's name and env (env injection); the
+ * rollout counters (status). managedFields alone were the largest part of a Deployment
+ * (docs/benchmarks.md, memory). Whoever needs more (field ownership, say) reads the object from
+ * the API, or adds the field here.
  */
-function withoutManagedFields(deployment: V1Deployment): V1Deployment {
-  if (!deployment.metadata?.managedFields) return deployment;
-  const { managedFields: _dropped, ...metadata } = deployment.metadata;
-  return { ...deployment, metadata };
+export function leanDeployment(d: V1Deployment): V1Deployment {
+  const m = d.metadata ?? {};
+  const s = d.status;
+  return plain({
+    apiVersion: d.apiVersion,
+    kind: d.kind,
+    metadata: {
+      name: m.name,
+      namespace: m.namespace,
+      uid: m.uid,
+      resourceVersion: m.resourceVersion,
+      generation: m.generation,
+      labels: m.labels,
+      deletionTimestamp: m.deletionTimestamp,
+    },
+    spec: d.spec && {
+      replicas: d.spec.replicas,
+      strategy: d.spec.strategy,
+      selector: d.spec.selector, // required by the type; small
+      template: {
+        spec: d.spec.template.spec && {
+          containers: d.spec.template.spec.containers.map((c) => ({ name: c.name, env: c.env })),
+        },
+      },
+    },
+    status: s && {
+      observedGeneration: s.observedGeneration,
+      replicas: s.replicas,
+      updatedReplicas: s.updatedReplicas,
+      readyReplicas: s.readyReplicas,
+      availableReplicas: s.availableReplicas,
+    },
+  });
+}
+
+/** An HPA's spec (maxReplicas and the Deployment it scales enter the budget); its status changes every few seconds. */
+export function leanHpa(h: V2HorizontalPodAutoscaler): V2HorizontalPodAutoscaler {
+  const m = h.metadata ?? {};
+  return plain({
+    apiVersion: h.apiVersion,
+    kind: h.kind,
+    metadata: { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion },
+    spec: h.spec,
+  });
+}
+
+/**
+ * Plain data, without the typed client's class instances and their undefined fields: the first
+ * list comes through the typed client, later changes as plain JSON from the watch, and without
+ * this the two never compare equal (each Deployment's first update would count as a change).
+ */
+export function plain<T>(obj: T): T {
+  return JSON.parse(JSON.stringify(obj)) as T;
 }

@@ -2,9 +2,10 @@
  * A list-then-watch cache of one kind of object that never gives up.
  *
  * Why not client-node's `makeInformer`: it relists only on 410 Gone and stops for good on any
- * other error, has no client-side timeout (a half-open connection hangs silently), asks for no
- * bookmarks, has no resync, and an exception in a handler becomes an unhandled rejection that
- * kills the process. This informer keeps the same idea (client-go's Reflector + Indexer) and
+ * other error, asks for no bookmarks, has no resync, and an exception in a handler becomes an
+ * unhandled rejection that kills the process. Its Watch's only client-side timeout is a private
+ * 30 s inactivity timer (`requestTimeoutMs`), which on a quiet collection (bookmarks come about
+ * once a minute) cuts healthy watches; see `leaveSilenceToOurWatchdog` below. This informer keeps the same idea (client-go's Reflector + Indexer) and
  * adds what a production operator needs:
  *
  * - one loop: list (when needed), watch until the watch ends, wait a jittered backoff
@@ -91,6 +92,8 @@ export interface InformerStats {
   lists: number;
   /** Lists after the initial one (410 Gone, watchdog). */
   relists: number;
+  /** Lists that failed (the API server, a missing permission), retried with backoff. */
+  listFailures: number;
   /** Times the loop went round after a watch ended or a list failed. */
   restarts: number;
   watchdogTimeouts: number;
@@ -124,7 +127,14 @@ export class ResilientInformer<T extends KubernetesObject> {
   private readonly backoff: Backoff;
   private readonly name: string;
   private readonly log: Logger;
-  private readonly counters: InformerStats = { lists: 0, relists: 0, restarts: 0, watchdogTimeouts: 0, events: 0 };
+  private readonly counters: InformerStats = {
+    lists: 0,
+    relists: 0,
+    listFailures: 0,
+    restarts: 0,
+    watchdogTimeouts: 0,
+    events: 0,
+  };
   private resourceVersion: string | undefined;
   private synced = false;
   private syncWaiters: Array<() => void> = [];
@@ -191,6 +201,15 @@ export class ResilientInformer<T extends KubernetesObject> {
     });
   }
 
+  /**
+   * As `waitForSync`, but false at once when not synced and a list has already failed (say, a
+   * missing permission): a reader that can fall back to a request of its own should not wait.
+   */
+  waitForSyncUnlessFailing(timeoutMs: number): Promise<boolean> {
+    if (!this.synced && this.counters.listFailures > 0) return Promise.resolve(false);
+    return this.waitForSync(timeoutMs);
+  }
+
   list(): T[] {
     return [...this.cache.values()];
   }
@@ -228,6 +247,7 @@ export class ResilientInformer<T extends KubernetesObject> {
         this.logWatchEnd(end);
       } catch (err) {
         if (this.stopped) return;
+        this.counters.listFailures += 1;
         this.log.warn({ error: describeError(err) }, "list failed; will retry");
       }
       if (this.stopped) return;

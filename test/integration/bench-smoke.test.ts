@@ -24,7 +24,7 @@ it("runs every benchmark scenario and keeps the exact goals", () => {
   });
   const out = run.stdout + run.stderr;
   expect(run.status, out).toBe(0);
-  expect(out).toContain("bench smoke: 6 scenarios ran");
+  expect(out).toContain("bench smoke: 7 scenarios ran");
   const report = out.match(/smoke report: (\S+)/)?.[1];
   expect(report, out).toBeDefined();
   const markdown = readFileSync(report!, "utf8");

@@ -91,11 +91,17 @@ Role. Leases are not here: they get a Role of their own in the release namespace
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "patch"]
-# Only the credentials Secret a policy names, read by name: no list/watch, so the operator
-# can never enumerate (or cache) every Secret in the cluster.
+# The credentials Secret a policy names, watched one by one: the operator lists and watches
+# Secrets only with a metadata.name field selector (controller/secret-watches.ts) and caches
+# nothing else, so a rotated password is picked up within seconds. RBAC cannot require that
+# selector for names unknown in advance; rbac.secretNames pins the names where they are known
+# (the API server authorizes a name-selected list/watch against resourceNames).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  {{- with .Values.rbac.secretNames }}
+  resourceNames: {{ toJson . }}
+  {{- end }}
+  verbs: ["get", "list", "watch"]
 # Topology-aware restarts: with a primary and replicas in one StatefulSet, the operator reads
 # each pod's address, asks it for its role, and restarts the pods one at a time in the order
 # the hot-standby rule requires by deleting them (the StatefulSet recreates each). It deletes

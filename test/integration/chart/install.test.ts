@@ -11,8 +11,8 @@ import {
   AppsV1Api,
   AuthorizationV1Api,
   CoreV1Api,
+  KubeConfig,
   RbacAuthorizationV1Api,
-  type KubeConfig,
   type V1Pod,
   type V1PodSpec,
   type V1ResourceAttributes,
@@ -219,6 +219,9 @@ describe("helm install of the chart", () => {
       { group: "apps", resource: "deployments", verb: "watch", namespace: "apps" },
       { group: "apps", resource: "statefulsets", verb: "patch", namespace: "db", name: "postgres" },
       { group: "", resource: "secrets", verb: "get", namespace: "apps", name: "pg-admin" },
+      // The credentials Secrets are watched by name (controller/secret-watches.ts).
+      { group: "", resource: "secrets", verb: "list", namespace: "apps" },
+      { group: "", resource: "secrets", verb: "watch", namespace: "apps" },
       { group: "", resource: "pods", verb: "list", namespace: "db" },
       { group: "", resource: "pods", verb: "delete", namespace: "db", name: "postgres-1" }, // topology-aware restarts
       { group: "autoscaling", resource: "horizontalpodautoscalers", verb: "get", namespace: "apps", name: "web" },
@@ -251,10 +254,8 @@ describe("helm install of the chart", () => {
       },
       { group: "apps", resource: "deployments", verb: "update", namespace: "apps", name: "web" },
       { group: "apps", resource: "statefulsets", verb: "delete", namespace: "db", name: "postgres" },
-      { group: "", resource: "secrets", verb: "list", namespace: "apps" },
-      { group: "", resource: "secrets", verb: "watch", namespace: "apps" },
-      { group: "", resource: "secrets", verb: "list" },
       { group: "", resource: "secrets", verb: "create", namespace: "apps" },
+      { group: "", resource: "secrets", verb: "update", namespace: "apps", name: "pg-admin" },
       { group: "", resource: "pods", verb: "create", namespace: "apps" },
       { group: "", resource: "pods", subresource: "exec", verb: "create", namespace: "db", name: "postgres-0" },
       { group: "", resource: "configmaps", verb: "get", namespace: "apps", name: "c" },
@@ -387,5 +388,68 @@ describe("helm install with watchNamespace", () => {
       .makeApiClient(RbacAuthorizationV1Api)
       .listClusterRole({ labelSelector: `app.kubernetes.io/instance=${release}` });
     expect(clusterRoles.items).toEqual([]);
+  });
+});
+
+describe("helm install with rbac.secretNames", () => {
+  let kc: KubeConfig;
+  let ns: string;
+  let release: string;
+  let fullname: string;
+  let installed = false;
+
+  beforeAll(async () => {
+    kc = loadKubeConfig(kubeconfigPath);
+    await installPoolPolicyCrd(kc);
+    ns = await createNamespace(kc, "chartsec", RESTRICTED);
+    ({ release, fullname } = await installRelease(ns, [
+      "--set",
+      `watchNamespace=${ns}`,
+      "--set",
+      "rbac.secretNames={pg-admin}",
+      "--set",
+      "replicaCount=0",
+    ]));
+    installed = true;
+    const core = kc.makeApiClient(CoreV1Api);
+    for (const name of ["pg-admin", "other"])
+      await core.createNamespacedSecret({ namespace: ns, body: { metadata: { name }, stringData: { k: "v" } } });
+  });
+
+  afterAll(async () => {
+    if (installed) await uninstallRelease(ns, release);
+    await deleteNamespace(kc, ns);
+  });
+
+  it("lets the operator's own token list and watch the named Secret by name, and nothing else", async () => {
+    // Requests as the operator makes them, with a token of its ServiceAccount: the API server
+    // authorizes a list/watch that selects metadata.name against the rule's resourceNames.
+    const token = await kc.makeApiClient(CoreV1Api).createNamespacedServiceAccountToken({
+      name: fullname,
+      namespace: ns,
+      body: { spec: { audiences: [], expirationSeconds: 600 } },
+    });
+    const asOperator = new KubeConfig();
+    asOperator.loadFromOptions({
+      clusters: [{ name: "c", server: kc.getCurrentCluster()!.server, skipTLSVerify: true }],
+      users: [{ name: "sa", token: token.status!.token! }],
+      contexts: [{ name: "ctx", cluster: "c", user: "sa" }],
+      currentContext: "ctx",
+    });
+    const core = asOperator.makeApiClient(CoreV1Api);
+    const list = (fieldSelector?: string) =>
+      core.listNamespacedSecret({ namespace: ns, fieldSelector }).then(
+        (l) => l.items.map((s) => s.metadata?.name),
+        (err: unknown) => httpStatus(err),
+      );
+    expect(await list("metadata.name=pg-admin")).toEqual(["pg-admin"]);
+    expect(await list("metadata.name=other")).toBe(403);
+    expect(await list()).toBe(403);
+    expect(
+      await saMay(kc, ns, fullname, { group: "", resource: "secrets", verb: "watch", namespace: ns, name: "pg-admin" }),
+    ).toBe(true);
+    expect(
+      await saMay(kc, ns, fullname, { group: "", resource: "secrets", verb: "get", namespace: ns, name: "other" }),
+    ).toBe(false);
   });
 });

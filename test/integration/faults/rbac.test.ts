@@ -6,8 +6,10 @@
  * 9a promises: the whole story converges with exactly those rights (max_connections with one
  *    restart, env injected, a session reaped, Events written, the finalizer removes the env on
  *    delete), and the operator never met a "forbidden" on the way.
- * 9b breaks the ClusterRole: one permission at a time is removed (patch on Deployments, get on
- *    Secrets, patch on poolpolicies/status). Promises: each failure is loud (a condition with
+ * 9b breaks the ClusterRole: one permission at a time is removed (patch on Deployments, reading
+ *    Secrets, patch on poolpolicies/status). Secrets are watched, and a watch already open keeps
+ *    what it had, as RBAC is checked when a request starts: the operator is restarted without
+ *    the right to read them. Promises: each failure is loud (a condition with
  *    a reason and the API's "forbidden" message and a Warning Event, or, where the status
  *    itself cannot be written, an error log line with 403, the error metric and a status left
  *    visibly behind its generation), and the operator recovers once the permission is back.
@@ -176,14 +178,17 @@ describe("the operator with the chart's ServiceAccount", () => {
       await s.waitForCondition("p", "PoolEnvInjected", { status: "True" }, 60_000);
       m.note("recovered", `env ${(envMs / 1000).toFixed(1)} s after the grant`);
 
-      // 2. No get on Secrets: the credentials cannot be read.
-      await setRules(without("", "secrets", "get"));
+      // 2. No reading Secrets (get, list, watch), for an operator that starts without the right:
+      //    the credentials cannot be read.
+      await setRules((rules) => ["get", "list", "watch"].reduce((r, verb) => without("", "secrets", verb)(r), rules));
+      await operator.stop();
+      await operator.start();
       try {
         const c = (
           await s.waitForCondition("p", "PostgresReachable", { status: "False", reason: "SecretUnreadable" }, 60_000)
         ).status?.conditions?.find((x) => x.type === "PostgresReachable");
         expect(c?.message).toMatch(/forbidden.*cannot get resource "secrets"/);
-        m.note("no get on secrets", "PostgresReachable=False SecretUnreadable (forbidden)");
+        m.note("no reading secrets", "PostgresReachable=False SecretUnreadable (forbidden)");
       } finally {
         await setRules((r) => r);
       }

@@ -44,7 +44,7 @@ it("follows Deployments as they start and stop matching, restores overwritten va
   await waitFor("api to get the env", async () => (await scenario.envOf("api")).DB_POSTGRES_MAX_CONN === "8");
   expect(await scenario.envOf("api", "metrics")).toEqual({ LOG_LEVEL: "info" });
 
-  // A Deployment created later gets the env (the per-policy watch sees it).
+  // A Deployment created later gets the env (the namespace's Deployment watch sees it).
   await scenario.deployment("late", { labels: part, replicas: 1 });
   await waitFor("late to get the env", async () => (await scenario.envOf("late")).DB_POSTGRES_MAX_CONN === "8");
 

@@ -36,7 +36,7 @@ const OPERATOR_RULES = [
   "pooling.dbops.io/poolpolicies/finalizers: update",
   "apps/deployments: get,list,patch,watch",
   "apps/statefulsets: get,list,patch,watch",
-  "core/secrets: get",
+  "core/secrets: get,list,watch",
   "core/pods: delete,get,list,watch",
   "autoscaling/horizontalpodautoscalers: get,list,watch",
   "events.k8s.io/events: create,list,patch",
@@ -256,6 +256,17 @@ describe("watchNamespace", () => {
     // The Lease stays in the release namespace.
     expect(objects.find((o) => o.kind === "Role" && o.metadata.namespace === "ops")).toBeDefined();
     expect(envValue(objects, "WATCH_NAMESPACE")).toBe("apps");
+  });
+
+  it("limits Secrets to the names in rbac.secretNames when they are given", async () => {
+    const objects = await renderChart(["--set", "rbac.secretNames={pg-admin,pg-app}"]);
+    const rows = ruleTable(findObject(objects, "ClusterRole"));
+    expect(rows.filter((r) => r.startsWith("core/secrets"))).toEqual([
+      "core/secrets [pg-admin,pg-app]: get,list,watch",
+    ]);
+    expect(rows.filter((r) => !r.startsWith("core/secrets"))).toEqual(
+      OPERATOR_RULES.filter((r) => !r.startsWith("core/secrets")),
+    );
   });
 });
 

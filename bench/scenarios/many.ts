@@ -1,0 +1,201 @@
+/**
+ * 7. Many policies on one server (issue 13): P PoolPolicies × 5 Deployments each, all pointing
+ * at one PostgreSQL, against one policy fanning out to the same P × 5 Deployments, in the same
+ * run. Measured for each: the time from the operator's start to every policy Ready, and the
+ * operator's RSS and live heap once converged and quiet; plus the size of a policy's status
+ * (every client that lists or watches PoolPolicies reads it).
+ *
+ * The operator is compiled and run by plain node, as in the image (and as the memory scenario
+ * runs it), and started after the policies exist, so both sides pay the same start-up.
+ */
+import {
+  createDeployments,
+  createNamespace,
+  createPolicy,
+  forceDeletePolicy,
+  listPolicies,
+  startCluster,
+  waitDeploymentsSettled,
+  waitPoliciesReady,
+} from "../lib/cluster.js";
+import { BenchOperator } from "../lib/operator.js";
+import { createCredentialsSecret, maxConnectionsFor, policySpec, startPostgres } from "../lib/postgres.js";
+import type { ScenarioResult } from "../lib/report.js";
+import type { Ctx } from "../lib/settings.js";
+import { fmtBytes, fmtRatio, sleep } from "../lib/stats.js";
+import { waitQuiet } from "./steady.js";
+
+const GROUP_LABEL = "bench.pooling.dbops.io/group";
+const ALL_LABEL = "bench.pooling.dbops.io/all";
+const PER_POLICY = 5;
+/** Issue 13's goal: all Ready within twice the time of one policy over the same Deployments. */
+const TIME_GOAL = 2;
+/** Half the chart's default memory limit (256Mi), the goal at 1,000 policies. */
+const RSS_GOAL = 128 * 1024 * 1024;
+
+interface Side {
+  readyMs: number;
+  rss: number;
+  heapUsed: number;
+  /** JSON bytes of one policy as the API serves it (the largest), and of the list of all. */
+  policyBytes: number;
+  listBytes: number;
+}
+
+interface Point {
+  policies: number;
+  deployments: number;
+  one: Side;
+  many: Side;
+}
+
+export async function many(ctx: Ctx): Promise<ScenarioResult> {
+  const { settings } = ctx;
+  const started = performance.now();
+  const sizes = [...settings.manyPolicies].sort((a, b) => a - b);
+  const cluster = await startCluster();
+  const pgs = await startPostgres({
+    conf: { max_connections: maxConnectionsFor(Math.max(...sizes) * PER_POLICY, settings.replicas) },
+  });
+  const operator = new BenchOperator(
+    cluster.cp.kubeconfigPath,
+    settings.logDir,
+    "many",
+    { WORKERS: String(settings.workers) },
+    "compiled",
+  );
+  const points: Point[] = [];
+  try {
+    for (const P of sizes) {
+      const ns = await createNamespace(cluster, `many-${P}`);
+      await createCredentialsSecret(cluster, ns, pgs);
+      const n = P * PER_POLICY;
+      ctx.log(`${P} policies: creating ${n} Deployments`);
+      await createDeployments(cluster, ns, {
+        prefix: "app",
+        to: n,
+        replicas: settings.replicas,
+        labels: (i) => ({ [GROUP_LABEL]: `g${Math.floor(i / PER_POLICY)}`, [ALL_LABEL]: "yes" }),
+      });
+      await waitDeploymentsSettled(cluster, ns, n);
+
+      // Baseline: one policy over all of them. Its pool differs from the many policies' so that
+      // each side patches every Deployment once.
+      await createPolicy(
+        cluster,
+        ns,
+        "fan",
+        policySpec(pgs, { targets: { selector: { matchLabels: { [ALL_LABEL]: "yes" } } }, pool: { maxSize: 2 } }),
+      );
+      const one = await converge(ctx, operator, cluster, ns, 1);
+      await forceDeletePolicy(cluster, ns, "fan");
+
+      for (let j = 0; j < P; j++) {
+        await createPolicy(
+          cluster,
+          ns,
+          `p${j}`,
+          policySpec(pgs, { targets: { selector: { matchLabels: { [GROUP_LABEL]: `g${j}` } } }, pool: { maxSize: 3 } }),
+        );
+      }
+      const manySide = await converge(ctx, operator, cluster, ns, P);
+      for (let j = 0; j < P; j++) await forceDeletePolicy(cluster, ns, `p${j}`);
+      await cluster.core.deleteNamespace({ name: ns }).catch(() => undefined);
+      points.push({ policies: P, deployments: n, one, many: manySide });
+      ctx.log(
+        `${P} policies × ${PER_POLICY}: all Ready in ${(manySide.readyMs / 1000).toFixed(1)} s (one policy: ${(one.readyMs / 1000).toFixed(1)} s); RSS ${fmtBytes(manySide.rss)} (one policy: ${fmtBytes(one.rss)})`,
+      );
+    }
+  } finally {
+    await operator.stop().catch(() => undefined);
+    await pgs.destroy().catch(() => undefined);
+    await cluster.stop().catch(() => undefined);
+  }
+
+  const checks = points.flatMap((p) => [
+    {
+      what: `7. many policies, ${p.policies} × ${PER_POLICY} Deployments on one server: operator start → all Ready`,
+      measured: `${(p.many.readyMs / 1000).toFixed(1)} s`,
+      baseline: `${(p.one.readyMs / 1000).toFixed(1)} s (one policy over the same ${p.deployments} Deployments)`,
+      ratio: fmtRatio(p.many.readyMs / p.one.readyMs),
+      goal: `≤ ${TIME_GOAL}×`,
+      met: p.many.readyMs <= TIME_GOAL * p.one.readyMs,
+    },
+    {
+      what: `7. many policies, ${p.policies} × ${PER_POLICY}: RSS once converged`,
+      measured: fmtBytes(p.many.rss),
+      baseline: `${fmtBytes(p.one.rss)} (one policy over the same Deployments)`,
+      ratio: fmtRatio(p.many.rss / p.one.rss),
+      goal: p.policies >= 1000 ? "< 128 MiB (half the chart's limit)" : "—",
+      met: p.policies >= 1000 ? p.many.rss < RSS_GOAL : null,
+    },
+  ]);
+  const side = (s: Side) => [
+    `${(s.readyMs / 1000).toFixed(1)} s`,
+    fmtBytes(s.rss),
+    fmtBytes(s.heapUsed),
+    fmtBytes(s.policyBytes),
+    fmtBytes(s.listBytes),
+  ];
+  return {
+    id: "many",
+    title: "7. Many policies on one server",
+    method: [
+      `P PoolPolicies (P = ${sizes.join(", ")}), each selecting its own ${PER_POLICY} Deployments (replicas ${settings.replicas}), all on one PostgreSQL server; the baseline in the same run is one policy selecting the same P × ${PER_POLICY} Deployments.`,
+      "For each side the policies are created with the operator stopped, then the operator (compiled, plain node, as in the image) is started and the clock runs until every policy reports Ready=True for its generation. Once its status writes and Events have stopped for 10 s, two full GCs 3 s apart, and RSS read 3 s later (as in the memory scenario).",
+      "Policy sizes are the JSON the API server returns: the largest single policy, and the list of all of them.",
+    ],
+    checks,
+    tables: [
+      {
+        columns: [
+          "policies × Deployments",
+          "one policy: Ready",
+          "RSS",
+          "heap",
+          "policy JSON",
+          "list JSON",
+          "P policies: all Ready",
+          "RSS",
+          "heap",
+          "largest policy JSON",
+          "list JSON",
+        ],
+        rows: points.map((p) => [`${p.policies} × ${PER_POLICY}`, ...side(p.one), ...side(p.many)]),
+      },
+    ],
+    notes: [],
+    durationMs: performance.now() - started,
+    raw: points,
+  };
+}
+
+/** Starts the operator over the policies of `ns`, waits for all Ready and quiet, measures, stops it. */
+async function converge(
+  ctx: Ctx,
+  operator: BenchOperator,
+  cluster: Awaited<ReturnType<typeof startCluster>>,
+  ns: string,
+  expected: number,
+): Promise<Side> {
+  const t0 = performance.now();
+  await operator.start();
+  await waitPoliciesReady(cluster, ns, expected, 1_800_000);
+  const readyMs = performance.now() - t0;
+  ctx.log(`${expected} polic${expected === 1 ? "y" : "ies"} Ready after ${(readyMs / 1000).toFixed(1)} s`);
+  await waitQuiet(operator, 10_000, 600_000);
+  await operator.gc();
+  await sleep(3000);
+  const gc = await operator.gc();
+  await sleep(3000);
+  const probe = await operator.probe();
+  const policies = await listPolicies(cluster, ns);
+  await operator.stop();
+  return {
+    readyMs,
+    rss: probe.memory.rss,
+    heapUsed: gc.memory.heapUsed,
+    policyBytes: Math.max(...policies.map((p) => JSON.stringify(p).length)),
+    listBytes: JSON.stringify(policies).length,
+  };
+}
