@@ -83,7 +83,8 @@ export async function applyPoolEnv(
   const previousByName = new Map(previousTargets.map((t) => [t.name, t]));
   for (const deployment of matched) {
     const name = deployment.metadata!.name!;
-    const wasYielded = previousByName.get(name)?.conflict?.yieldedUntil !== undefined;
+    const reportedConflict = previousByName.get(name)?.conflict;
+    const wasYielded = reportedConflict?.yieldedUntil !== undefined;
     const containers = selectContainers(deployment, spec.targets.containers);
     if (containers.length === 0) {
       failures.push(`${name}: none of the containers ${spec.targets.containers.join(", ")} exists`);
@@ -108,7 +109,7 @@ export async function applyPoolEnv(
     } else {
       let result: InjectResult;
       try {
-        result = await injectAgainstOthers(apps, deployment, containers, env, manager, now);
+        result = await injectAgainstOthers(apps, deployment, containers, env, manager, reportedConflict, now);
       } catch (err) {
         failures.push(`${name}: ${apiErrorMessage(err)}`);
         outcome.actions.push({
@@ -224,12 +225,15 @@ async function injectAgainstOthers(
   containers: readonly string[],
   env: readonly V1EnvVar[],
   manager: string,
+  reported: Takes | undefined,
   now: Date,
 ): Promise<InjectResult> {
   const previous = takesOf(deployment);
   const { theirs, ours } = disagreement(deployment, containers, env);
-  // Nothing changed since the operator stopped: not even a request.
+  // Nothing changed since the operator stopped (as of its last take, or of the last pass that
+  // yielded): not even a request.
   if (stillYielded(previous, { theirs, ours }, now)) return { kind: "yielded", takes: previous! };
+  if (stillYielded(reported, { theirs, ours }, now)) return { kind: "yielded", takes: reported! };
   const apply = (force: boolean, annotations?: Record<string, string>) =>
     apps.patchNamespacedDeployment(
       {
