@@ -85,7 +85,9 @@ export async function applyPoolEnv(
   // Several patches in flight: one at a time, a policy over 1,000 Deployments waited for 1,000
   // round trips in a row (the fan-out benchmark measured the raw client 2.2–3.1× faster in
   // parallel). The results are folded in the Deployments' order, as before.
-  const results = await mapInFlight(matched, PATCHES_IN_FLIGHT, (d) => decideTarget(context, d));
+  const results = await mapInFlight(matched, PATCHES_IN_FLIGHT, (d) =>
+    decideTarget(context, d, previousByName.get(d.metadata!.name!)?.conflict),
+  );
   for (const result of results) {
     const { name, containers } = result;
     switch (result.kind) {
@@ -222,12 +224,15 @@ async function injectAgainstOthers(
   containers: readonly string[],
   env: readonly V1EnvVar[],
   manager: string,
+  reported: Takes | undefined,
   now: Date,
 ): Promise<InjectResult> {
   const previous = takesOf(deployment);
   const { theirs, ours } = disagreement(deployment, containers, env);
-  // Nothing changed since the operator stopped: not even a request.
+  // Nothing changed since the operator stopped (as of its last take, or of the last pass that
+  // yielded): not even a request.
   if (stillYielded(previous, { theirs, ours }, now)) return { kind: "yielded", takes: previous! };
+  if (stillYielded(reported, { theirs, ours }, now)) return { kind: "yielded", takes: reported! };
   const apply = (force: boolean, annotations?: Record<string, string>) =>
     apps.patchNamespacedDeployment(
       {
@@ -301,7 +306,12 @@ interface TargetContext {
 }
 
 /** What to do with one Deployment, done: hold it, inject (patch), leave it to another manager, or report. */
-async function decideTarget(c: TargetContext, deployment: V1Deployment): Promise<TargetDecision> {
+async function decideTarget(
+  c: TargetContext,
+  deployment: V1Deployment,
+  /** The conflict the last status reported for this Deployment, if any. */
+  reportedConflict: EnvConflict | undefined,
+): Promise<TargetDecision> {
   const name = deployment.metadata!.name!;
   const containers = selectContainers(deployment, c.spec.targets.containers);
   if (containers.length === 0) return { kind: "noContainers", name, containers };
@@ -316,7 +326,7 @@ async function decideTarget(c: TargetContext, deployment: V1Deployment): Promise
   }
   let result: InjectResult;
   try {
-    result = await injectAgainstOthers(c.apps, deployment, containers, c.env, c.manager, c.now);
+    result = await injectAgainstOthers(c.apps, deployment, containers, c.env, c.manager, reportedConflict, c.now);
   } catch (err) {
     return { kind: "failed", name, containers, error: apiErrorMessage(err) };
   }

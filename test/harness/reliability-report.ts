@@ -102,7 +102,8 @@ export const CATALOGUE: CatalogueEntry[] = [
   {
     id: "4a",
     title: "Another field manager changes the injected env",
-    promise: "the operator's two entries restored, the other manager's edits kept, one write per foreign change",
+    promise:
+      "the operator's two entries restored, the other manager's edits kept; a rival that keeps forcing its value gets it back at most 3 times, then ConflictingManager and quiet",
   },
   {
     id: "4b",

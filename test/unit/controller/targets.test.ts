@@ -113,13 +113,14 @@ describe("applyPoolEnv when another field manager holds the pool env", () => {
     expect(outcome.condition.message).toContain('field manager "gitops" keeps setting DB_POSTGRES_MAX_CONN=50');
     expect(outcome.actions.filter((a) => a.reason === "EnvConflict" && a.warning)).toHaveLength(1);
 
-    // The next pass, nothing changed: not even a request, and no second Warning.
+    // The next pass, nothing changed: not even a request, and no second Warning. (The annotation
+    // still says 60, as the last take saw it; the yield reported in the status says 50.)
     const again = fakeApps();
     const next = await applyPoolEnv(
       again.apps,
       { name: "p", namespace: "apps" },
       spec.spec,
-      [deployment("50", takesAnnotation({ ...full, theirs: "DB_POSTGRES_MAX_CONN=50" }))],
+      [deployment("50", takesAnnotation(full))],
       outcome.targets,
       { now },
     );
