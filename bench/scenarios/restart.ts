@@ -122,6 +122,9 @@ export async function restart(ctx: Ctx): Promise<ScenarioResult> {
   const pgs = await startPostgres();
   const operator = new BenchOperator(cluster.cp.kubeconfigPath, settings.logDir, "restart", {
     WORKERS: String(settings.workers),
+    // The scenario restarts one server several times within minutes on purpose: above the
+    // operator's default restart limit (3 an hour).
+    MAX_RESTARTS_PER_HOUR: "60",
   });
   const prober = new Prober(pgs);
   let bridge: PostgresPodBridge | undefined;
