@@ -29,6 +29,7 @@ import {
   type V2HorizontalPodAutoscaler,
 } from "@kubernetes/client-node";
 import { isDeepStrictEqual } from "node:util";
+import { TAKES_ANNOTATION } from "./env-conflicts.js";
 import type { Logger } from "../log.js";
 import { ResilientInformer } from "../runtime/informer.js";
 import { LabelSelector, labelIndexKey, type Labels } from "../runtime/label-selector.js";
@@ -326,8 +327,9 @@ function changedBesidesVersion(before: V1Deployment, after: V1Deployment): boole
 
 /**
  * What the operator reads of a Deployment, and nothing else: name, labels and versions; the
- * replicas and strategy (the budget); each container's name and env (env injection); the
- * rollout counters (status). managedFields alone were the largest part of a Deployment
+ * record of its takes in a fight over the env (env-conflicts.ts: without it the operator never
+ * stops taking the env back from a GitOps tool); the replicas and strategy (the budget); each
+ * container's name and env (env injection); the rollout counters (status). managedFields alone were the largest part of a Deployment
  * (docs/benchmarks.md, memory). Whoever needs more (field ownership, say) reads the object from
  * the API, or adds the field here.
  */
@@ -344,6 +346,7 @@ export function leanDeployment(d: V1Deployment): V1Deployment {
       resourceVersion: m.resourceVersion,
       generation: m.generation,
       labels: m.labels,
+      annotations: takesOnly(m.annotations),
       deletionTimestamp: m.deletionTimestamp,
     },
     spec: d.spec && {
@@ -364,6 +367,11 @@ export function leanDeployment(d: V1Deployment): V1Deployment {
       availableReplicas: s.availableReplicas,
     },
   });
+}
+
+function takesOnly(annotations: Record<string, string> | undefined): Record<string, string> | undefined {
+  const takes = annotations?.[TAKES_ANNOTATION];
+  return takes === undefined ? undefined : { [TAKES_ANNOTATION]: takes };
 }
 
 /** An HPA's spec (maxReplicas and the Deployment it scales enter the budget); its status changes every few seconds. */

@@ -8,6 +8,7 @@ import type { V1Deployment, V2HorizontalPodAutoscaler } from "@kubernetes/client
 import type { ConnectionReusingKubeConfig } from "../../../src/runtime/kube-config.js";
 import { createLogger } from "../../../src/log.js";
 import { leanDeployment, TargetWatches } from "../../../src/controller/target-watches.js";
+import { TAKES_ANNOTATION } from "../../../src/controller/env-conflicts.js";
 import { waitFor } from "../../harness/processes.js";
 import { FakeApi } from "../support/fake-api.js";
 
@@ -209,5 +210,14 @@ describe("leanDeployment", () => {
       readyReplicas: 2,
       availableReplicas: 2,
     });
+  });
+
+  it("keeps the record of a fight over the env, and no other annotation", () => {
+    const d = deployment("api", { app: "shop" });
+    d.metadata!.annotations = {
+      [TAKES_ANNOTATION]: '{"takes":2}',
+      "kubectl.kubernetes.io/last-applied-configuration": "{}",
+    };
+    expect(leanDeployment(d).metadata?.annotations).toEqual({ [TAKES_ANNOTATION]: '{"takes":2}' });
   });
 });
