@@ -65,7 +65,11 @@ export function policiesOnServer(all: readonly PoolPolicy[], server: ServerKey):
       found.push({ key: `${namespace}/${p.metadata.name}`, namespace, spec: v.spec });
     }
   }
-  return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return found.sort((a, b) => byCodePoint(a.key, b.key));
+}
+
+function byCodePoint(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** What the policies of one server say about it together (spec.budget of each). */
@@ -114,6 +118,9 @@ export async function gatherBudgetTargets(
       hpasByNamespace.set(p.namespace, hpas);
     }
     const deployments = await read.deployments(p.key, p.namespace, labelSelectorString(p.spec.targets.selector));
+    // By name: the watch caches answer in index order, and a status whose list changes order
+    // from pass to pass would be written on every pass.
+    deployments.sort((a, b) => byCodePoint(a.metadata!.name!, b.metadata!.name!));
     for (const d of deployments) {
       const name = d.metadata!.name!;
       const hpa = hpas.find((h) => h.spec?.scaleTargetRef.kind === "Deployment" && h.spec.scaleTargetRef.name === name);

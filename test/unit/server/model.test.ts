@@ -151,7 +151,7 @@ describe("one server, one decision", () => {
     );
   });
 
-  it("property: the value asked for is a fixed point: once it is in force, the same value is asked again", async () => {
+  it("property: the value asked for is a fixed point: once it is in force (sessions in use unchanged), the same value is asked again", async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.uniqueArray(shape, { minLength: 1, maxLength: 6, selector: (s) => `${s.namespace}/${s.name}` }),
@@ -160,10 +160,12 @@ describe("one server, one decision", () => {
         fc.integer({ min: 0, max: 400 }),
         async (shapes, apps, current, inUse) => {
           const all = shapes.map(policy);
-          const first = await decide(all, all[0]!, apps, facts({ maxConnections: current }));
+          // Fewer sessions later may allow one lowering (the next test); with the same sessions,
+          // the value in force must be asked for again, or the server would restart in a loop.
+          const connections = { total: inUse, active: inUse, idle: 0, idleInTransaction: 0 };
+          const first = await decide(all, all[0]!, apps, facts({ maxConnections: current, connections }));
           if (first.desire.kind !== "value") return;
           const value = first.desire.value;
-          const connections = { total: inUse, active: inUse, idle: 0, idleInTransaction: 0 };
           const next = await decide(all, all[0]!, apps, facts({ maxConnections: value, connections }));
           expect(next.desire).toMatchObject({ kind: "value", value });
         },
@@ -197,6 +199,21 @@ describe("one server, one decision", () => {
     const peers = policiesOnServer([none, fixed], serverOfPolicy({ namespace: "apps", spec: none.spec as never }));
     const self = peers.find((p) => p.key === "apps/d")!;
     expect(desireOfPolicy(self, { kind: "value", value: 300, source: "x" })).toEqual({ kind: "unmanaged" });
+  });
+
+  it("lists each policy's targets by name, whatever order the caches answer in", async () => {
+    const p = policy({
+      ...{ namespace: "apps", name: "a", host: "pg", poolMax: 5, app: "api" },
+      ...{ reserve: 0, headroomPercent: 0, ceiling: 1000 },
+    });
+    const names = ["web", "api", "worker", "batch"];
+    const read: TargetReader = {
+      deployments: async () => names.map((name) => ({ metadata: { name }, spec: { replicas: 1 } }) as V1Deployment),
+      hpas: async () => [],
+    };
+    const peers = policiesOnServer([p], serverKey({ host: "pg", port: 5432 }, "apps"));
+    const targets = await gatherBudgetTargets(read, peers);
+    expect(targets.map((t) => t.deployment)).toEqual(["apps/api", "apps/batch", "apps/web", "apps/worker"]);
   });
 
   it("the server's reserve is the largest declared, counted once; headroom the largest, ceiling the lowest", () => {
