@@ -63,7 +63,3 @@ export function removalApplyConfig(name: string, namespace: string): object {
 export function ownsFields(deployment: V1Deployment, manager: string): boolean {
   return (deployment.metadata?.managedFields ?? []).some((f) => f.manager === manager && f.operation === "Apply");
 }
-
-/** metav1.LabelSelector → the string form the list API takes. */
-// Moved to src/kube/selectors.ts; re-exported for the callers that still import it from here.
-export { labelSelectorString } from "../kube/selectors.js";

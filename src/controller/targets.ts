@@ -8,13 +8,13 @@
 import type { AppsV1Api, V1Deployment, V1EnvVar } from "@kubernetes/client-node";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type { PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
+import { labelSelectorString } from "../kube/selectors.js";
 import type { ConditionUpdate } from "./conditions.js";
 import {
   desiredEnv,
   fieldManagerFor,
   injectionApplyConfig,
   isInjected,
-  labelSelectorString,
   ownsFields,
   removalApplyConfig,
   selectContainers,

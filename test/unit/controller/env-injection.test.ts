@@ -4,9 +4,9 @@ import {
   desiredEnv,
   injectionApplyConfig,
   isInjected,
-  labelSelectorString,
   selectContainers,
 } from "../../../src/controller/env-injection.js";
+import { labelSelectorString } from "../../../src/kube/selectors.js";
 
 const deployment = (containers: { name: string; env?: { name: string; value?: string }[] }[]): V1Deployment => ({
   metadata: { name: "api", namespace: "apps" },

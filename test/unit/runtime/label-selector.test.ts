@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { LabelSelector } from "../../../src/runtime/label-selector.js";
-import { labelSelectorString } from "../../../src/controller/env-injection.js";
+import { labelSelectorString } from "../../../src/kube/selectors.js";
 
 const matches = (selector: string, labels: Record<string, string> | undefined) =>
   LabelSelector.parse(selector).matches(labels);
