@@ -50,6 +50,19 @@ node -e '
     passed += r.numPassedTests; failed += r.numFailedTests; skipped += r.numPendingTests + r.numTodoTests;
     if (r.numTotalTests === 0) { console.error(`no test ran (${file})`); process.exit(1); }
   }
+  // A CI log is often read from its end: name every failed test there, with its first error line.
+  for (const file of process.argv.slice(1)) {
+    const r = JSON.parse(fs.readFileSync(file, "utf8"));
+    for (const suite of r.testResults) {
+      for (const t of suite.assertionResults.filter((a) => a.status === "failed")) {
+        const why = (t.failureMessages[0] ?? "").split("\n")[0].slice(0, 300);
+        console.log(`FAILED ${suite.name.replace(process.cwd() + "/", "")} > ${t.fullName}\n  ${why}`);
+      }
+      if (suite.status === "failed" && suite.assertionResults.length === 0) {
+        console.log(`FAILED ${suite.name.replace(process.cwd() + "/", "")}: ${(suite.message ?? "").slice(0, 300)}`);
+      }
+    }
+  }
   console.log(`tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
 ' "${results[@]}" || status=1
 
