@@ -1,6 +1,6 @@
 /**
- * Carrying out a max_connections change: the planner's decision (max-connections.ts for one
- * instance, topology.ts for a primary with replicas) turned into actions through the ports.
+ * Carrying out a max_connections change: the planner's decision (max-connections.ts, for one
+ * instance and for a primary with replicas alike) turned into actions through the ports.
  *
  * Every action that changes the server (ALTER SYSTEM, a restart request, a pod deletion, a
  * hold) is announced by a named Event before it runs: a crash right after the action must not
@@ -19,9 +19,8 @@ import { planMaxConnections } from "./max-connections.js";
 import { operatorMetrics } from "./metrics.js";
 import { actionEventName, type Pass, type PolicyEvent } from "./pass.js";
 import type { KubernetesPort, PostgresPort } from "./ports.js";
-import { APPROVAL_ANNOTATION, restartGate, type RestartGateInput } from "./restart-gate.js";
-import { planTopologyRestart } from "./topology.js";
-import { carryOut, readGroup } from "./topology-restart.js";
+import { APPROVAL_ANNOTATION, type RestartGateInput } from "./restart-gate.js";
+import { type GroupMember, readGroup } from "./topology-restart.js";
 import { isReplicationGroup, type WorkloadState, workloadRef } from "./workload.js";
 
 export interface MaxConnectionsDeps {
@@ -44,7 +43,7 @@ export interface MaxConnectionsResult {
 
 type GateInput = Omit<RestartGateInput, "desired" | "current">;
 
-/** ALTER SYSTEM, restart through the workload, verify; or say why not. */
+/** ALTER SYSTEM, restart through the workload (or pod by pod in a group), verify; or say why not. */
 export async function applyMaxConnections(
   deps: MaxConnectionsDeps,
   pass: Pass,
@@ -65,30 +64,37 @@ export async function applyMaxConnections(
   if (workload.found) {
     operatorMetrics.observeRestartsHeld(workload.description, workload.restarts.heldSince !== undefined);
   }
-  const gate = gateInput(deps, pass, workload);
-  if (isReplicationGroup(workload) && desired.kind === "value" && facts && target) {
-    return applyAcrossGroup(deps, pass, target, facts, desired.value, workload, gate);
-  }
+  const value = desired.kind === "value" ? desired.value : undefined;
+  // A primary with replicas: every pod is asked, through its own address.
+  const members =
+    value !== undefined && facts && target && isReplicationGroup(workload)
+      ? await readGroup(deps.kube, deps.postgres, workload, target)
+      : undefined;
+  const delayMs = parseDuration(spec.postgres.restart?.delayBetweenPods ?? "0s") ?? 0;
   const plan = planMaxConnections({
-    desired: desired.kind === "value" ? desired.value : undefined,
+    desired: value,
     facts,
     workload,
-    gate,
+    gate: gateInput(deps, pass, workload),
+    group: members && { pods: members.map((m) => m.state), delayMs },
   });
   let condition = plan.condition;
   if (plan.holdRestarts) await holdRestarts(deps, pass, workload, plan.condition.message);
   if (plan.alterTo !== undefined && target) {
+    const on = plan.alterOn ? ` on ${plan.alterOn.join(", ")}` : "";
     try {
       await pass.announce([
         {
           type: "Normal",
           reason: "MaxConnectionsAltered",
           action: "AlterSystem",
-          note: `ALTER SYSTEM SET max_connections = ${plan.alterTo}; configuration reloaded, restart pending`,
+          note: `ALTER SYSTEM SET max_connections = ${plan.alterTo}${on}; configuration reloaded, restart pending`,
           name: actionEventName(policy, `alter-${plan.alterTo}`, facts!.postmasterStartTime),
         },
       ]);
-      await deps.postgres.alterMaxConnections(target, plan.alterTo);
+      for (const each of alterTargets(plan.alterOn, members, target)) {
+        await deps.postgres.alterMaxConnections(each, plan.alterTo);
+      }
     } catch (err) {
       return { events: [], ...alterFailed(err) };
     }
@@ -106,9 +112,24 @@ export async function applyMaxConnections(
     await deps.kube.requestRestart(workload, plan.requestRestart, pass.now);
     operatorMetrics.restartsRequested.inc();
   }
+  if (plan.restartPod) {
+    const pod = plan.restartPod;
+    await pass.announce([
+      {
+        type: "Normal",
+        reason: "RestartingPod",
+        action: "DeletePod",
+        note: `${pod.message}: deleting pod ${pod.name}`,
+        name: actionEventName(policy, `restart-${value}-${pod.name}`, facts!.postmasterStartTime),
+      },
+    ]);
+    // The restart limit counts changes, not pods: the first pod of a change is its restart.
+    if (pod.first) await deps.kube.recordRestart(workload, pass.now);
+    await deps.kube.deletePod(workload.namespace!, pod.name);
+    operatorMetrics.restartsRequested.inc();
+  }
   const events: PolicyEvent[] = [];
   // Once per restart: a lagging cache can show the old condition to two passes in a row.
-  const value = desired.kind === "value" ? desired.value : 0;
   const verification = `${pass.key}/${value}/${facts?.postmasterStartTime.getTime()}`;
   if (
     condition.reason === "Applied" &&
@@ -130,6 +151,17 @@ export async function applyMaxConnections(
     condition = { ...condition, message: `${condition.message} (${desired.source})` };
   }
   return { restarting: plan.restarting, condition, nextWindow: plan.nextWindow, events };
+}
+
+/** Where ALTER SYSTEM runs: through the Service, or on each pod of a group the plan names. */
+function alterTargets(
+  pods: readonly string[] | undefined,
+  members: readonly GroupMember[] | undefined,
+  service: PostgresTarget,
+): PostgresTarget[] {
+  if (!pods) return [service];
+  // A pod without an address is not Ready: the plan waits for it before it alters anything.
+  return pods.flatMap((name) => members?.find((m) => m.state.name === name)?.target ?? []);
 }
 
 /** A failed ALTER SYSTEM as a condition; a server that went away under us is not a verdict. */
@@ -177,68 +209,4 @@ async function holdRestarts(deps: MaxConnectionsDeps, pass: Pass, workload: Work
   await deps.kube.holdRestarts(workload, pass.now);
   operatorMetrics.restartLimitReached.inc();
   operatorMetrics.observeRestartsHeld(workload.description, true);
-}
-
-/**
- * max_connections on a primary with streaming replicas: every pod altered, then restarted one
- * at a time in hot-standby order (see topology.ts), each verified before the next.
- */
-async function applyAcrossGroup(
-  deps: MaxConnectionsDeps,
-  pass: Pass,
-  target: PostgresTarget,
-  facts: ServerFacts,
-  desired: number,
-  workload: WorkloadState,
-  gateInput: GateInput,
-): Promise<MaxConnectionsResult> {
-  const { spec, policy, previous } = pass;
-  if (facts.settingSource === "command line") {
-    const message = `max_connections is set on the postgres command line (${facts.maxConnections}), so ALTER SYSTEM cannot change it`;
-    return { restarting: false, events: [], condition: { status: "False", reason: "CommandLineOverride", message } };
-  }
-  const members = await readGroup(deps.kube, deps.postgres, workload, target);
-  const states = members.map((m) => m.state);
-  // Gates apply before anything is changed (ALTER SYSTEM included); a restart under way is finished.
-  const untouched = states.every((p) => p.ready && p.maxConnections !== desired);
-  if (untouched) {
-    const gate = restartGate({ ...gateInput, desired, current: facts.maxConnections });
-    if (!gate.open) {
-      if (gate.hold) await holdRestarts(deps, pass, workload, gate.message);
-      const condition = { status: "False" as const, reason: gate.reason, message: gate.message };
-      return { restarting: false, nextWindow: gate.nextWindow, events: [], condition };
-    }
-  }
-  const delayMs = parseDuration(spec.postgres.restart?.delayBetweenPods ?? "0s") ?? 0;
-  const step = planTopologyRestart(states, desired, pass.now, delayMs);
-  if (step.kind === "done") {
-    const condition = { status: "True" as const, reason: "Applied", message: step.message };
-    const events: PolicyEvent[] = [];
-    if (findCondition(previous.conditions, "MaxConnectionsApplied")?.reason === "RestartInProgress") {
-      events.push({ type: "Normal", reason: "MaxConnectionsVerified", action: "Verify", note: step.message });
-      operatorMetrics.restartsVerified.inc();
-    }
-    return { restarting: false, events, condition };
-  }
-  if (step.kind === "wait") {
-    const condition = { status: "False" as const, reason: step.reason, message: step.message };
-    return { restarting: step.reason !== "TopologyUnclear", events: [], condition };
-  }
-  const what = step.kind === "alter" ? "all" : step.pod;
-  await pass.announce([
-    {
-      type: "Normal",
-      reason: step.kind === "alter" ? "MaxConnectionsAltered" : "RestartingPod",
-      action: step.kind === "alter" ? "AlterSystem" : "DeletePod",
-      note:
-        step.kind === "alter"
-          ? `ALTER SYSTEM SET max_connections = ${desired} on ${step.pods.join(", ")}`
-          : `${step.message}: deleting pod ${step.pod}`,
-      name: actionEventName(policy, `${step.kind}-${desired}-${what}`, facts.postmasterStartTime),
-    },
-  ]);
-  if (step.kind === "restart" && untouched) await deps.kube.recordRestart(workload, pass.now);
-  const note = await carryOut(step, members, desired, deps.kube, deps.postgres, workload.namespace!);
-  if (step.kind === "restart") operatorMetrics.restartsRequested.inc();
-  return { restarting: true, events: [], condition: { status: "False", reason: "RestartInProgress", message: note } };
 }

@@ -1,7 +1,12 @@
 /**
- * Deciding what to do about max_connections, as a pure function of what we observed.
+ * Deciding what to do about max_connections, as a pure function of what we observed: the one
+ * planner for a single instance and for a primary with streaming replicas (a single instance is
+ * a group of one, restarted through its pod template; a group is restarted pod by pod in the
+ * order topology.ts works out). The gates (not managed, unreachable, settings ALTER SYSTEM
+ * cannot change, permissions, the workload, approval, window and restart limit) are the same
+ * for both and are written here once.
  *
- * The durable record of a requested restart lives on the Postgres workload itself, in the pod
+ * For a single instance, the durable record of a requested restart lives on the Postgres workload itself, in the pod
  * template annotation RESTART_ANNOTATION = "<value>@<postmaster start time it must replace>".
  * Writing that annotation IS the restart request (the template change rolls the pods), and it
  * is written once per desired value: after a crash, the next reconcile finds it and waits
@@ -12,6 +17,7 @@ import type { ServerFacts } from "../postgres/inspect.js";
 import type { ConditionUpdate } from "./conditions.js";
 import { GROUP } from "../api/schema.js";
 import { type RestartGate, restartGate, type RestartGateInput } from "./restart-gate.js";
+import { type PodState, planTopologyRestart } from "./topology.js";
 
 export const RESTART_ANNOTATION = `${GROUP}/restart-for-max-connections`;
 
@@ -46,13 +52,22 @@ export interface MaxConnectionsInput {
   };
   /** Everything the restart gate needs except the values, which come from `desired` and `facts`. */
   gate: Omit<RestartGateInput, "desired" | "current">;
+  /**
+   * A StatefulSet of a primary and streaming replicas: what each pod reports, and the pause
+   * between two pod restarts. Absent: one instance, answering through the Service (`facts`).
+   */
+  group?: { pods: readonly PodState[]; delayMs: number };
 }
 
 export interface MaxConnectionsPlan {
-  /** Run ALTER SYSTEM SET max_connections = value + pg_reload_conf(). */
+  /** Run ALTER SYSTEM SET max_connections = value + pg_reload_conf()… */
   alterTo?: number;
-  /** Write this record to the workload's pod template: that starts the rolling restart. */
+  /** …on each of these pods of a group (ALTER SYSTEM is not replicated); absent: through the Service. */
+  alterOn?: string[];
+  /** One instance: write this record to the workload's pod template; that starts the rolling restart. */
   requestRestart?: RestartRecord;
+  /** A group: delete this pod (its StatefulSet recreates it); `first`: the first restart of this change. */
+  restartPod?: { name: string; first: boolean; message: string };
   /** A restart is under way: the reaper pauses and the reconcile polls the rollout. */
   restarting: boolean;
   condition: Omit<ConditionUpdate, "type">;
@@ -103,6 +118,7 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
         }
       : done("Unknown", "PostgresUnreachable", "cannot read max_connections: PostgreSQL is not reachable");
   }
+  if (input.group) return planGroup(input, facts, desired, input.group);
   const restartedSince = record !== undefined && facts.postmasterStartTime.getTime() > record.after.getTime();
   const rolling = workload.configured && workload.found && !workload.rolledOut;
   if (facts.maxConnections === desired) {
@@ -119,34 +135,8 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
     const detail = restartedSince ? ` (verified after the restart at ${facts.postmasterStartTime.toISOString()})` : "";
     return { ...done("True", "Applied", `max_connections is ${desired}${detail}`), verifiedRestart: restartedSince };
   }
-  if (facts.settingSource === "command line") {
-    return done(
-      "False",
-      "CommandLineOverride",
-      `max_connections is set on the postgres command line (${facts.maxConnections}), so ALTER SYSTEM cannot change it; ` +
-        "change it where the server is started (e.g. Patroni's or the operator's parameters), or remove spec.postgres.maxConnections",
-    );
-  }
-  if (!facts.allowAlterSystem) {
-    return done(
-      "False",
-      "AlterSystemDisabled",
-      "ALTER SYSTEM is disabled on this server (allow_alter_system = off): set max_connections where the server is " +
-        "configured (postgresql.conf or its operator's parameters) and remove spec.postgres.maxConnections, or set " +
-        "allow_alter_system = on",
-    );
-  }
-  // Known before trying: no failed ALTER (and no Event) on every pass. Checked whether or not an
-  // ALTER looks needed: a role that may not ALTER cannot have written a pending value itself.
-  if (!facts.mayAlterMaxConnections) {
-    return done(
-      "False",
-      "PermissionDenied",
-      "the operator's role may not change max_connections: grant it with " +
-        "`GRANT ALTER SYSTEM ON PARAMETER max_connections TO <role>` and " +
-        "`GRANT EXECUTE ON FUNCTION pg_reload_conf() TO <role>` (PostgreSQL 15+; before 15 only a superuser may)",
-    );
-  }
+  const refused = refusal(facts);
+  if (refused) return refused;
   const needsAlter = needsAlterSystem(facts, desired);
   const alterTo = needsAlter ? desired : undefined;
   if (!workload.configured) {
@@ -205,6 +195,90 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
       message: `restarting ${workload.description} to apply max_connections = ${desired} (now ${facts.maxConnections})`,
     },
   };
+}
+
+/**
+ * Settings and permissions under which the operator cannot change max_connections: said before
+ * trying, so that there is no failed ALTER (and no Event) on every pass.
+ */
+function refusal(facts: ServerFacts): MaxConnectionsPlan | undefined {
+  if (facts.settingSource === "command line") {
+    return done(
+      "False",
+      "CommandLineOverride",
+      `max_connections is set on the postgres command line (${facts.maxConnections}), so ALTER SYSTEM cannot change it; ` +
+        "change it where the server is started (e.g. Patroni's or the operator's parameters), or remove spec.postgres.maxConnections",
+    );
+  }
+  if (!facts.allowAlterSystem) {
+    return done(
+      "False",
+      "AlterSystemDisabled",
+      "ALTER SYSTEM is disabled on this server (allow_alter_system = off): set max_connections where the server is " +
+        "configured (postgresql.conf or its operator's parameters) and remove spec.postgres.maxConnections, or set " +
+        "allow_alter_system = on",
+    );
+  }
+  // Checked whether or not an ALTER looks needed: a role that may not ALTER cannot have written
+  // a pending value itself.
+  if (!facts.mayAlterMaxConnections) {
+    return done(
+      "False",
+      "PermissionDenied",
+      "the operator's role may not change max_connections: grant it with " +
+        "`GRANT ALTER SYSTEM ON PARAMETER max_connections TO <role>` and " +
+        "`GRANT EXECUTE ON FUNCTION pg_reload_conf() TO <role>` (PostgreSQL 15+; before 15 only a superuser may)",
+    );
+  }
+  return undefined;
+}
+
+/**
+ * A primary with streaming replicas. The gates apply before anything is changed (ALTER SYSTEM
+ * included); a change under way (some pod already altered or restarted) is finished, so a group
+ * is never left with pods on two values because a window closed or an approval was withdrawn.
+ */
+function planGroup(
+  input: MaxConnectionsInput,
+  facts: ServerFacts,
+  desired: number,
+  group: NonNullable<MaxConnectionsInput["group"]>,
+): MaxConnectionsPlan {
+  const untouched = group.pods.every((p) => p.ready && p.maxConnections !== desired);
+  if (group.pods.some((p) => p.maxConnections !== desired)) {
+    const refused = refusal(facts);
+    if (refused) return refused;
+  }
+  if (untouched) {
+    const gate = restartGate({ ...input.gate, desired, current: facts.maxConnections });
+    if (!gate.open) return closed(gate);
+  }
+  const step = planTopologyRestart(group.pods, desired, input.gate.now, group.delayMs);
+  const inProgress = (message: string) => ({ status: "False" as const, reason: "RestartInProgress", message });
+  switch (step.kind) {
+    case "done":
+      return { ...done("True", "Applied", step.message), verifiedRestart: true };
+    case "wait":
+      return {
+        restarting: step.reason !== "TopologyUnclear",
+        condition: { status: "False", reason: step.reason, message: step.message },
+      };
+    case "alter":
+      return {
+        alterTo: desired,
+        alterOn: step.pods,
+        restarting: true,
+        condition: inProgress(
+          `ALTER SYSTEM SET max_connections = ${desired} on ${step.pods.join(", ")}; restarts pending, one pod at a time`,
+        ),
+      };
+    case "restart":
+      return {
+        restartPod: { name: step.pod, first: untouched, message: step.message },
+        restarting: true,
+        condition: inProgress(step.message),
+      };
+  }
 }
 
 function closed(gate: Extract<RestartGate, { open: false }>): MaxConnectionsPlan {

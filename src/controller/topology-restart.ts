@@ -1,11 +1,11 @@
 /**
- * The I/O around planTopologyRestart: ask every pod of the PostgreSQL StatefulSet for its role
- * and settings (through the pod's own address), then carry out the one step the plan chose.
+ * What the group planner (max-connections.ts, topology.ts) reads: every pod of the PostgreSQL
+ * StatefulSet asked for its role and settings, through the pod's own address.
  */
 import type { V1Pod } from "@kubernetes/client-node";
 import type { PostgresTarget } from "../postgres/connection.js";
 import type { KubernetesPort, PostgresPort } from "./ports.js";
-import type { PodState, TopologyStep } from "./topology.js";
+import type { PodState } from "./topology.js";
 import type { WorkloadState } from "./workload.js";
 
 export interface GroupMember {
@@ -52,26 +52,6 @@ export async function readGroup(
     }
   }
   return members;
-}
-
-/** Carries out an "alter" or "restart" step; returns the Event note. */
-export async function carryOut(
-  step: Extract<TopologyStep, { kind: "alter" | "restart" }>,
-  members: readonly GroupMember[],
-  desired: number,
-  kube: Pick<KubernetesPort, "deletePod">,
-  postgres: Pick<PostgresPort, "alterMaxConnections">,
-  namespace: string,
-): Promise<string> {
-  if (step.kind === "alter") {
-    for (const name of step.pods) {
-      const target = members.find((m) => m.state.name === name)?.target;
-      if (target) await postgres.alterMaxConnections(target, desired);
-    }
-    return `ALTER SYSTEM SET max_connections = ${desired} on ${step.pods.join(", ")}; configuration reloaded, restarts pending`;
-  }
-  await kube.deletePod(namespace, step.pod);
-  return step.message;
 }
 
 function ordinalOf(pod: V1Pod, statefulSet: string): number | undefined {

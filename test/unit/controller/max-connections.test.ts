@@ -5,6 +5,7 @@ import {
   formatRestartRecord,
   type MaxConnectionsInput,
 } from "../../../src/controller/max-connections.js";
+import type { PodState } from "../../../src/controller/topology.js";
 import type { ServerFacts } from "../../../src/postgres/inspect.js";
 import { serverFacts } from "../fixtures/server-facts.js";
 
@@ -219,5 +220,72 @@ describe("planMaxConnections", () => {
     expect(parseRestartRecord("200")).toBeUndefined();
     expect(parseRestartRecord("x@y")).toBeUndefined();
     expect(parseRestartRecord(undefined)).toBeUndefined();
+  });
+});
+
+describe("planMaxConnections for a primary with replicas (a group)", () => {
+  const member = (ordinal: number, maxConnections: number, over: Partial<PodState> = {}): PodState => ({
+    name: `postgres-${ordinal}`,
+    ordinal,
+    ready: true,
+    role: ordinal === 0 ? "primary" : "replica",
+    maxConnections,
+    alterSystemValue: maxConnections,
+    postmasterStartTime: T0,
+    lsn: 10n,
+    ...over,
+  });
+  const grouped = (pods: PodState[], over: Partial<MaxConnectionsInput> = {}) =>
+    planMaxConnections(
+      input({ facts: facts({ maxConnections: pods[0]!.maxConnections }), ...over, group: { pods, delayMs: 0 } }),
+    );
+
+  it("alters every pod, then restarts one pod at a time; only the first restart of a change counts", () => {
+    const altered = { alterSystemValue: 200 };
+    expect(grouped([member(0, 100), member(1, 100)])).toMatchObject({
+      alterTo: 200,
+      alterOn: ["postgres-0", "postgres-1"],
+      restarting: true,
+    });
+    const first = grouped([member(0, 100, altered), member(1, 100, altered)]);
+    expect(first.restartPod).toMatchObject({ name: "postgres-1", first: true });
+    const second = grouped([member(0, 100, altered), member(1, 200, altered)]);
+    expect(second.restartPod).toMatchObject({ name: "postgres-0", first: false });
+    expect(grouped([member(0, 200), member(1, 200)])).toMatchObject({
+      verifiedRestart: true,
+      condition: { status: "True", reason: "Applied" },
+    });
+  });
+
+  it("applies the same gates as one instance before anything is changed", () => {
+    const pods = [member(0, 100), member(1, 100)];
+    const manual = grouped(pods, { gate: gate({ restartPolicy: "Manual" }) });
+    expect(manual).toMatchObject({ condition: { reason: "AwaitingApproval" } });
+    expect(manual.alterTo).toBeUndefined();
+    for (const [over, reason] of [
+      [{ settingSource: "command line" }, "CommandLineOverride"],
+      [{ allowAlterSystem: false }, "AlterSystemDisabled"],
+      [{ mayAlterMaxConnections: false }, "PermissionDenied"],
+    ] as const) {
+      const plan = planMaxConnections(input({ facts: facts(over), group: { pods, delayMs: 0 } }));
+      expect(plan.condition.reason).toBe(reason);
+      expect(plan.alterTo).toBeUndefined();
+      expect(plan.restartPod).toBeUndefined();
+    }
+  });
+
+  it("finishes a change under way even when the gate has closed meanwhile", () => {
+    const altered = { alterSystemValue: 200 };
+    const plan = grouped([member(0, 100, altered), member(1, 200, altered)], {
+      gate: gate({ restartPolicy: "Manual" }),
+    });
+    expect(plan.restartPod).toMatchObject({ name: "postgres-0", first: false });
+  });
+
+  it("past the restart limit, holds the group like one instance", () => {
+    const history = [T0, T0, T0];
+    const plan = grouped([member(0, 100), member(1, 100)], { gate: gate({ limit: { max: 3, history } }) });
+    expect(plan).toMatchObject({ holdRestarts: true, condition: { reason: "RestartLimitReached" } });
+    expect(plan.alterTo).toBeUndefined();
   });
 });
