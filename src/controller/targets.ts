@@ -284,7 +284,6 @@ function byCodePoint(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** "Deployment api (containers: app)" or "3 Deployments: api, web, worker (containers: app)", the list cut at 10 names. */
 /** Patches of one policy in flight at once; the API server's own limits (max-in-flight) stay far above. */
 export const PATCHES_IN_FLIGHT = 8;
 
@@ -353,6 +352,7 @@ async function mapInFlight<T, R>(items: readonly T[], limit: number, fn: (item: 
   return results;
 }
 
+/** "Deployment api (containers: app)" or "3 Deployments: api, web, worker (containers: app)", the list cut at 10 names. */
 export function describeInjected(injected: ReadonlyArray<{ name: string; containers: readonly string[] }>): string {
   const shown = 10;
   const containers = [...new Set(injected.flatMap((d) => d.containers))].sort().join(", ");
