@@ -14,7 +14,7 @@ import type { InstanceFacts, ServerFacts } from "../postgres/inspect.js";
 import type { RedisOutcome } from "./checks.js";
 import type { RestartRecord } from "./max-connections.js";
 import type { ReaperOutcome } from "./reaper.js";
-import type { SecretRead } from "./secrets.js";
+import type { SecretRead } from "../kube/secrets.js";
 import type { TargetStatus, TargetsOutcome } from "./targets.js";
 import type { WorkloadState } from "./workload.js";
 

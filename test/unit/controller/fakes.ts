@@ -12,7 +12,7 @@ import type { RestartRecord } from "../../../src/controller/max-connections.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "../../../src/controller/ports.js";
 import type { ReaperOutcome } from "../../../src/controller/reaper.js";
 import type { EventSink } from "../../../src/controller/reconciler.js";
-import type { SecretRead } from "../../../src/controller/secrets.js";
+import type { SecretRead } from "../../../src/kube/secrets.js";
 import type { TargetsOutcome } from "../../../src/controller/targets.js";
 import type { WorkloadState } from "../../../src/controller/workload.js";
 import { PostgresError } from "../../../src/postgres/connection.js";
