@@ -19,7 +19,7 @@ import type { PostgresPools } from "../postgres/connection.js";
 import { inspectInstance, inspectServer } from "../postgres/inspect.js";
 import { alterMaxConnections } from "../postgres/settings.js";
 import { RequeueError } from "../runtime/controller.js";
-import { checkRedisDependency } from "./checks.js";
+import { checkRedisDependency } from "../server/dependencies.js";
 import { fieldManagerFor } from "./env-injection.js";
 import { ensureFinalizer, removeFinalizer } from "./finalizer.js";
 import { isNotFound, statusCodeOf } from "../kube/errors.js";

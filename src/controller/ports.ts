@@ -11,7 +11,7 @@ import type { V1Deployment, V1Pod, V2HorizontalPodAutoscaler } from "@kubernetes
 import type { PoolPolicy, PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
 import type { PostgresTarget } from "../postgres/connection.js";
 import type { InstanceFacts, ServerFacts } from "../postgres/inspect.js";
-import type { RedisOutcome } from "./checks.js";
+import type { RedisOutcome } from "../server/dependencies.js";
 import type { RestartRecord } from "./max-connections.js";
 import type { ReaperOutcome } from "./reaper.js";
 import type { SecretRead } from "../kube/secrets.js";

@@ -44,7 +44,7 @@ import {
   serverOfPolicy,
   serverSettings,
 } from "../server/model.js";
-import { checkExtensions } from "./checks.js";
+import { checkExtensions } from "../server/dependencies.js";
 import { type ConditionUpdate, findCondition, setCondition, summarizeReady } from "./conditions.js";
 import { FINALIZER } from "./finalizer.js";
 import { applyMaxConnections, type MaxConnectionsResult } from "./max-connections-step.js";

@@ -6,7 +6,7 @@
  */
 import type { V1Deployment, V2HorizontalPodAutoscaler } from "@kubernetes/client-node";
 import type { PoolPolicy, PoolPolicySpec, PoolPolicyStatus } from "../../../src/api/schema.js";
-import type { RedisOutcome } from "../../../src/controller/checks.js";
+import type { RedisOutcome } from "../../../src/server/dependencies.js";
 import { FINALIZER } from "../../../src/controller/finalizer.js";
 import type { RestartRecord } from "../../../src/controller/max-connections.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "../../../src/controller/ports.js";
