@@ -177,12 +177,12 @@ export class PooledPostgres implements PostgresPort {
     return this.pools.withClient(target, (c) => alterMaxConnections(c, value));
   }
 
-  applyServerTimeout(...[target, spec]: Parameters<PostgresPort["applyServerTimeout"]>) {
-    return this.pools.withClient(target, (c) => applyServerTimeout(c, spec));
+  applyServerTimeout(...[target, scope, timeoutMs]: Parameters<PostgresPort["applyServerTimeout"]>) {
+    return this.pools.withClient(target, (c) => applyServerTimeout(c, scope, timeoutMs));
   }
 
-  runReaper(...[target, spec, previous, now]: Parameters<PostgresPort["runReaper"]>) {
-    return this.pools.withClient(target, (c) => runReaper(c, spec, previous, now));
+  runReaper(...[target, spec, timeoutMs, previous, now]: Parameters<PostgresPort["runReaper"]>) {
+    return this.pools.withClient(target, (c) => runReaper(c, spec, timeoutMs, previous, now));
   }
 }
 

@@ -36,6 +36,8 @@ export class FakePostgres implements PostgresPort {
   timeoutError?: Error;
   reaped = 0;
   readonly alters: number[] = [];
+  /** The idle-in-transaction timeouts (ms) the reconciler handed to each call. */
+  readonly timeoutsMs = { server: [] as number[], reaper: [] as number[] };
 
   facts(): ServerFacts {
     if (!this.reachable) throw new PostgresError("ConnectionRefused", "connection refused (127.0.0.1:5432)");
@@ -83,13 +85,20 @@ export class FakePostgres implements PostgresPort {
     this.alterSystemValue = value;
   }
 
-  async applyServerTimeout(): Promise<string | undefined> {
+  async applyServerTimeout(_t: unknown, _scope: unknown, timeoutMs: number): Promise<string | undefined> {
     if (this.timeoutError) throw this.timeoutError;
+    this.timeoutsMs.server.push(timeoutMs);
     return undefined;
   }
 
-  async runReaper(_t: unknown, spec: PoolPolicySpec, previous: PoolPolicyStatus["reaper"]): Promise<ReaperOutcome> {
+  async runReaper(
+    _t: unknown,
+    spec: PoolPolicySpec,
+    timeoutMs: number,
+    previous: PoolPolicyStatus["reaper"],
+  ): Promise<ReaperOutcome> {
     if (this.reaperError) throw this.reaperError;
+    this.timeoutsMs.reaper.push(timeoutMs);
     const sessions = Array.from({ length: this.reaped }, (_, i) => ({
       pid: 100 + i,
       user: "app",
