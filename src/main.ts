@@ -27,7 +27,7 @@ import { defaultControllerRateLimiter } from "./runtime/rate-limiter.js";
 import { EventRecorder } from "./runtime/events.js";
 import { ResilientInformer } from "./runtime/informer.js";
 import { loadDefaultKubeConfig } from "./runtime/kube-config.js";
-import { objectKey } from "./runtime/keys.js";
+import { objectKey } from "./kube/keys.js";
 import { changesWhatReconcileReads } from "./runtime/predicates.js";
 import { LeaderElector } from "./runtime/leader.js";
 import { abortableRequest } from "./runtime/request-options.js";

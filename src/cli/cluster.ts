@@ -9,8 +9,8 @@
 import { AppsV1Api, AutoscalingV2Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { GROUP, PLURAL, VERSION, validateSpec, type PoolPolicy, type PoolPolicySpec } from "../api/schema.js";
 import type { Budget, BudgetReserve } from "../budget/budget.js";
-import { apiErrorMessage, httpStatus } from "../controller/kube-errors.js";
-import { readSecretKeys } from "../controller/secrets.js";
+import { apiErrorMessage, isNotFound } from "../kube/errors.js";
+import { readSecretKeys } from "../kube/secrets.js";
 import { ConnectionReusingKubeConfig } from "../runtime/kube-config.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { type PolicyTarget, type SecretReader, policyTarget as targetOfPolicy } from "../server/credentials.js";
@@ -88,7 +88,7 @@ export async function readPolicy(kc: KubeConfig, namespace: string, name: string
       name,
     })) as PoolPolicy;
   } catch (err) {
-    if (httpStatus(err) === 404) throw new CliError(`PoolPolicy ${namespace}/${name} not found`);
+    if (isNotFound(err)) throw new CliError(`PoolPolicy ${namespace}/${name} not found`);
     throw new CliError(`cannot read PoolPolicy ${namespace}/${name}: ${apiErrorMessage(err)}`);
   }
   const validation = validateSpec(policy.spec);

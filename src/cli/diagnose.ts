@@ -10,8 +10,8 @@
 import type { KubeConfig } from "@kubernetes/client-node";
 import { CoreV1Api } from "@kubernetes/client-node";
 import { parseDuration } from "../api/duration.js";
-import { checkRedisDependency } from "../controller/checks.js";
-import { readSecretKeys } from "../controller/secrets.js";
+import { checkRedisDependency } from "../server/dependencies.js";
+import { readSecretKeys } from "../kube/secrets.js";
 import { PostgresError, PostgresPools, describeTarget, type PostgresTarget } from "../postgres/connection.js";
 import { inspectServer, type ServerFacts } from "../postgres/inspect.js";
 import { checkRedis } from "../redis/check.js";

@@ -14,7 +14,7 @@ import { readFileSync, realpathSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { apiErrorMessage } from "../controller/kube-errors.js";
+import { apiErrorMessage } from "../kube/errors.js";
 import { CliError } from "./cluster.js";
 import { diagnose } from "./diagnose.js";
 import { captureIo, createIo, type CliIo } from "./io.js";

@@ -19,14 +19,14 @@ import type { PostgresPools } from "../postgres/connection.js";
 import { inspectInstance, inspectServer } from "../postgres/inspect.js";
 import { alterMaxConnections } from "../postgres/settings.js";
 import { RequeueError } from "../runtime/controller.js";
-import { checkRedisDependency } from "./checks.js";
+import { checkRedisDependency } from "../server/dependencies.js";
 import { fieldManagerFor } from "./env-injection.js";
 import { ensureFinalizer, removeFinalizer } from "./finalizer.js";
-import { httpStatus, isNotFound } from "./kube-errors.js";
+import { isNotFound, statusCodeOf } from "../kube/errors.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
 import { STALE_RETRY_MS } from "./pass.js";
 import { applyServerTimeout, runReaper } from "./reaper.js";
-import { type CachedSecretReader, readSecretKeys } from "./secrets.js";
+import { type CachedSecretReader, readSecretKeys } from "../kube/secrets.js";
 import { applyPoolEnv, deploymentsOwnedBy, removePoolEnv } from "./targets.js";
 import { holdRestarts, readWorkload, recordRestart, requestRestart } from "./workload.js";
 
@@ -140,7 +140,7 @@ export class ApiKubernetes implements KubernetesPort {
       );
     } catch (err) {
       // A failed test answers 422, like a status the schema refuses: only the uid tells them apart.
-      if (httpStatus(err) === 422 && (await this.uidNow(policy)) !== uid) {
+      if (statusCodeOf(err) === 422 && (await this.uidNow(policy)) !== uid) {
         throw new RequeueError(
           `${namespace}/${name} was deleted or re-created meanwhile; reconciling what is there now`,
           STALE_RETRY_MS,
@@ -177,12 +177,12 @@ export class PooledPostgres implements PostgresPort {
     return this.pools.withClient(target, (c) => alterMaxConnections(c, value));
   }
 
-  applyServerTimeout(...[target, spec]: Parameters<PostgresPort["applyServerTimeout"]>) {
-    return this.pools.withClient(target, (c) => applyServerTimeout(c, spec));
+  applyServerTimeout(...[target, scope, timeoutMs]: Parameters<PostgresPort["applyServerTimeout"]>) {
+    return this.pools.withClient(target, (c) => applyServerTimeout(c, scope, timeoutMs));
   }
 
-  runReaper(...[target, spec, previous, now]: Parameters<PostgresPort["runReaper"]>) {
-    return this.pools.withClient(target, (c) => runReaper(c, spec, previous, now));
+  runReaper(...[target, spec, timeoutMs, previous, now]: Parameters<PostgresPort["runReaper"]>) {
+    return this.pools.withClient(target, (c) => runReaper(c, spec, timeoutMs, previous, now));
   }
 }
 

@@ -6,7 +6,7 @@
  * DST change skips, a start time that does not exist is taken one hour later; in the hour that
  * repeats, the first occurrence counts.
  */
-import { parseDuration } from "../api/duration.js";
+import { validDuration } from "../api/spec-durations.js";
 
 export interface MaintenanceWindow {
   days: readonly string[];
@@ -89,8 +89,15 @@ function candidateStarts(now: Date, w: MaintenanceWindow): Date[] {
   return starts.sort((a, b) => a.getTime() - b.getTime());
 }
 
-export function windowState(now: Date, w: MaintenanceWindow): WindowState {
-  const length = parseDuration(w.duration) ?? 0;
+/**
+ * Whether the window is open at `now`. `length` is w.duration in ms: the reconciler passes the
+ * pass's parsed value (Pass.durations.maintenanceWindowMs); without it, w.duration is parsed here.
+ */
+export function windowState(
+  now: Date,
+  w: MaintenanceWindow,
+  length = validDuration(w.duration, "postgres.restart.maintenanceWindow.duration"),
+): WindowState {
   const starts = candidateStarts(now, w);
   const current = starts.find((s) => s.getTime() <= now.getTime() && now.getTime() < s.getTime() + length);
   if (current) return { open: true, closesAt: new Date(current.getTime() + length) };

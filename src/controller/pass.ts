@@ -8,6 +8,7 @@
  * come back at the soonest time any step wanted.
  */
 import type { PoolPolicy, PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
+import type { SpecDurations } from "../api/spec-durations.js";
 import type { Budget } from "../budget/budget.js";
 import type { Logger } from "../log.js";
 import type { ServerFacts } from "../postgres/inspect.js";
@@ -30,6 +31,8 @@ export interface Pass {
   key: string;
   policy: PoolPolicy;
   spec: PoolPolicySpec;
+  /** The spec's durations in ms (specDurations): steps read these, never the spec's text. */
+  durations: SpecDurations;
   /** spec.targets.selector as the API server's labelSelector parameter. */
   selector: string;
   server: ServerKey;

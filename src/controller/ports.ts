@@ -11,10 +11,10 @@ import type { V1Deployment, V1Pod, V2HorizontalPodAutoscaler } from "@kubernetes
 import type { PoolPolicy, PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
 import type { PostgresTarget } from "../postgres/connection.js";
 import type { InstanceFacts, ServerFacts } from "../postgres/inspect.js";
-import type { RedisOutcome } from "./checks.js";
+import type { RedisOutcome } from "../server/dependencies.js";
 import type { RestartRecord } from "./max-connections.js";
-import type { ReaperOutcome } from "./reaper.js";
-import type { SecretRead } from "./secrets.js";
+import type { ReaperOutcome, ServerTimeoutScope } from "./reaper.js";
+import type { SecretRead } from "../kube/secrets.js";
 import type { TargetStatus, TargetsOutcome } from "./targets.js";
 import type { WorkloadState } from "./workload.js";
 
@@ -61,11 +61,13 @@ export interface PostgresPort {
   inspectInstance(target: PostgresTarget): Promise<InstanceFacts>;
   /** ALTER SYSTEM SET max_connections = value, then pg_reload_conf(). */
   alterMaxConnections(target: PostgresTarget, value: number): Promise<void>;
-  /** Sets idle_in_transaction_session_timeout as the spec says; a note when it changed something. */
-  applyServerTimeout(target: PostgresTarget, spec: PoolPolicySpec): Promise<string | undefined>;
+  /** Sets idle_in_transaction_session_timeout to `timeoutMs` for `scope`; a note when it changed something. */
+  applyServerTimeout(target: PostgresTarget, scope: ServerTimeoutScope, timeoutMs: number): Promise<string | undefined>;
+  /** Ends (or, in dry run, lists) the sessions idle in transaction for more than `timeoutMs`. */
   runReaper(
     target: PostgresTarget,
     spec: PoolPolicySpec,
+    timeoutMs: number,
     previous: PoolPolicyStatus["reaper"],
     now: Date,
   ): Promise<ReaperOutcome>;

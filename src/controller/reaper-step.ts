@@ -7,7 +7,7 @@ import { findCondition } from "./conditions.js";
 import { operatorMetrics } from "./metrics.js";
 import { outcome, type Pass, PROGRESS_POLL_MS, type StepOutcome } from "./pass.js";
 import type { PostgresPort } from "./ports.js";
-import { describeSessions, type ReaperSchedule, reaperIntervalMs } from "./reaper.js";
+import { describeSessions, type ReaperSchedule } from "./reaper.js";
 
 /** ReaperHealthy reasons that a reaper pass itself sets. */
 const REAPER_VERDICTS = new Set(["Running", "DryRun", "ReapFailed"]);
@@ -19,7 +19,7 @@ export async function reapStep(
   restarting: boolean,
 ): Promise<StepOutcome> {
   const { spec, key, now, previous } = pass;
-  const interval = reaperIntervalMs(spec);
+  const { reaperIntervalMs: interval, idleInTransactionTimeoutMs } = pass.durations;
   const verdict = (status: "True" | "False" | "Unknown", reason: string, message: string, requeueAfterMs: number) =>
     outcome({ conditions: [{ type: "ReaperHealthy", status, reason, message }], requeueAfterMs });
   if (!spec.reaper.enabled) return verdict("True", "Disabled", "the reaper is disabled", Number.POSITIVE_INFINITY);
@@ -30,7 +30,11 @@ export async function reapStep(
   if (spec.reaper.mode !== "Terminate") {
     let serverTimeout: string;
     try {
-      const note = await deps.postgres.applyServerTimeout(target, spec);
+      const note = await deps.postgres.applyServerTimeout(
+        target,
+        spec.reaper.serverTimeout,
+        idleInTransactionTimeoutMs,
+      );
       if (note) events.push({ type: "Normal", reason: "ServerTimeoutSet", action: "AlterSystem", note });
       const scope =
         spec.reaper.serverTimeout.scope === "Server"
@@ -53,7 +57,7 @@ export async function reapStep(
     return { ...verdict(last.status, last.reason, last.message, dueIn), events };
   }
   try {
-    const reaped = await deps.postgres.runReaper(target, spec, previous.reaper, now);
+    const reaped = await deps.postgres.runReaper(target, spec, idleInTransactionTimeoutMs, previous.reaper, now);
     deps.schedule.markRun(key, now.getTime());
     const terminated = reaped.sessions.filter((s) => s.terminated);
     operatorMetrics.sessionsReaped.inc({ namespace: pass.policy.metadata.namespace }, terminated.length);

@@ -4,11 +4,13 @@
  * restart is in progress (the sessions are going away anyway, and the server may be down).
  */
 import type { PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
-import { parseDuration, formatDuration } from "../api/duration.js";
+import { formatDuration } from "../api/duration.js";
 import type { ConditionUpdate } from "./conditions.js";
 import { reapIdleInTransaction, type ReapedSession } from "../postgres/reap.js";
 import { ensureRoleTimeouts, ensureServerTimeout } from "../postgres/timeouts.js";
 import type pg from "pg";
+
+export type ServerTimeoutScope = PoolPolicySpec["reaper"]["serverTimeout"];
 
 export interface ReaperOutcome {
   condition: Omit<ConditionUpdate, "type">;
@@ -36,17 +38,14 @@ export class ReaperSchedule {
   }
 }
 
-export function reaperIntervalMs(spec: PoolPolicySpec): number {
-  return parseDuration(spec.reaper.interval) ?? 60_000;
-}
-
+/** `timeoutMs` is spec.reaper.idleInTransactionTimeout, parsed (Pass.durations). */
 export async function runReaper(
   client: pg.PoolClient,
   spec: PoolPolicySpec,
+  timeoutMs: number,
   previous: PoolPolicyStatus["reaper"],
   now: Date,
 ): Promise<ReaperOutcome> {
-  const timeoutMs = parseDuration(spec.reaper.idleInTransactionTimeout) ?? 300_000;
   const sessions = await reapIdleInTransaction(client, {
     database: spec.postgres.database,
     idleLongerThanMs: timeoutMs,
@@ -85,12 +84,15 @@ export function describeSessions(sessions: readonly ReapedSession[]): string {
 }
 
 /**
- * For modes ServerTimeout and Both: make PostgreSQL end idle-in-transaction sessions itself.
+ * For modes ServerTimeout and Both: make PostgreSQL end sessions idle in transaction for more than
+ * `ms` (spec.reaper.idleInTransactionTimeout, parsed) itself, server-wide or for the given roles.
  * Returns a note for an Event when something was changed.
  */
-export async function applyServerTimeout(client: pg.PoolClient, spec: PoolPolicySpec): Promise<string | undefined> {
-  const ms = parseDuration(spec.reaper.idleInTransactionTimeout) ?? 300_000;
-  const { scope, roles } = spec.reaper.serverTimeout;
+export async function applyServerTimeout(
+  client: pg.PoolClient,
+  { scope, roles }: ServerTimeoutScope,
+  ms: number,
+): Promise<string | undefined> {
   if (scope === "Server") {
     return (await ensureServerTimeout(client, ms))
       ? `ALTER SYSTEM SET idle_in_transaction_session_timeout = ${ms} (ms); configuration reloaded`

@@ -30,6 +30,7 @@
  * reconciler.test.ts runs every branch on in-memory fakes.
  */
 import { validateSpec, type PoolPolicy, type PoolPolicySpec, type PoolPolicyStatus } from "../api/schema.js";
+import { specDurations } from "../api/spec-durations.js";
 import type { Logger } from "../log.js";
 import { PostgresError, describeTarget } from "../postgres/connection.js";
 import type { ServerFacts } from "../postgres/inspect.js";
@@ -44,7 +45,7 @@ import {
   serverOfPolicy,
   serverSettings,
 } from "../server/model.js";
-import { checkExtensions } from "./checks.js";
+import { checkExtensions } from "../server/dependencies.js";
 import { type ConditionUpdate, findCondition, setCondition, summarizeReady } from "./conditions.js";
 import { FINALIZER } from "./finalizer.js";
 import { applyMaxConnections, type MaxConnectionsResult } from "./max-connections-step.js";
@@ -147,6 +148,7 @@ export class PoolPolicyReconciler {
       key,
       policy,
       spec,
+      durations: specDurations(spec),
       selector: labelSelectorString(spec.targets.selector),
       server: serverOfPolicy({ namespace, spec }),
       previous: this.freshestStatus(policy),

@@ -24,7 +24,7 @@ import { isDeepStrictEqual } from "node:util";
 import type { Logger } from "../log.js";
 import { ResilientInformer } from "../runtime/informer.js";
 import { plain } from "./target-watches.js";
-import { keyOf } from "../runtime/keys.js";
+import { keyOf } from "../kube/keys.js";
 import { abortableRequest } from "../runtime/request-options.js";
 
 /** How long a reader waits for a Secret's watch that is still listing before reading it with a GET. */

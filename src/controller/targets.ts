@@ -32,7 +32,7 @@ import {
   takesOf,
   type Takes,
 } from "./env-conflicts.js";
-import { apiErrorMessage, isNotFound } from "./kube-errors.js";
+import { apiErrorMessage, isNotFound } from "../kube/errors.js";
 import { deploymentRolledOut } from "./rollout.js";
 
 export type TargetStatus = NonNullable<PoolPolicyStatus["targets"]>[number];

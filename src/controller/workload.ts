@@ -5,7 +5,7 @@
 import type { AppsV1Api, V1Deployment, V1StatefulSet } from "@kubernetes/client-node";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type { PoolPolicySpec } from "../api/schema.js";
-import { isConflict, isNotFound } from "./kube-errors.js";
+import { isConflict, isNotFound } from "../kube/errors.js";
 import { RequeueError } from "../runtime/controller.js";
 import { STALE_RETRY_MS } from "./pass.js";
 import { RESTART_ANNOTATION, formatRestartRecord, parseRestartRecord, type RestartRecord } from "./max-connections.js";

@@ -17,7 +17,7 @@
  * finish (a half-done restart sequence is worse than a late exit) and starts no new one.
  */
 import { log as rootLog, type Logger } from "../log.js";
-import { describeError } from "./errors.js";
+import { describeError } from "../kube/errors.js";
 import { activeWorkers, queueMetricsFor, reconcileErrors, reconcileTime, reconcileTotal } from "./metrics.js";
 import type { RateLimiter } from "./rate-limiter.js";
 import { WorkQueue } from "./queue.js";

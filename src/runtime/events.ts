@@ -29,7 +29,7 @@ import {
 } from "@kubernetes/client-node";
 import { createHash } from "node:crypto";
 import { log as rootLog, type Logger } from "../log.js";
-import { describeError, statusCodeOf } from "./errors.js";
+import { describeError, statusCodeOf } from "../kube/errors.js";
 import { eventsRecorded } from "./metrics.js";
 import { requestTimeout } from "./request-options.js";
 

@@ -32,8 +32,8 @@
 import { Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from "@kubernetes/client-node";
 import { log as rootLog, type Logger } from "../log.js";
 import { Backoff, sleep, type BackoffOptions } from "./backoff.js";
-import { describeError, statusCodeOf, type ErrorSummary } from "./errors.js";
-import { keyOf, objectKey } from "./keys.js";
+import { describeError, statusCodeOf, type ErrorSummary } from "../kube/errors.js";
+import { keyOf, objectKey } from "../kube/keys.js";
 import { informerRelists, informerRestarts, informerSynced } from "./metrics.js";
 
 export interface InformerHandlers<T> {

@@ -37,7 +37,7 @@ import {
 } from "@kubernetes/client-node";
 import { log as rootLog, type Logger } from "../log.js";
 import { sleep } from "./backoff.js";
-import { describeError, statusCodeOf } from "./errors.js";
+import { describeError, statusCodeOf } from "../kube/errors.js";
 import { leaderStatus } from "./metrics.js";
 import { requestTimeout } from "./request-options.js";
 

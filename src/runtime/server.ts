@@ -16,7 +16,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import { log as rootLog, type Logger } from "../log.js";
-import { describeError } from "./errors.js";
+import { describeError } from "../kube/errors.js";
 import { registry as runtimeRegistry } from "./metrics.js";
 
 /** Passes when it returns true; fails when it returns false, throws or times out. */

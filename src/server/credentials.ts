@@ -6,7 +6,7 @@
  */
 import type { PoolPolicySpec } from "../api/schema.js";
 import type { PostgresTarget } from "../postgres/connection.js";
-import type { SecretRead } from "../controller/secrets.js";
+import type { SecretRead } from "../kube/secrets.js";
 
 /** Reads keys of a Secret: a GET (the CLI) or the operator's watch cache. */
 export type SecretReader = (namespace: string, name: string, keys: string[]) => Promise<SecretRead>;

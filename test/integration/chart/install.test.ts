@@ -18,7 +18,7 @@ import {
   type V1ResourceAttributes,
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { httpStatus, apiErrorMessage } from "../../../src/controller/kube-errors.js";
+import { apiErrorMessage, statusCodeOf } from "../../../src/kube/errors.js";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { createNamespace, deleteNamespace, loadKubeConfig, waitForDeployment } from "../../harness/kube.js";
 import { waitFor } from "../../harness/processes.js";
@@ -186,7 +186,7 @@ describe("helm install of the chart", () => {
     for (const [name, mutate, reason] of weakened) {
       const err = await tryCreatePod(kc, ns, podWith(name, mutate), false);
       expect(err, `pod ${name} should be rejected`).toBeDefined();
-      expect(httpStatus(err), `pod ${name}: ${apiErrorMessage(err)}`).toBe(403);
+      expect(statusCodeOf(err), `pod ${name}: ${apiErrorMessage(err)}`).toBe(403);
       expect(apiErrorMessage(err)).toContain("violates PodSecurity");
       expect(apiErrorMessage(err)).toContain(reason);
     }
@@ -440,7 +440,7 @@ describe("helm install with rbac.secretNames", () => {
     const list = (fieldSelector?: string) =>
       core.listNamespacedSecret({ namespace: ns, fieldSelector }).then(
         (l) => l.items.map((s) => s.metadata?.name),
-        (err: unknown) => httpStatus(err),
+        (err: unknown) => statusCodeOf(err),
       );
     expect(await list("metadata.name=pg-admin")).toEqual(["pg-admin"]);
     expect(await list("metadata.name=other")).toBe(403);

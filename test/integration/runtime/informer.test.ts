@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createNamespace, deleteNamespace, loadKubeConfig } from "../../harness/kube.js";
 import { waitFor } from "../../harness/processes.js";
 import { Controller } from "../../../src/runtime/controller.js";
-import { objectKey } from "../../../src/runtime/keys.js";
+import { objectKey } from "../../../src/kube/keys.js";
 import type { ResilientInformer } from "../../../src/runtime/informer.js";
 import { BlackHoleRelay, configMapInformer, createConfigMap, quietLogger } from "./support.js";
 

@@ -6,13 +6,13 @@
  */
 import type { V1Deployment, V2HorizontalPodAutoscaler } from "@kubernetes/client-node";
 import type { PoolPolicy, PoolPolicySpec, PoolPolicyStatus } from "../../../src/api/schema.js";
-import type { RedisOutcome } from "../../../src/controller/checks.js";
+import type { RedisOutcome } from "../../../src/server/dependencies.js";
 import { FINALIZER } from "../../../src/controller/finalizer.js";
 import type { RestartRecord } from "../../../src/controller/max-connections.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "../../../src/controller/ports.js";
 import type { ReaperOutcome } from "../../../src/controller/reaper.js";
 import type { EventSink } from "../../../src/controller/reconciler.js";
-import type { SecretRead } from "../../../src/controller/secrets.js";
+import type { SecretRead } from "../../../src/kube/secrets.js";
 import type { TargetsOutcome } from "../../../src/controller/targets.js";
 import type { WorkloadState } from "../../../src/controller/workload.js";
 import { PostgresError } from "../../../src/postgres/connection.js";
@@ -36,6 +36,8 @@ export class FakePostgres implements PostgresPort {
   timeoutError?: Error;
   reaped = 0;
   readonly alters: number[] = [];
+  /** The idle-in-transaction timeouts (ms) the reconciler handed to each call. */
+  readonly timeoutsMs = { server: [] as number[], reaper: [] as number[] };
 
   facts(): ServerFacts {
     if (!this.reachable) throw new PostgresError("ConnectionRefused", "connection refused (127.0.0.1:5432)");
@@ -83,13 +85,20 @@ export class FakePostgres implements PostgresPort {
     this.alterSystemValue = value;
   }
 
-  async applyServerTimeout(): Promise<string | undefined> {
+  async applyServerTimeout(_t: unknown, _scope: unknown, timeoutMs: number): Promise<string | undefined> {
     if (this.timeoutError) throw this.timeoutError;
+    this.timeoutsMs.server.push(timeoutMs);
     return undefined;
   }
 
-  async runReaper(_t: unknown, spec: PoolPolicySpec, previous: PoolPolicyStatus["reaper"]): Promise<ReaperOutcome> {
+  async runReaper(
+    _t: unknown,
+    spec: PoolPolicySpec,
+    timeoutMs: number,
+    previous: PoolPolicyStatus["reaper"],
+  ): Promise<ReaperOutcome> {
     if (this.reaperError) throw this.reaperError;
+    this.timeoutsMs.reaper.push(timeoutMs);
     const sessions = Array.from({ length: this.reaped }, (_, i) => ({
       pid: 100 + i,
       user: "app",

@@ -18,6 +18,18 @@ describe("maintenance windows", () => {
     expect(windowState(new Date("2026-11-28T04:00:00Z"), weekend).nextStart).toEqual(new Date("2026-11-29T02:00:00Z"));
   });
 
+  it("takes the length already parsed when it is given (the pass's durations), w.duration otherwise", () => {
+    const saturday0330 = new Date("2026-11-28T03:30:00Z");
+    expect(windowState(saturday0330, weekend, 7_200_000)).toEqual(windowState(saturday0330, weekend));
+    expect(windowState(saturday0330, weekend, 3_600_000)).toEqual({
+      open: false,
+      nextStart: new Date("2026-11-29T02:00:00Z"),
+    });
+    expect(() => windowState(saturday0330, { ...weekend, duration: "2 hours" })).toThrow(
+      /maintenanceWindow.duration "2 hours" is not a duration/,
+    );
+  });
+
   it("runs past midnight into the next day", () => {
     const late = { days: ["Fri"], start: "23:00", duration: "2h", timeZone: "UTC" };
     expect(windowState(new Date("2026-11-28T00:30:00Z"), late).open).toBe(true); // Saturday 00:30

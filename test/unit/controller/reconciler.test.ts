@@ -398,6 +398,13 @@ describe("the reaper and Redis", () => {
     expect(condition(status, "ReaperHealthy")).toMatchObject({ status: "False", reason: "ReapFailed" });
   });
 
+  it("hands the spec's idle-in-transaction timeout, parsed once, to both PostgreSQL's timeout and the reaper", async () => {
+    w.policy("p", { reaper: { mode: "Both", idleInTransactionTimeout: "2m30s" } });
+    const { status } = await w.pass();
+    expect(w.postgres.timeoutsMs).toEqual({ server: [150_000], reaper: [150_000] });
+    expect(condition(status, "ReaperHealthy")).toMatchObject({ status: "True", reason: "Running" });
+  });
+
   it("a required Redis that is down makes the policy not Ready; an optional one only warns", async () => {
     w.redis.outcome = {
       required: true,

@@ -7,7 +7,7 @@ import type { V1Secret } from "@kubernetes/client-node";
 import type { ConnectionReusingKubeConfig } from "../../../src/runtime/kube-config.js";
 import { createLogger } from "../../../src/log.js";
 import { SecretWatches } from "../../../src/controller/secret-watches.js";
-import { readSecretKeys } from "../../../src/controller/secrets.js";
+import { readSecretKeys } from "../../../src/kube/secrets.js";
 import { waitFor } from "../../harness/processes.js";
 import { FakeApi } from "../support/fake-api.js";
 

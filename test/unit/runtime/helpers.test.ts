@@ -1,9 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { ApiException } from "@kubernetes/client-node";
 import { Backoff, sleep } from "../../../src/runtime/backoff.js";
-import { describeError, statusCodeOf } from "../../../src/runtime/errors.js";
 import { truncateUtf8 } from "../../../src/runtime/events.js";
-import { keyOf, objectKey, splitKey } from "../../../src/runtime/keys.js";
 import { requeueAfterOf, RequeueError } from "../../../src/runtime/controller.js";
 
 describe("Backoff", () => {
@@ -25,44 +22,6 @@ describe("Backoff", () => {
     const slept = sleep(60_000, controller.signal);
     controller.abort();
     await slept; // would time the test out if the abort were ignored
-  });
-});
-
-describe("errors", () => {
-  it("reads the status and the API's message from an ApiException, not its headers", () => {
-    const body = JSON.stringify({ kind: "Status", reason: "Conflict", message: "the object has been modified" });
-    const err = new ApiException(409, "Unknown API Status Code!", body, { authorization: "Bearer secret" });
-    expect(statusCodeOf(err)).toBe(409);
-    const summary = describeError(err);
-    expect(summary).toEqual({ message: "the object has been modified", status: 409, reason: "Conflict" });
-    expect(JSON.stringify(summary)).not.toContain("secret");
-  });
-
-  it("ignores string codes of socket errors", () => {
-    const err = Object.assign(new Error("fetch failed"), { code: "ECONNREFUSED" });
-    expect(statusCodeOf(err)).toBeUndefined();
-    expect(describeError(err).message).toBe("fetch failed");
-  });
-
-  it("does not mistake an aborted request's DOMException code for an HTTP status", () => {
-    const timeout = new DOMException("The operation was aborted due to timeout", "TimeoutError");
-    expect(timeout.code).toBe(23);
-    expect(statusCodeOf(timeout)).toBeUndefined();
-    expect(describeError(timeout).message).toContain("timeout");
-  });
-
-  it("reads statusCode from watch errors", () => {
-    expect(statusCodeOf(Object.assign(new Error("Gone"), { statusCode: 410 }))).toBe(410);
-  });
-});
-
-describe("keys", () => {
-  it("are namespace/name, or name for cluster-scoped objects", () => {
-    expect(objectKey({ metadata: { namespace: "ns", name: "a" } })).toBe("ns/a");
-    expect(objectKey({ metadata: { name: "node-1" } })).toBe("node-1");
-    expect(keyOf(undefined, "x")).toBe("x");
-    expect(splitKey("ns/a")).toEqual({ namespace: "ns", name: "a" });
-    expect(splitKey("x")).toEqual({ name: "x" });
   });
 });
 

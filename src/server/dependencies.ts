@@ -1,14 +1,18 @@
 /**
  * What the apps depend on besides connection slots: required extensions (e.g. AGE) in the
- * database, and Redis when the policy names one.
+ * database, and Redis when the policy names one. The operator turns these verdicts into its
+ * ExtensionsReady and RedisAvailable conditions, and `poolpolicy diagnose` prints the same ones,
+ * so that both say the same.
  */
-import type { PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
+import type { Condition, PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { checkRedis } from "../redis/check.js";
-import type { ConditionUpdate } from "./conditions.js";
-import type { SecretReader } from "../server/credentials.js";
+import type { SecretReader } from "./credentials.js";
 
-export function checkExtensions(spec: PoolPolicySpec, facts: ServerFacts | undefined): Omit<ConditionUpdate, "type"> {
+/** A condition's verdict without its type: the caller names the condition. */
+export type Verdict = Pick<Condition, "status" | "reason" | "message">;
+
+export function checkExtensions(spec: PoolPolicySpec, facts: ServerFacts | undefined): Verdict {
   const required = spec.postgres.requiredExtensions;
   if (required.length === 0) return { status: "True", reason: "NoneRequired", message: "no extensions required" };
   if (!facts)
@@ -35,7 +39,7 @@ export function checkExtensions(spec: PoolPolicySpec, facts: ServerFacts | undef
 }
 
 export interface RedisOutcome {
-  condition: Omit<ConditionUpdate, "type">;
+  condition: Verdict;
   status?: PoolPolicyStatus["redis"];
   /** Whether Ready should take RedisAvailable into account. */
   required: boolean;

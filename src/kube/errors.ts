@@ -1,9 +1,12 @@
 /**
- * Turning errors from @kubernetes/client-node into something safe and short to log.
+ * Reading errors from @kubernetes/client-node: their HTTP status, and a short description that is
+ * safe to put in a log line, a condition, an Event or a CLI message. The one place the operator,
+ * its runtime and the CLI read API errors.
  *
- * Why not log the error object itself: an `ApiException` carries the whole response body and
- * every response header in its message, and a thrown object from domain code may carry a
- * connection config. Logs get the HTTP status, the API's short reason and message, nothing more.
+ * Why not log the error object itself, nor its `message`: an `ApiException` carries the whole
+ * response body and every response header in its message, and a thrown object from domain code may
+ * carry a connection config. Outputs get the HTTP status, the API's short reason and message,
+ * nothing more.
  */
 
 /** The HTTP status of a failed API call or watch, when there is one. */
@@ -22,6 +25,9 @@ function isHttpStatus(value: unknown): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= 100 && value <= 599;
 }
 
+export const isNotFound = (err: unknown): boolean => statusCodeOf(err) === 404;
+export const isConflict = (err: unknown): boolean => statusCodeOf(err) === 409;
+
 export interface ErrorSummary {
   message: string;
   status?: number;
@@ -31,13 +37,20 @@ export interface ErrorSummary {
 /** A one-line description of `err` that is safe to put in a log line. */
 export function describeError(err: unknown): ErrorSummary {
   const status = statusCodeOf(err);
-  const apiStatus = kubernetesStatusOf(err);
-  if (apiStatus) {
-    return { message: apiStatus.message ?? `HTTP ${status}`, status, reason: apiStatus.reason };
-  }
-  if (status !== undefined) return { message: `HTTP ${status}`, status };
+  const { message, reason } = kubernetesStatusOf(err) ?? {};
+  if (message !== undefined) return { message, status, reason };
+  if (status !== undefined) return { message: `HTTP ${status}`, status, reason };
   if (err instanceof Error) return { message: shortMessage(err) };
   return { message: String(err) };
+}
+
+/**
+ * The one-line message of an API error for conditions, Events and the CLI: the API server's own
+ * message when it sent one, else the HTTP status, else the error's first line. Never the
+ * ApiException's message, which holds the response headers and body (see the header comment).
+ */
+export function apiErrorMessage(err: unknown): string {
+  return describeError(err).message;
 }
 
 interface KubernetesStatus {
@@ -64,9 +77,14 @@ function kubernetesStatusOf(err: unknown): KubernetesStatus | undefined {
   };
 }
 
-/** fetch (the library's watches use it) wraps socket errors: "fetch failed" alone says nothing, its cause says why. */
+/**
+ * fetch (the library's watches use it) wraps socket errors: "fetch failed" alone says nothing, its
+ * cause says why. Only the first line of each: a multi-line message (an ApiException whose code is
+ * not an HTTP status would be one) continues with what must not be shown.
+ */
 function shortMessage(err: Error): string {
+  const firstLine = (text: string) => text.split("\n", 1)[0] ?? "";
   const cause = (err as { cause?: unknown }).cause;
-  const causeText = cause instanceof Error ? `: ${cause.message}` : "";
-  return `${err.message}${causeText}`.slice(0, 500);
+  const causeText = cause instanceof Error ? `: ${firstLine(cause.message)}` : "";
+  return `${firstLine(err.message)}${causeText}`.slice(0, 500);
 }

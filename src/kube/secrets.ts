@@ -3,7 +3,7 @@
  * only; they never enter a log line, an Event, a condition or an error message.
  */
 import type { CoreV1Api, V1Secret } from "@kubernetes/client-node";
-import { apiErrorMessage, httpStatus } from "./kube-errors.js";
+import { apiErrorMessage, isNotFound } from "./errors.js";
 
 export type SecretRead =
   | { ok: true; values: Record<string, string> }
@@ -30,7 +30,7 @@ export async function readSecretKeys(
   try {
     data = (await core.readNamespacedSecret({ name, namespace })).data;
   } catch (err) {
-    if (httpStatus(err) === 404)
+    if (isNotFound(err))
       return { ok: false, reason: "SecretNotFound", message: `Secret ${namespace}/${name} not found` };
     return {
       ok: false,
