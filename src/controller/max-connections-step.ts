@@ -7,7 +7,6 @@
  * leave it without its Event, and since the next pass sees the action done and does not repeat
  * it, the Event is not repeated either.
  */
-import { parseDuration } from "../api/duration.js";
 import { PostgresError } from "../postgres/connection.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { AlterSystemError } from "../postgres/settings.js";
@@ -70,13 +69,12 @@ export async function applyMaxConnections(
     value !== undefined && facts && target && isReplicationGroup(workload)
       ? await readGroup(deps.kube, deps.postgres, workload, target)
       : undefined;
-  const delayMs = parseDuration(spec.postgres.restart?.delayBetweenPods ?? "0s") ?? 0;
   const plan = planMaxConnections({
     desired: value,
     facts,
     workload,
     gate: gateInput(deps, pass, workload),
-    group: members && { pods: members.map((m) => m.state), delayMs },
+    group: members && { pods: members.map((m) => m.state), delayMs: pass.durations.delayBetweenPodsMs },
   });
   let condition = plan.condition;
   if (plan.holdRestarts) await holdRestarts(deps, pass, workload, plan.condition.message);
@@ -189,7 +187,7 @@ function gateInput(deps: MaxConnectionsDeps, pass: Pass, workload: WorkloadState
     workload: workloadRef(workload),
     restartPolicy: restart?.policy ?? "Automatic",
     approval: pass.policy.metadata.annotations?.[APPROVAL_ANNOTATION],
-    window: window ? windowState(pass.now, window) : undefined,
+    window: window ? windowState(pass.now, window, pass.durations.maintenanceWindowMs) : undefined,
     limit: { max: deps.maxRestartsPerHour, ...workload.restarts },
     now: pass.now,
   };
