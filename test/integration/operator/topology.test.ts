@@ -75,8 +75,9 @@ it("raises on the replica first and lowers on the primary first, one pod at a ti
     { status: "True", reason: "Applied" },
     180_000,
   );
+  // The one planner says where the value comes from, for a group as for one instance.
   expect(raised.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toBe(
-    "max_connections is 150 on all 2 pods",
+    `max_connections is 150 on all 2 pods (spec of ${scenario.namespace}/p)`,
   );
   expect(startedOrder()).toEqual(["postgres-1", "postgres-0"]);
   expect(await scenario.server.setting("max_connections")).toBe("150");
