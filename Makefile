@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
 all: build
 
-## deps: PostgreSQL, Redis (apt-get as root), Go check, and node_modules
+## deps: PostgreSQL, Redis (apt-get as root), prometheus + promtool from Debian's package (into the tools cache), Go check, and node_modules
 deps: node-deps
 	@bash tools/install-deps.sh
 

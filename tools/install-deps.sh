@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need from Debian's packages when it is missing:
-# PostgreSQL (15 or newer: initdb, postgres) and Redis (redis-server). As root it runs
-# apt-get; otherwise it says exactly what to install. Go (for `make tools`) is checked too.
+# PostgreSQL (15 or newer: initdb, postgres), Redis (redis-server) and Prometheus (below). As
+# root it runs apt-get; otherwise it says exactly what to install. Go (for `make tools`) is checked too.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
@@ -27,22 +27,30 @@ if ((${#missing[@]} > 0)); then
     exit 1
   fi
 fi
-# promtool, the Prometheus rule checker, for the chart's alert tests: taken out of Debian's
-# prometheus package (the server itself is not installed). Optional: without it those tests
-# are reported as skipped.
+# Prometheus 2 from Debian's prometheus package, both of its programs: `prometheus`, which the
+# dashboard's integration test runs against a live operator (test/harness/prometheus.ts), and
+# `promtool`, the rule checker of the chart's alert tests. Taken out of the .deb into the tools
+# cache (outside the repo, keyed by version) rather than installed: installing the package would
+# also create a system user and, on a host with systemd, start a Prometheus service on :9090.
 cache_root="${POOLPOLICY_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/poolpolicy-operator/tools}"
-if ! compgen -G "$cache_root/promtool-*/promtool" >/dev/null && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-  tmp="$(mktemp -d)"
-  if (cd "$tmp" && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; }; }) >/dev/null 2>&1; then
-    version="$(dpkg-deb -f "$tmp"/prometheus_*.deb Version)"
-    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
-    mkdir -p "$cache_root/promtool-${version%%+*}"
-    cp "$tmp/x/usr/bin/promtool" "$cache_root/promtool-${version%%+*}/promtool"
-    echo "[deps] promtool ${version} from Debian's prometheus package"
-  else
-    echo "[deps] promtool unavailable (apt-get download prometheus failed): the alert-rule checks will be skipped" >&2
+if ! compgen -G "$cache_root/prometheus-*/prometheus" >/dev/null || ! compgen -G "$cache_root/prometheus-*/promtool" >/dev/null; then
+  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
+    echo "[deps] missing: Prometheus (its integration test and the alert checks need it). As root: apt-get download prometheus, then copy usr/bin/prometheus and usr/bin/promtool of the .deb (dpkg-deb -x) into $cache_root/prometheus-VERSION/" >&2
+    exit 1
   fi
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  if ! (cd "$tmp" && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq && apt-get download -qq prometheus; }; }) >/dev/null 2>&1; then
+    echo "[deps] apt-get download prometheus failed: Debian's prometheus package is needed for the dashboard test and the alert checks" >&2
+    exit 1
+  fi
+  version="$(dpkg-deb -f "$tmp"/prometheus_*.deb Version)"
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+  mkdir -p "$cache_root/prometheus-${version%%+*}"
+  cp "$tmp/x/usr/bin/prometheus" "$tmp/x/usr/bin/promtool" "$cache_root/prometheus-${version%%+*}/"
   rm -rf "$tmp"
+  trap - EXIT
+  echo "[deps] prometheus and promtool ${version} from Debian's prometheus package"
 fi
 # The PostgreSQL majors of the matrix that Debian does not ship (13, 14, 16, 17, 18 on bookworm):
 # npm builds unpacked into a cache keyed by version (a few seconds each, once). The harness would

@@ -18,7 +18,14 @@
  */
 import { log as rootLog, type Logger } from "../log.js";
 import { describeError } from "../kube/errors.js";
-import { activeWorkers, queueMetricsFor, reconcileErrors, reconcileTime, reconcileTotal } from "./metrics.js";
+import {
+  activeWorkers,
+  initControllerMetrics,
+  queueMetricsFor,
+  reconcileErrors,
+  reconcileTime,
+  reconcileTotal,
+} from "./metrics.js";
 import type { RateLimiter } from "./rate-limiter.js";
 import { WorkQueue } from "./queue.js";
 
@@ -79,6 +86,7 @@ export class Controller {
     this.queue =
       options.queue ?? new WorkQueue({ rateLimiter: options.rateLimiter, metrics: queueMetricsFor(options.name) });
     this.log = (options.logger ?? rootLog).child({ controller: options.name });
+    initControllerMetrics(options.name);
   }
 
   /** What informer handlers call: cheap, never blocks, deduplicated. */

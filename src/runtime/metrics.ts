@@ -108,10 +108,23 @@ export const eventsRecorded = new Counter({
   registers: [registry],
 });
 
+/**
+ * Zero series for a controller's counters, so that a healthy operator exports `error 0` rather
+ * than nothing: rate() of a series that does not exist is no data, not 0, and the chart's
+ * dashboard and alerts would show "No data" where they should show a flat line at 0.
+ */
+export function initControllerMetrics(controller: string): void {
+  for (const result of ["success", "error", "requeue"]) reconcileTotal.inc({ controller, result }, 0);
+  reconcileErrors.inc({ controller }, 0);
+}
+
 /** The prom-client side of a work queue's metrics, labelled with the queue's name. */
 export function queueMetricsFor(name: string): QueueMetrics {
-  // An empty queue is a depth of 0, not a missing series (dashboards and alerts need the zero).
+  // An empty queue is a depth of 0, and no retry yet is 0 retries, not a missing series
+  // (dashboards and alerts need the zero).
   workqueueDepth.set({ name }, 0);
+  workqueueAdds.inc({ name }, 0);
+  workqueueRetries.inc({ name }, 0);
   return {
     added: () => workqueueAdds.inc({ name }),
     depth: (waitingKeys) => workqueueDepth.set({ name }, waitingKeys),

@@ -2,6 +2,8 @@
  * /metrics of a running operator, scraped after it did real work: reconciled a policy, raised
  * max_connections with one restart of the Postgres workload, reaped a session idle in
  * transaction. And its logs: JSON lines with levels, the policy key on what it did, no secret.
+ * Then the chart's Grafana dashboard on a real Prometheus scraping that operator: every panel's
+ * query has data, with the labels its panel shows.
  *
  * A control plane of its own, not the shared one: the operators of other test files watch
  * every namespace and would also restart and reap here, leaving this operator's counters at
@@ -13,6 +15,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ControlPlane } from "../../harness/controlplane.js";
 import { OperatorProcess, runLogFile } from "../../harness/operator.js";
 import { waitFor } from "../../harness/processes.js";
+import { PrometheusServer } from "../../harness/prometheus.js";
+import { legendLabels, loadDashboard, queriesOf, substitute } from "../../unit/chart/dashboard.js";
 import { findObject, renderChart } from "../../unit/chart/helm.js";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { APP_DATABASE, Scenario } from "../operator/scenario.js";
@@ -45,6 +49,7 @@ let s: Scenario;
 let operator: OperatorProcess;
 let server: string;
 const clients: pg.Client[] = [];
+let prometheus: PrometheusServer | undefined;
 
 beforeAll(async () => {
   await controlPlane.start();
@@ -62,6 +67,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  await prometheus?.stop();
   for (const c of clients) await c.end().catch(() => undefined);
   await operator?.stop();
   await s?.cleanup();
@@ -215,5 +221,75 @@ describe("the operator's /metrics", () => {
     expect(acted.map((e) => e.action)).toEqual(expect.arrayContaining(["AlterSystem", "RollingRestart"]));
     for (const e of acted) expect(e.policy, JSON.stringify(e)).toBe(key);
     expect(operator.logs()).not.toContain(s.server.password);
+  });
+});
+
+/**
+ * After the test above: the operator has a policy on `server`, restarted its workload once and
+ * reaped a session, so every panel has something to show. Prometheus scrapes it every second;
+ * Grafana's $__rate_interval (at least four scrape intervals) becomes 10s.
+ */
+describe("the chart's Grafana dashboard, on Prometheus scraping the operator", () => {
+  const job = "poolpolicy-operator";
+  const values = () => ({ server, rateInterval: "10s", interval: "1s", range: "1m" });
+
+  beforeAll(async () => {
+    prometheus = new PrometheusServer({
+      targets: [`127.0.0.1:${operator.httpPort}`],
+      job,
+      logFile: runLogFile(controlPlane.kubeconfigPath, "prometheus"),
+    });
+    await prometheus.start();
+    // Enough samples for rate() and increase() over 10s: a scrape every second for 12 s.
+    await prometheus.waitForScrapes(12);
+  });
+
+  it("lists the policy's server in the server variable", async () => {
+    const variable = loadDashboard().templating.list.find((v) => v.name === "server")!;
+    const [, metric, label] = /^label_values\((\w+), (\w+)\)$/.exec(variable.definition!)!;
+    expect(await prometheus!.labelValues(label!, metric!)).toEqual([server]);
+  });
+
+  it("has data for every query of every panel, with the labels the panel shows", async () => {
+    const queries = queriesOf(loadDashboard());
+    const results = new Map<string, Awaited<ReturnType<PrometheusServer["query"]>>>();
+    for (const { panel, target } of queries) {
+      const expr = substitute(target.expr, values());
+      const series = await prometheus!.query(expr);
+      const what = `${panel} / ${target.refId}: ${expr}`;
+      expect(series.length, `${what} returned no series`).toBeGreaterThan(0);
+      for (const sample of series) {
+        for (const label of legendLabels(target.legendFormat))
+          expect(sample.metric[label], `${what}: series without {{${label}}}`).toBeTruthy();
+        // A per-server query returns that server's series, and nothing else.
+        if (target.expr.includes("$server")) expect(sample.metric.server, what).toBe(server);
+        // No value check here: a quantile is NaN, and rightly so, in a window without reconciles.
+      }
+      results.set(`${panel} / ${target.refId}`, series);
+    }
+    const valuesOf = (key: string) => results.get(key)!.map((sample) => Number(sample.value[1]));
+    const labelsOf = (key: string, label: string) =>
+      results
+        .get(key)!
+        .map((sample) => sample.metric[label])
+        .sort();
+
+    // What the panels show, against what the first test set up: max_connections 120, demand 55.
+    expect(valuesOf("max_connections / A")).toEqual([120]);
+    expect(valuesOf("Budget headroom / A")).toEqual([120 - 55]);
+    expect(valuesOf("Worst-case demand against capacity / A")).toEqual([55]);
+    expect(labelsOf("Connections by state, against max_connections / A", "state")).toEqual([
+      "active",
+      "idle",
+      "idle_in_transaction",
+    ]);
+    expect(labelsOf("Sessions reaped, by policy namespace / A", "policy_namespace")).toEqual([s.namespace]);
+    expect(labelsOf("Restarts held, by workload / A", "workload")).toEqual([`StatefulSet ${s.namespace}/postgres`]);
+    expect(valuesOf("Restarts held, by workload / A")).toEqual([0]);
+    expect(labelsOf("Reconciles by result / A", "result")).toEqual(["error", "requeue", "success"]);
+    expect(labelsOf("Operator memory / A", "instance")).toEqual([`127.0.0.1:${operator.httpPort}`]);
+    const usage = valuesOf("Connections in use / A")[0]!;
+    expect(usage).toBeGreaterThan(0);
+    expect(usage).toBeLessThan(1);
   });
 });

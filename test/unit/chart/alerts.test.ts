@@ -4,21 +4,18 @@
  * real rule checker accepts the rules (`promtool check rules`) and the alerts fire on the series
  * they should and on no others (`promtool test rules`).
  *
- * promtool: $PROMTOOL, `promtool` on the PATH, or <tools cache>/promtool-*\/promtool. Debian's
- * `prometheus` package ships it; to get it without installing the server:
- *   apt-get download prometheus && dpkg-deb -x prometheus_*.deb x && cp x/usr/bin/promtool <dir>
+ * promtool: $PROMTOOL, `promtool` on the PATH, or <tools cache>/prometheus-*\/promtool, where
+ * `make deps` puts it (taken out of Debian's prometheus package; test/harness/prometheus.ts).
  * Without it those two tests are skipped and say so; the structural checks always run.
  */
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { delimiter, dirname, join } from "node:path";
-import { Histogram } from "prom-client";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { registry } from "../../../src/runtime/metrics.js";
-import "../../../src/controller/metrics.js"; // registers the domain metrics on the registry
-import { toolsDir } from "../../harness/tools.js";
+import { findPrometheusTool } from "../../harness/prometheus.js";
 import { findObject, type Manifest, renderChart, runHelm, templateArgs } from "./helm.js";
+import { exportedMetrics, promqlProblems } from "./promql.js";
 
 const API = ["--api-versions", "monitoring.coreos.com/v1/PrometheusRule"];
 const ENABLED = ["--set", "metrics.prometheusRule.enabled=true"];
@@ -36,37 +33,6 @@ async function renderRule(extra: string[] = []): Promise<Manifest> {
 }
 
 const rulesOf = (rule: Manifest) => (rule.spec.groups as { rules: Rule[] }[]).flatMap((g) => g.rules);
-
-/** The metrics the operator exports, with their label names; a histogram as its three series. */
-function exportedMetrics(): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  for (const m of registry.getMetricsAsArray()) {
-    const labels = [...((m as unknown as { labelNames?: readonly string[] }).labelNames ?? [])];
-    const names = m instanceof Histogram ? [`${m.name}_bucket`, `${m.name}_sum`, `${m.name}_count`] : [m.name];
-    for (const n of names) out.set(n, labels);
-  }
-  return out;
-}
-
-/** Metric names in a PromQL expression: the operator's families all start with these prefixes. */
-const metricNamesIn = (expr: string) => [
-  ...new Set(expr.match(/\b(?:poolpolicy|controller_runtime|workqueue)_[a-z0-9_]+/g) ?? []),
-];
-
-/** Label names in `by (...)` clauses. */
-const groupingLabelsIn = (expr: string) =>
-  [...expr.matchAll(/\bby\s*\(([^)]*)\)/g)].flatMap((m) =>
-    m[1]!
-      .split(",")
-      .map((l) => l.trim())
-      .filter(Boolean),
-  );
-
-/**
- * Labels Prometheus adds at scrape time: `namespace` of the target, and `exported_namespace`,
- * the renamed `namespace` of the metric itself when the target has one (honorLabels: false).
- */
-const SCRAPE_LABELS = new Set(["namespace", "exported_namespace"]);
 
 describe("PrometheusRule", () => {
   it("is rendered only when enabled AND the cluster serves monitoring.coreos.com/v1 PrometheusRule", async () => {
@@ -126,23 +92,12 @@ describe("PrometheusRule", () => {
 
   it("names only metrics the operator exports, grouped by labels they carry", async () => {
     const exported = exportedMetrics();
-    for (const rule of rulesOf(await renderRule())) {
-      const names = metricNamesIn(rule.expr);
-      expect(names.length, rule.alert).toBeGreaterThan(0);
-      for (const name of names) expect(exported.has(name), `${rule.alert}: ${name} is not exported`).toBe(true);
-      const labels = new Set(names.flatMap((n) => exported.get(n) ?? []));
-      for (const label of groupingLabelsIn(rule.expr)) {
-        expect(
-          labels.has(label) || SCRAPE_LABELS.has(label),
-          `${rule.alert}: no metric of "${rule.expr}" has label ${label}`,
-        ).toBe(true);
-      }
-    }
+    for (const rule of rulesOf(await renderRule())) expect(promqlProblems(rule.expr, exported), rule.alert).toEqual([]);
   });
 });
 
 describe("PrometheusRule with promtool", () => {
-  const promtool = findPromtool();
+  const promtool = findPrometheusTool("promtool");
   let dir: string;
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "poolpolicy-alerts-"));
@@ -311,25 +266,6 @@ const ALERT_TESTS = {
     },
   ],
 };
-
-function findPromtool(): string | undefined {
-  if (process.env.PROMTOOL) return process.env.PROMTOOL;
-  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
-    if (dir && existsSync(join(dir, "promtool"))) return join(dir, "promtool");
-  }
-  // The tools cache of tools/build-tools.sh: one folder per tool and version.
-  try {
-    const cache = dirname(toolsDir());
-    const folder = readdirSync(cache)
-      .filter((d) => d.startsWith("promtool-"))
-      .sort()
-      .pop();
-    if (folder && existsSync(join(cache, folder, "promtool"))) return join(cache, folder, "promtool");
-  } catch {
-    /* no tools cache */
-  }
-  return undefined;
-}
 
 function run(command: string, args: string[], cwd?: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -2,6 +2,7 @@ import { Writable } from "node:stream";
 import { pino } from "pino";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { Controller, RequeueError, type ReconcileResult } from "../../../src/runtime/controller.js";
+import { registry } from "../../../src/runtime/metrics.js";
 import { WorkQueue } from "../../../src/runtime/queue.js";
 import { ExponentialFailureRateLimiter } from "../../../src/runtime/rate-limiter.js";
 
@@ -209,5 +210,19 @@ describe("Controller", () => {
     }).enqueue("x");
     await eventually(() => calls === 2);
     expect(lines.some((line) => line.msg === "reconcile failed" && line.key === "x")).toBe(true);
+  });
+
+  it("exports its error and retry counters at 0 before anything failed (a missing series is no data, not 0)", async () => {
+    new Controller({ name: "fresh", reconcile: async () => ({}) });
+    const value = async (metric: string, labels: Record<string, string>) =>
+      (await registry.getSingleMetric(metric)!.get()).values.find((v) =>
+        Object.entries(labels).every(([k, want]) => v.labels[k] === want),
+      )?.value;
+    expect(await value("controller_runtime_reconcile_errors_total", { controller: "fresh" })).toBe(0);
+    for (const result of ["success", "error", "requeue"])
+      expect(await value("controller_runtime_reconcile_total", { controller: "fresh", result }), result).toBe(0);
+    expect(await value("workqueue_retries_total", { name: "fresh" })).toBe(0);
+    expect(await value("workqueue_adds_total", { name: "fresh" })).toBe(0);
+    expect(await value("workqueue_depth", { name: "fresh" })).toBe(0);
   });
 });
