@@ -1,0 +1,169 @@
+/**
+ * The largest max_connections that fits in the memory of the PostgreSQL container: the ceiling
+ * `maxConnections: auto` never sizes above, and the number an explicit value is warned against.
+ * Pure functions; the operator (src/controller/reconciler.ts) and `poolpolicy diagnose`
+ * (src/cli/cluster.ts) both call serverMemoryCeiling, so that they cannot disagree.
+ *
+ *   ceiling = ⌊ (memory − shared_buffers − autovacuum_max_workers × autovacuum memory − overhead)
+ *               / (per-connection cost + work_mem) ⌋
+ *
+ * memory            the container's memory limit, else its request (what the kernel OOM-kills at)
+ * shared_buffers    allocated once, at start, in shared memory charged to the container
+ * autovacuum memory autovacuum_work_mem, or maintenance_work_mem where it is -1 (the default):
+ *                   each autovacuum worker may take that much for its dead-tuple list
+ * overhead          the postmaster, checkpointer, background writer, WAL writer, autovacuum
+ *                   launcher and the other shared structures (WAL buffers, lock table…)
+ * per connection    what a backend costs once it has run ordinary queries (catalog caches,
+ *                   plan caches, its page tables): measured by bench/scenarios/backend-memory.ts
+ * work_mem          one sort or hash per connection at a time; a query with several such nodes
+ *                   uses a multiple, and not every connection sorts at once: the two errors
+ *                   point in opposite directions, and docs/operations.md says when to change it.
+ *
+ * docs/operations.md ("The memory ceiling") explains the figures and their sources.
+ */
+
+const MiB = 1024 * 1024;
+
+/**
+ * What a backend costs besides work_mem, by default. Backed by bench/scenarios/backend-memory.ts,
+ * which measures the proportional set size (PSS) of backends on a real PostgreSQL, idle and after
+ * a typical query (bench/findings.md, "backend memory"). Published figures: about 2 MiB per idle
+ * connection with huge pages (Andres Freund, 2020); about 9.1 MiB in the RDS default formula
+ * max_connections = memory / 9,531,392 bytes, which covers work_mem too.
+ */
+export const DEFAULT_PER_CONNECTION_BYTES = 4 * MiB;
+
+/** The processes and shared structures every server has, whatever its connections. */
+export const FIXED_OVERHEAD_BYTES = 64 * MiB;
+
+/** PostgreSQL's upper bound for max_connections. */
+const MAX_CONNECTIONS_MAX = 262143;
+
+/** The server settings the ceiling depends on, in bytes (and a count of workers). */
+export interface MemorySettings {
+  sharedBuffers: number;
+  workMem: number;
+  maintenanceWorkMem: number;
+  /** -1: use maintenance_work_mem (PostgreSQL's default). */
+  autovacuumWorkMem: number;
+  autovacuumMaxWorkers: number;
+}
+
+export interface MemoryCeiling {
+  /** The largest max_connections that fits; 0 when not even the fixed costs fit. */
+  ceiling: number;
+  memoryBytes: number;
+  /** shared_buffers + autovacuum workers + overhead: what is spent before any connection. */
+  fixedBytes: number;
+  /** per-connection cost + work_mem */
+  perConnectionBytes: number;
+}
+
+/** The memory each autovacuum worker may take for its dead-tuple list. */
+export function autovacuumMemory(s: MemorySettings): number {
+  return s.autovacuumWorkMem > 0 ? s.autovacuumWorkMem : s.maintenanceWorkMem;
+}
+
+/** The largest max_connections that fits in `memoryBytes` (the formula at the top of this file). */
+export function memoryCeiling(memoryBytes: number, s: MemorySettings, perConnectionBytes: number): MemoryCeiling {
+  const fixedBytes = s.sharedBuffers + s.autovacuumMaxWorkers * autovacuumMemory(s) + FIXED_OVERHEAD_BYTES;
+  const perConnection = perConnectionBytes + s.workMem;
+  const fits = Math.floor((memoryBytes - fixedBytes) / perConnection);
+  return {
+    ceiling: Math.min(MAX_CONNECTIONS_MAX, Math.max(0, fits)),
+    memoryBytes,
+    fixedBytes,
+    perConnectionBytes: perConnection,
+  };
+}
+
+const QUANTITY = /^([0-9]+(?:\.[0-9]+)?)(?:(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)|e([0-9]+))?$/;
+const FACTOR: Record<string, number> = {
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
+  Pi: 2 ** 50,
+  Ei: 2 ** 60,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  P: 1e15,
+  E: 1e18,
+};
+
+/**
+ * Bytes of a Kubernetes memory quantity ("512Mi", "1.5Gi", "2G", "129e6", "1048576"), rounded
+ * up to a whole byte; undefined for anything else (a milli-byte "100m" included: no one means
+ * that for memory). Written here rather than taken from @kubernetes/client-node, whose
+ * quantityToScalar throws on "1.5Gi".
+ */
+export function parseMemoryQuantity(text: string): number | undefined {
+  const m = QUANTITY.exec(text.trim());
+  if (!m) return undefined;
+  const [, amount, suffix, exponent] = m;
+  const factor = suffix ? FACTOR[suffix]! : exponent ? 10 ** Number(exponent) : 1;
+  return Math.ceil(Number(amount) * factor);
+}
+
+/** "1.5 GiB", "96 MiB", "512 KiB": for messages. */
+export function formatBytes(bytes: number): string {
+  for (const [unit, size] of [
+    ["GiB", 2 ** 30],
+    ["MiB", 2 ** 20],
+    ["KiB", 2 ** 10],
+  ] as const) {
+    if (Math.abs(bytes) >= size) return `${Number((bytes / size).toFixed(1))} ${unit}`;
+  }
+  return `${bytes} B`;
+}
+
+/** The memory the PostgreSQL container may use, as its workload's pod template says, or why it is not known. */
+export type ContainerMemory =
+  | { known: true; bytes: number; source: "limit" | "request"; container: string }
+  | { known: false; reason: string; message: string };
+
+/** The container that runs PostgreSQL: the one named "postgres", else the only one. */
+export const POSTGRES_CONTAINER = "postgres";
+
+/**
+ * The PostgreSQL container's memory limit, else its request. The limit is what the kernel
+ * OOM-kills at; a request alone is what the scheduler promised, the closest known figure.
+ */
+export function containerMemory(
+  pod: { containers?: { name: string; resources?: { limits?: object; requests?: object } }[] } | undefined,
+  workload: string,
+): ContainerMemory {
+  const containers = pod?.containers ?? [];
+  const container =
+    containers.find((c) => c.name === POSTGRES_CONTAINER) ?? (containers.length === 1 ? containers[0] : undefined);
+  if (!container) {
+    return {
+      known: false,
+      reason: "NoPostgresContainer",
+      message: `${workload} has ${containers.length} containers and none is named "${POSTGRES_CONTAINER}": name the PostgreSQL container "${POSTGRES_CONTAINER}" so that its memory limit is read`,
+    };
+  }
+  for (const source of ["limit", "request"] as const) {
+    const quantities = (source === "limit" ? container.resources?.limits : container.resources?.requests) as
+      | Record<string, unknown>
+      | undefined;
+    const text = quantities?.memory;
+    if (text === undefined) continue;
+    const bytes = parseMemoryQuantity(String(text));
+    if (bytes === undefined) {
+      return {
+        known: false,
+        reason: "UnreadableMemoryLimit",
+        message: `the memory ${source} "${String(text)}" of container ${container.name} in ${workload} is not a quantity the operator reads (e.g. 2Gi)`,
+      };
+    }
+    return { known: true, bytes, source, container: container.name };
+  }
+  return {
+    known: false,
+    reason: "NoMemoryLimit",
+    message: `container ${container.name} of ${workload} sets no memory limit or request: set resources.limits.memory to have max_connections held to what fits`,
+  };
+}
