@@ -15,15 +15,20 @@ import { ConnectionReusingKubeConfig } from "../runtime/kube-config.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { type PolicyTarget, type SecretReader, policyTarget as targetOfPolicy } from "../server/credentials.js";
 import type { ServerKey } from "../server/identity.js";
+import { readWorkload } from "../controller/workload.js";
 import {
   gatherBudgetTargets,
+  type PolicyOnServer,
   policiesOnServer,
+  type ServerMemory,
+  serverMemory,
   type ServerSettings,
   serverBudget,
   serverOfPolicy,
   serverReserve,
   serverSettings,
   type TargetReader,
+  workloadPolicy,
 } from "../server/model.js";
 
 /** Raised for what stops the CLI before it can diagnose anything (exit code 2). */
@@ -115,6 +120,8 @@ export interface ServerBudgetView {
   settings: ServerSettings;
   reserve: BudgetReserve;
   budget: Budget;
+  /** The memory ceiling, from the workload a policy of the server names (as the operator reads it). */
+  memory: ServerMemory;
   /** Things the reader should know about how complete the numbers are. */
   notes: string[];
 }
@@ -160,8 +167,26 @@ export async function readServerBudget(
     settings,
     reserve: serverReserve(facts, settings),
     budget,
+    memory: await readServerMemory(apps, peers, facts, settings),
     notes,
   };
+}
+
+/** The operator's reading of the memory ceiling (src/server/model.ts), from a GET of the workload. */
+async function readServerMemory(
+  apps: AppsV1Api,
+  peers: readonly PolicyOnServer[],
+  facts: ServerFacts,
+  settings: ServerSettings,
+): Promise<ServerMemory> {
+  const owner = workloadPolicy(peers);
+  if (!owner) return serverMemory(undefined, facts, settings);
+  try {
+    return serverMemory(await readWorkload(apps, owner.spec.postgres.restart, owner.namespace), facts, settings);
+  } catch (err) {
+    const message = `cannot read the workload named by ${owner.key} (${apiErrorMessage(err)}): the memory ceiling is not known`;
+    return { known: false, reason: "WorkloadUnreadable", message };
+  }
 }
 
 /** Cluster-wide when allowed; else the diagnosed policy's namespace only, and a note saying so. */
