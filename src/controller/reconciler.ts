@@ -233,6 +233,7 @@ export class PoolPolicyReconciler {
     if (budget) {
       status.budget = budgetStatus(budget, key, peers.length, memory);
       operatorMetrics.observeBudget(pass.server, budget);
+      operatorMetrics.observeMemoryCeiling(pass.server, memory?.known ? memory.ceiling.ceiling : undefined);
     }
     const desired = desireOfPolicy(self, desiredMaxConnections(peers, budget, facts, memory));
     const modes = peers.map((p) => p.spec.postgres.maxConnections);
@@ -251,10 +252,16 @@ export class PoolPolicyReconciler {
     settings: ServerSettings,
   ): Promise<ServerMemory> {
     const owner = workloadPolicy(peers);
-    const workload = owner
-      ? await this.deps.kube.readWorkload(owner.spec.postgres.restart, owner.namespace)
-      : undefined;
-    return serverMemory(workload, facts, settings);
+    if (!owner) return serverMemory(undefined, facts, settings);
+    try {
+      const workload = await this.deps.kube.readWorkload(owner.spec.postgres.restart, owner.namespace);
+      return serverMemory(workload, facts, settings);
+    } catch (err) {
+      // The ceiling only informs: a workload we may not read leaves it unknown, it does not fail
+      // the pass (the max_connections step reports its own workload's errors).
+      const message = `cannot read the workload named by ${owner.key} (${(err as Error).message}): the memory ceiling is not known`;
+      return { known: false, reason: "WorkloadUnreadable", message };
+    }
   }
 
   /**

@@ -66,6 +66,9 @@ describe("the memory ceiling", () => {
     const applied = await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
     expect(await maxConnectionsOf(s)).toBe(28); // demand 55 + 20 % headroom would be 70
     expect(applied.status?.budget).toMatchObject({ demand: 55, capacity: 28, memoryCeiling: 28 });
+    expect(await operator.metrics()).toContain(
+      `poolpolicy_budget_memory_ceiling_connections{server="127.0.0.1:${s.server.port}"} 28\n`,
+    );
 
     const memory = await s.waitForCondition("p", "MemoryWithinLimits", { status: "True", reason: "WithinMemory" });
     expect(conditionOf(memory, "MemoryWithinLimits")?.message).toBe(

@@ -146,6 +146,8 @@ export class FakeKubernetes implements KubernetesPort {
   deployments_: V1Deployment[] = [];
   hpas_: V2HorizontalPodAutoscaler[] = [];
   workload: FakeWorkload = { found: true, rolledOut: true, history: [] };
+  /** readWorkload of a named workload throws this (e.g. the API server refuses the GET). */
+  workloadReadError?: Error;
   /** What applyPoolEnv was asked, in order: the pool max and whether growth was held. */
   readonly envCalls: { maxSize: number; holdGrowthUntil: number | false | undefined }[] = [];
   /** The pool max each app Deployment runs with (what a real SSA + rollout would leave). */
@@ -190,6 +192,7 @@ export class FakeKubernetes implements KubernetesPort {
         description: "no workload",
         restarts: { history: [] },
       };
+    if (this.workloadReadError) throw this.workloadReadError;
     const w = this.workload;
     const namespace = restart.workload.namespace ?? ns;
     const description = `StatefulSet ${namespace}/${restart.workload.name}`;

@@ -509,6 +509,15 @@ describe("the memory ceiling", () => {
     expect(a.budget?.memoryCeiling).toBe(208);
     expect(b.budget?.memoryCeiling).toBe(208);
     expect(condition(b, "MemoryWithinLimits")).toMatchObject({ status: "True", reason: "WithinMemory" });
+    // A workload the operator may not read leaves the ceiling unknown; the pass goes on.
+    w.kube.workloadReadError = new Error('statefulsets.apps "postgres" is forbidden');
+    const unreadable = (await w.pass("b")).status;
+    expect(condition(unreadable, "MemoryWithinLimits")).toMatchObject({
+      status: "Unknown",
+      reason: "WorkloadUnreadable",
+      message: `cannot read the workload named by ${NS}/a (statefulsets.apps "postgres" is forbidden): the memory ceiling is not known`,
+    });
+    expect(unreadable.budget?.memoryCeiling).toBeUndefined();
   });
 
   it("says Unknown, and why, without holding Ready back or raising an Event: no workload, no limit", async () => {
