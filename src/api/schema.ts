@@ -11,7 +11,7 @@
 import type { V1ObjectMeta } from "@kubernetes/client-node";
 import { z } from "zod";
 import { DURATION_PATTERN, parseDuration } from "./duration.js";
-import { DEFAULT_PER_CONNECTION_BYTES, parseMemoryQuantity } from "../server/memory.js";
+import { parseMemoryQuantity } from "./quantity.js";
 
 export const GROUP = "pooling.dbops.io";
 export const VERSION = "v1alpha1";
@@ -117,7 +117,7 @@ const memory = z
     perConnection: memorySize("256Ki", "1Gi")
       .optional()
       .describe(
-        `What one connection costs besides work_mem (default ${DEFAULT_PER_CONNECTION_BYTES / 2 ** 20}Mi, measured; docs/operations.md). With several policies on one server the largest counts.`,
+        "What one connection costs besides work_mem (default: the measured cost, see docs/operations.md). With several policies on one server the largest counts.",
       ),
   })
   .describe(

@@ -15,7 +15,7 @@ import { ConnectionReusingKubeConfig } from "../runtime/kube-config.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { type PolicyTarget, type SecretReader, policyTarget as targetOfPolicy } from "../server/credentials.js";
 import type { ServerKey } from "../server/identity.js";
-import { readWorkload } from "../controller/workload.js";
+import { containerMemory } from "../server/memory.js";
 import {
   gatherBudgetTargets,
   type PolicyOnServer,
@@ -23,6 +23,7 @@ import {
   type ServerMemory,
   serverMemory,
   type ServerSettings,
+  workloadOfPolicy,
   serverBudget,
   serverOfPolicy,
   serverReserve,
@@ -172,7 +173,10 @@ export async function readServerBudget(
   };
 }
 
-/** The operator's reading of the memory ceiling (src/server/model.ts), from a GET of the workload. */
+/**
+ * The operator's memory ceiling (src/server/model.ts), from a GET of the workload the operator
+ * reads (the first policy of the server naming one) and the same container rule.
+ */
 async function readServerMemory(
   apps: AppsV1Api,
   peers: readonly PolicyOnServer[],
@@ -180,10 +184,18 @@ async function readServerMemory(
   settings: ServerSettings,
 ): Promise<ServerMemory> {
   const owner = workloadPolicy(peers);
-  if (!owner) return serverMemory(undefined, facts, settings);
+  const ref = owner && workloadOfPolicy(owner);
+  if (!owner || !ref) return serverMemory(undefined, facts, settings);
+  const { kind, name, namespace, description } = ref;
   try {
-    return serverMemory(await readWorkload(apps, owner.spec.postgres.restart, owner.namespace), facts, settings);
+    const object =
+      kind === "StatefulSet"
+        ? await apps.readNamespacedStatefulSet({ name, namespace })
+        : await apps.readNamespacedDeployment({ name, namespace });
+    const memory = containerMemory(object.spec?.template.spec, description);
+    return serverMemory({ found: true, description, memory }, facts, settings);
   } catch (err) {
+    if (isNotFound(err)) return serverMemory({ found: false, description }, facts, settings);
     const message = `cannot read the workload named by ${owner.key} (${apiErrorMessage(err)}): the memory ceiling is not known`;
     return { known: false, reason: "WorkloadUnreadable", message };
   }

@@ -39,6 +39,7 @@ import { policyTarget } from "../server/credentials.js";
 import {
   desireOfPolicy,
   desiredMaxConnections,
+  memoryCondition,
   gatherBudgetTargets,
   policiesOnServer,
   serverBudget,
@@ -68,7 +69,7 @@ import {
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
 import { ReaperSchedule } from "./reaper.js";
 import { reapStep } from "./reaper-step.js";
-import { budgetCondition, budgetStatus, memoryCondition } from "./server-budget.js";
+import { budgetCondition, budgetStatus } from "./server-budget.js";
 import { changedFields, statusChanged, withUsage } from "./status.js";
 import type { TargetsOutcome } from "./targets.js";
 

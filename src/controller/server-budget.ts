@@ -6,11 +6,8 @@
 import type { PoolPolicyStatus } from "../api/schema.js";
 import type { Budget } from "../budget/budget.js";
 import { formatBytes } from "../server/memory.js";
-import type { ServerMemory, ServerSettings } from "../server/model.js";
+import { bytesFor, MEMORY_ADVICE, type ServerMemory, type ServerSettings } from "../server/model.js";
 import type { ConditionUpdate } from "./conditions.js";
-
-/** What to do when the connections the apps want do not fit the server's memory (issue 16). */
-const MEMORY_ADVICE = "lower the pools, give PostgreSQL more memory, or put a connection pooler in front";
 
 /**
  * status.budget: the server's totals once, and this policy's own targets only. Listing every
@@ -89,49 +86,4 @@ function overCommittedAdvice(budget: Budget, { memory, settings }: CapacityBound
     return `the binding bound is spec.budget.ceiling (${specCeiling}): raise it to at least ${budget.demand}, or lower the pools`;
   }
   return `raise max_connections to at least ${budget.demand}, or lower the pools`;
-}
-
-/** The container memory `connections` need: the fixed costs and the per-connection cost of each. */
-function bytesFor(c: { fixedBytes: number; perConnectionBytes: number }, connections: number): number {
-  return c.fixedBytes + connections * c.perConnectionBytes;
-}
-
-/**
- * MemoryWithinLimits: whether `maxConnections` (the value the policies ask for, else the one in
- * force) fits in the PostgreSQL container's memory. An explicit value above the ceiling is still
- * applied (the user said so); this condition is the warning that names the numbers.
- */
-export function memoryCondition(
-  memory: ServerMemory | undefined,
-  maxConnections: number | undefined,
-): Omit<ConditionUpdate, "type"> {
-  if (!memory || maxConnections === undefined) {
-    return {
-      status: "Unknown",
-      reason: "PostgresUnreachable",
-      message: "cannot compute the memory ceiling: the server's settings are not known (PostgreSQL is not reachable)",
-    };
-  }
-  if (!memory.known) return { status: "Unknown", reason: memory.reason, message: memory.message };
-  const c = memory.ceiling;
-  const how = `${formatBytes(c.fixedBytes)} for shared_buffers, autovacuum workers and the server's own processes, then ${formatBytes(c.perConnectionBytes)} per connection (spec.postgres.memory.perConnection + work_mem)`;
-  if (c.ceiling < memory.minimum) {
-    return {
-      status: "False",
-      reason: "MemoryTooSmall",
-      message: `${memory.source} does not carry even the ${memory.minimum} connections PostgreSQL needs to start (${how}): give PostgreSQL more memory or lower shared_buffers`,
-    };
-  }
-  if (maxConnections > c.ceiling) {
-    return {
-      status: "False",
-      reason: "AboveMemoryCeiling",
-      message: `max_connections ${maxConnections} > ${c.ceiling} that fit in ${memory.source} (${how}); ${maxConnections} connections would need ${formatBytes(bytesFor(c, maxConnections))} and may get PostgreSQL OOM-killed: ${MEMORY_ADVICE}`,
-    };
-  }
-  return {
-    status: "True",
-    reason: "WithinMemory",
-    message: `max_connections ${maxConnections} ≤ ${c.ceiling} that fit in ${memory.source} (${how})`,
-  };
 }

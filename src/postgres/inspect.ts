@@ -5,13 +5,22 @@
  * and installed extensions.
  */
 import type pg from "pg";
-import type { MemorySettings } from "../server/memory.js";
 
 export interface ConnectionCounts {
   total: number;
   active: number;
   idle: number;
   idleInTransaction: number;
+}
+
+/** The server settings the memory ceiling depends on (src/server/memory.ts), in bytes (and a count of workers). */
+export interface MemorySettings {
+  sharedBuffers: number;
+  workMem: number;
+  maintenanceWorkMem: number;
+  /** -1: use maintenance_work_mem (PostgreSQL's default). */
+  autovacuumWorkMem: number;
+  autovacuumMaxWorkers: number;
 }
 
 export interface ServerFacts {

@@ -22,6 +22,11 @@
  * docs/operations.md ("The memory ceiling") explains the figures and their sources.
  */
 
+import { parseMemoryQuantity } from "../api/quantity.js";
+import type { MemorySettings } from "../postgres/inspect.js";
+
+export type { MemorySettings };
+
 const MiB = 1024 * 1024;
 
 /**
@@ -38,16 +43,6 @@ export const FIXED_OVERHEAD_BYTES = 64 * MiB;
 
 /** PostgreSQL's upper bound for max_connections. */
 const MAX_CONNECTIONS_MAX = 262143;
-
-/** The server settings the ceiling depends on, in bytes (and a count of workers). */
-export interface MemorySettings {
-  sharedBuffers: number;
-  workMem: number;
-  maintenanceWorkMem: number;
-  /** -1: use maintenance_work_mem (PostgreSQL's default). */
-  autovacuumWorkMem: number;
-  autovacuumMaxWorkers: number;
-}
 
 export interface MemoryCeiling {
   /** The largest max_connections that fits; 0 when not even the fixed costs fit. */
@@ -75,36 +70,6 @@ export function memoryCeiling(memoryBytes: number, s: MemorySettings, perConnect
     fixedBytes,
     perConnectionBytes: perConnection,
   };
-}
-
-const QUANTITY = /^([0-9]+(?:\.[0-9]+)?)(?:(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)|e([0-9]+))?$/;
-const FACTOR: Record<string, number> = {
-  Ki: 2 ** 10,
-  Mi: 2 ** 20,
-  Gi: 2 ** 30,
-  Ti: 2 ** 40,
-  Pi: 2 ** 50,
-  Ei: 2 ** 60,
-  k: 1e3,
-  M: 1e6,
-  G: 1e9,
-  T: 1e12,
-  P: 1e15,
-  E: 1e18,
-};
-
-/**
- * Bytes of a Kubernetes memory quantity ("512Mi", "1.5Gi", "2G", "129e6", "1048576"), rounded
- * up to a whole byte; undefined for anything else (a milli-byte "100m" included: no one means
- * that for memory). Written here rather than taken from @kubernetes/client-node, whose
- * quantityToScalar throws on "1.5Gi".
- */
-export function parseMemoryQuantity(text: string): number | undefined {
-  const m = QUANTITY.exec(text.trim());
-  if (!m) return undefined;
-  const [, amount, suffix, exponent] = m;
-  const factor = suffix ? FACTOR[suffix]! : exponent ? 10 ** Number(exponent) : 1;
-  return Math.ceil(Number(amount) * factor);
 }
 
 /** "1.5 GiB", "96 MiB", "512 KiB": for messages. */

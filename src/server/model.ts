@@ -29,8 +29,8 @@ import {
   formatBytes,
   type MemoryCeiling,
   memoryCeiling,
-  parseMemoryQuantity,
 } from "./memory.js";
+import { parseMemoryQuantity } from "../api/quantity.js";
 import { type ServerKey, serverKey } from "./identity.js";
 
 export interface PolicyOnServer {
@@ -130,6 +130,16 @@ export function workloadPolicy(policies: readonly PolicyOnServer[]): PolicyOnSer
   return policies.find((p) => p.spec.postgres.restart !== undefined);
 }
 
+/** The workload a policy names in spec.postgres.restart, and how messages name it ("StatefulSet db/pg"). */
+export function workloadOfPolicy(
+  p: PolicyOnServer,
+): { kind: "StatefulSet" | "Deployment"; name: string; namespace: string; description: string } | undefined {
+  const w = p.spec.postgres.restart?.workload;
+  if (!w) return undefined;
+  const namespace = w.namespace ?? p.namespace;
+  return { kind: w.kind, name: w.name, namespace, description: `${w.kind} ${namespace}/${w.name}` };
+}
+
 /** The memory ceiling of a server, or why it is not known. */
 export type ServerMemory =
   | { known: true; ceiling: MemoryCeiling; source: string; minimum: number }
@@ -182,6 +192,58 @@ export function minimumMaxConnections(facts: ServerFacts): number {
 export function autoCeiling(settings: ServerSettings, memory: ServerMemory | undefined): number {
   if (!memory?.known) return settings.ceiling;
   return Math.min(settings.ceiling, Math.max(memory.ceiling.ceiling, memory.minimum));
+}
+
+/** What to do when the connections the apps want do not fit the server's memory (issue 16). */
+export const MEMORY_ADVICE = "lower the pools, give PostgreSQL more memory, or put a connection pooler in front";
+
+/** The container memory `connections` need: the fixed costs and the per-connection cost of each. */
+export function bytesFor(c: { fixedBytes: number; perConnectionBytes: number }, connections: number): number {
+  return c.fixedBytes + connections * c.perConnectionBytes;
+}
+
+/** The MemoryWithinLimits condition's status, reason and message; `poolpolicy diagnose` shows the same words. */
+export interface MemoryVerdict {
+  status: "True" | "False" | "Unknown";
+  reason: string;
+  message: string;
+}
+
+/**
+ * MemoryWithinLimits: whether `maxConnections` (the value the policies ask for, else the one in
+ * force) fits in the PostgreSQL container's memory. An explicit value above the ceiling is still
+ * applied (the user said so); this condition is the warning that names the numbers.
+ */
+export function memoryCondition(memory: ServerMemory | undefined, maxConnections: number | undefined): MemoryVerdict {
+  if (!memory || maxConnections === undefined) {
+    return {
+      status: "Unknown",
+      reason: "PostgresUnreachable",
+      message: "cannot compute the memory ceiling: the server's settings are not known (PostgreSQL is not reachable)",
+    };
+  }
+  if (!memory.known) return { status: "Unknown", reason: memory.reason, message: memory.message };
+  const c = memory.ceiling;
+  const how = `${formatBytes(c.fixedBytes)} for shared_buffers, autovacuum workers and the server's own processes, then ${formatBytes(c.perConnectionBytes)} per connection (spec.postgres.memory.perConnection + work_mem)`;
+  if (c.ceiling < memory.minimum) {
+    return {
+      status: "False",
+      reason: "MemoryTooSmall",
+      message: `${memory.source} does not carry even the ${memory.minimum} connections PostgreSQL needs to start (${how}): give PostgreSQL more memory or lower shared_buffers`,
+    };
+  }
+  if (maxConnections > c.ceiling) {
+    return {
+      status: "False",
+      reason: "AboveMemoryCeiling",
+      message: `max_connections ${maxConnections} > ${c.ceiling} that fit in ${memory.source} (${how}); ${maxConnections} connections would need ${formatBytes(bytesFor(c, maxConnections))} and may get PostgreSQL OOM-killed: ${MEMORY_ADVICE}`,
+    };
+  }
+  return {
+    status: "True",
+    reason: "WithinMemory",
+    message: `max_connections ${maxConnections} ≤ ${c.ceiling} that fit in ${memory.source} (${how})`,
+  };
 }
 
 /** Where Deployments and HPAs are read from: the operator's watch caches, or the CLI's LISTs. */

@@ -7,8 +7,8 @@ import {
   FIXED_OVERHEAD_BYTES,
   formatBytes,
   memoryCeiling,
-  parseMemoryQuantity,
 } from "../../../src/server/memory.js";
+import { parseMemoryQuantity } from "../../../src/api/quantity.js";
 import { autoCeiling, minimumMaxConnections, serverMemory, serverSettings } from "../../../src/server/model.js";
 import { DEFAULT_MEMORY_SETTINGS, serverFacts } from "../fixtures/server-facts.js";
 
