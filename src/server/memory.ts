@@ -30,11 +30,11 @@ export type { MemorySettings };
 const MiB = 1024 * 1024;
 
 /**
- * What a backend costs besides work_mem, by default. Backed by bench/scenarios/backend-memory.ts,
- * which measures the proportional set size (PSS) of backends on a real PostgreSQL, idle and after
- * a typical query (bench/findings.md, "backend memory"). Published figures: about 2 MiB per idle
- * connection with huge pages (Andres Freund, 2020); about 9.1 MiB in the RDS default formula
- * max_connections = memory / 9,531,392 bytes, which covers work_mem too.
+ * What a backend costs besides work_mem, by default: twice the published 2 MiB per idle
+ * connection with huge pages (Andres Freund, 2020), because containers rarely run with huge
+ * pages and a backend that has run queries keeps its catalog and plan caches. The RDS default
+ * formula (max_connections = memory / 9,531,392 bytes) budgets about 9.1 MiB, work_mem included.
+ * bench/scenarios/backends.ts measures it on a real PostgreSQL (bench/findings.md).
  */
 export const DEFAULT_PER_CONNECTION_BYTES = 4 * MiB;
 
