@@ -3,7 +3,7 @@
  * on a control plane, PostgreSQL and operator of its own, and writes docs/benchmarks.md.
  *
  *   BENCH_SCALE=full|small|smoke   sizes (default full, about 30 min on 2 cores; small about 10 min)
- *   BENCH_ONLY=fanout,steady,…     a subset: fanout, steady, memory, reaper, storm, restart, many
+ *   BENCH_ONLY=fanout,steady,…     a subset: fanout, steady, memory, reaper, storm, restart, many, backends
  *   BENCH_OUT=path                 where the report goes (default docs/benchmarks.md)
  *   BENCH_LOG_DIR=dir              operator logs, profiles and results.json (default: a temp dir)
  *   BENCH_PROFILE=1                add an uncounted, CPU-profiled operator run to the fan-out
@@ -27,6 +27,7 @@ import { reaper } from "./scenarios/reaper.js";
 import { storm } from "./scenarios/storm.js";
 import { restart } from "./scenarios/restart.js";
 import { many } from "./scenarios/many.js";
+import { backends } from "./scenarios/backends.js";
 
 export const scenarios: Record<string, { title: string; run: (ctx: Ctx) => Promise<ScenarioResult> }> = {
   fanout: { title: "1. Fan-out", run: fanout },
@@ -36,6 +37,7 @@ export const scenarios: Record<string, { title: string; run: (ctx: Ctx) => Promi
   storm: { title: "5. Event storm", run: storm },
   restart: { title: "6. Restart", run: restart },
   many: { title: "7. Many policies on one server", run: many },
+  backends: { title: "8. Backend memory", run: backends },
 };
 
 export interface BenchRun {
@@ -108,6 +110,7 @@ function sizesOf(settings: Settings): Record<string, string> {
     reaperN: settings.reaperN.join("/"),
     storm: `${settings.stormRatePerSecond}/s × ${settings.stormSeconds} s over ${settings.stormPolicies} policies`,
     manyPolicies: `${settings.manyPolicies.join("/")} × 5 Deployments`,
+    backendsN: settings.backendsN.join("/"),
     replicas: String(settings.replicas),
     WORKERS: String(settings.workers),
   };

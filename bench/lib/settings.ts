@@ -33,6 +33,8 @@ export interface Settings {
   restartChanges: number;
   /** PoolPolicies on one server, 5 Deployments each, one measurement per size (scenario "many"). */
   manyPolicies: number[];
+  /** Connections opened for each backend-memory measurement (scenario "backends"). */
+  backendsN: number[];
   /** The reaper's idle-in-transaction timeout in the kill passes (each pass waits that long). */
   reaperIdleTimeoutMs: number;
   /** Comparisons beyond the goals (client-node as shipped, the raw client at WORKERS in flight, a mass kill). */
@@ -69,6 +71,7 @@ const presets: Record<
     stormSeconds: 60,
     restartChanges: 2,
     manyPolicies: [200, 1000],
+    backendsN: [50, 200],
     reaperIdleTimeoutMs: 10_000,
   },
   small: {
@@ -88,6 +91,7 @@ const presets: Record<
     stormSeconds: 30,
     restartChanges: 1,
     manyPolicies: [200],
+    backendsN: [50, 100],
     reaperIdleTimeoutMs: 10_000,
   },
   smoke: {
@@ -107,6 +111,7 @@ const presets: Record<
     stormSeconds: 8,
     restartChanges: 1,
     manyPolicies: [10],
+    backendsN: [10],
     reaperIdleTimeoutMs: 2_000,
   },
 };
@@ -143,6 +148,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, forced?: Scal
     stormSeconds: number(env.BENCH_STORM_SECONDS) ?? p.stormSeconds,
     restartChanges: number(env.BENCH_RESTART_CHANGES) ?? p.restartChanges,
     manyPolicies: numbers(env.BENCH_MANY_POLICIES) ?? p.manyPolicies,
+    backendsN: numbers(env.BENCH_BACKENDS_N) ?? p.backendsN,
     reaperIdleTimeoutMs: number(env.BENCH_REAPER_TIMEOUT_MS) ?? p.reaperIdleTimeoutMs,
     extras: env.BENCH_EXTRAS ? env.BENCH_EXTRAS === "1" : scale !== "smoke",
     replicas: number(env.BENCH_REPLICAS) ?? 0,

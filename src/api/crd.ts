@@ -147,6 +147,13 @@ export function poolPolicyCrd(): JsonSchema {
               priority: 1,
               description: "max_connections of the server, which the demand must fit",
             },
+            {
+              name: "MemCeiling",
+              type: "integer",
+              jsonPath: ".status.budget.memoryCeiling",
+              priority: 1,
+              description: "the largest max_connections the PostgreSQL container's memory carries",
+            },
           ],
           schema: {
             openAPIV3Schema: {

@@ -11,6 +11,7 @@
 import type { V1ObjectMeta } from "@kubernetes/client-node";
 import { z } from "zod";
 import { DURATION_PATTERN, parseDuration } from "./duration.js";
+import { parseMemoryQuantity } from "./quantity.js";
 
 export const GROUP = "pooling.dbops.io";
 export const VERSION = "v1alpha1";
@@ -91,6 +92,38 @@ const restart = z
   })
   .describe("How to restart PostgreSQL after max_connections changed (it needs a postmaster restart).");
 
+/** A memory size for spec fields: a subset of Kubernetes quantities that both zod and CEL read the same. */
+// [.] rather than \. : the pattern is also a CEL string literal, where "\." is not a valid escape.
+const MEMORY_PATTERN = "^[0-9]+([.][0-9]+)?(Ki|Mi|Gi|k|M|G)?$";
+const memorySize = (minimum: string, maximum: string) =>
+  z
+    .string()
+    .max(32)
+    .regex(new RegExp(MEMORY_PATTERN), "must be a memory size such as 4Mi, 2.5Mi or 9M")
+    .refine((q) => {
+      const bytes = parseMemoryQuantity(q)!;
+      return bytes >= parseMemoryQuantity(minimum)! && bytes <= parseMemoryQuantity(maximum)!;
+    }, `must be from ${minimum} to ${maximum}`)
+    .meta(
+      cel({
+        // The pattern guard keeps quantity() from failing on text the `pattern` already refuses.
+        rule: `!self.matches('${MEMORY_PATTERN}') || (quantity(self).compareTo(quantity('${minimum}')) >= 0 && quantity(self).compareTo(quantity('${maximum}')) <= 0)`,
+        message: `must be from ${minimum} to ${maximum}`,
+      }),
+    );
+
+const memory = z
+  .object({
+    perConnection: memorySize("256Ki", "1Gi")
+      .optional()
+      .describe(
+        "What one connection costs besides work_mem (default: the measured cost, see docs/operations.md). With several policies on one server the largest counts.",
+      ),
+  })
+  .describe(
+    "How max_connections is held to what the PostgreSQL container's memory carries (its limit, else its request, read from spec.postgres.restart.workload).",
+  );
+
 const postgres = z.object({
   host: z.string().min(1).max(253).describe("Host name or address of the PostgreSQL server (its primary)."),
   port: z.int().min(1).max(65535).default(5432),
@@ -111,6 +144,7 @@ const postgres = z.object({
   maxConnections: maxConnections.optional(),
   requiredExtensions: z.array(z.string().min(1).max(63)).max(32).default([]).meta({ "x-kubernetes-list-type": "set" }),
   restart: restart.optional(),
+  memory: memory.optional(),
 });
 
 const pool = z
@@ -320,6 +354,10 @@ export const poolPolicyStatusSchema = z.object({
       capacity: z.int(),
       reserve: z.int(),
       policies: z.int().optional().describe("PoolPolicies that point at this server and share its budget."),
+      memoryCeiling: z
+        .int()
+        .optional()
+        .describe("The largest max_connections the PostgreSQL container's memory carries, when its limit is known."),
       targets: z
         .array(
           z.object({

@@ -15,15 +15,21 @@ import { ConnectionReusingKubeConfig } from "../runtime/kube-config.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { type PolicyTarget, type SecretReader, policyTarget as targetOfPolicy } from "../server/credentials.js";
 import type { ServerKey } from "../server/identity.js";
+import { containerMemory } from "../server/memory.js";
 import {
   gatherBudgetTargets,
+  type PolicyOnServer,
   policiesOnServer,
+  type ServerMemory,
+  serverMemory,
   type ServerSettings,
+  workloadOfPolicy,
   serverBudget,
   serverOfPolicy,
   serverReserve,
   serverSettings,
   type TargetReader,
+  workloadPolicy,
 } from "../server/model.js";
 
 /** Raised for what stops the CLI before it can diagnose anything (exit code 2). */
@@ -115,6 +121,8 @@ export interface ServerBudgetView {
   settings: ServerSettings;
   reserve: BudgetReserve;
   budget: Budget;
+  /** The memory ceiling, from the workload a policy of the server names (as the operator reads it). */
+  memory: ServerMemory;
   /** Things the reader should know about how complete the numbers are. */
   notes: string[];
 }
@@ -160,8 +168,37 @@ export async function readServerBudget(
     settings,
     reserve: serverReserve(facts, settings),
     budget,
+    memory: await readServerMemory(apps, peers, facts, settings),
     notes,
   };
+}
+
+/**
+ * The operator's memory ceiling (src/server/model.ts), from a GET of the workload the operator
+ * reads (the first policy of the server naming one) and the same container rule.
+ */
+async function readServerMemory(
+  apps: AppsV1Api,
+  peers: readonly PolicyOnServer[],
+  facts: ServerFacts,
+  settings: ServerSettings,
+): Promise<ServerMemory> {
+  const owner = workloadPolicy(peers);
+  const ref = owner && workloadOfPolicy(owner);
+  if (!owner || !ref) return serverMemory(undefined, facts, settings);
+  const { kind, name, namespace, description } = ref;
+  try {
+    const object =
+      kind === "StatefulSet"
+        ? await apps.readNamespacedStatefulSet({ name, namespace })
+        : await apps.readNamespacedDeployment({ name, namespace });
+    const memory = containerMemory(object.spec?.template.spec, description);
+    return serverMemory({ found: true, description, memory }, facts, settings);
+  } catch (err) {
+    if (isNotFound(err)) return serverMemory({ found: false, description }, facts, settings);
+    const message = `cannot read the workload named by ${owner.key} (${apiErrorMessage(err)}): the memory ceiling is not known`;
+    return { known: false, reason: "WorkloadUnreadable", message };
+  }
 }
 
 /** Cluster-wide when allowed; else the diagnosed policy's namespace only, and a note saying so. */

@@ -12,6 +12,7 @@ import { CoreV1Api } from "@kubernetes/client-node";
 import { parseDuration } from "../api/duration.js";
 import { checkRedisDependency } from "../server/dependencies.js";
 import { readSecretKeys } from "../kube/secrets.js";
+import { memoryCondition, type ServerMemory } from "../server/model.js";
 import { PostgresError, PostgresPools, describeTarget, type PostgresTarget } from "../postgres/connection.js";
 import { inspectServer, type ServerFacts } from "../postgres/inspect.js";
 import { checkRedis } from "../redis/check.js";
@@ -32,6 +33,7 @@ import type {
   BudgetSection,
   DiagnoseReport,
   ExtensionsSection,
+  MemorySection,
   PolicySection,
   PostgresSection,
   RedisSection,
@@ -255,8 +257,18 @@ async function budgetOf(kc: KubeConfig, loaded: LoadedPolicy, facts: ServerFacts
     withinLimits: budget.withinLimits,
     headroomPercent: view.settings.headroomPercent,
     ceiling: view.settings.ceiling,
+    memory: memorySection(view.memory, facts),
     notes: view.notes,
   };
+}
+
+/** The ceiling's numbers, and the verdict the operator's MemoryWithinLimits condition gives on the value in force. */
+function memorySection(memory: ServerMemory, facts: ServerFacts): MemorySection {
+  const { status, reason, message } = memoryCondition(memory, facts.maxConnections);
+  const condition = { status, reason, message };
+  if (!memory.known) return { known: false, reason: memory.reason, message: memory.message, condition };
+  const { ceiling, memoryBytes, fixedBytes, perConnectionBytes } = memory.ceiling;
+  return { known: true, ceiling, source: memory.source, memoryBytes, fixedBytes, perConnectionBytes, condition };
 }
 
 function extensionsOf(

@@ -5,7 +5,8 @@
  * A critical or warning finding makes `diagnose` exit 1. The rules, in the order of the
  * report: PostgreSQL unreachable; no slot left for ordinary roles; usage ≥ 85 % (warning) or
  * ≥ 95 % (critical); worst-case demand above capacity; sessions idle in transaction past the
- * threshold; required extensions missing; Redis down when required (a notice otherwise).
+ * threshold; required extensions missing; Redis down when required (a notice otherwise);
+ * max_connections above what the PostgreSQL container's memory carries (warning).
  */
 import { formatDuration } from "../api/duration.js";
 import { MAX_CONNECTIONS_MAX } from "../api/schema.js";
@@ -55,6 +56,11 @@ export function analyze(facts: Facts, ctx: FindingContext): Finding[] {
 
   if (facts.budget && !facts.budget.withinLimits && pg.reachable) {
     add("critical", "BudgetExceeded", budgetMessage(facts.budget), budgetAdvice(facts, pg, facts.budget));
+  }
+  const memory = facts.budget?.memory;
+  if (memory && memory.condition.status === "False" && pg.reachable) {
+    // The operator's own MemoryWithinLimits words (src/controller/server-budget.ts), numbers and advice included.
+    add("warning", memory.condition.reason, memory.condition.message);
   }
 
   const s = facts.sessions;
@@ -206,7 +212,13 @@ function budgetAdvice(facts: Facts, pg: Reachable, b: BudgetSection): string {
     ceiling: MAX_CONNECTIONS_MAX,
     currentUsage: pg.connections.total,
   });
-  const options = [raiseAdvice(facts, pg, size)];
+  const memory = b.memory?.known ? b.memory : undefined;
+  const options =
+    memory && size > memory.ceiling
+      ? [
+          `max_connections above ${memory.ceiling} does not fit in ${memory.source}: give PostgreSQL more memory, or put a connection pooler in front`,
+        ]
+      : [raiseAdvice(facts, pg, size)];
   const cut = poolCut(b);
   if (cut)
     options.push(`lower pool.maxSize of ${cut.policy} (${cut.deployments.join(", ")}) from ${cut.from} to ${cut.to}`);

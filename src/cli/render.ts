@@ -4,6 +4,7 @@
  * terminal, a CI log and a ticket. Scripts use --json instead of parsing this.
  */
 import { formatDuration } from "../api/duration.js";
+import { formatBytes } from "../server/memory.js";
 import type { DiagnoseReport, Finding } from "./report.js";
 import type { ReapReport } from "./reap.js";
 
@@ -150,6 +151,14 @@ export function renderDiagnose(r: DiagnoseReport): string {
     out.push(
       `  demand     ${b.demand} of capacity ${b.capacity}: ${b.withinLimits ? "within limits" : `${b.demand - b.capacity} over`}\n`,
     );
+    const m = b.memory;
+    if (m) {
+      out.push(
+        m.known
+          ? `  memory     ceiling ${m.ceiling} max_connections: ${m.source}, ${formatBytes(m.fixedBytes)} fixed + ${formatBytes(m.perConnectionBytes)} per connection\n`
+          : `  memory     ceiling unknown: ${m.message}\n`,
+      );
+    }
     for (const note of b.notes) out.push(`  note: ${note}\n`);
   }
 

@@ -73,8 +73,27 @@ export interface BudgetSection {
   /** The server's settings (serverSettings in src/server/model.ts), used to size the recommended max_connections. */
   headroomPercent: number;
   ceiling: number;
+  /** The memory ceiling (src/server/memory.ts), as the operator computes it; absent in reports of older versions. */
+  memory?: MemorySection;
   notes: string[];
 }
+
+/** What the PostgreSQL container's memory carries, and the operator's MemoryWithinLimits verdict on max_connections. */
+export type MemorySection = (
+  | {
+      known: true;
+      /** The largest max_connections that fits. */
+      ceiling: number;
+      /** e.g. "the memory limit 2 GiB of container postgres in StatefulSet db/pg" */
+      source: string;
+      memoryBytes: number;
+      /** shared_buffers + autovacuum workers + the server's own processes */
+      fixedBytes: number;
+      /** spec.postgres.memory.perConnection (or the default) + work_mem */
+      perConnectionBytes: number;
+    }
+  | { known: false; reason: string; message: string }
+) & { condition: { status: string; reason: string; message: string } };
 
 export interface ExtensionsSection {
   database: string;

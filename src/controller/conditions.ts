@@ -11,6 +11,7 @@ export const ConditionTypes = [
   "MaxConnectionsApplied",
   "PoolEnvInjected",
   "BudgetWithinLimits",
+  "MemoryWithinLimits",
   "ReaperHealthy",
   "ExtensionsReady",
   "RedisAvailable",

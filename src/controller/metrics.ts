@@ -48,6 +48,13 @@ const budgetCapacity = new Gauge({
   registers: [registry],
 });
 
+const budgetMemoryCeiling = new Gauge({
+  name: "poolpolicy_budget_memory_ceiling_connections",
+  help: "The largest max_connections the PostgreSQL container's memory carries (absent while its limit is not known)",
+  labelNames: serverLabels,
+  registers: [registry],
+});
+
 const restartsHeld = new Gauge({
   name: "poolpolicy_postgres_restarts_held",
   help: "1 while the restart limit holds restarts of a PostgreSQL workload until a person releases them",
@@ -97,6 +104,11 @@ export const operatorMetrics = {
   observeBudget(server: ServerKey, budget: Budget): void {
     budgetDemand.set({ server }, budget.demand);
     budgetCapacity.set({ server }, budget.capacity);
+  },
+  /** The server's memory ceiling; no series while it is not known, rather than a made-up number. */
+  observeMemoryCeiling(server: ServerKey, ceiling: number | undefined): void {
+    if (ceiling === undefined) budgetMemoryCeiling.remove({ server });
+    else budgetMemoryCeiling.set({ server }, ceiling);
   },
   observeRestartsHeld(workload: string, held: boolean): void {
     restartsHeld.set({ workload }, held ? 1 : 0);

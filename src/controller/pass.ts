@@ -14,7 +14,7 @@ import type { Logger } from "../log.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import type { PolicyTarget } from "../server/credentials.js";
 import type { ServerKey } from "../server/identity.js";
-import type { ServerDesire } from "../server/model.js";
+import type { ServerDesire, ServerMemory, ServerSettings } from "../server/model.js";
 import type { ConditionUpdate } from "./conditions.js";
 
 export interface PolicyEvent {
@@ -50,6 +50,11 @@ export interface ServerView {
   facts: ServerFacts | undefined;
   budget: Budget | undefined;
   desired: ServerDesire;
+  /** The server's memory ceiling (undefined while its facts are unknown). */
+  memory: ServerMemory | undefined;
+  settings: ServerSettings;
+  /** max_connections is sized by "auto" (no policy of the server gives a number): spec.budget.ceiling bounds it. */
+  autoSized: boolean;
 }
 
 export interface StepOutcome {

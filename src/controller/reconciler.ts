@@ -39,11 +39,17 @@ import { policyTarget } from "../server/credentials.js";
 import {
   desireOfPolicy,
   desiredMaxConnections,
+  memoryCondition,
   gatherBudgetTargets,
   policiesOnServer,
   serverBudget,
+  type PolicyOnServer,
+  serverMemory,
+  type ServerMemory,
   serverOfPolicy,
+  type ServerSettings,
   serverSettings,
+  workloadPolicy,
 } from "../server/model.js";
 import { checkExtensions } from "../server/dependencies.js";
 import { type ConditionUpdate, findCondition, setCondition, summarizeReady } from "./conditions.js";
@@ -174,7 +180,7 @@ export class PoolPolicyReconciler {
     const all = combine([postgres, applied.step, reaper, dependencies.step]);
 
     const updates = [...all.conditions];
-    updates.push(summarizeReady(updates.filter((u) => u.type !== "RedisAvailable" || dependencies.redisRequired)));
+    updates.push(summarizeReady(updates.filter((u) => countsForReady(u, dependencies.redisRequired))));
     let conditions = previous.conditions ?? [];
     const generation = policy.metadata.generation ?? 0;
     for (const u of updates) conditions = setCondition(conditions, u, now, generation);
@@ -221,14 +227,42 @@ export class PoolPolicyReconciler {
     const self = { key, namespace, spec };
     const peers = policiesOnServer(this.deps.listPolicies(), pass.server);
     if (!peers.some((p) => p.key === key)) peers.push(self);
+    const settings = serverSettings(peers);
     const targets = facts ? await gatherBudgetTargets(this.deps.kube, peers) : [];
-    const budget = facts ? serverBudget(targets, facts, serverSettings(peers)) : undefined;
+    const budget = facts ? serverBudget(targets, facts, settings) : undefined;
+    const memory = facts ? await this.serverMemoryOf(peers, facts, settings) : undefined;
     if (budget) {
-      status.budget = budgetStatus(budget, key, peers.length);
+      status.budget = budgetStatus(budget, key, peers.length, memory);
       operatorMetrics.observeBudget(pass.server, budget);
+      operatorMetrics.observeMemoryCeiling(pass.server, memory?.known ? memory.ceiling.ceiling : undefined);
     }
-    const desired = desireOfPolicy(self, desiredMaxConnections(peers, budget, facts));
-    return { view: { connection, facts, budget, desired }, step: outcome({ conditions, status }) };
+    const desired = desireOfPolicy(self, desiredMaxConnections(peers, budget, facts, memory));
+    const modes = peers.map((p) => p.spec.postgres.maxConnections);
+    const autoSized = modes.includes("auto") && !modes.some((m) => typeof m === "number");
+    const view = { connection, facts, budget, desired, memory, settings, autoSized };
+    return { view, step: outcome({ conditions, status }) };
+  }
+
+  /**
+   * The server's memory ceiling, from the workload that the first policy of the server (by key)
+   * names: the same for whichever policy is reconciled.
+   */
+  private async serverMemoryOf(
+    peers: readonly PolicyOnServer[],
+    facts: ServerFacts,
+    settings: ServerSettings,
+  ): Promise<ServerMemory> {
+    const owner = workloadPolicy(peers);
+    if (!owner) return serverMemory(undefined, facts, settings);
+    try {
+      const workload = await this.deps.kube.readWorkload(owner.spec.postgres.restart, owner.namespace);
+      return serverMemory(workload, facts, settings);
+    } catch (err) {
+      // The ceiling only informs: a workload we may not read leaves it unknown, it does not fail
+      // the pass (the max_connections step reports its own workload's errors).
+      const message = `cannot read the workload named by ${owner.key} (${(err as Error).message}): the memory ceiling is not known`;
+      return { known: false, reason: "WorkloadUnreadable", message };
+    }
   }
 
   /**
@@ -240,7 +274,8 @@ export class PoolPolicyReconciler {
     pass: Pass,
     view: ServerView,
   ): Promise<{ step: StepOutcome; restarting: boolean }> {
-    const { facts, budget, desired, connection } = view;
+    const { facts, budget, desired, connection, memory } = view;
+    const bounds = { memory, settings: view.autoSized ? view.settings : undefined };
     const target = connection.ok ? connection.target : undefined;
     const deps = {
       kube: this.deps.kube,
@@ -293,7 +328,8 @@ export class PoolPolicyReconciler {
       conditions: [
         { type: "MaxConnectionsApplied", ...maxConnections.condition },
         { type: "PoolEnvInjected", ...env.condition },
-        { type: "BudgetWithinLimits", ...budgetCondition(budget) },
+        { type: "BudgetWithinLimits", ...budgetCondition(budget, bounds) },
+        { type: "MemoryWithinLimits", ...memoryCondition(memory, desired.kind === "value" ? desired.value : current) },
       ],
       events: [...maxConnections.events, ...envEvents],
       status: { targets: env.targets, targetsSummary: env.summary },
@@ -406,6 +442,17 @@ export class PoolPolicyReconciler {
   }
 }
 
+/**
+ * Whether a condition holds Ready back. An optional Redis does not; nor does a memory ceiling
+ * that is not known (no workload named, no limit set): that is information, not a fault. Memory
+ * that does not carry max_connections does.
+ */
+function countsForReady(u: ConditionUpdate, redisRequired: boolean): boolean {
+  if (u.type === "RedisAvailable") return redisRequired;
+  if (u.type === "MemoryWithinLimits") return u.status !== "Unknown";
+  return true;
+}
+
 /** An Event for every condition that changed status or reason: the story `kubectl describe` tells. */
 function transitionEvents(previous: PoolPolicyStatus, updates: readonly ConditionUpdate[]): PolicyEvent[] {
   const out: PolicyEvent[] = [];
@@ -413,6 +460,9 @@ function transitionEvents(previous: PoolPolicyStatus, updates: readonly Conditio
     const before = findCondition(previous.conditions, u.type);
     if (before && before.status === u.status && before.reason === u.reason) continue;
     if (!before && u.status === "True" && u.type !== "Ready") continue; // first report of a healthy dependency: no noise
+    // A memory ceiling not known (no workload named, no limit set) is information, not news.
+    if (u.type === "MemoryWithinLimits" && u.status === "Unknown" && (before?.status ?? "Unknown") === "Unknown")
+      continue;
     out.push({
       type: u.status === "False" && !PROGRESS_REASONS.has(u.reason) ? "Warning" : "Normal",
       reason: u.type === "Ready" ? (u.status === "True" ? "Ready" : "NotReady") : u.reason,

@@ -16,6 +16,7 @@ import {
   recentRestarts,
   type WorkloadRef,
 } from "./restart-gate.js";
+import { type ContainerMemory, containerMemory } from "../server/memory.js";
 import { deploymentRolledOut, statefulSetRolledOut } from "./rollout.js";
 
 export interface WorkloadState {
@@ -35,6 +36,8 @@ export interface WorkloadState {
   restarts: Pick<RestartLimit, "history" | "heldSince">;
   /** As read: every write below is conditional on it (see patchWorkload). */
   resourceVersion?: string;
+  /** The PostgreSQL container's memory limit or request (found workloads only). */
+  memory?: ContainerMemory;
 }
 
 type RestartSpec = NonNullable<PoolPolicySpec["postgres"]["restart"]>;
@@ -69,7 +72,8 @@ export async function readWorkload(
     };
     const resourceVersion = object.metadata?.resourceVersion;
     const replicas = object.spec?.replicas ?? 1;
-    return { ...base, found: true, rolledOut, record, replicas, podSelector, restarts, resourceVersion };
+    const memory = containerMemory(object.spec?.template.spec, base.description);
+    return { ...base, found: true, rolledOut, record, replicas, podSelector, restarts, resourceVersion, memory };
   } catch (err) {
     if (isNotFound(err)) return { ...base, ...none };
     throw err;

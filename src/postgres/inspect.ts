@@ -13,6 +13,16 @@ export interface ConnectionCounts {
   idleInTransaction: number;
 }
 
+/** The server settings the memory ceiling depends on (src/server/memory.ts), in bytes (and a count of workers). */
+export interface MemorySettings {
+  sharedBuffers: number;
+  workMem: number;
+  maintenanceWorkMem: number;
+  /** -1: use maintenance_work_mem (PostgreSQL's default). */
+  autovacuumWorkMem: number;
+  autovacuumMaxWorkers: number;
+}
+
 export interface ServerFacts {
   version: string;
   versionNum: number;
@@ -36,6 +46,8 @@ export interface ServerFacts {
   mayAlterMaxConnections: boolean;
   /** PG17+: allow_alter_system; true where the setting does not exist. */
   allowAlterSystem: boolean;
+  /** The settings the memory ceiling depends on (src/server/memory.ts), in bytes. */
+  memory: MemorySettings;
 }
 
 const SETTINGS_SQL = `
@@ -48,7 +60,12 @@ SELECT current_setting('server_version') AS version,
        current_setting('superuser_reserved_connections')::int AS superuser_reserved,
        coalesce(current_setting('reserved_connections', true), '0')::int AS reserved,
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS is_superuser,
-       coalesce(current_setting('allow_alter_system', true), 'on') = 'on' AS allow_alter_system
+       coalesce(current_setting('allow_alter_system', true), 'on') = 'on' AS allow_alter_system,
+       pg_size_bytes(current_setting('shared_buffers'))::float8 AS shared_buffers,
+       pg_size_bytes(current_setting('work_mem'))::float8 AS work_mem,
+       pg_size_bytes(current_setting('maintenance_work_mem'))::float8 AS maintenance_work_mem,
+       pg_size_bytes(current_setting('autovacuum_work_mem'))::float8 AS autovacuum_work_mem,
+       current_setting('autovacuum_max_workers')::int AS autovacuum_max_workers
   FROM pg_settings s WHERE s.name = 'max_connections'`;
 
 const MAY_ALTER_MAX_CONNECTIONS_SQL = `
@@ -125,6 +142,13 @@ export async function inspectServer(client: pg.PoolClient): Promise<ServerFacts>
     isSuperuser: settings.is_superuser,
     mayAlterMaxConnections: mayAlter,
     allowAlterSystem: settings.allow_alter_system,
+    memory: {
+      sharedBuffers: settings.shared_buffers,
+      workMem: settings.work_mem,
+      maintenanceWorkMem: settings.maintenance_work_mem,
+      autovacuumWorkMem: settings.autovacuum_work_mem,
+      autovacuumMaxWorkers: settings.autovacuum_max_workers,
+    },
   };
 }
 

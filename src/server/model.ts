@@ -23,6 +23,14 @@ import {
 import { OPERATOR_POOL_SIZE } from "../postgres/connection.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { labelSelectorString } from "../kube/selectors.js";
+import {
+  type ContainerMemory,
+  DEFAULT_PER_CONNECTION_BYTES,
+  formatBytes,
+  type MemoryCeiling,
+  memoryCeiling,
+} from "./memory.js";
+import { parseMemoryQuantity } from "../api/quantity.js";
 import { type ServerKey, serverKey } from "./identity.js";
 
 export interface PolicyOnServer {
@@ -86,6 +94,11 @@ export interface ServerSettings {
   headroomPercent: number;
   /** For maxConnections "auto": the lowest ceiling any auto policy sets (likewise). */
   ceiling: number;
+  /**
+   * What one connection costs besides work_mem, for the memory ceiling: the largest any policy
+   * sets (spec.postgres.memory.perConnection), else the measured default.
+   */
+  perConnectionBytes: number;
 }
 
 export function serverSettings(policies: readonly PolicyOnServer[]): ServerSettings {
@@ -95,6 +108,141 @@ export function serverSettings(policies: readonly PolicyOnServer[]): ServerSetti
     reserve: Math.max(0, ...policies.map((p) => p.spec.budget.reserve)),
     headroomPercent: Math.max(0, ...auto.map((p) => p.spec.budget.headroomPercent)),
     ceiling: Math.min(MAX_CONNECTIONS_MAX, ...auto.map((p) => p.spec.budget.ceiling)),
+    perConnectionBytes: perConnectionBytes(policies),
+  };
+}
+
+function perConnectionBytes(policies: readonly PolicyOnServer[]): number {
+  const set = policies.flatMap((p) => {
+    const text = p.spec.postgres.memory?.perConnection;
+    const bytes = text === undefined ? undefined : parseMemoryQuantity(text);
+    return bytes === undefined ? [] : [bytes];
+  });
+  return set.length > 0 ? Math.max(...set) : DEFAULT_PER_CONNECTION_BYTES;
+}
+
+/**
+ * The policy whose spec.postgres.restart names the server's workload: the first by key that
+ * names one. Chosen from the set of policies, like everything else about the server, so that
+ * every policy of the server reads the same workload and computes the same ceiling.
+ */
+export function workloadPolicy(policies: readonly PolicyOnServer[]): PolicyOnServer | undefined {
+  return policies.find((p) => p.spec.postgres.restart !== undefined);
+}
+
+/** The workload a policy names in spec.postgres.restart, and how messages name it ("StatefulSet db/pg"). */
+export function workloadOfPolicy(
+  p: PolicyOnServer,
+): { kind: "StatefulSet" | "Deployment"; name: string; namespace: string; description: string } | undefined {
+  const w = p.spec.postgres.restart?.workload;
+  if (!w) return undefined;
+  const namespace = w.namespace ?? p.namespace;
+  return { kind: w.kind, name: w.name, namespace, description: `${w.kind} ${namespace}/${w.name}` };
+}
+
+/** The memory ceiling of a server, or why it is not known. */
+export type ServerMemory =
+  | { known: true; ceiling: MemoryCeiling; source: string; minimum: number }
+  | { known: false; reason: string; message: string };
+
+/**
+ * The server's memory ceiling from what its workload's pod template says (undefined: no policy
+ * names a workload) and the server's settings.
+ */
+export function serverMemory(
+  workload: { found: boolean; description: string; memory?: ContainerMemory } | undefined,
+  facts: ServerFacts,
+  settings: ServerSettings,
+): ServerMemory {
+  if (!workload) {
+    return {
+      known: false,
+      reason: "NoWorkload",
+      message:
+        "no policy of this server names the workload that runs PostgreSQL (spec.postgres.restart.workload): the memory ceiling is not known",
+    };
+  }
+  if (!workload.found || !workload.memory) {
+    return {
+      known: false,
+      reason: "WorkloadNotFound",
+      message: `${workload.description} not found: the memory ceiling is not known`,
+    };
+  }
+  const m = workload.memory;
+  if (!m.known) return { known: false, reason: m.reason, message: m.message };
+  return {
+    known: true,
+    ceiling: memoryCeiling(m.bytes, facts.memory, settings.perConnectionBytes),
+    source: `the memory ${m.source} ${formatBytes(m.bytes)} of container ${m.container} in ${workload.description}`,
+    minimum: minimumMaxConnections(facts),
+  };
+}
+
+/** PostgreSQL does not start unless max_connections exceeds the reserved slots. */
+export function minimumMaxConnections(facts: ServerFacts): number {
+  return facts.superuserReservedConnections + facts.reservedConnections + 1;
+}
+
+/**
+ * The ceiling auto sizing keeps under: spec.budget.ceiling, and what fits in memory when that
+ * is known — never below the least PostgreSQL starts with, even where memory would want less
+ * (the MemoryWithinLimits condition then says the container is too small).
+ */
+export function autoCeiling(settings: ServerSettings, memory: ServerMemory | undefined): number {
+  if (!memory?.known) return settings.ceiling;
+  return Math.min(settings.ceiling, Math.max(memory.ceiling.ceiling, memory.minimum));
+}
+
+/** What to do when the connections the apps want do not fit the server's memory (issue 16). */
+export const MEMORY_ADVICE = "lower the pools, give PostgreSQL more memory, or put a connection pooler in front";
+
+/** The container memory `connections` need: the fixed costs and the per-connection cost of each. */
+export function bytesFor(c: { fixedBytes: number; perConnectionBytes: number }, connections: number): number {
+  return c.fixedBytes + connections * c.perConnectionBytes;
+}
+
+/** The MemoryWithinLimits condition's status, reason and message; `poolpolicy diagnose` shows the same words. */
+export interface MemoryVerdict {
+  status: "True" | "False" | "Unknown";
+  reason: string;
+  message: string;
+}
+
+/**
+ * MemoryWithinLimits: whether `maxConnections` (the value the policies ask for, else the one in
+ * force) fits in the PostgreSQL container's memory. An explicit value above the ceiling is still
+ * applied (the user said so); this condition is the warning that names the numbers.
+ */
+export function memoryCondition(memory: ServerMemory | undefined, maxConnections: number | undefined): MemoryVerdict {
+  if (!memory || maxConnections === undefined) {
+    return {
+      status: "Unknown",
+      reason: "PostgresUnreachable",
+      message: "cannot compute the memory ceiling: the server's settings are not known (PostgreSQL is not reachable)",
+    };
+  }
+  if (!memory.known) return { status: "Unknown", reason: memory.reason, message: memory.message };
+  const c = memory.ceiling;
+  const how = `${formatBytes(c.fixedBytes)} for shared_buffers, autovacuum workers and the server's own processes, then ${formatBytes(c.perConnectionBytes)} per connection (spec.postgres.memory.perConnection + work_mem)`;
+  if (c.ceiling < memory.minimum) {
+    return {
+      status: "False",
+      reason: "MemoryTooSmall",
+      message: `${memory.source} does not carry even the ${memory.minimum} connections PostgreSQL needs to start (${how}): give PostgreSQL more memory or lower shared_buffers`,
+    };
+  }
+  if (maxConnections > c.ceiling) {
+    return {
+      status: "False",
+      reason: "AboveMemoryCeiling",
+      message: `max_connections ${maxConnections} > ${c.ceiling} that fit in ${memory.source} (${how}); ${maxConnections} connections would need ${formatBytes(bytesFor(c, maxConnections))} and may get PostgreSQL OOM-killed: ${MEMORY_ADVICE}`,
+    };
+  }
+  return {
+    status: "True",
+    reason: "WithinMemory",
+    message: `max_connections ${maxConnections} ≤ ${c.ceiling} that fit in ${memory.source} (${how})`,
   };
 }
 
@@ -172,6 +320,7 @@ export function desiredMaxConnections(
   policies: readonly PolicyOnServer[],
   budget: Budget | undefined,
   facts: ServerFacts | undefined,
+  memory?: ServerMemory,
 ): ServerDesire {
   const managing = policies.filter((p) => p.spec.postgres.maxConnections !== undefined);
   if (managing.length === 0) return { kind: "unmanaged" };
@@ -191,7 +340,8 @@ export function desiredMaxConnections(
     };
   }
   const settings = serverSettings(policies);
-  const sized = autoSizeMaxConnections(budget.demand, settings);
+  const ceiling = autoCeiling(settings, memory);
+  const sized = autoSizeMaxConnections(budget.demand, { headroomPercent: settings.headroomPercent, ceiling });
   const inUse = facts.connections.total + budget.reserve;
   if (sized < facts.maxConnections && inUse > sized) {
     return {
@@ -203,8 +353,15 @@ export function desiredMaxConnections(
   return {
     kind: "value",
     value: sized,
-    source: `auto: demand ${budget.demand} + ${settings.headroomPercent}% headroom, ceiling ${settings.ceiling}`,
+    source: `auto: demand ${budget.demand} + ${settings.headroomPercent}% headroom, ${ceilingSource(settings, memory, ceiling)}`,
   };
+}
+
+function ceilingSource(settings: ServerSettings, memory: ServerMemory | undefined, ceiling: number): string {
+  if (memory?.known && ceiling < settings.ceiling) {
+    return `ceiling ${ceiling}: what fits in ${memory.source} (spec.budget.ceiling is ${settings.ceiling})`;
+  }
+  return `ceiling ${ceiling} (spec.budget.ceiling)`;
 }
 
 /**

@@ -14,7 +14,16 @@ export function postgresService(namespace: string, name = "postgres"): V1Service
   };
 }
 
-export function postgresStatefulSet(namespace: string, name = "postgres", replicas = 1): V1StatefulSet {
+/**
+ * `memoryLimit` sets resources.limits.memory of the postgres container: the operator reads it for
+ * the memory ceiling (kwok's pods do not enforce it; the PostgreSQL behind the bridge runs as is).
+ */
+export function postgresStatefulSet(
+  namespace: string,
+  name = "postgres",
+  replicas = 1,
+  { memoryLimit }: { memoryLimit?: string } = {},
+): V1StatefulSet {
   const labels = { app: name, [BRIDGED_POD_LABEL]: name };
   return {
     apiVersion: "apps/v1",
@@ -29,7 +38,14 @@ export function postgresStatefulSet(namespace: string, name = "postgres", replic
         metadata: { labels },
         spec: {
           terminationGracePeriodSeconds: 30,
-          containers: [{ name: "postgres", image: "postgres:15", ports: [{ containerPort: 5432 }] }],
+          containers: [
+            {
+              name: "postgres",
+              image: "postgres:15",
+              ports: [{ containerPort: 5432 }],
+              ...(memoryLimit ? { resources: { limits: { memory: memoryLimit } } } : {}),
+            },
+          ],
         },
       },
     },

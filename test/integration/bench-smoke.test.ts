@@ -24,11 +24,19 @@ it("runs every benchmark scenario and keeps the exact goals", () => {
   });
   const out = run.stdout + run.stderr;
   expect(run.status, out).toBe(0);
-  expect(out).toContain("bench smoke: 7 scenarios ran");
+  expect(out).toContain("bench smoke: 8 scenarios ran");
   const report = out.match(/smoke report: (\S+)/)?.[1];
   expect(report, out).toBeDefined();
   const markdown = readFileSync(report!, "utf8");
-  for (const title of ["1. Fan-out", "2. Steady state", "3. Memory", "4. Reaper", "5. Event storm", "6. Restart"])
+  for (const title of [
+    "1. Fan-out",
+    "2. Steady state",
+    "3. Memory",
+    "4. Reaper",
+    "5. Event storm",
+    "6. Restart",
+    "8. Backend memory",
+  ])
     expect(markdown).toContain(`## ${title}`);
   expect(markdown).not.toContain("The scenario failed");
 }, 960_000);

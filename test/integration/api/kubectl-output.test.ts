@@ -120,7 +120,9 @@ describe("kubectl get pp -o wide", () => {
         ...api,
         namespace,
         name: "wide",
-        body: { status: { budget: { demand: 130, capacity: 200, reserve: 5 }, targetsSummary: "2/2" } },
+        body: {
+          status: { budget: { demand: 130, capacity: 200, reserve: 5, memoryCeiling: 180 }, targetsSummary: "2/2" },
+        },
       },
       setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
     );
@@ -146,8 +148,16 @@ describe("kubectl get pp -o wide", () => {
       "PORT",
       "DEMAND",
       "CAPACITY",
+      "MEMCEILING",
     ]);
-    expect(wide).toMatchObject({ TARGETS: "2/2", HOST: "pg.db.svc", PORT: "6432", DEMAND: "130", CAPACITY: "200" });
+    expect(wide).toMatchObject({
+      TARGETS: "2/2",
+      HOST: "pg.db.svc",
+      PORT: "6432",
+      DEMAND: "130",
+      CAPACITY: "200",
+      MEMCEILING: "180",
+    });
 
     const [plain] = table(await kubectl("get", "pp", "wide"));
     expect(Object.keys(plain!)).toEqual(["NAME", "READY", "REASON", "MAXCONN", "USAGE", "TARGETS", "AGE"]);

@@ -53,11 +53,11 @@ export class Scenario {
   }
 
   /** The postgres StatefulSet, bound to the local server by the pod bridge. */
-  async withPostgresWorkload(): Promise<PostgresPodBridge> {
+  async withPostgresWorkload(options: Parameters<typeof postgresStatefulSet>[3] = {}): Promise<PostgresPodBridge> {
     await this.core.createNamespacedService({ namespace: this.namespace, body: postgresService(this.namespace) });
     await this.apps.createNamespacedStatefulSet({
       namespace: this.namespace,
-      body: postgresStatefulSet(this.namespace),
+      body: postgresStatefulSet(this.namespace, "postgres", 1, options),
     });
     this.bridge = new PostgresPodBridge(this.kc, this.namespace, "postgres", [this.server]);
     this.bridge.start();

@@ -36,6 +36,7 @@ describe("the CRD generated from the zod schema", () => {
       "Port",
       "Demand",
       "Capacity",
+      "MemCeiling",
     ]);
   });
 
@@ -46,6 +47,7 @@ describe("the CRD generated from the zod schema", () => {
       ".spec.postgres.port",
       ".status.budget.demand",
       ".status.budget.capacity",
+      ".status.budget.memoryCeiling",
     ]);
   });
 

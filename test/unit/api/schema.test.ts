@@ -89,3 +89,23 @@ describe("durations", () => {
   it.each(["", "5", "5 m", "1d", "-5s", "s"])("refuses %j", (text) => expect(parseDuration(text)).toBeUndefined());
   it("formats back", () => expect(formatDuration(5_400_000)).toBe("1h30m"));
 });
+
+describe("spec.postgres.memory.perConnection", () => {
+  const withCost = (perConnection: string) =>
+    validateSpec({ ...minimal, postgres: { ...minimal.postgres, memory: { perConnection } } });
+
+  it.each(["4Mi", "2.5Mi", "9M", "256Ki", "1Gi"])("accepts %s", (q) => {
+    expect(withCost(q).ok).toBe(true);
+  });
+
+  it.each([
+    ["4MB", "must be a memory size such as 4Mi, 2.5Mi or 9M"],
+    ["-1Mi", "must be a memory size such as 4Mi, 2.5Mi or 9M"],
+    ["100Ki", "must be from 256Ki to 1Gi"],
+    ["2Gi", "must be from 256Ki to 1Gi"],
+  ])("refuses %s: %s", (q, message) => {
+    const result = withCost(q);
+    expect(result.ok).toBe(false);
+    if (!result.ok) expect(result.message).toContain(`spec.postgres.memory.perConnection: ${message}`);
+  });
+});

@@ -49,6 +49,34 @@ describe("findings", () => {
     );
   });
 
+  it("max_connections above what the container's memory carries: the operator's warning; no advice to raise past it", () => {
+    const source = "the memory limit 1 GiB of container postgres in StatefulSet db/pg";
+    const memory = {
+      known: true as const,
+      ceiling: 80,
+      source,
+      memoryBytes: 2 ** 30,
+      fixedBytes: 384 * 2 ** 20,
+      perConnectionBytes: 8 * 2 ** 20,
+      condition: {
+        status: "False",
+        reason: "AboveMemoryCeiling",
+        message: `max_connections 100 > 80 that fit in ${source}`,
+      },
+    };
+    const found = analyze(facts({ budget: budget({ memory }) }), ctx);
+    expect(found.map((f) => f.code)).toEqual(["BudgetExceeded", "AboveMemoryCeiling"]);
+    expect(found[1]).toMatchObject({ severity: "warning", message: memory.condition.message });
+    expect(found[0]!.recommendation).toContain(
+      `max_connections above 80 does not fit in ${source}: give PostgreSQL more memory, or put a connection pooler in front`,
+    );
+    expect(found[0]!.recommendation).not.toContain("raise max_connections to 140");
+    const fits = { ...memory, ceiling: 500, condition: { status: "True", reason: "WithinMemory", message: "" } };
+    const within = analyze(facts({ budget: budget({ memory: fits }) }), ctx);
+    expect(within.map((f) => f.code)).toEqual(["BudgetExceeded"]);
+    expect(within[0]!.recommendation).toContain("raise max_connections to 140");
+  });
+
   it("offers no pool cut when no pool size of at least 1 fits", () => {
     expect(poolCut(budget({ capacity: 20 }))).toBeUndefined();
     expect(poolCut(budget({ demand: 100, capacity: 100 }))).toBeUndefined();

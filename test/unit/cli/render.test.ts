@@ -27,7 +27,17 @@ describe("age", () => {
 describe("renderDiagnose", () => {
   it("shows every section and each finding with its recommendation", () => {
     const f = facts({
-      budget: budget(),
+      budget: budget({
+        memory: {
+          known: true,
+          ceiling: 208,
+          source: "the memory limit 2 GiB of container postgres in StatefulSet db/pg",
+          memoryBytes: 2 ** 31,
+          fixedBytes: 384 * 2 ** 20,
+          perConnectionBytes: 8 * 2 ** 20,
+          condition: { status: "True", reason: "WithinMemory", message: "" },
+        },
+      }),
       extensions: {
         database: "appdb",
         required: ["plpgsql", "pgcrypto"],
@@ -51,6 +61,9 @@ describe("renderDiagnose", () => {
     expect(text).toContain("BUDGET ON db:5432 (2 PoolPolicies)\n");
     expect(text).toContain("  shop/p      shop/api          10         7                   70\n");
     expect(text).toContain("  demand     115 of capacity 100: 15 over\n");
+    expect(text).toContain(
+      "  memory     ceiling 208 max_connections: the memory limit 2 GiB of container postgres in StatefulSet db/pg, 384 MiB fixed + 8 MiB per connection\n",
+    );
     expect(text).toContain("  pgcrypto    missing (available: CREATE EXTENSION)\n");
     expect(text).toContain("  PING ok; clients 3/10000; 0 rejected since start\n");
     expect(text).toContain("  CRITICAL  BudgetExceeded: demand 115 > capacity 100: ");

@@ -17,6 +17,8 @@ import type { TargetsOutcome } from "../../../src/controller/targets.js";
 import type { WorkloadState } from "../../../src/controller/workload.js";
 import { PostgresError } from "../../../src/postgres/connection.js";
 import type { InstanceFacts, ServerFacts } from "../../../src/postgres/inspect.js";
+import { containerMemory } from "../../../src/server/memory.js";
+import { DEFAULT_MEMORY_SETTINGS } from "../fixtures/server-facts.js";
 
 export const T0 = new Date("2026-11-30T10:00:00.000Z");
 
@@ -30,6 +32,7 @@ export class FakePostgres implements PostgresPort {
   postmasterStartTime = T0;
   connections = { total: 4, active: 1, idle: 3, idleInTransaction: 0 };
   installedExtensions: string[] = [];
+  memory = DEFAULT_MEMORY_SETTINGS;
   /** Make the next ALTER SYSTEM fail with this error. */
   alterError?: Error;
   reaperError?: Error;
@@ -58,6 +61,7 @@ export class FakePostgres implements PostgresPort {
       allowAlterSystem: this.allowAlterSystem,
       mayReadConfigFiles: true,
       alterSystemValue: this.alterSystemValue,
+      memory: this.memory,
     };
   }
 
@@ -122,6 +126,12 @@ export interface FakeWorkload {
   record?: RestartRecord;
   history: Date[];
   heldSince?: Date;
+  /** resources.limits.memory of its postgres container, e.g. "1Gi"; absent: none set. */
+  memoryLimit?: string;
+}
+
+function postgresContainer(memoryLimit: string | undefined) {
+  return { name: "postgres", resources: memoryLimit ? { limits: { memory: memoryLimit } } : {} };
 }
 
 export interface RecordedEvent {
@@ -136,6 +146,8 @@ export class FakeKubernetes implements KubernetesPort {
   deployments_: V1Deployment[] = [];
   hpas_: V2HorizontalPodAutoscaler[] = [];
   workload: FakeWorkload = { found: true, rolledOut: true, history: [] };
+  /** readWorkload of a named workload throws this (e.g. the API server refuses the GET). */
+  workloadReadError?: Error;
   /** What applyPoolEnv was asked, in order: the pool max and whether growth was held. */
   readonly envCalls: { maxSize: number; holdGrowthUntil: number | false | undefined }[] = [];
   /** The pool max each app Deployment runs with (what a real SSA + rollout would leave). */
@@ -180,19 +192,22 @@ export class FakeKubernetes implements KubernetesPort {
         description: "no workload",
         restarts: { history: [] },
       };
+    if (this.workloadReadError) throw this.workloadReadError;
     const w = this.workload;
     const namespace = restart.workload.namespace ?? ns;
+    const description = `StatefulSet ${namespace}/${restart.workload.name}`;
     return {
       configured: true,
       found: w.found,
       rolledOut: w.rolledOut,
       record: w.record,
-      description: `StatefulSet ${namespace}/${restart.workload.name}`,
+      description,
       kind: "StatefulSet",
       name: restart.workload.name,
       namespace,
       replicas: 1,
       restarts: { history: [...w.history], heldSince: w.heldSince },
+      memory: w.found ? containerMemory({ containers: [postgresContainer(w.memoryLimit)] }, description) : undefined,
     };
   }
 

@@ -435,3 +435,104 @@ describe("Events", () => {
     expect(w.kube.statusWrites).toHaveLength(1);
   });
 });
+
+describe("the memory ceiling", () => {
+  // A 2 GiB container with PostgreSQL's default settings: 128 MiB shared_buffers + 3 × 64 MiB
+  // autovacuum + 64 MiB overhead = 384 MiB, then 4 MiB + 4 MiB work_mem per connection:
+  // (2048 − 384) / 8 = 208 connections fit.
+  beforeEach(() => {
+    w.kube.workload.memoryLimit = "2Gi";
+    w.deployment("web", 20); // api 1 × 10 + web 20 × 10 + 5 reserved = 215 at worst
+  });
+
+  it("auto sizes up to what fits, not to demand + headroom, and says memory is the binding bound", async () => {
+    w.policy("p", restartTo("auto"));
+    let { status } = await w.pass();
+    expect(w.postgres.alters).toEqual([208]); // 215 + 20 % would be 260
+    expect(condition(status, "MemoryWithinLimits")).toMatchObject({ status: "True", reason: "WithinMemory" });
+    expect(condition(status, "MemoryWithinLimits")?.message).toContain(
+      "max_connections 208 ≤ 208 that fit in the memory limit 2 GiB of container postgres in StatefulSet db/postgres",
+    );
+    expect(status.budget).toMatchObject({ demand: 215, memoryCeiling: 208 });
+    w.rollOut();
+    ({ status } = await w.pass());
+    expect(condition(status, "MaxConnectionsApplied")).toMatchObject({ status: "True", reason: "Applied" });
+    const budget = condition(status, "BudgetWithinLimits");
+    expect(budget).toMatchObject({ status: "False", reason: "OverCommitted" });
+    expect(budget?.message).toContain("worst-case demand 215 > max_connections 208");
+    expect(budget?.message).toContain("the binding bound is memory: 208 connections fit in the memory limit 2 GiB");
+    expect(budget?.message).toContain(
+      "lower the pools, give PostgreSQL more memory, or put a connection pooler in front",
+    );
+    await w.pass();
+    expect(w.postgres.alters).toEqual([208]); // stays there: no second restart
+  });
+
+  it("names spec.budget.ceiling as the binding bound when it is lower than what memory carries", async () => {
+    w.policy("p", { ...restartTo("auto"), budget: { ceiling: 150 } });
+    await w.pass();
+    w.rollOut();
+    const { status } = await w.pass();
+    expect(w.postgres.alters).toEqual([150]);
+    expect(condition(status, "BudgetWithinLimits")?.message).toContain(
+      "the binding bound is spec.budget.ceiling (150), and memory after it: raising the ceiling gains up to the 208 connections that fit",
+    );
+    w.kube.deployments_ = w.kube.deployments_.filter((d) => d.metadata?.name !== "web");
+    w.deployment("web", 15); // 10 + 150 + 5 = 165: above the spec's ceiling, within memory
+    const next = await w.pass();
+    expect(condition(next.status, "BudgetWithinLimits")?.message).toContain(
+      "the binding bound is spec.budget.ceiling (150): raise it to at least 165, or lower the pools",
+    );
+  });
+
+  it("applies an explicit value above the ceiling, with a Warning that names the numbers and what to do", async () => {
+    w.policy("p", restartTo(500));
+    const { status } = await w.pass();
+    expect(w.postgres.alters).toEqual([500]);
+    const memory = condition(status, "MemoryWithinLimits");
+    expect(memory).toMatchObject({ status: "False", reason: "AboveMemoryCeiling" });
+    expect(memory?.message).toContain("max_connections 500 > 208 that fit in the memory limit 2 GiB");
+    expect(memory?.message).toContain("500 connections would need 4.3 GiB"); // 384 MiB + 500 × 8 MiB
+    expect(memory?.message).toContain(
+      "lower the pools, give PostgreSQL more memory, or put a connection pooler in front",
+    );
+    const warning = w.events.all.find((e) => e.reason === "AboveMemoryCeiling");
+    expect(warning).toMatchObject({ type: "Warning" });
+    expect(condition(status, "Ready")?.status).toBe("False");
+  });
+
+  it("every policy of the server reads the ceiling from the workload one of them names", async () => {
+    w.policy("a", restartTo("auto"));
+    w.policy("b", {});
+    const a = (await w.pass("a")).status;
+    const b = (await w.pass("b")).status;
+    expect(a.budget?.memoryCeiling).toBe(208);
+    expect(b.budget?.memoryCeiling).toBe(208);
+    expect(condition(b, "MemoryWithinLimits")).toMatchObject({ status: "True", reason: "WithinMemory" });
+    // A workload the operator may not read leaves the ceiling unknown; the pass goes on.
+    w.kube.workloadReadError = new Error('statefulsets.apps "postgres" is forbidden');
+    const unreadable = (await w.pass("b")).status;
+    expect(condition(unreadable, "MemoryWithinLimits")).toMatchObject({
+      status: "Unknown",
+      reason: "WorkloadUnreadable",
+      message: `cannot read the workload named by ${NS}/a (statefulsets.apps "postgres" is forbidden): the memory ceiling is not known`,
+    });
+    expect(unreadable.budget?.memoryCeiling).toBeUndefined();
+  });
+
+  it("says Unknown, and why, without holding Ready back or raising an Event: no workload, no limit", async () => {
+    w.kube.deployments_ = w.kube.deployments_.filter((d) => d.metadata?.name !== "web");
+    w.policy("p");
+    let { status } = await w.pass();
+    expect(condition(status, "MemoryWithinLimits")).toMatchObject({ status: "Unknown", reason: "NoWorkload" });
+    expect(condition(status, "Ready")?.status).toBe("True");
+    expect(status.budget?.memoryCeiling).toBeUndefined();
+    w.kube.workload.memoryLimit = undefined;
+    w.policy("p", restartTo(100));
+    ({ status } = await w.pass());
+    expect(condition(status, "MemoryWithinLimits")).toMatchObject({ status: "Unknown", reason: "NoMemoryLimit" });
+    expect(condition(status, "MemoryWithinLimits")?.message).toContain("set resources.limits.memory");
+    expect(condition(status, "Ready")?.status).toBe("True");
+    expect(w.events.reasons().filter((r) => r === "NoWorkload" || r === "NoMemoryLimit")).toEqual([]);
+  });
+});

@@ -12,9 +12,12 @@ import {
   policiesOnServer,
   serverBudget,
   serverOfPolicy,
+  serverMemory,
   serverSettings,
   type TargetReader,
+  workloadPolicy,
 } from "../../../src/server/model.js";
+import { DEFAULT_PER_CONNECTION_BYTES } from "../../../src/server/memory.js";
 
 const facts = (over: Partial<ServerFacts> = {}): ServerFacts =>
   serverFacts({ postmasterStartTime: new Date("2026-11-30T10:00:00Z"), ...over });
@@ -29,6 +32,9 @@ interface PolicyShape {
   ceiling: number;
   poolMax: number;
   app: string;
+  /** spec.postgres.restart.workload.name: the StatefulSet whose memory limit the ceiling reads. */
+  workload?: string;
+  perConnection?: string;
 }
 
 function policy(s: PolicyShape): PoolPolicy {
@@ -43,6 +49,8 @@ function policy(s: PolicyShape): PoolPolicy {
         database: "app",
         credentialsSecret: { name: "pg" },
         ...(s.maxConnections === undefined ? {} : { maxConnections: s.maxConnections }),
+        ...(s.workload === undefined ? {} : { restart: { workload: { kind: "StatefulSet", name: s.workload } } }),
+        ...(s.perConnection === undefined ? {} : { memory: { perConnection: s.perConnection } }),
       },
       budget: { reserve: s.reserve, headroomPercent: s.headroomPercent, ceiling: s.ceiling },
       pool: { minSize: 1, maxSize: s.poolMax },
@@ -64,12 +72,31 @@ function reader(apps: Record<string, number>): TargetReader {
   };
 }
 
+/** The memory limit of each PostgreSQL StatefulSet the policies may name. */
+const WORKLOAD_MEMORY: Record<string, number> = { "pg-small": 512 * 2 ** 20, "pg-big": 4 * 2 ** 30 };
+
 /** What one reconcile of `self` decides about the server, given the cache's list in some order. */
 async function decide(all: PoolPolicy[], self: PoolPolicy, apps: Record<string, number>, f: ServerFacts) {
   const server = serverOfPolicy({ namespace: self.metadata.namespace, spec: self.spec as never });
   const peers = policiesOnServer(all, server);
-  const budget = serverBudget(await gatherBudgetTargets(reader(apps), peers), f, serverSettings(peers));
-  return { budget, desire: desiredMaxConnections(peers, budget, f) };
+  const settings = serverSettings(peers);
+  const budget = serverBudget(await gatherBudgetTargets(reader(apps), peers), f, settings);
+  const owner = workloadPolicy(peers);
+  const name = owner?.spec.postgres.restart?.workload.name;
+  const workload = name
+    ? {
+        found: true,
+        description: `StatefulSet ${owner!.namespace}/${name}`,
+        memory: {
+          known: true as const,
+          bytes: WORKLOAD_MEMORY[name]!,
+          source: "limit" as const,
+          container: "postgres",
+        },
+      }
+    : undefined;
+  const memory = serverMemory(workload, f, settings);
+  return { budget, memory, desire: desiredMaxConnections(peers, budget, f, memory) };
 }
 
 const shape = fc.record({
@@ -83,6 +110,8 @@ const shape = fc.record({
   ceiling: fc.integer({ min: 50, max: 2000 }),
   poolMax: fc.integer({ min: 1, max: 40 }),
   app: fc.constantFrom("api", "web", "worker"),
+  workload: fc.option(fc.constantFrom("pg-small", "pg-big"), { nil: undefined }),
+  perConnection: fc.option(fc.constantFrom("2Mi", "4Mi", "9.1Mi"), { nil: undefined }),
 });
 
 describe("which server", () => {
@@ -144,6 +173,7 @@ describe("one server, one decision", () => {
           for (const d of decisions) {
             expect(d.desire).toEqual(decisions[0]!.desire);
             expect(d.budget.demand).toBe(decisions[0]!.budget.demand);
+            expect(d.memory).toEqual(decisions[0]!.memory);
           }
         },
       ),
@@ -168,6 +198,29 @@ describe("one server, one decision", () => {
           const value = first.desire.value;
           const next = await decide(all, all[0]!, apps, facts({ maxConnections: value, connections }));
           expect(next.desire).toMatchObject({ kind: "value", value });
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it("property: auto never sizes above what fits in the container's memory, unless sessions in use hold the current value", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uniqueArray(shape, { minLength: 1, maxLength: 6, selector: (s) => `${s.namespace}/${s.name}` }),
+        fc.record({ api: fc.integer({ min: 0, max: 60 }), web: fc.integer({ min: 0, max: 60 }) }),
+        fc.integer({ min: 10, max: 3000 }),
+        fc.integer({ min: 0, max: 400 }),
+        async (shapes, apps, current, inUse) => {
+          const all = shapes.map((s) => policy({ ...s, maxConnections: "auto", workload: s.workload ?? "pg-small" }));
+          const connections = { total: inUse, active: inUse, idle: 0, idleInTransaction: 0 };
+          const { desire, memory } = await decide(all, all[0]!, apps, facts({ maxConnections: current, connections }));
+          if (desire.kind !== "value" || !memory.known) throw new Error("auto with a known limit always sizes");
+          if (desire.value === current && desire.source.includes("not lowering")) return;
+          expect(desire.value).toBeLessThanOrEqual(Math.max(memory.ceiling.ceiling, memory.minimum));
+          expect(desire.value).toBeGreaterThanOrEqual(
+            Math.min(memory.minimum, ...all.map((p) => (p.spec as any).budget.ceiling)),
+          );
         },
       ),
       { numRuns: 200 },
@@ -225,6 +278,20 @@ describe("one server, one decision", () => {
       ],
       serverKey({ host: "pg", port: 5432 }, "apps"),
     );
-    expect(serverSettings(peers)).toEqual({ reserve: 80, headroomPercent: 50, ceiling: 500 });
+    expect(serverSettings(peers)).toEqual({
+      reserve: 80,
+      headroomPercent: 50,
+      ceiling: 500,
+      perConnectionBytes: DEFAULT_PER_CONNECTION_BYTES,
+    });
+    const costs = policiesOnServer(
+      [
+        policy({ ...base, name: "a", reserve: 0, headroomPercent: 0, ceiling: 900, perConnection: "2Mi" }),
+        policy({ ...base, name: "b", reserve: 0, headroomPercent: 0, ceiling: 900, perConnection: "9.1Mi" }),
+        policy({ ...base, name: "c", reserve: 0, headroomPercent: 0, ceiling: 900 }),
+      ],
+      serverKey({ host: "pg", port: 5432 }, "apps"),
+    );
+    expect(serverSettings(costs).perConnectionBytes).toBe(Math.ceil(9.1 * 2 ** 20)); // the largest set counts
   });
 });
