@@ -110,7 +110,8 @@ function sizesOf(settings: Settings): Record<string, string> {
     reaperN: settings.reaperN.join("/"),
     storm: `${settings.stormRatePerSecond}/s × ${settings.stormSeconds} s over ${settings.stormPolicies} policies`,
     manyPolicies: `${settings.manyPolicies.join("/")} × 5 Deployments`,
-    backendsN: settings.backendsN.join("/"),
+    // Absent from the results of runs made before scenario 8 existed.
+    backendsN: settings.backendsN?.join("/") ?? "(not in this run)",
     replicas: String(settings.replicas),
     WORKERS: String(settings.workers),
   };
