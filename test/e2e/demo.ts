@@ -20,9 +20,7 @@ export async function realPodsDemo(): Promise<void> {
   let cleaning: Promise<void> | undefined;
   const cleanup = () =>
     (cleaning ??= (async () => {
-      say(
-        "cleaning up: the pods, the node (containerd, kubelet, kube-proxy, CoreDNS, its network namespace and mounts), the control plane",
-      );
+      say("cleaning up: the pods, the node (its daemons, containers, mounts, network namespaces), the control plane");
       await cluster.stop();
       rmSync(dir, { recursive: true, force: true });
     })());
@@ -31,18 +29,13 @@ export async function realPodsDemo(): Promise<void> {
 
   try {
     say("Docker is usable here: the story runs on real pods (DEMO=kwok for the simulated ones)");
-    say(
-      "building the node's binaries and the images, or taking them from ~/.cache/poolpolicy-operator (a first run takes a while)",
-    );
+    say("the node's binaries and the images, from ~/.cache/poolpolicy-operator or built (a first run takes a while)");
     await cluster.prepare();
-    say(
-      `starting a control plane and a real node (containerd, kubelet, kube-proxy, CoreDNS in network namespace ${cluster.env.NODE_NETNS})`,
-    );
+    say(`a control plane and a real node: containerd, kubelet, kube-proxy, CoreDNS (netns ${cluster.env.NODE_NETNS})`);
     await cluster.start();
 
-    say(
-      "deploying PostgreSQL 15 (a StatefulSet with a persistent volume), Redis, and governance-api: three replicas of a Python service with an asyncpg pool of 10 each",
-    );
+    say("deploying PostgreSQL 15 (a StatefulSet, data on a persistent volume) and Redis, and governance-api:");
+    show("three replicas of a Python service, each with an asyncpg pool of 10 connections");
     await cluster.deployWorkloads();
     say(`SHOW max_connections: ${await cluster.psql("SHOW max_connections")} — and 3 × 10 connections wanted`);
     say("the incident: waiting for the apps to be refused");
@@ -54,9 +47,8 @@ export async function realPodsDemo(): Promise<void> {
     }
     await showConnections(cluster);
 
-    say(
-      `helm install poolpolicy-operator charts/poolpolicy-operator -n ${operatorNs} (Pod Security "restricted"; only the image values set)`,
-    );
+    say(`helm install poolpolicy-operator charts/poolpolicy-operator -n ${operatorNs} (image values only)`);
+    show(`the namespace enforces Pod Security "restricted"`);
     show((await cluster.installOperator()).trimEnd());
     await cluster.waitForOperatorLeader();
     show(await cluster.kubectl("-n", operatorNs, "get", "pods", "-o", "wide"));
@@ -75,16 +67,17 @@ export async function realPodsDemo(): Promise<void> {
     say("kubectl describe pp governance -n demo");
     show((await cluster.kubectl("-n", demoNs, "describe", "pp", "governance")).trimEnd());
 
-    const restarted = (await postgresPodUid(cluster)) !== postgresUid;
-    say(
-      `SHOW max_connections: ${await cluster.psql("SHOW max_connections")} (postgres-0 ${restarted ? "was restarted by the StatefulSet controller" : "was not restarted"}; the value came back from its data directory)`,
-    );
+    const how =
+      (await postgresPodUid(cluster)) !== postgresUid
+        ? "postgres-0 was restarted by the StatefulSet controller and read it from its data directory"
+        : "postgres-0 was not restarted";
+    say(`SHOW max_connections: ${await cluster.psql("SHOW max_connections")} (${how})`);
     say("the apps rolled with the policy's pool env:");
     const pods = await cluster.appPods();
     for (const pod of pods) {
       const env = envOf(pod);
       show(
-        `${pod.metadata!.name}: DB_POSTGRES_MIN_CONN=${env.DB_POSTGRES_MIN_CONN} DB_POSTGRES_MAX_CONN=${env.DB_POSTGRES_MAX_CONN}`,
+        `${pod.metadata!.name}: DB_POSTGRES_MIN_CONN=${env.DB_POSTGRES_MIN_CONN} MAX_CONN=${env.DB_POSTGRES_MAX_CONN}`,
       );
     }
     await cluster.waitForPools(pods);
@@ -110,7 +103,7 @@ export async function realPodsDemo(): Promise<void> {
     say("press Ctrl-C to stop and remove everything");
     await new Promise(() => undefined);
   } catch (err) {
-    console.error(`demo failed: ${(err as Error).message}`);
+    console.error(`demo failed: ${(err as Error).message}\n(DEMO=kwok tells the story on simulated pods instead)`);
     await cleanup();
     process.exit(1);
   }
@@ -119,7 +112,8 @@ export async function realPodsDemo(): Promise<void> {
 /** pg_stat_activity, one row per app pod: the connections each pool holds. */
 async function showConnections(cluster: RealCluster): Promise<void> {
   const rows = await cluster.psql(
-    "SELECT application_name || ': ' || count(*) FROM pg_stat_activity WHERE usename = 'app' GROUP BY application_name ORDER BY 1",
+    "SELECT application_name || ': ' || count(*) FROM pg_stat_activity WHERE usename = 'app' " +
+      "GROUP BY application_name ORDER BY application_name",
   );
   say(`pg_stat_activity, connections per app pod (max_connections ${await cluster.psql("SHOW max_connections")}):`);
   show(rows || "(none)");

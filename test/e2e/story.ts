@@ -213,7 +213,7 @@ export class RealCluster {
     });
   }
 
-  /** `helm install` of the chart into a namespace enforcing "restricted" (tools/e2e/install-operator.sh); its output. */
+  /** The chart's `helm install` into a namespace enforcing "restricted" (tools/e2e/install-operator.sh): its output. */
   async installOperator(): Promise<string> {
     const image = this.images.OPERATOR_IMAGE!;
     const colon = image.lastIndexOf(":");
