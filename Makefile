@@ -44,7 +44,7 @@ test-matrix: deps
 test-integration: deps tools
 	@bash tools/run-tests.sh integration
 
-## demo: a local control plane, PostgreSQL and Redis, the operator, and a PoolPolicy converging
+## demo: the story as it happens, then kept running until Ctrl-C (which removes everything). With Docker, as root: on real pods, with the node, images and chart of `make e2e`; else (or DEMO=kwok): a local control plane with kwok's simulated pods, PostgreSQL and Redis, the operator, and a PoolPolicy converging
 demo: deps tools
 	npm run -s demo
 

@@ -1,6 +1,8 @@
 /**
- * `make demo`: the operator on a local control plane with a local PostgreSQL and Redis, and a
- * PoolPolicy converging, printed as it happens.
+ * `make demo`. Where Docker is usable (and as root), the user's story on real pods:
+ * test/e2e/demo.ts, the steps of `make e2e`. Elsewhere, or with DEMO=kwok, the story below: the
+ * operator on a local control plane whose pods kwok simulates, with a local PostgreSQL and Redis,
+ * and a PoolPolicy converging, printed as it happens. DEMO=real insists on real pods.
  *
  * Everything runs on loopback in temp dirs and is removed on Ctrl-C. Set DEMO_EXIT=1 to stop
  * by itself once the story is told (used by the demo's own test).
@@ -9,7 +11,7 @@ import { readFileSync, mkdtempSync, rmSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AppsV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { AppsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { load } from "js-yaml";
 import pg from "pg";
 import { ControlPlane } from "./controlplane.js";
@@ -22,12 +24,12 @@ import { RedisServer } from "./redis.js";
 import { waitFor } from "./processes.js";
 import { repoRoot, toolPath } from "./tools.js";
 import { waitForStatefulSet } from "./kube.js";
+import { policyReady, say, show, watchPolicyUntil } from "./demo-output.js";
+import { realPodsUnavailable } from "../e2e/story.js";
 
 const NAMESPACE = "demo";
-const say = (text: string) => console.log(`\x1b[1m==>\x1b[0m ${text}`);
-const show = (text: string) => console.log(text.replace(/^/gm, "    "));
 
-async function main(): Promise<void> {
+async function kwokDemo(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "poolpolicy-demo-"));
   const cleanups: (() => Promise<void>)[] = [];
   let cleaning: Promise<void> | undefined;
@@ -86,7 +88,7 @@ async function main(): Promise<void> {
       body: policy,
     });
 
-    await watchUntil(kc, kubectl, async () => ready(kc));
+    await watchPolicyUntil(kc, NAMESPACE, kubectl, () => policyReady(kc, NAMESPACE, "governance"));
     say(
       `max_connections after: ${await postgres.setting("max_connections")} (PostgreSQL restarted ${bridge.restarts} time(s) by the rollout)`,
     );
@@ -207,43 +209,23 @@ function demoPolicy(port: number): Record<string, any> {
   return policy;
 }
 
-async function ready(kc: KubeConfig): Promise<boolean> {
-  const p = (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({
-    group: "pooling.dbops.io",
-    version: "v1alpha1",
-    plural: "poolpolicies",
-    namespace: NAMESPACE,
-    name: "governance",
-  })) as any;
-  return p.status?.conditions?.some((c: any) => c.type === "Ready" && c.status === "True") ?? false;
-}
-
-/** Prints `kubectl get pp` and new Events whenever they change, until `done` says so. */
-async function watchUntil(
-  kc: KubeConfig,
-  kubectl: (...a: string[]) => string,
-  done: () => Promise<boolean>,
-): Promise<void> {
-  let lastTable = "";
-  const seenEvents = new Set<string>();
-  const events = kc.makeApiClient(EventsV1Api);
-  const deadline = Date.now() + 300_000;
-  while (Date.now() < deadline) {
-    const table = kubectl("get", "pp", "-n", NAMESPACE);
-    if (table !== lastTable) {
-      say("kubectl get pp -n demo");
-      show(table.trimEnd());
-      lastTable = table;
-    }
-    for (const e of (await events.listNamespacedEvent({ namespace: NAMESPACE })).items) {
-      if (e.regarding?.kind !== "PoolPolicy" || seenEvents.has(e.metadata!.name!)) continue;
-      seenEvents.add(e.metadata!.name!);
-      show(`event ${e.type} ${e.reason}: ${e.note}`);
-    }
-    if (await done()) return;
-    await new Promise((r) => setTimeout(r, 1000));
+/** Real pods when this machine can run them (DEMO=real insists, DEMO=kwok declines), else kwok's. */
+async function main(): Promise<void> {
+  const mode = process.env.DEMO ?? "";
+  if (!["", "real", "kwok"].includes(mode)) {
+    console.error(`DEMO=${mode}: expected DEMO=real (real pods, needs Docker and root) or DEMO=kwok (simulated pods)`);
+    process.exit(2);
   }
-  throw new Error("the PoolPolicy did not become Ready within 5 minutes");
+  if (mode !== "kwok") {
+    const why = realPodsUnavailable();
+    if (why === undefined) return (await import("../e2e/demo.js")).realPodsDemo();
+    if (mode === "real") {
+      console.error(`DEMO=real: cannot run real pods here: ${why}`);
+      process.exit(1);
+    }
+    say(`${why}: the story runs on kwok's simulated pods (on a machine with Docker, as root, it runs on real ones)`);
+  }
+  await kwokDemo();
 }
 
 void main();

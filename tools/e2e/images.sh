@@ -27,29 +27,8 @@ mkdir -p "$cache"
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 # --- Docker, only when needed ------------------------------------------------------------------
-started_dockerd=""
-stop_dockerd() {
-  [[ -n "$started_dockerd" ]] || return 0
-  log "stopping the dockerd this script started (pid $started_dockerd)"
-  kill "$started_dockerd" 2>/dev/null || true
-  for _ in $(seq 60); do kill -0 "$started_dockerd" 2>/dev/null || return 0; sleep 0.5; done
-}
+source "$here/docker.sh"
 trap stop_dockerd EXIT
-ensure_docker() {
-  docker info >/dev/null 2>&1 && return 0
-  if ! command -v dockerd >/dev/null; then
-    log "installing Debian's docker.io"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
-  fi
-  docker info >/dev/null 2>&1 && return 0
-  log "starting dockerd (log: $cache/dockerd.log)"
-  dockerd >"$cache/dockerd.log" 2>&1 &
-  started_dockerd=$!
-  for _ in $(seq 60); do docker info >/dev/null 2>&1 && return 0; sleep 1; done
-  echo "images: dockerd did not answer within 60 s; see $cache/dockerd.log" >&2
-  exit 1
-}
 
 # --- keys --------------------------------------------------------------------------------------
 # sha256 of the named files (path and content) and of any extra words, first 16 hex digits.
@@ -65,7 +44,7 @@ image() {
   local name="$1" tag="$2" build="$3"
   local tar="$cache/$name-${tag##*:}.tar"
   if [[ ! -s "$tar" ]]; then
-    ensure_docker
+    ensure_docker "$cache"
     if ! docker image inspect "$tag" >/dev/null 2>&1; then
       local started=$SECONDS
       log "building $tag"

@@ -10,6 +10,8 @@
 #                  (with it every iptables rule, bridge and route kube-proxy and CNI made), the
 #                  host's kernel settings kubelet changed, and the folders
 #   node.sh env    print the addresses and paths below as NAME=value lines
+#   node.sh busy   exit 0 when a node's processes are running (a `make e2e` or `make demo` at
+#                  work: `up` would tear its node down), 1 otherwise
 #
 # Why a network namespace of its own: kube-proxy's and CNI's iptables rules, the pod bridge and
 # the forwarding sysctls live there, away from the host's (and Docker's) rules, and go away with
@@ -139,5 +141,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   env) print_env ;;
-  *) echo "usage: node.sh up|down|env" >&2; exit 2 ;;
+  busy) [[ -n "$(our_pids)" ]] ;;
+  *) echo "usage: node.sh up|down|env|busy" >&2; exit 2 ;;
 esac
