@@ -25,10 +25,12 @@ export async function watchPolicyUntil(
   const deadline = Date.now() + 300_000;
   while (Date.now() < deadline) {
     const table = await kubectl("get", "pp", "-n", namespace, ...getArgs);
-    if (table !== lastTable) {
+    // Printed when something other than the AGE column changed (it changes every second).
+    const comparable = table.replace(/\s\d+[smhd](\d+[smh])?(?=\s|$)/g, "");
+    if (comparable !== lastTable) {
       say(["kubectl get pp -n", namespace, ...getArgs].join(" "));
       show(table.trimEnd());
-      lastTable = table;
+      lastTable = comparable;
     }
     for (const e of (await events.listNamespacedEvent({ namespace })).items) {
       if (e.regarding?.kind !== "PoolPolicy" || seenEvents.has(e.metadata!.name!)) continue;
