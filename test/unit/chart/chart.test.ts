@@ -169,8 +169,8 @@ describe("helm template with default values", () => {
     expect(containerOf(objects).image).toBe("poolpolicy-operator:0.1.0");
     expect(containerOf(objects).imagePullPolicy).toBe("IfNotPresent");
     expect(containerOf(objects).resources).toEqual({
-      requests: { cpu: "50m", memory: "64Mi" },
-      limits: { cpu: "500m", memory: "256Mi" },
+      requests: { cpu: "50m", memory: "160Mi" },
+      limits: { cpu: "500m", memory: "800Mi" },
     });
     expect(deployment.spec.template.spec.priorityClassName).toBeUndefined();
   });
