@@ -22,6 +22,7 @@ import {
   policiesOnServer,
   type ServerMemory,
   serverMemory,
+  unreadableWorkloadMemory,
   type ServerSettings,
   workloadOfPolicy,
   serverBudget,
@@ -196,8 +197,7 @@ async function readServerMemory(
     return serverMemory({ found: true, description, memory }, facts, settings);
   } catch (err) {
     if (isNotFound(err)) return serverMemory({ found: false, description }, facts, settings);
-    const message = `cannot read the workload named by ${owner.key} (${apiErrorMessage(err)}): the memory ceiling is not known`;
-    return { known: false, reason: "WorkloadUnreadable", message };
+    return unreadableWorkloadMemory(owner.key, err);
   }
 }
 

@@ -45,6 +45,7 @@ import {
   serverBudget,
   type PolicyOnServer,
   serverMemory,
+  unreadableWorkloadMemory,
   type ServerMemory,
   serverOfPolicy,
   type ServerSettings,
@@ -258,10 +259,8 @@ export class PoolPolicyReconciler {
       const workload = await this.deps.kube.readWorkload(owner.spec.postgres.restart, owner.namespace);
       return serverMemory(workload, facts, settings);
     } catch (err) {
-      // The ceiling only informs: a workload we may not read leaves it unknown, it does not fail
-      // the pass (the max_connections step reports its own workload's errors).
-      const message = `cannot read the workload named by ${owner.key} (${(err as Error).message}): the memory ceiling is not known`;
-      return { known: false, reason: "WorkloadUnreadable", message };
+      // The max_connections step reports its own workload's errors.
+      return unreadableWorkloadMemory(owner.key, err);
     }
   }
 

@@ -22,6 +22,7 @@ import {
 } from "../budget/budget.js";
 import { OPERATOR_POOL_SIZE } from "../postgres/connection.js";
 import type { ServerFacts } from "../postgres/inspect.js";
+import { apiErrorMessage } from "../kube/errors.js";
 import { labelSelectorString } from "../kube/selectors.js";
 import {
   type ContainerMemory,
@@ -144,6 +145,15 @@ export function workloadOfPolicy(
 export type ServerMemory =
   | { known: true; ceiling: MemoryCeiling; source: string; minimum: number }
   | { known: false; reason: string; message: string };
+
+/**
+ * The workload could not be read (other than not found): the ceiling only informs, so the pass
+ * goes on without it. The API's message only, never the exception's (it carries headers).
+ */
+export function unreadableWorkloadMemory(ownerKey: string, err: unknown): ServerMemory {
+  const message = `cannot read the workload named by ${ownerKey} (${apiErrorMessage(err)}): the memory ceiling is not known`;
+  return { known: false, reason: "WorkloadUnreadable", message };
+}
 
 /**
  * The server's memory ceiling from what its workload's pod template says (undefined: no policy

@@ -9,7 +9,14 @@ import {
   memoryCeiling,
 } from "../../../src/server/memory.js";
 import { parseMemoryQuantity } from "../../../src/api/quantity.js";
-import { autoCeiling, minimumMaxConnections, serverMemory, serverSettings } from "../../../src/server/model.js";
+import { ApiException } from "@kubernetes/client-node";
+import {
+  autoCeiling,
+  minimumMaxConnections,
+  serverMemory,
+  serverSettings,
+  unreadableWorkloadMemory,
+} from "../../../src/server/model.js";
 import { DEFAULT_MEMORY_SETTINGS, serverFacts } from "../fixtures/server-facts.js";
 
 const MiB = 2 ** 20;
@@ -171,5 +178,23 @@ describe("the PostgreSQL container's memory", () => {
     const known = serverMemory({ found: true, description: "StatefulSet db/pg", memory: containerAt(GiB) }, facts, s);
     expect(known).toMatchObject({ known: true, minimum: 4, ceiling: { ceiling: 80 } });
     expect(known.known && known.source).toBe("the memory limit 1 GiB of container postgres in StatefulSet db/pg");
+  });
+});
+
+describe("a workload that cannot be read", () => {
+  it("leaves the ceiling unknown with the API's message, never the exception's headers", () => {
+    const body = JSON.stringify({
+      kind: "Status",
+      message: 'statefulsets.apps "pg" is forbidden',
+      reason: "Forbidden",
+    });
+    const err = new ApiException(403, `HTTP-Code: 403\nMessage: ${body}\nHeaders: {"audit-id":"secret-ish"}`, body, {});
+    const memory = unreadableWorkloadMemory("db/orders", err);
+    expect(memory).toEqual({
+      known: false,
+      reason: "WorkloadUnreadable",
+      message:
+        'cannot read the workload named by db/orders (statefulsets.apps "pg" is forbidden): the memory ceiling is not known',
+    });
   });
 });
