@@ -59,7 +59,7 @@ export async function applyMaxConnections(
     const condition = { status: "Unknown" as const, reason: "AutoSizingUnavailable", message: desired.message };
     return { restarting: false, events: [], condition };
   }
-  const workload = await deps.kube.readWorkload(spec.postgres.restart, policy.metadata.namespace);
+  const workload = await pass.readWorkload(spec.postgres.restart, policy.metadata.namespace);
   if (workload.found) {
     operatorMetrics.observeRestartsHeld(workload.description, workload.restarts.heldSince !== undefined);
   }

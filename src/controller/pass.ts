@@ -16,6 +16,7 @@ import type { PolicyTarget } from "../server/credentials.js";
 import type { ServerKey } from "../server/identity.js";
 import type { ServerDesire, ServerMemory, ServerSettings } from "../server/model.js";
 import type { ConditionUpdate } from "./conditions.js";
+import type { KubernetesPort } from "./ports.js";
 
 export interface PolicyEvent {
   type: "Normal" | "Warning";
@@ -42,6 +43,11 @@ export interface Pass {
   log: Logger;
   /** Emits Events at once: actions announce themselves before they act (crash-safe). */
   announce(events: readonly PolicyEvent[]): Promise<void>;
+  /**
+   * A restart workload, read at most once per pass: the memory ceiling and the max_connections
+   * step both need it, and it is a GET.
+   */
+  readWorkload: KubernetesPort["readWorkload"];
 }
 
 /** What the PostgreSQL step learned, for the steps after it. */

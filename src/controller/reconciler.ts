@@ -73,6 +73,7 @@ import { reapStep } from "./reaper-step.js";
 import { budgetCondition, budgetStatus } from "./server-budget.js";
 import { changedFields, statusChanged, withUsage } from "./status.js";
 import type { TargetsOutcome } from "./targets.js";
+import type { WorkloadState } from "./workload.js";
 
 export type { PolicyEvent } from "./pass.js";
 
@@ -162,6 +163,20 @@ export class PoolPolicyReconciler {
       now: this.deps.now(),
       log: this.deps.log.child({ policy: key }),
       announce: (events) => this.emit(policy, events),
+      readWorkload: this.workloadReaderForOnePass(),
+    };
+  }
+
+  private workloadReaderForOnePass(): Pass["readWorkload"] {
+    const reads = new Map<string, Promise<WorkloadState>>();
+    return (restart, namespace) => {
+      const key = JSON.stringify([restart?.workload ?? null, namespace]);
+      let read = reads.get(key);
+      if (!read) {
+        read = this.deps.kube.readWorkload(restart, namespace);
+        reads.set(key, read);
+      }
+      return read;
     };
   }
 
@@ -231,7 +246,7 @@ export class PoolPolicyReconciler {
     const settings = serverSettings(peers);
     const targets = facts ? await gatherBudgetTargets(this.deps.kube, peers) : [];
     const budget = facts ? serverBudget(targets, facts, settings) : undefined;
-    const memory = facts ? await this.serverMemoryOf(peers, facts, settings) : undefined;
+    const memory = facts ? await this.serverMemoryOf(pass, peers, facts, settings) : undefined;
     if (budget) {
       status.budget = budgetStatus(budget, key, peers.length, memory);
       operatorMetrics.observeBudget(pass.server, budget);
@@ -249,6 +264,7 @@ export class PoolPolicyReconciler {
    * names: the same for whichever policy is reconciled.
    */
   private async serverMemoryOf(
+    pass: Pass,
     peers: readonly PolicyOnServer[],
     facts: ServerFacts,
     settings: ServerSettings,
@@ -256,7 +272,7 @@ export class PoolPolicyReconciler {
     const owner = workloadPolicy(peers);
     if (!owner) return serverMemory(undefined, facts, settings);
     try {
-      const workload = await this.deps.kube.readWorkload(owner.spec.postgres.restart, owner.namespace);
+      const workload = await pass.readWorkload(owner.spec.postgres.restart, owner.namespace);
       return serverMemory(workload, facts, settings);
     } catch (err) {
       // The max_connections step reports its own workload's errors.

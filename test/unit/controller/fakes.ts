@@ -182,7 +182,11 @@ export class FakeKubernetes implements KubernetesPort {
     return { ok: true, values: data };
   }
 
+  /** GETs of a named workload (readWorkload with a restart spec). */
+  workloadReads = 0;
+
   async readWorkload(restart: PoolPolicySpec["postgres"]["restart"], ns: string): Promise<WorkloadState> {
+    if (restart) this.workloadReads++;
     if (!restart)
       return {
         configured: false,

@@ -464,8 +464,11 @@ describe("the memory ceiling", () => {
     expect(budget?.message).toContain(
       "lower the pools, give PostgreSQL more memory, or put a connection pooler in front",
     );
+    const reads = w.kube.workloadReads;
     await w.pass();
     expect(w.postgres.alters).toEqual([208]); // stays there: no second restart
+    // The ceiling and the max_connections step share one GET of the workload per pass.
+    expect(w.kube.workloadReads - reads).toBe(1);
   });
 
   it("names spec.budget.ceiling as the binding bound when it is lower than what memory carries", async () => {
