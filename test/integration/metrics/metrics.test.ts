@@ -57,7 +57,9 @@ beforeAll(async () => {
   await installPoolPolicyCrd(kc);
   s = await Scenario.create(kc, { prefix: "metrics" });
   server = `127.0.0.1:${s.server.port}`;
-  await s.withPostgresWorkload();
+  // A memory limit, so that the memory ceiling is known and its gauge (and panel) has a series;
+  // 2Gi carries far more than the policy's 120 (PostgreSQL's defaults: 208).
+  await s.withPostgresWorkload({ memoryLimit: "2Gi" });
   await s.deployment("api", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 1 });
   operator = new OperatorProcess({
     kubeconfigPath: controlPlane.kubeconfigPath,
@@ -277,7 +279,12 @@ describe("the chart's Grafana dashboard, on Prometheus scraping the operator", (
     // What the panels show, against what the first test set up: max_connections 120, demand 55.
     expect(valuesOf("max_connections / A")).toEqual([120]);
     expect(valuesOf("Budget headroom / A")).toEqual([120 - 55]);
-    expect(valuesOf("Worst-case demand against capacity / A")).toEqual([55]);
+    const budgetPanel = "Worst-case demand against capacity and the memory ceiling";
+    expect(valuesOf(`${budgetPanel} / A`)).toEqual([55]);
+    // The memory ceiling the panel draws is the one the policy's status reports (2Gi: above 120).
+    const ceiling = (await s.status("p")).budget?.memoryCeiling;
+    expect(ceiling).toBeGreaterThan(120);
+    expect(valuesOf(`${budgetPanel} / C`)).toEqual([ceiling]);
     expect(labelsOf("Connections by state, against max_connections / A", "state")).toEqual([
       "active",
       "idle",

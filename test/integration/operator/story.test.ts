@@ -22,7 +22,9 @@ beforeAll(async () => {
   const kc = loadKubeConfig(kubeconfigPath);
   await installPoolPolicyCrd(kc);
   scenario = await Scenario.create(kc, { prefix: "story" });
-  bridge = await scenario.withPostgresWorkload();
+  // With a memory limit, as users run PostgreSQL: the memory ceiling is known, so every
+  // condition, MemoryWithinLimits included, can say True (2Gi carries ~220 connections here).
+  bridge = await scenario.withPostgresWorkload({ memoryLimit: "2Gi" });
   await scenario.deployment("api", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 2 });
   await scenario.deployment("worker", {
     labels: { "app.kubernetes.io/part-of": "shop" },
