@@ -11,6 +11,7 @@ import { GROUP, PLURAL, VERSION, validateSpec, type PoolPolicy, type PoolPolicyS
 import type { Budget, BudgetReserve } from "../budget/budget.js";
 import { apiErrorMessage, isNotFound } from "../kube/errors.js";
 import { readSecretKeys } from "../kube/secrets.js";
+import { describeWorkload, readWorkloadObject } from "../kube/workloads.js";
 import { ConnectionReusingKubeConfig } from "../runtime/kube-config.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { type PolicyTarget, type SecretReader, policyTarget as targetOfPolicy } from "../server/credentials.js";
@@ -21,16 +22,14 @@ import {
   type PolicyOnServer,
   policiesOnServer,
   type ServerMemory,
-  serverMemory,
-  unreadableWorkloadMemory,
   type ServerSettings,
-  workloadOfPolicy,
   serverBudget,
+  serverMemoryOfPeers,
+  restartWorkloadRef,
   serverOfPolicy,
   serverReserve,
   serverSettings,
   type TargetReader,
-  workloadPolicy,
 } from "../server/model.js";
 
 /** Raised for what stops the CLI before it can diagnose anything (exit code 2). */
@@ -175,30 +174,26 @@ export async function readServerBudget(
 }
 
 /**
- * The operator's memory ceiling (src/server/model.ts), from a GET of the workload the operator
- * reads (the first policy of the server naming one) and the same container rule.
+ * The operator's memory ceiling (src/server/model.ts): the same workload, read with a GET, and
+ * the same container rule.
  */
-async function readServerMemory(
+function readServerMemory(
   apps: AppsV1Api,
   peers: readonly PolicyOnServer[],
   facts: ServerFacts,
   settings: ServerSettings,
 ): Promise<ServerMemory> {
-  const owner = workloadPolicy(peers);
-  const ref = owner && workloadOfPolicy(owner);
-  if (!owner || !ref) return serverMemory(undefined, facts, settings);
-  const { kind, name, namespace, description } = ref;
-  try {
-    const object =
-      kind === "StatefulSet"
-        ? await apps.readNamespacedStatefulSet({ name, namespace })
-        : await apps.readNamespacedDeployment({ name, namespace });
-    const memory = containerMemory(object.spec?.template.spec, description);
-    return serverMemory({ found: true, description, memory }, facts, settings);
-  } catch (err) {
-    if (isNotFound(err)) return serverMemory({ found: false, description }, facts, settings);
-    return unreadableWorkloadMemory(owner.key, err);
-  }
+  return serverMemoryOfPeers(peers, facts, settings, async (restart, policyNamespace) => {
+    const ref = restartWorkloadRef(restart, policyNamespace);
+    const description = describeWorkload(ref);
+    try {
+      const object = await readWorkloadObject(apps, ref);
+      return { found: true, description, memory: containerMemory(object.spec?.template.spec, description) };
+    } catch (err) {
+      if (isNotFound(err)) return { found: false, description };
+      throw err;
+    }
+  });
 }
 
 /** Cluster-wide when allowed; else the diagnosed policy's namespace only, and a note saying so. */

@@ -43,14 +43,9 @@ import {
   gatherBudgetTargets,
   policiesOnServer,
   serverBudget,
-  type PolicyOnServer,
-  serverMemory,
-  unreadableWorkloadMemory,
-  type ServerMemory,
+  serverMemoryOfPeers,
   serverOfPolicy,
-  type ServerSettings,
   serverSettings,
-  workloadPolicy,
 } from "../server/model.js";
 import { checkExtensions } from "../server/dependencies.js";
 import { type ConditionUpdate, findCondition, setCondition, summarizeReady } from "./conditions.js";
@@ -246,7 +241,7 @@ export class PoolPolicyReconciler {
     const settings = serverSettings(peers);
     const targets = facts ? await gatherBudgetTargets(this.deps.kube, peers) : [];
     const budget = facts ? serverBudget(targets, facts, settings) : undefined;
-    const memory = facts ? await this.serverMemoryOf(pass, peers, facts, settings) : undefined;
+    const memory = facts ? await serverMemoryOfPeers(peers, facts, settings, pass.readWorkload) : undefined;
     if (budget) {
       status.budget = budgetStatus(budget, key, peers.length, memory);
       operatorMetrics.observeBudget(pass.server, budget);
@@ -257,27 +252,6 @@ export class PoolPolicyReconciler {
     const autoSized = modes.includes("auto") && !modes.some((m) => typeof m === "number");
     const view = { connection, facts, budget, desired, memory, settings, autoSized };
     return { view, step: outcome({ conditions, status }) };
-  }
-
-  /**
-   * The server's memory ceiling, from the workload that the first policy of the server (by key)
-   * names: the same for whichever policy is reconciled.
-   */
-  private async serverMemoryOf(
-    pass: Pass,
-    peers: readonly PolicyOnServer[],
-    facts: ServerFacts,
-    settings: ServerSettings,
-  ): Promise<ServerMemory> {
-    const owner = workloadPolicy(peers);
-    if (!owner) return serverMemory(undefined, facts, settings);
-    try {
-      const workload = await pass.readWorkload(owner.spec.postgres.restart, owner.namespace);
-      return serverMemory(workload, facts, settings);
-    } catch (err) {
-      // The max_connections step reports its own workload's errors.
-      return unreadableWorkloadMemory(owner.key, err);
-    }
   }
 
   /**

@@ -15,6 +15,7 @@
  * The history lives on the workload (annotations, see workload.ts), so an operator restart or a
  * new leader neither forgets it nor resets the count.
  */
+import type { WorkloadRef } from "../kube/workloads.js";
 import { GROUP } from "../api/schema.js";
 import type { WindowState } from "./maintenance-window.js";
 
@@ -35,11 +36,7 @@ export interface RestartLimit {
   heldSince?: Date;
 }
 
-export interface WorkloadRef {
-  kind: string;
-  name: string;
-  namespace: string;
-}
+export type { WorkloadRef } from "../kube/workloads.js";
 
 export interface RestartGateInput {
   desired: number;

@@ -6,6 +6,8 @@ import type { AppsV1Api, V1Deployment, V1StatefulSet } from "@kubernetes/client-
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type { PoolPolicySpec } from "../api/schema.js";
 import { isConflict, isNotFound } from "../kube/errors.js";
+import { describeWorkload, readWorkloadObject } from "../kube/workloads.js";
+import { restartWorkloadRef } from "../server/model.js";
 import { RequeueError } from "../runtime/controller.js";
 import { STALE_RETRY_MS } from "./pass.js";
 import { RESTART_ANNOTATION, formatRestartRecord, parseRestartRecord, type RestartRecord } from "./max-connections.js";
@@ -49,14 +51,11 @@ export async function readWorkload(
 ): Promise<WorkloadState> {
   const none = { found: false, rolledOut: false, record: undefined, restarts: { history: [] } };
   if (!restart) return { ...none, configured: false, description: "no workload" };
-  const { kind, name } = restart.workload;
-  const namespace = restart.workload.namespace ?? policyNamespace;
-  const base = { configured: true, kind, name, namespace, description: `${kind} ${namespace}/${name}` };
+  const ref = restartWorkloadRef(restart, policyNamespace);
+  const { kind } = ref;
+  const base = { configured: true, ...ref, description: describeWorkload(ref) };
   try {
-    const object: V1StatefulSet | V1Deployment =
-      kind === "StatefulSet"
-        ? await apps.readNamespacedStatefulSet({ name, namespace })
-        : await apps.readNamespacedDeployment({ name, namespace });
+    const object = await readWorkloadObject(apps, ref);
     const rolledOut =
       kind === "StatefulSet"
         ? statefulSetRolledOut(object as V1StatefulSet)

@@ -24,6 +24,7 @@ import { OPERATOR_POOL_SIZE } from "../postgres/connection.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { apiErrorMessage } from "../kube/errors.js";
 import { labelSelectorString } from "../kube/selectors.js";
+import type { WorkloadRef } from "../kube/workloads.js";
 import {
   type ContainerMemory,
   DEFAULT_PER_CONNECTION_BYTES,
@@ -131,14 +132,38 @@ export function workloadPolicy(policies: readonly PolicyOnServer[]): PolicyOnSer
   return policies.find((p) => p.spec.postgres.restart !== undefined);
 }
 
-/** The workload a policy names in spec.postgres.restart, and how messages name it ("StatefulSet db/pg"). */
-export function workloadOfPolicy(
-  p: PolicyOnServer,
-): { kind: "StatefulSet" | "Deployment"; name: string; namespace: string; description: string } | undefined {
-  const w = p.spec.postgres.restart?.workload;
-  if (!w) return undefined;
-  const namespace = w.namespace ?? p.namespace;
-  return { kind: w.kind, name: w.name, namespace, description: `${w.kind} ${namespace}/${w.name}` };
+type RestartSpec = NonNullable<PoolPolicySpec["postgres"]["restart"]>;
+
+/** The workload spec.postgres.restart names; its namespace defaults to the policy's. */
+export function restartWorkloadRef(restart: RestartSpec, policyNamespace: string): WorkloadRef {
+  const { kind, name, namespace } = restart.workload;
+  return { kind, name, namespace: namespace ?? policyNamespace };
+}
+
+/** What the memory ceiling needs of the server's workload (undefined: no policy names one). */
+export type WorkloadMemory = { found: boolean; description: string; memory?: ContainerMemory } | undefined;
+
+/**
+ * The server's memory ceiling, from the workload its first policy naming one names (see
+ * workloadPolicy) and read by `read` (the operator: the pass's read; the CLI: a GET). A
+ * workload that cannot be read leaves the ceiling unknown: it only informs, so the caller goes
+ * on without it, and the message carries the API's words only, never the exception's (headers).
+ */
+export async function serverMemoryOfPeers(
+  peers: readonly PolicyOnServer[],
+  facts: ServerFacts,
+  settings: ServerSettings,
+  read: (restart: RestartSpec, policyNamespace: string) => Promise<WorkloadMemory>,
+): Promise<ServerMemory> {
+  const owner = workloadPolicy(peers);
+  const restart = owner?.spec.postgres.restart;
+  if (!owner || !restart) return serverMemory(undefined, facts, settings);
+  try {
+    return serverMemory(await read(restart, owner.namespace), facts, settings);
+  } catch (err) {
+    const message = `cannot read the workload named by ${owner.key} (${apiErrorMessage(err)}): the memory ceiling is not known`;
+    return { known: false, reason: "WorkloadUnreadable", message };
+  }
 }
 
 /** The memory ceiling of a server, or why it is not known. */
@@ -147,23 +172,10 @@ export type ServerMemory =
   | { known: false; reason: string; message: string };
 
 /**
- * The workload could not be read (other than not found): the ceiling only informs, so the pass
- * goes on without it. The API's message only, never the exception's (it carries headers).
- */
-export function unreadableWorkloadMemory(ownerKey: string, err: unknown): ServerMemory {
-  const message = `cannot read the workload named by ${ownerKey} (${apiErrorMessage(err)}): the memory ceiling is not known`;
-  return { known: false, reason: "WorkloadUnreadable", message };
-}
-
-/**
  * The server's memory ceiling from what its workload's pod template says (undefined: no policy
  * names a workload) and the server's settings.
  */
-export function serverMemory(
-  workload: { found: boolean; description: string; memory?: ContainerMemory } | undefined,
-  facts: ServerFacts,
-  settings: ServerSettings,
-): ServerMemory {
+export function serverMemory(workload: WorkloadMemory, facts: ServerFacts, settings: ServerSettings): ServerMemory {
   if (!workload) {
     return {
       known: false,

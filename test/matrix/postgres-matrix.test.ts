@@ -82,7 +82,7 @@ function target(server: PostgresServer, user: string, password: string, database
  * and no restart yet; `record`: the restart to `value` requested when the postmaster had started at `after`.
  */
 function plan(facts: ServerFacts, desired: number, record?: { value: number; after: Date }): MaxConnectionsPlan {
-  const workload = { kind: "StatefulSet", name: "postgres", namespace: "db" };
+  const workload = { kind: "StatefulSet" as const, name: "postgres", namespace: "db" };
   return planMaxConnections({
     desired,
     facts,

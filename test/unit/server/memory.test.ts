@@ -9,13 +9,14 @@ import {
   memoryCeiling,
 } from "../../../src/server/memory.js";
 import { parseMemoryQuantity } from "../../../src/api/quantity.js";
+import { validateSpec } from "../../../src/api/schema.js";
 import { ApiException } from "@kubernetes/client-node";
 import {
   autoCeiling,
   minimumMaxConnections,
   serverMemory,
   serverSettings,
-  unreadableWorkloadMemory,
+  serverMemoryOfPeers,
 } from "../../../src/server/model.js";
 import { DEFAULT_MEMORY_SETTINGS, serverFacts } from "../fixtures/server-facts.js";
 
@@ -182,14 +183,30 @@ describe("the PostgreSQL container's memory", () => {
 });
 
 describe("a workload that cannot be read", () => {
-  it("leaves the ceiling unknown with the API's message, never the exception's headers", () => {
+  it("leaves the ceiling unknown with the API's message, never the exception's headers", async () => {
+    const v = validateSpec({
+      postgres: {
+        host: "pg",
+        database: "app",
+        credentialsSecret: { name: "s" },
+        restart: { workload: { name: "pg" } },
+      },
+      targets: { selector: { matchLabels: { app: "a" } } },
+    });
+    if (!v.ok) throw new Error(v.message);
     const body = JSON.stringify({
       kind: "Status",
       message: 'statefulsets.apps "pg" is forbidden',
       reason: "Forbidden",
     });
     const err = new ApiException(403, `HTTP-Code: 403\nMessage: ${body}\nHeaders: {"audit-id":"secret-ish"}`, body, {});
-    const memory = unreadableWorkloadMemory("db/orders", err);
+    const peers = [{ key: "db/orders", namespace: "db", spec: v.spec }];
+    const read: string[] = [];
+    const memory = await serverMemoryOfPeers(peers, serverFacts(), serverSettings(peers), async (restart, ns) => {
+      read.push(`${ns}/${restart.workload.name}`);
+      throw err;
+    });
+    expect(read).toEqual(["db/pg"]);
     expect(memory).toEqual({
       known: false,
       reason: "WorkloadUnreadable",
