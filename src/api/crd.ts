@@ -154,6 +154,20 @@ export function poolPolicyCrd(): JsonSchema {
               priority: 1,
               description: "the largest max_connections the PostgreSQL container's memory carries",
             },
+            {
+              name: "Role",
+              type: "string",
+              jsonPath: ".status.connectionLimit.role",
+              priority: 1,
+              description: "the app role held to its share (spec.enforcement.connectionLimit)",
+            },
+            {
+              name: "RoleLimit",
+              type: "integer",
+              jsonPath: ".status.connectionLimit.current",
+              priority: 1,
+              description: "the role's CONNECTION LIMIT as last read (-1: none)",
+            },
           ],
           schema: {
             openAPIV3Schema: {

@@ -284,6 +284,33 @@ const budget = z
     "The connection budget of the server: Σ pool max × worst-case pods of every policy pointing at it, plus reserves.",
   );
 
+/** PostgreSQL truncates identifiers to NAMEDATALEN − 1 = 63 bytes: a longer name would name another role. */
+const ROLE_NAME_MAX_BYTES = 63;
+
+const connectionLimit = z
+  .object({
+    role: z
+      .string()
+      .min(1)
+      .max(ROLE_NAME_MAX_BYTES)
+      .refine((r) => Buffer.byteLength(r, "utf8") <= ROLE_NAME_MAX_BYTES, "must be at most 63 bytes (UTF-8)")
+      .refine((r) => !r.includes("\u0000"), "must not contain NUL")
+      .describe("The PostgreSQL role the apps of this policy log in as, exactly as stored (case matters)."),
+    margin: z
+      .int()
+      .min(0)
+      .max(10000)
+      .default(2)
+      .describe("Connections on top of the worst-case demand: a console session, a migration job."),
+  })
+  .describe(
+    "ALTER ROLE <role> CONNECTION LIMIT n, n = the worst-case demand of every policy of the server that names the role (pool max × worst-case pods, HPA and surge included) plus their margins. Raised before pools grow, lowered after the apps rolled out; the limit found before is restored when no policy names the role any more.",
+  );
+
+const enforcement = z
+  .object({ connectionLimit: connectionLimit.optional() })
+  .describe("Turns the budget into limits PostgreSQL itself enforces (opt-in).");
+
 export const poolPolicySpecSchema = z.object({
   postgres,
   budget: budget.prefault({}),
@@ -291,6 +318,7 @@ export const poolPolicySpecSchema = z.object({
   targets,
   reaper: reaper.prefault({}),
   redis: redis.optional(),
+  enforcement: enforcement.optional(),
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -372,6 +400,20 @@ export const poolPolicyStatusSchema = z.object({
     })
     .optional(),
   targets: z.array(targetStatus).optional(),
+  connectionLimit: z
+    .object({
+      role: z.string(),
+      limit: z.int().describe("The CONNECTION LIMIT the role should have: demand plus margins."),
+      demand: z.int().describe("The worst-case demand of every policy of the server naming the role."),
+      policies: z.int().describe("Policies of the server that name the role."),
+      current: z.int().optional().describe("rolconnlimit as last read (-1: no limit)."),
+      connections: z.int().optional().describe("Sessions of the role as last read (pg_stat_activity)."),
+      before: z
+        .int()
+        .optional()
+        .describe("The limit found before any policy set one; restored when none names the role."),
+    })
+    .optional(),
   targetsSummary: z.string().optional().describe('Injected and rolled-out targets, e.g. "2/3".'),
   reaper: z
     .object({

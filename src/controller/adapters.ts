@@ -17,11 +17,13 @@ import {
 import { GROUP, PLURAL, type PoolPolicy, type PoolPolicyStatus, VERSION } from "../api/schema.js";
 import type { PostgresPools } from "../postgres/connection.js";
 import { inspectInstance, inspectServer } from "../postgres/inspect.js";
+import { inspectRole, setConnectionLimit } from "../postgres/roles.js";
 import { alterMaxConnections } from "../postgres/settings.js";
 import { RequeueError } from "../runtime/controller.js";
 import { checkRedisDependency } from "../server/dependencies.js";
 import { fieldManagerFor } from "./env-injection.js";
 import { ensureFinalizer, removeFinalizer } from "./finalizer.js";
+import { recordLimitBefore } from "./limit-record.js";
 import { isNotFound, statusCodeOf } from "../kube/errors.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
 import { STALE_RETRY_MS } from "./pass.js";
@@ -110,6 +112,10 @@ export class ApiKubernetes implements KubernetesPort {
     return changed;
   }
 
+  recordLimitBefore(...args: Parameters<KubernetesPort["recordLimitBefore"]>) {
+    return recordLimitBefore(this.custom, ...args);
+  }
+
   addFinalizer(policy: PoolPolicy): Promise<PoolPolicy> {
     return ensureFinalizer(this.custom, policy);
   }
@@ -175,6 +181,14 @@ export class PooledPostgres implements PostgresPort {
 
   alterMaxConnections(...[target, value]: Parameters<PostgresPort["alterMaxConnections"]>) {
     return this.pools.withClient(target, (c) => alterMaxConnections(c, value));
+  }
+
+  inspectRole(...[target, role]: Parameters<PostgresPort["inspectRole"]>) {
+    return this.pools.withClient(target, (c) => inspectRole(c, role));
+  }
+
+  setConnectionLimit(...[target, role, limit]: Parameters<PostgresPort["setConnectionLimit"]>) {
+    return this.pools.withClient(target, (c) => setConnectionLimit(c, role, limit));
   }
 
   applyServerTimeout(...[target, scope, timeoutMs]: Parameters<PostgresPort["applyServerTimeout"]>) {

@@ -12,6 +12,7 @@ export const ConditionTypes = [
   "PoolEnvInjected",
   "BudgetWithinLimits",
   "MemoryWithinLimits",
+  "RoleConnectionLimit",
   "ReaperHealthy",
   "ExtensionsReady",
   "RedisAvailable",

@@ -55,6 +55,26 @@ const budgetMemoryCeiling = new Gauge({
   registers: [registry],
 });
 
+const roleLabels = ["server", "role"] as const;
+const roleLimit = new Gauge({
+  name: "poolpolicy_role_connection_limit",
+  help: "The CONNECTION LIMIT of an app role a policy enforces (spec.enforcement.connectionLimit), as last read; absent while the role has none",
+  labelNames: roleLabels,
+  registers: [registry],
+});
+const roleShare = new Gauge({
+  name: "poolpolicy_role_share_connections",
+  help: "The connections an app role's policies need at worst (pool max × worst-case pods) plus their margins: the limit the role should have",
+  labelNames: roleLabels,
+  registers: [registry],
+});
+const roleConnections = new Gauge({
+  name: "poolpolicy_role_connections",
+  help: "Sessions of an app role a policy enforces a limit for, every database counted",
+  labelNames: roleLabels,
+  registers: [registry],
+});
+
 const restartsHeld = new Gauge({
   name: "poolpolicy_postgres_restarts_held",
   help: "1 while the restart limit holds restarts of a PostgreSQL workload until a person releases them",
@@ -109,6 +129,21 @@ export const operatorMetrics = {
   observeMemoryCeiling(server: ServerKey, ceiling: number | undefined): void {
     if (ceiling === undefined) budgetMemoryCeiling.remove({ server });
     else budgetMemoryCeiling.set({ server }, ceiling);
+  },
+  /** An enforced role: its share, its limit as read (undefined: none) and its sessions. */
+  observeRole(
+    server: ServerKey,
+    role: string,
+    o: { share: number; limit: number | undefined; connections: number },
+  ): void {
+    roleShare.set({ server, role }, o.share);
+    roleConnections.set({ server, role }, o.connections);
+    if (o.limit === undefined) roleLimit.remove({ server, role });
+    else roleLimit.set({ server, role }, o.limit);
+  },
+  /** A role no policy of the server enforces any more: no series left behind. */
+  forgetRole(server: ServerKey, role: string): void {
+    for (const g of [roleShare, roleConnections, roleLimit]) g.remove({ server, role });
   },
   observeRestartsHeld(workload: string, held: boolean): void {
     restartsHeld.set({ workload }, held ? 1 : 0);

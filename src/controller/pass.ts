@@ -14,7 +14,7 @@ import type { Logger } from "../log.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import type { PolicyTarget } from "../server/credentials.js";
 import type { ServerKey } from "../server/identity.js";
-import type { ServerDesire, ServerMemory, ServerSettings } from "../server/model.js";
+import type { PolicyOnServer, ServerDesire, ServerMemory, ServerSettings } from "../server/model.js";
 import type { ConditionUpdate } from "./conditions.js";
 import type { KubernetesPort } from "./ports.js";
 
@@ -52,6 +52,8 @@ export interface Pass {
 
 /** What the PostgreSQL step learned, for the steps after it. */
 export interface ServerView {
+  /** Every policy on the server, this one included, sorted by key. */
+  peers: PolicyOnServer[];
   connection: PolicyTarget;
   facts: ServerFacts | undefined;
   budget: Budget | undefined;

@@ -22,13 +22,14 @@ export function serverKeyOf(p: PoolPolicy): string {
 
 /**
  * What the peers of a policy read of it: its server, targets and pool sizes, max_connections and
- * budget settings; and whether it counts at all (an invalid or deleted policy is no peer).
+ * budget settings, the role whose share it enforces; and whether it counts at all (an invalid or
+ * deleted policy is no peer).
  */
 function whatPeersRead(p: PoolPolicy): unknown {
   if (p.metadata.deletionTimestamp) return "deleted";
   const v = validateSpec(p.spec);
   if (!v.ok) return "invalid";
-  const { postgres, budget, pool, targets } = v.spec;
+  const { postgres, budget, pool, targets, enforcement } = v.spec;
   return {
     host: postgres.host,
     port: postgres.port,
@@ -36,6 +37,7 @@ function whatPeersRead(p: PoolPolicy): unknown {
     budget,
     pool: { minSize: pool.minSize, maxSize: pool.maxSize },
     selector: targets.selector,
+    connectionLimit: enforcement?.connectionLimit,
   };
 }
 

@@ -11,6 +11,8 @@ import type { V1Deployment, V1Pod, V2HorizontalPodAutoscaler } from "@kubernetes
 import type { PoolPolicy, PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
 import type { PostgresTarget } from "../postgres/connection.js";
 import type { InstanceFacts, ServerFacts } from "../postgres/inspect.js";
+import type { RoleFacts } from "../postgres/roles.js";
+import type { LimitRecord } from "../server/role-limits.js";
 import type { RedisOutcome } from "../server/dependencies.js";
 import type { RestartRecord } from "./max-connections.js";
 import type { ReaperOutcome, ServerTimeoutScope } from "./reaper.js";
@@ -46,6 +48,12 @@ export interface KubernetesPort {
   /** Removes the env the policy's field manager set, everywhere in its namespace; the Deployments changed. */
   removePoolEnv(policy: { name: string; namespace: string }): Promise<string[]>;
 
+  /**
+   * Keeps (or, with null, drops) on the policy the limit a role had before the policy set one,
+   * so that it can be restored; returns the policy as stored.
+   */
+  recordLimitBefore(policy: PoolPolicy, record: LimitRecord | null): Promise<PoolPolicy>;
+
   /** Returns the policy as stored, finalizer included. */
   addFinalizer(policy: PoolPolicy): Promise<PoolPolicy>;
   removeFinalizer(policy: PoolPolicy): Promise<void>;
@@ -61,6 +69,10 @@ export interface PostgresPort {
   inspectInstance(target: PostgresTarget): Promise<InstanceFacts>;
   /** ALTER SYSTEM SET max_connections = value, then pg_reload_conf(). */
   alterMaxConnections(target: PostgresTarget, value: number): Promise<void>;
+  /** The role a policy holds to its share: its limit and sessions, whether a superuser or our own login. */
+  inspectRole(target: PostgresTarget, role: string): Promise<RoleFacts>;
+  /** ALTER ROLE role CONNECTION LIMIT limit (-1: none). */
+  setConnectionLimit(target: PostgresTarget, role: string, limit: number): Promise<void>;
   /** Sets idle_in_transaction_session_timeout to `timeoutMs` for `scope`; a note when it changed something. */
   applyServerTimeout(target: PostgresTarget, scope: ServerTimeoutScope, timeoutMs: number): Promise<string | undefined>;
   /** Ends (or, in dry run, lists) the sessions idle in transaction for more than `timeoutMs`. */

@@ -7,7 +7,8 @@
  *   otherwise     → a fold over steps (pass.ts), in this order:
  *                     1. PostgreSQL: credentials, facts; the server's budget and the
  *                        max_connections its policies ask for together (src/server/model.ts)
- *                     2. max_connections and the pool env, ordered by direction
+ *                     2. max_connections, the app role's CONNECTION LIMIT and the pool env,
+ *                        ordered by direction
  *                     3. the reaper
  *                     4. extensions and Redis
  *                 → status (written only when it changed) and Events for what was done
@@ -50,6 +51,8 @@ import {
 import { checkExtensions } from "../server/dependencies.js";
 import { type ConditionUpdate, findCondition, setCondition, summarizeReady } from "./conditions.js";
 import { FINALIZER } from "./finalizer.js";
+import { ConnectionLimitStep, restoreLimit } from "./connection-limit-step.js";
+import { LIMIT_RECORD_ANNOTATION, limitRecordOf } from "./limit-record.js";
 import { applyMaxConnections, type MaxConnectionsResult } from "./max-connections-step.js";
 import { operatorMetrics } from "./metrics.js";
 import {
@@ -197,13 +200,15 @@ export class PoolPolicyReconciler {
     for (const u of updates) conditions = setCondition(conditions, u, now, generation);
     const status: PoolPolicyStatus = { ...previous, ...all.status, conditions, observedGeneration: generation };
     if (!pass.spec.redis) delete status.redis;
+    if (!status.connectionLimit) delete status.connectionLimit;
 
     // Events first: they record actions already taken, so they must not wait for (or be lost
     // with) a status write that may fail; and whoever sees the new status finds its Events.
-    await this.emit(policy, [...all.events, ...transitionEvents(previous, updates)]);
+    // pass.policy, not policy: a step may have written to the object meanwhile (limit-record.ts).
+    await this.emit(pass.policy, [...all.events, ...transitionEvents(previous, updates)]);
     if (statusChanged(previous, status)) {
       pass.log.debug({ action: "WriteStatus", changed: changedFields(previous, status) }, "status changed");
-      await this.writeStatus(policy, status);
+      await this.writeStatus(pass.policy, status);
     }
     const converged = Math.min(all.requeueAfterMs, this.deps.statsRefreshMs);
     return { requeueAfter: Math.max(converged, MIN_REQUEUE_MS) };
@@ -250,7 +255,7 @@ export class PoolPolicyReconciler {
     const desired = desireOfPolicy(self, desiredMaxConnections(peers, budget, facts, memory));
     const modes = peers.map((p) => p.spec.postgres.maxConnections);
     const autoSized = modes.includes("auto") && !modes.some((m) => typeof m === "number");
-    const view = { connection, facts, budget, desired, memory, settings, autoSized };
+    const view = { peers, connection, facts, budget, desired, memory, settings, autoSized };
     return { view, step: outcome({ conditions, status }) };
   }
 
@@ -273,6 +278,9 @@ export class PoolPolicyReconciler {
       verified: this.verified,
     };
     const current = facts?.maxConnections;
+    // The app role's limit grows before the pools do, and shrinks after they did (connection-limit-step.ts).
+    const limit = new ConnectionLimitStep(this.deps, pass, this.peerObjects(view, pass.key));
+    await limit.beforeEnv(view, view.peers);
     let maxConnections: MaxConnectionsResult;
     let env: TargetsOutcome;
     if (desired.kind === "value" && current !== undefined && desired.value < current) {
@@ -303,6 +311,7 @@ export class PoolPolicyReconciler {
         env = { ...env, condition: { ...env.condition, message: `${env.condition.message} (${bound})` } };
       }
     }
+    await limit.afterEnv(env.condition.status === "True");
     const untilWindow = maxConnections.nextWindow
       ? maxConnections.nextWindow.getTime() - pass.now.getTime()
       : Number.POSITIVE_INFINITY;
@@ -324,7 +333,14 @@ export class PoolPolicyReconciler {
       status: { targets: env.targets, targetsSummary: env.summary },
       requeueAfterMs: Math.min(poll, untilWindow),
     });
-    return { step, restarting: maxConnections.restarting };
+    return { step: combine([step, limit.outcome()]), restarting: maxConnections.restarting };
+  }
+
+  /** The PoolPolicy objects of the server's other policies, from the cache. */
+  private peerObjects(view: ServerView, self: string): PoolPolicy[] {
+    const keys = new Set(view.peers.map((p) => p.key));
+    keys.delete(self);
+    return this.deps.listPolicies().filter((p) => keys.has(`${p.metadata.namespace}/${p.metadata.name}`));
   }
 
   /** The pool env on the target Deployments; `holdGrowthUntil` holds back growing pools while max_connections is being raised to that value. */
@@ -382,6 +398,7 @@ export class PoolPolicyReconciler {
         note: `Removed the pool env from Deployment ${deployment}: the PoolPolicy is being deleted`,
       })),
     );
+    await this.restoreLimitOnDeletion(policy);
     await this.deps.kube.removeFinalizer(policy);
     this.deps.log.info(
       { policy: key, action: "Finalize", deployments: changed },
@@ -389,6 +406,39 @@ export class PoolPolicyReconciler {
     );
     this.forget(key);
     return {};
+  }
+
+  /**
+   * A deleted policy gives its role back the limit it had before (unless another policy of the
+   * server still names the role). While PostgreSQL cannot be reached the deletion waits, retried
+   * with backoff: the Warning says how to let it go without restoring.
+   */
+  private async restoreLimitOnDeletion(policy: PoolPolicy): Promise<void> {
+    const record = limitRecordOf(policy);
+    if (!record) return;
+    const { namespace, name } = policy.metadata;
+    const giveUp = `to delete the policy without restoring it, remove the annotation ${LIMIT_RECORD_ANNOTATION} from ${namespace}/${name}`;
+    const warn = (note: string) =>
+      this.emit(policy, [{ type: "Warning", reason: "ConnectionLimitNotRestored", action: "Finalize", note }]);
+    const validation = validateSpec(policy.spec);
+    if (!validation.ok) {
+      await warn(
+        `the CONNECTION LIMIT of role ${JSON.stringify(record.role)} was not restored to ${record.before}: the spec is invalid, so the server is not known (${validation.message})`,
+      );
+      return;
+    }
+    const spec = validation.spec;
+    const connection = await policyTarget(this.deps.kube.readSecretKeys.bind(this.deps.kube), namespace, spec);
+    const server = serverOfPolicy({ namespace, spec });
+    const peers = policiesOnServer(this.deps.listPolicies(), server);
+    const announce = (events: readonly PolicyEvent[]) => this.emit(policy, events);
+    const failure = connection.ok
+      ? (await restoreLimit(this.deps, { server, announce }, record, connection.target, peers)).error?.message
+      : connection.message;
+    if (failure) {
+      await warn(`${failure}; retrying; ${giveUp}`);
+      throw new Error(`restoring the CONNECTION LIMIT of role ${JSON.stringify(record.role)}: ${failure}`);
+    }
   }
 
   /**
@@ -439,6 +489,8 @@ export class PoolPolicyReconciler {
 function countsForReady(u: ConditionUpdate, redisRequired: boolean): boolean {
   if (u.type === "RedisAvailable") return redisRequired;
   if (u.type === "MemoryWithinLimits") return u.status !== "Unknown";
+  // A role at its limit is the limit doing its work: its own Warning says so; Ready stays.
+  if (u.type === "RoleConnectionLimit") return u.reason !== "LimitReached";
   return true;
 }
 

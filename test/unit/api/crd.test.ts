@@ -37,10 +37,12 @@ describe("the CRD generated from the zod schema", () => {
       "Demand",
       "Capacity",
       "MemCeiling",
+      "Role",
+      "RoleLimit",
     ]);
   });
 
-  it("shows the server and the budget only with -o wide (priority 1)", () => {
+  it("shows the server, the budget and the role's limit only with -o wide (priority 1)", () => {
     const wide = version.additionalPrinterColumns.filter((c: any) => c.priority === 1).map((c: any) => c.jsonPath);
     expect(wide).toEqual([
       ".spec.postgres.host",
@@ -48,6 +50,8 @@ describe("the CRD generated from the zod schema", () => {
       ".status.budget.demand",
       ".status.budget.capacity",
       ".status.budget.memoryCeiling",
+      ".status.connectionLimit.role",
+      ".status.connectionLimit.current",
     ]);
   });
 

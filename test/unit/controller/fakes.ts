@@ -17,6 +17,9 @@ import type { TargetsOutcome } from "../../../src/controller/targets.js";
 import type { WorkloadState } from "../../../src/controller/workload.js";
 import { PostgresError } from "../../../src/postgres/connection.js";
 import type { InstanceFacts, ServerFacts } from "../../../src/postgres/inspect.js";
+import type { RoleFacts } from "../../../src/postgres/roles.js";
+import { LIMIT_RECORD_ANNOTATION } from "../../../src/controller/limit-record.js";
+import type { LimitRecord } from "../../../src/server/role-limits.js";
 import { containerMemory } from "../../../src/server/memory.js";
 import { DEFAULT_MEMORY_SETTINGS } from "../fixtures/server-facts.js";
 
@@ -39,6 +42,12 @@ export class FakePostgres implements PostgresPort {
   timeoutError?: Error;
   reaped = 0;
   readonly alters: number[] = [];
+  /** Roles of the server by name; the operator logs in as "operator". */
+  readonly roles = new Map<string, { superuser: boolean; connectionLimit: number; connections: number }>();
+  /** Make the next ALTER ROLE fail with this error. */
+  alterRoleError?: Error;
+  /** Every ALTER ROLE … CONNECTION LIMIT, in order. */
+  readonly roleLimits: { role: string; limit: number }[] = [];
   /** The idle-in-transaction timeouts (ms) the reconciler handed to each call. */
   readonly timeoutsMs = { server: [] as number[], reaper: [] as number[] };
 
@@ -87,6 +96,22 @@ export class FakePostgres implements PostgresPort {
     if (this.alterError) throw this.alterError;
     this.alters.push(value);
     this.alterSystemValue = value;
+  }
+
+  async inspectRole(_target: unknown, name: string): Promise<RoleFacts> {
+    this.facts(); // unreachable → throws
+    const r = this.roles.get(name);
+    if (!r) return { name, exists: false, superuser: false, isOperator: false, connectionLimit: -1, connections: 0 };
+    return { name, exists: true, isOperator: name === "operator", ...r };
+  }
+
+  async setConnectionLimit(_target: unknown, name: string, limit: number): Promise<void> {
+    this.facts();
+    if (this.alterRoleError) throw this.alterRoleError;
+    const r = this.roles.get(name);
+    if (!r) throw new PostgresError("QueryFailed", `role "${name}" does not exist`);
+    r.connectionLimit = limit;
+    this.roleLimits.push({ role: name, limit });
   }
 
   async applyServerTimeout(_t: unknown, _scope: unknown, timeoutMs: number): Promise<string | undefined> {
@@ -163,8 +188,11 @@ export class FakeKubernetes implements KubernetesPort {
 
   watchTargets(): void {}
 
-  async deployments(_key: string, namespace: string): Promise<V1Deployment[]> {
-    return this.deployments_.filter((d) => d.metadata?.namespace === namespace);
+  /** The Deployments of the namespace whose labels match a selector of `key=value` terms. */
+  async deployments(_key: string, namespace: string, labelSelector: string): Promise<V1Deployment[]> {
+    const terms = labelSelector.split(",").map((t) => t.split("="));
+    const matches = (d: V1Deployment) => terms.every(([k, v]) => d.metadata?.labels?.[k!] === v);
+    return this.deployments_.filter((d) => d.metadata?.namespace === namespace && matches(d));
   }
 
   async hpas(): Promise<V2HorizontalPodAutoscaler[]> {
@@ -287,6 +315,21 @@ export class FakeKubernetes implements KubernetesPort {
     this.injected.clear();
     this.removedEnv.push(policy.name);
     return names;
+  }
+
+  /** The annotation writes of recordLimitBefore, in order (null: removed). */
+  readonly limitRecords: (LimitRecord | null)[] = [];
+  /** Called with the policy as "stored" after recordLimitBefore (the world keeps it). */
+  onPolicyPatched?: (policy: PoolPolicy) => void;
+
+  async recordLimitBefore(policy: PoolPolicy, record: LimitRecord | null): Promise<PoolPolicy> {
+    this.limitRecords.push(record);
+    const annotations = { ...(policy.metadata.annotations ?? {}) };
+    if (record) annotations[LIMIT_RECORD_ANNOTATION] = JSON.stringify(record);
+    else delete annotations[LIMIT_RECORD_ANNOTATION];
+    const stored = { ...policy, metadata: { ...policy.metadata, annotations } };
+    this.onPolicyPatched?.(stored);
+    return stored;
   }
 
   async addFinalizer(policy: PoolPolicy): Promise<PoolPolicy> {

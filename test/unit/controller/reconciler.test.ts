@@ -27,6 +27,11 @@ class World {
 
   constructor() {
     this.kube.secrets.set(`${NS}/pg`, { username: "admin", password: "s3cret" });
+    // An annotation written by the reconciler lands in the cache, as the watch would bring it.
+    this.kube.onPolicyPatched = (stored) => {
+      const cached = this.policies.get(`${stored.metadata.namespace}/${stored.metadata.name}`);
+      if (cached) cached.metadata.annotations = stored.metadata.annotations;
+    };
   }
 
   /** A new operator process: nothing in memory, the same world. */
@@ -69,7 +74,7 @@ class World {
         generation: (previous?.metadata.generation ?? 0) + 1,
         resourceVersion: String(Math.random()),
         finalizers: [FINALIZER],
-        annotations,
+        annotations: { ...previous?.metadata.annotations, ...annotations },
       },
       spec: deepMerge(base, spec),
       status: previous?.status,
@@ -537,5 +542,220 @@ describe("the memory ceiling", () => {
     expect(condition(status, "MemoryWithinLimits")?.message).toContain("set resources.limits.memory");
     expect(condition(status, "Ready")?.status).toBe("True");
     expect(w.events.reasons().filter((r) => r === "NoWorkload" || r === "NoMemoryLimit")).toEqual([]);
+  });
+});
+
+describe("the app role's CONNECTION LIMIT (spec.enforcement.connectionLimit)", () => {
+  const enforce = (role: string, margin = 2, pool = 10) => ({
+    pool: { maxSize: pool },
+    enforcement: { connectionLimit: { role, margin } },
+  });
+  const role = (name: string, r: { superuser?: boolean; connectionLimit?: number; connections?: number } = {}) =>
+    w.postgres.roles.set(name, { superuser: false, connectionLimit: -1, connections: 0, ...r });
+  const deleting = (name: string) => {
+    const p = w.policies.get(`${NS}/${name}`)!;
+    p.metadata.deletionTimestamp = new Date();
+  };
+  /** The order in which the role's limit and the pool env were written. */
+  const order: string[] = [];
+  beforeEach(() => {
+    order.length = 0;
+    const setLimit = w.postgres.setConnectionLimit.bind(w.postgres);
+    w.postgres.setConnectionLimit = async (t, name, limit) => {
+      await setLimit(t, name, limit);
+      order.push(`limit ${limit}`);
+    };
+    const applyEnv = w.kube.applyPoolEnv.bind(w.kube);
+    w.kube.applyPoolEnv = async (policy, spec, ...rest) => {
+      order.push(`env ${spec.pool.maxSize}`);
+      return applyEnv(policy, spec, ...rest);
+    };
+  });
+
+  it("records the old limit first, and sets a limit on a role that had none once the apps rolled out", async () => {
+    role("shop_app", { connections: 3 });
+    w.kube.rollingOut = true;
+    w.policy("p", enforce("shop_app"));
+    let { status } = await w.pass();
+    expect(condition(status, "RoleConnectionLimit")).toMatchObject({ status: "False", reason: "WaitingForApps" });
+    expect(condition(status, "RoleConnectionLimit")?.message).toBe(
+      'lowering the CONNECTION LIMIT of role "shop_app" from no limit to 12 (worst-case demand 10 of policy shop/p + margin 2) once the apps of shop/p run with their new pools',
+    );
+    expect(w.postgres.roleLimits).toEqual([]);
+    // Recorded at once, before any ALTER ROLE: a crash in between loses nothing.
+    expect(w.kube.limitRecords).toEqual([{ role: "shop_app", before: -1 }]);
+
+    w.kube.rollingOut = false;
+    ({ status } = await w.pass());
+    expect(w.kube.limitRecords).toHaveLength(1);
+    expect(w.postgres.roleLimits).toEqual([{ role: "shop_app", limit: 12 }]);
+    expect(condition(status, "RoleConnectionLimit")).toMatchObject({
+      status: "True",
+      reason: "Enforced",
+      message:
+        'role "shop_app" has CONNECTION LIMIT 12 (worst-case demand 10 of policy shop/p + margin 2; 3 session(s) now)',
+    });
+    expect(status.connectionLimit).toEqual({
+      role: "shop_app",
+      limit: 12,
+      demand: 10,
+      policies: 1,
+      current: 12,
+      connections: 3,
+      before: -1,
+    });
+    expect(w.events.reasons()).toContain("ConnectionLimitSet");
+    const writes = w.kube.statusWrites.length;
+    await w.pass();
+    expect(w.postgres.roleLimits).toHaveLength(1);
+    expect(w.kube.statusWrites).toHaveLength(writes);
+  });
+
+  it("raises the limit before the pools grow, at once; an HPA's maxReplicas raises it without a rollout", async () => {
+    role("shop_app", { connectionLimit: 12 });
+    w.policy("p", enforce("shop_app"), {
+      "pooling.dbops.io/connection-limit-before": '{"role":"shop_app","before":-1}',
+    });
+    await w.pass();
+    expect(w.postgres.roleLimits).toEqual([]);
+
+    w.kube.rollingOut = true;
+    w.policy("p", enforce("shop_app", 2, 20));
+    order.length = 0;
+    await w.pass();
+    expect(order).toEqual(["limit 22", "env 20"]);
+    expect(w.events.reasons()).toContain("ConnectionLimitRaised");
+
+    w.kube.hpas_ = [{ spec: { scaleTargetRef: { kind: "Deployment", name: "api" }, maxReplicas: 4 } } as never];
+    const { status } = await w.pass();
+    expect(w.postgres.roleLimits.at(-1)).toEqual({ role: "shop_app", limit: 4 * 20 + 2 });
+    expect(w.kube.limitRecords).toEqual([]); // the record from the first change is kept, not overwritten
+    expect(status.connectionLimit?.before).toBe(-1);
+  });
+
+  it("lowers only after the apps rolled out with their smaller pools", async () => {
+    role("shop_app", { connectionLimit: 52 });
+    w.policy("p", enforce("shop_app", 2, 10), {
+      "pooling.dbops.io/connection-limit-before": '{"role":"shop_app","before":40}',
+    });
+    w.kube.rollingOut = true;
+    let { status } = await w.pass();
+    expect(condition(status, "RoleConnectionLimit")?.reason).toBe("WaitingForApps");
+    expect(w.postgres.roleLimits).toEqual([]);
+    w.kube.rollingOut = false;
+    ({ status } = await w.pass());
+    expect(order.at(-1)).toBe("limit 12");
+    expect(w.events.reasons()).toContain("ConnectionLimitLowered");
+    expect(status.connectionLimit?.before).toBe(40);
+  });
+
+  it("two policies naming one role add up, whichever is reconciled; a lowering waits for the other's apps too", async () => {
+    role("shop_app");
+    w.kube.deployments_.push({
+      metadata: { name: "web", namespace: NS, labels: { app: "web" } },
+      spec: { replicas: 2, strategy: { type: "Recreate" } },
+    } as unknown as V1Deployment);
+    w.policy("p", enforce("shop_app", 2, 10));
+    w.policy("q", { ...enforce("shop_app", 3, 5), targets: { selector: { matchLabels: { app: "web" } } } });
+    // q's apps have not rolled out yet (no PoolEnvInjected=True for its generation).
+    let { status } = await w.pass("p");
+    expect(condition(status, "RoleConnectionLimit")?.message).toContain("once the apps of shop/q run");
+    ({ status } = await w.pass("q"));
+    expect(w.postgres.roleLimits).toEqual([{ role: "shop_app", limit: 10 + 2 + 2 * 5 + 3 }]);
+    ({ status } = await w.pass("p"));
+    expect(w.postgres.roleLimits).toHaveLength(1);
+    expect(status.connectionLimit).toMatchObject({ limit: 25, demand: 20, policies: 2 });
+    expect(condition(status, "RoleConnectionLimit")?.message).toContain(
+      "worst-case demand 20 of 2 policies + margin 5",
+    );
+  });
+
+  it("refuses a superuser, the operator's own login and a missing role, touching none; says what a refused ALTER ROLE needs", async () => {
+    role("admin_app", { superuser: true });
+    role("operator");
+    const cases: [string, string, string][] = [
+      ["admin_app", "RoleIsSuperuser", "PostgreSQL ignores CONNECTION LIMIT for superusers"],
+      ["operator", "OperatorRole", "could lock the operator out"],
+      ["nobody", "RoleNotFound", 'role "nobody" does not exist on pg.db:5432: create it'],
+    ];
+    for (const [name, reason, words] of cases) {
+      w.policy("p", enforce(name));
+      const { status } = await w.pass();
+      expect(condition(status, "RoleConnectionLimit")).toMatchObject({ status: "False", reason });
+      expect(condition(status, "RoleConnectionLimit")?.message).toContain(words);
+      expect(condition(status, "Ready")?.status).toBe("False");
+    }
+    expect(w.postgres.roleLimits).toEqual([]);
+    expect(w.kube.limitRecords).toEqual([]);
+
+    role("shop_app");
+    w.postgres.alterRoleError = new PostgresError("PermissionDenied", "permission denied to alter role", "42501");
+    w.policy("p", enforce("shop_app"));
+    const { status } = await w.pass();
+    expect(condition(status, "RoleConnectionLimit")).toMatchObject({ status: "False", reason: "PermissionDenied" });
+    expect(condition(status, "RoleConnectionLimit")?.message).toContain("needs CREATEROLE");
+  });
+
+  it("a role at its limit is a Warning and a condition, not a reason to take Ready away", async () => {
+    role("shop_app", { connectionLimit: 12, connections: 12 });
+    w.policy("p", enforce("shop_app"), {
+      "pooling.dbops.io/connection-limit-before": '{"role":"shop_app","before":-1}',
+    });
+    const { status } = await w.pass();
+    expect(condition(status, "RoleConnectionLimit")).toMatchObject({ status: "False", reason: "LimitReached" });
+    expect(condition(status, "RoleConnectionLimit")?.message).toContain('new sessions of "shop_app" are refused');
+    expect(condition(status, "Ready")?.status).toBe("True");
+    expect(w.events.all.filter((e) => e.reason === "LimitReached").map((e) => e.type)).toEqual(["Warning"]);
+  });
+
+  it("restores the old limit when enforcement is switched off, on deletion, and not while another policy names the role", async () => {
+    role("shop_app");
+    w.policy("p", enforce("shop_app"));
+    await w.pass();
+    expect(w.postgres.roles.get("shop_app")?.connectionLimit).toBe(12);
+    w.policy("p", { enforcement: {} });
+    let { status } = await w.pass();
+    expect(w.postgres.roles.get("shop_app")?.connectionLimit).toBe(-1);
+    expect(w.kube.limitRecords.at(-1)).toBeNull();
+    expect(condition(status, "RoleConnectionLimit")?.reason).toBe("NotConfigured");
+    expect(status.connectionLimit).toBeUndefined();
+    expect(w.events.reasons()).toContain("ConnectionLimitRestored");
+
+    w.policy("p", enforce("shop_app"));
+    w.kube.deployments_.push({
+      metadata: { name: "web", namespace: NS, labels: { app: "web" } },
+      spec: { replicas: 1, strategy: { type: "Recreate" } },
+    } as unknown as V1Deployment);
+    w.policy("q", { ...enforce("shop_app", 0), targets: { selector: { matchLabels: { app: "web" } } } });
+    await w.pass("p");
+    await w.pass("q");
+    ({ status } = await w.pass("p"));
+    expect(w.postgres.roles.get("shop_app")?.connectionLimit).toBe(22);
+    deleting("q");
+    await w.reconciler.reconcile(`${NS}/q`);
+    expect(w.postgres.roles.get("shop_app")?.connectionLimit).toBe(22); // p still names it
+    w.policies.delete(`${NS}/q`);
+    deleting("p");
+    await w.reconciler.reconcile(`${NS}/p`);
+    expect(w.postgres.roles.get("shop_app")?.connectionLimit).toBe(-1);
+    expect(w.kube.finalizerRemoved).toBe(true);
+  });
+
+  it("a deletion while PostgreSQL is down waits, and the Warning says how to let it go", async () => {
+    role("shop_app");
+    w.policy("p", enforce("shop_app"));
+    await w.pass();
+    w.postgres.reachable = false;
+    deleting("p");
+    await expect(w.reconciler.reconcile(`${NS}/p`)).rejects.toThrow(
+      /restoring the CONNECTION LIMIT of role "shop_app"/,
+    );
+    expect(w.kube.finalizerRemoved).toBeFalsy();
+    const warning = w.events.all.find((e) => e.reason === "ConnectionLimitNotRestored");
+    expect(warning?.note).toContain("remove the annotation pooling.dbops.io/connection-limit-before from shop/p");
+    w.postgres.reachable = true;
+    await w.reconciler.reconcile(`${NS}/p`);
+    expect(w.postgres.roles.get("shop_app")?.connectionLimit).toBe(-1);
+    expect(w.kube.finalizerRemoved).toBe(true);
   });
 });
