@@ -9,6 +9,7 @@
  * declares ("yes", or the documented "no"/"n/a"), so a wrong cell fails the test, and the README
  * table rendered from that file says only what ran. POOLPOLICY_PG_MATRIX="16 17" narrows the run.
  */
+import fc from "fast-check";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../../src/cli/main.js";
@@ -18,6 +19,7 @@ import { type MaxConnectionsPlan, planMaxConnections } from "../../src/controlle
 import { PostgresError, PostgresPools, type PostgresTarget } from "../../src/postgres/connection.js";
 import { inspectInstance, inspectServer, type ServerFacts } from "../../src/postgres/inspect.js";
 import { reapIdleInTransaction } from "../../src/postgres/reap.js";
+import { inspectRole, setConnectionLimit } from "../../src/postgres/roles.js";
 import { AlterSystemError, alterMaxConnections } from "../../src/postgres/settings.js";
 import { ensureRoleTimeouts, ensureServerTimeout } from "../../src/postgres/timeouts.js";
 import { MATRIX_MAJORS, PostgresServer } from "../harness/postgres.js";
@@ -390,6 +392,97 @@ describe.each(majors)("PostgreSQL %i", (major) => {
     expect(reapReport.sessions.map((s) => s.pid)).toContain(stuck.pid);
     expect(reapReport.terminated).toBe(reapReport.sessions.length);
     await waitFor("the stuck session to be gone", async () => !(await alive(server, stuck.pid)));
+  });
+
+  it("an app role held to its share by a CREATEROLE operator (16+: with ADMIN OPTION), sessions beyond it refused", async () => {
+    const declared = cell("role-limit");
+    expect(declared.status).toBe("yes");
+    const SHOP_PW = "shop-pw-5e1a";
+    await server.query(`CREATE ROLE shop_app LOGIN PASSWORD '${SHOP_PW}'`);
+    await server.query("ALTER ROLE operator CREATEROLE");
+    const roleAsOperator = (name: string) => pools.withClient(operator, (c) => inspectRole(c, name));
+    expect(await roleAsOperator("shop_app")).toEqual({
+      name: "shop_app",
+      exists: true,
+      superuser: false,
+      isOperator: false,
+      connectionLimit: -1,
+      connections: 0,
+    });
+    expect(await roleAsOperator("operator")).toMatchObject({ isOperator: true, superuser: false });
+    expect(await roleAsOperator(server.superuser)).toMatchObject({ superuser: true });
+    expect(await roleAsOperator("no_such_role")).toMatchObject({ exists: false });
+
+    const setTo = (limit: number) => pools.withClient(operator, (c) => setConnectionLimit(c, "shop_app", limit));
+    if (major >= 16) {
+      // CREATEROLE alone no longer lets a role alter roles it did not create.
+      await expect(setTo(2)).rejects.toMatchObject({ reason: "PermissionDenied", code: "42501" });
+      expect(declared.reason).toContain("ADMIN OPTION");
+      await server.query("GRANT shop_app TO operator WITH ADMIN OPTION");
+    } else {
+      expect(declared.reason).toBeUndefined();
+    }
+    await setTo(2);
+    const inside = [await session(server, "shop_app", SHOP_PW, "a"), await session(server, "shop_app", SHOP_PW, "b")];
+    open.push(...inside);
+    await expect(session(server, "shop_app", SHOP_PW, "c")).rejects.toThrow('too many connections for role "shop_app"');
+    expect(await roleAsOperator("shop_app")).toMatchObject({ connectionLimit: 2, connections: 2 });
+    // Another role is not held by it.
+    open.push(await session(server, "app", APP_PW, "other"));
+    await setTo(-1);
+    expect(await roleAsOperator("shop_app")).toMatchObject({ connectionLimit: -1 });
+    for (const c of inside) await c.end();
+  });
+
+  it("role names that need quoting: the limit lands on exactly the named role (fuzzed)", async () => {
+    await server.query("CREATE ROLE canary CONNECTION LIMIT 3");
+    const reserved = new Set(["public", "none", "current_user", "session_user", "current_role"]);
+    const nasty = fc.constantFrom(
+      'x"; DROP ROLE canary; --',
+      "Mixed Case",
+      "with  spaces",
+      "it's",
+      'a""b',
+      "back\\slash",
+      "ünïcødé",
+      "$1",
+      "canary ",
+      "CANARY",
+    );
+    const names = fc
+      .oneof(nasty, fc.string({ minLength: 1, maxLength: 24 }))
+      .filter(
+        (n) =>
+          !n.includes("\u0000") &&
+          Buffer.byteLength(n) <= 63 &&
+          !n.startsWith("pg_") &&
+          !reserved.has(n) &&
+          !["canary", "app", "operator", server.superuser].includes(n),
+      );
+    await fc.assert(
+      fc.asyncProperty(names, fc.integer({ min: 0, max: 50 }), async (name, limit) => {
+        // Created and dropped with the server's own quoting (format %I), not the driver's under test.
+        const ddl = async (verb: string) => {
+          const [row] = await server.query<{ sql: string }>(`SELECT format('${verb} ROLE %I', $1::text) AS sql`, [
+            name,
+          ]);
+          await server.query(row!.sql);
+        };
+        await ddl("CREATE");
+        try {
+          await pools.withClient(superuser, (c) => setConnectionLimit(c, name, limit));
+          const role = await pools.withClient(superuser, (c) => inspectRole(c, name));
+          expect(role).toMatchObject({ name, exists: true, connectionLimit: limit });
+          const [canary] = await server.query<{ rolconnlimit: number }>(
+            "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'canary'",
+          );
+          expect(canary?.rolconnlimit).toBe(3);
+        } finally {
+          await ddl("DROP");
+        }
+      }),
+      { numRuns: 40 },
+    );
   });
 });
 
