@@ -670,7 +670,7 @@ describe("the app role's CONNECTION LIMIT (spec.enforcement.connectionLimit)", (
     );
   });
 
-  it("refuses a superuser, the operator's own login and a missing role, touching none; says what a refused ALTER ROLE needs", async () => {
+  it("refuses a superuser, the operator's own login and a missing role, touching none; Unknown without the server; says what a refused ALTER ROLE needs", async () => {
     role("admin_app", { superuser: true });
     role("operator");
     const cases: [string, string, string][] = [
@@ -687,6 +687,14 @@ describe("the app role's CONNECTION LIMIT (spec.enforcement.connectionLimit)", (
     }
     expect(w.postgres.roleLimits).toEqual([]);
     expect(w.kube.limitRecords).toEqual([]);
+
+    w.postgres.reachable = false;
+    w.policy("p", enforce("admin_app"));
+    expect(condition((await w.pass()).status, "RoleConnectionLimit")).toMatchObject({
+      status: "Unknown",
+      reason: "PostgresUnreachable",
+    });
+    w.postgres.reachable = true;
 
     role("shop_app");
     w.postgres.alterRoleError = new PostgresError("PermissionDenied", "permission denied to alter role", "42501");
