@@ -20,3 +20,12 @@ export function splitKey(key: string): { namespace?: string; name: string } {
   if (slash < 0) return { name: key };
   return { namespace: key.slice(0, slash), name: key.slice(slash + 1) };
 }
+
+/**
+ * Names and keys in a fixed order, by code point: what statuses and budgets list must not change
+ * order from pass to pass, and localeCompare's collator cost several milliseconds of a policy's
+ * first pass over 1,000 Deployments.
+ */
+export function byCodePoint(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

@@ -23,6 +23,7 @@ import {
 import { OPERATOR_POOL_SIZE } from "../postgres/connection.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { apiErrorMessage } from "../kube/errors.js";
+import { byCodePoint } from "../kube/keys.js";
 import { labelSelectorString } from "../kube/selectors.js";
 import type { WorkloadRef } from "../kube/workloads.js";
 import {
@@ -78,9 +79,6 @@ export function policiesOnServer(all: readonly PoolPolicy[], server: ServerKey):
   return found.sort((a, b) => byCodePoint(a.key, b.key));
 }
 
-function byCodePoint(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
 
 /** What the policies of one server say about it together (spec.budget of each). */
 export interface ServerSettings {
