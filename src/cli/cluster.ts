@@ -118,6 +118,8 @@ export interface ServerBudgetView {
   server: ServerKey;
   /** "ns/name" of every policy counted, the diagnosed one included. */
   policies: string[];
+  /** Those policies with their specs: who names which role (server/role-limits.ts). */
+  peers: PolicyOnServer[];
   settings: ServerSettings;
   reserve: BudgetReserve;
   budget: Budget;
@@ -165,6 +167,7 @@ export async function readServerBudget(
   return {
     server,
     policies: peers.map((p) => p.key),
+    peers,
     settings,
     reserve: serverReserve(facts, settings),
     budget,

@@ -3,8 +3,9 @@
  *
  * Gathers, read-only: the server's facts (the operator's own inspectServer), who holds the
  * connections (by database, by user and application), the oldest sessions idle in
- * transaction, the connection budget of every PoolPolicy pointing at the server, the
- * required extensions and Redis; then findings.ts turns them into findings with
+ * transaction, the connection budget of every PoolPolicy pointing at the server, the roles
+ * its policies hold to their share (spec.enforcement.connectionLimit), the required
+ * extensions and Redis; then findings.ts turns them into findings with
  * recommendations. Nothing here writes to PostgreSQL, Redis or the cluster.
  */
 import type { KubeConfig } from "@kubernetes/client-node";
@@ -15,6 +16,8 @@ import { readSecretKeys } from "../kube/secrets.js";
 import { memoryCondition, type ServerMemory } from "../server/model.js";
 import { PostgresError, PostgresPools, describeTarget, type PostgresTarget } from "../postgres/connection.js";
 import { inspectServer, type ServerFacts } from "../postgres/inspect.js";
+import { inspectRole } from "../postgres/roles.js";
+import { planRoleLimit, roleShares } from "../server/role-limits.js";
 import { checkRedis } from "../redis/check.js";
 import {
   CliError,
@@ -25,6 +28,7 @@ import {
   readPolicy,
   type KubeOptions,
   type LoadedPolicy,
+  type ServerBudgetView,
 } from "./cluster.js";
 import { DsnError, dsnWithoutPassword, parseDsn, redactDsn } from "./dsn.js";
 import { analyze, isOk } from "./findings.js";
@@ -37,6 +41,7 @@ import type {
   PolicySection,
   PostgresSection,
   RedisSection,
+  RoleSection,
   SessionsSection,
   Subject,
 } from "./report.js";
@@ -113,9 +118,12 @@ async function diagnosePolicy(options: DiagnoseOptions, pools: PostgresPools, io
   }
 
   let budget: BudgetSection | undefined;
-  if (snapshot) {
+  let roles: RoleSection[] | undefined;
+  if (snapshot && connection.ok) {
     io.progress("computing the connection budget of every PoolPolicy on this server");
-    budget = await budgetOf(kc, loaded, snapshot.facts);
+    const view = await readServerBudget(kc, loaded, snapshot.facts);
+    budget = budgetSection(view, snapshot.facts);
+    ({ roles } = await readRoles(pools, connection.target, view, budget.notes, io));
   }
 
   io.progress("checking Redis");
@@ -148,6 +156,7 @@ async function diagnosePolicy(options: DiagnoseOptions, pools: PostgresPools, io
     postgres,
     sessions: snapshot?.sessions,
     budget,
+    roles,
     extensions: extensionsOf(required, spec.postgres.database, snapshot?.facts),
     redis,
   };
@@ -244,8 +253,7 @@ function postgresSection(f: ServerFacts): PostgresSection {
   };
 }
 
-async function budgetOf(kc: KubeConfig, loaded: LoadedPolicy, facts: ServerFacts): Promise<BudgetSection> {
-  const view = await readServerBudget(kc, loaded, facts);
+function budgetSection(view: ServerBudgetView, facts: ServerFacts): BudgetSection {
   const { budget } = view;
   return {
     server: view.server,
@@ -260,6 +268,49 @@ async function budgetOf(kc: KubeConfig, loaded: LoadedPolicy, facts: ServerFacts
     memory: memorySection(view.memory, facts),
     notes: view.notes,
   };
+}
+
+/**
+ * Each role a policy of the server holds to its share: the share, the role as PostgreSQL has it
+ * now, and what the operator does about it, each from the operator's own function. A failed
+ * read leaves the roles out, with a note saying why.
+ */
+async function readRoles(
+  pools: PostgresPools,
+  target: PostgresTarget,
+  view: ServerBudgetView,
+  notes: string[],
+  io: CliIo,
+): Promise<{ roles?: RoleSection[] }> {
+  const shares = roleShares(view.peers, view.budget);
+  if (shares.length === 0) return {};
+  const names = shares.map((r) => JSON.stringify(r.role)).join(", ");
+  io.progress(`reading the CONNECTION LIMIT and sessions of role(s) ${names}`);
+  try {
+    const facts = await pools.withClient(target, async (client) => {
+      const read = [];
+      for (const share of shares) read.push(await inspectRole(client, share.role));
+      return read;
+    });
+    const roles = shares.map((share, i): RoleSection => {
+      const role = facts[i]!;
+      const { demand, margin, limit, policies } = share;
+      return {
+        role: share.role,
+        share: { demand, margin, limit, policies },
+        exists: role.exists,
+        superuser: role.superuser,
+        operatorRole: role.isOperator,
+        connectionLimit: role.connectionLimit,
+        connections: role.connections,
+        plan: planRoleLimit(share, role, view.server),
+      };
+    });
+    return { roles };
+  } catch (err) {
+    notes.push(`role(s) ${names} held to a share not read: ${(err as Error).message}`);
+    return {};
+  }
 }
 
 /** The ceiling's numbers, and the verdict the operator's MemoryWithinLimits condition gives on the value in force. */

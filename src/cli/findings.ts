@@ -6,12 +6,15 @@
  * report: PostgreSQL unreachable; no slot left for ordinary roles; usage ≥ 85 % (warning) or
  * ≥ 95 % (critical); worst-case demand above capacity; sessions idle in transaction past the
  * threshold; required extensions missing; Redis down when required (a notice otherwise);
- * max_connections above what the PostgreSQL container's memory carries (warning).
+ * max_connections above what the PostgreSQL container's memory carries (warning); a role held to
+ * its share (spec.enforcement.connectionLimit) that the operator refuses to limit, that is at its
+ * CONNECTION LIMIT, or whose limit is below its share (warnings), or above it (a notice).
  */
 import { formatDuration } from "../api/duration.js";
 import { MAX_CONNECTIONS_MAX } from "../api/schema.js";
 import { autoSizeMaxConnections } from "../budget/budget.js";
-import type { BudgetSection, DiagnoseReport, Finding, PostgresSection, Severity } from "./report.js";
+import { explainShare, limitReached } from "../server/role-limits.js";
+import type { BudgetSection, DiagnoseReport, Finding, PostgresSection, RoleSection, Severity } from "./report.js";
 
 export const USAGE_WARNING_PERCENT = 85;
 export const USAGE_CRITICAL_PERCENT = 95;
@@ -28,10 +31,11 @@ export interface FindingContext {
 }
 
 type Reachable = Extract<PostgresSection, { reachable: true }>;
+type Add = (severity: Severity, code: string, message: string, recommendation?: string) => void;
 
 export function analyze(facts: Facts, ctx: FindingContext): Finding[] {
   const findings: Finding[] = [];
-  const add = (severity: Severity, code: string, message: string, recommendation?: string) =>
+  const add: Add = (severity, code, message, recommendation) =>
     findings.push(recommendation ? { severity, code, message, recommendation } : { severity, code, message });
 
   const pg = facts.postgres;
@@ -62,6 +66,8 @@ export function analyze(facts: Facts, ctx: FindingContext): Finding[] {
     // The operator's own MemoryWithinLimits words (src/controller/server-budget.ts), numbers and advice included.
     add("warning", memory.condition.reason, memory.condition.message);
   }
+
+  for (const role of facts.roles ?? []) roleFindings(role, add);
 
   const s = facts.sessions;
   // Without pg_read_all_stats, other roles' sessions show no state: the counts above undercount.
@@ -201,6 +207,47 @@ function slotsAndUsage(
   }
 }
 
+/**
+ * A role held to its share. The operator's own plan (planRoleLimit) says whether the limit is
+ * below the share (it raises it before the pools grow), above it (it lowers it once the apps
+ * rolled out) or refused; limitReached whether PostgreSQL refuses the role's next session.
+ */
+function roleFindings(r: RoleSection, add: Add): void {
+  const { plan } = r;
+  if (plan.kind === "refused") {
+    add("warning", plan.reason, plan.message);
+    return;
+  }
+  const name = JSON.stringify(r.role);
+  const share = explainShare({ role: r.role, ...r.share });
+  const policies = r.share.policies.join(", ");
+  const below = plan.kind === "change" && plan.direction === "raise";
+  if (limitReached(r)) {
+    add(
+      "warning",
+      "RoleLimitReached",
+      `role ${name} has ${r.connections} session(s), its CONNECTION LIMIT is ${r.connectionLimit} (share ${r.share.limit}: ${share}): new sessions of ${name} are refused ("too many connections for role")`,
+      below
+        ? `its limit is below its share: see RoleLimitBelowShare`
+        : `find who holds them (user ${r.role} under CONNECTIONS BY USER AND APPLICATION): something connects beyond the pools (a client of its own, a leak, more pods than the budget knows); or raise spec.enforcement.connectionLimit.margin of ${policies}`,
+    );
+  }
+  if (below) {
+    add(
+      "warning",
+      "RoleLimitBelowShare",
+      `the CONNECTION LIMIT of role ${name} is ${r.connectionLimit}, below its share ${r.share.limit} (${share}): its apps' pools cannot all connect at their worst case`,
+      `the operator raises it to ${r.share.limit} before the pools grow: if it stays below, check that the operator runs and read the RoleConnectionLimit condition of ${policies}; by hand: ALTER ROLE ${quoteIdent(r.role)} CONNECTION LIMIT ${r.share.limit}`,
+    );
+  } else if (plan.kind === "change") {
+    add(
+      "notice",
+      "RoleLimitAboveShare",
+      `role ${name} has ${r.connectionLimit < 0 ? "no CONNECTION LIMIT" : `CONNECTION LIMIT ${r.connectionLimit}`}, more than its share ${r.share.limit} (${share}): the operator lowers it once the apps of ${policies} run with their new pools`,
+    );
+  }
+}
+
 function budgetMessage(b: BudgetSection): string {
   const deployments = b.targets.length;
   return `demand ${b.demand} > capacity ${b.capacity}: worst case, the pools of ${deployments} Deployment(s) of ${b.policies.length} PoolPolicy(ies) on ${b.server} need ${b.demand - b.reserve.total} connections plus ${b.reserve.total} reserved, ${b.demand - b.capacity} more than max_connections`;
@@ -287,6 +334,6 @@ function unreachableAdvice(reason: string): string | undefined {
   }
 }
 
-function quoteIdent(name: string): string {
+export function quoteIdent(name: string): string {
   return /^[a-z_][a-z0-9_]*$/.test(name) ? name : `"${name.replaceAll('"', '""')}"`;
 }

@@ -5,6 +5,8 @@
  */
 import { formatDuration } from "../api/duration.js";
 import { formatBytes } from "../server/memory.js";
+import { describeLimit, type RoleLimitPlan } from "../server/role-limits.js";
+import { quoteIdent } from "./findings.js";
 import type { DiagnoseReport, Finding } from "./report.js";
 import type { ReapReport } from "./reap.js";
 
@@ -162,6 +164,25 @@ export function renderDiagnose(r: DiagnoseReport): string {
     for (const note of b.notes) out.push(`  note: ${note}\n`);
   }
 
+  const roles = r.roles;
+  if (roles && roles.length > 0) {
+    out.push("\nROLES HELD TO THEIR SHARE (spec.enforcement.connectionLimit)\n");
+    out.push(
+      table(
+        ["ROLE", "SHARE", "DEMAND + MARGIN", "CONNECTION LIMIT", "SESSIONS", "THE OPERATOR", "POLICIES"],
+        roles.map((x) => [
+          quoteIdent(x.role),
+          x.share.limit,
+          `${x.share.demand} + ${x.share.margin}`,
+          x.exists ? describeLimit(x.connectionLimit) : "(no such role)",
+          x.connections,
+          planInWords(x.plan),
+          x.share.policies.join(", "),
+        ]),
+      ),
+    );
+  }
+
   const e = r.extensions;
   if (e) {
     out.push(`\nEXTENSIONS IN ${e.database}\n`);
@@ -201,6 +222,18 @@ export function renderDiagnose(r: DiagnoseReport): string {
   }
   out.push(`\n${r.ok ? "OK" : "PROBLEMS FOUND"}\n`);
   return out.join("");
+}
+
+/** What the operator does about a role's limit, in a table cell. */
+function planInWords(plan: RoleLimitPlan): string {
+  switch (plan.kind) {
+    case "inForce":
+      return "keeps it";
+    case "change":
+      return plan.direction === "raise" ? `raises it to ${plan.limit}` : `lowers it to ${plan.limit} after rollout`;
+    case "refused":
+      return `refuses: ${plan.reason}`;
+  }
 }
 
 export function renderReap(r: ReapReport): string {

@@ -5,6 +5,7 @@
  */
 import type { ConnectionCounts } from "../postgres/inspect.js";
 import type { TargetDemand } from "../budget/budget.js";
+import type { RoleLimitPlan } from "../server/role-limits.js";
 import type { IdleInTransactionSession, SessionGroup } from "./sessions.js";
 
 export type Severity = "critical" | "warning" | "notice";
@@ -95,6 +96,35 @@ export type MemorySection = (
   | { known: false; reason: string; message: string }
 ) & { condition: { status: string; reason: string; message: string } };
 
+/**
+ * A role some policy of the server holds to its share (spec.enforcement.connectionLimit): the
+ * share as the operator computes it (src/server/role-limits.ts) against the role as PostgreSQL
+ * has it now (src/postgres/roles.ts).
+ */
+export interface RoleSection {
+  role: string;
+  share: {
+    /** Worst-case connections of the targets of the policies naming the role. */
+    demand: number;
+    /** Σ of their spec.enforcement.connectionLimit.margin. */
+    margin: number;
+    /** demand + margin: the CONNECTION LIMIT the role should have. */
+    limit: number;
+    /** "ns/name" of the policies naming the role. */
+    policies: string[];
+  };
+  exists: boolean;
+  superuser: boolean;
+  /** The policy's own login (spec.postgres.credentialsSecret): the operator never limits it. */
+  operatorRole: boolean;
+  /** rolconnlimit as read: -1 means no limit. */
+  connectionLimit: number;
+  /** Sessions of the role now, every database counted (what PostgreSQL holds against the limit). */
+  connections: number;
+  /** What the operator does about the limit: keep it, change it (and in which order), or refuse the role. */
+  plan: RoleLimitPlan;
+}
+
 export interface ExtensionsSection {
   database: string;
   required: string[];
@@ -126,6 +156,8 @@ export interface DiagnoseReport {
   postgres: PostgresSection;
   sessions?: SessionsSection;
   budget?: BudgetSection;
+  /** The enforced roles of the server, by name; absent without a budget (--dsn, server unreachable). */
+  roles?: RoleSection[];
   extensions?: ExtensionsSection;
   redis?: RedisSection;
   findings: Finding[];

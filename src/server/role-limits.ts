@@ -128,3 +128,11 @@ export interface LimitRecord {
   role: string;
   before: number;
 }
+
+/**
+ * PostgreSQL refuses the role's next session ("too many connections for role"): it has a limit,
+ * its sessions reached it, and it is no superuser (superusers are never held to a limit).
+ */
+export function limitReached(role: Pick<RoleFacts, "superuser" | "connectionLimit" | "connections">): boolean {
+  return !role.superuser && role.connectionLimit >= 0 && role.connections >= role.connectionLimit;
+}

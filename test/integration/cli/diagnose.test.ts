@@ -424,6 +424,108 @@ describe("poolpolicy diagnose", () => {
     expect(JSON.stringify(asApp.report)).not.toContain(APP_PASSWORD);
   });
 
+  it("roles held to their share: each role's share (demand + margin, the policies naming it), its CONNECTION LIMIT as read and its sessions; at its limit, or a limit below its share, is a warning", async () => {
+    // A server of its own, whose role limits only this test sets: no operator runs while this
+    // file does (vitest runs integration files one at a time), so the limits are as set here.
+    const r = await Scenario.create(kc, { prefix: "cli-roles" });
+    cleanups.push(() => r.cleanup());
+    const ns = r.namespace;
+    // A name that needs quoting in SQL, held to 3 connections; and one held to exactly its share.
+    await r.server.query(`CREATE ROLE "Shop App" LOGIN PASSWORD '${APP_PASSWORD}' CONNECTION LIMIT 3`);
+    await r.server.query(`CREATE ROLE reports LOGIN PASSWORD '${APP_PASSWORD}' CONNECTION LIMIT 12`);
+    await r.server.query(`GRANT ALL ON DATABASE ${APP_DATABASE} TO "Shop App", reports`);
+    // Worst-case pods: replicas + maxSurge 1.
+    await r.deployment("api", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 2 });
+    await r.deployment("worker", { labels: { "app.kubernetes.io/part-of": "jobs" }, replicas: 1 });
+    await r.deployment("reports", { labels: { "app.kubernetes.io/part-of": "reports" }, replicas: 1 });
+    const policy = (part: string, maxSize: number, role: string, margin: number) =>
+      r.policySpec({
+        pool: { minSize: 1, maxSize },
+        targets: { selector: { matchLabels: { "app.kubernetes.io/part-of": part } } },
+        reaper: { enabled: false },
+        enforcement: { connectionLimit: { role, margin } },
+      });
+    // Two policies name "Shop App": 3 pods × 4 + 2 pods × 3 = 18, margins 2 + 1.
+    await r.applyPolicy("p", policy("shop", 4, "Shop App", 2));
+    await r.applyPolicy("w", policy("jobs", 3, "Shop App", 1));
+    // reports: 2 pods × 5 = 10, margin 2: a share of 12, its limit.
+    await r.applyPolicy("q", policy("reports", 5, "reports", 2));
+
+    const asRole = (user: string, n: number) =>
+      appSession(`role-${user}-${n}`, r.server, user).then((c) => c.query("SELECT 1"));
+    for (let i = 0; i < 3; i++) await asRole("Shop App", i);
+    await asRole("reports", 0);
+    // What the finding says, PostgreSQL does: the role's next session is refused.
+    await expect(asRole("Shop App", 3)).rejects.toThrow('too many connections for role "Shop App"');
+
+    const { exitCode, report } = await diagnoseJson(`${ns}/w`, "--kubeconfig", kubeconfigPath);
+    expect(exitCode).toBe(1);
+    expect(report.budget!.targets.map((t) => [t.deployment, t.poolMax, t.podsWorstCase, t.connections])).toEqual([
+      [`${ns}/api`, 4, 3, 12],
+      [`${ns}/reports`, 5, 2, 10],
+      [`${ns}/worker`, 3, 2, 6],
+    ]);
+    expect(report.roles).toEqual([
+      {
+        role: "Shop App",
+        share: { demand: 18, margin: 3, limit: 21, policies: [`${ns}/p`, `${ns}/w`] },
+        exists: true,
+        superuser: false,
+        operatorRole: false,
+        connectionLimit: 3,
+        connections: 3,
+        plan: { kind: "change", direction: "raise", from: 3, limit: 21 },
+      },
+      {
+        role: "reports",
+        share: { demand: 10, margin: 2, limit: 12, policies: [`${ns}/q`] },
+        exists: true,
+        superuser: false,
+        operatorRole: false,
+        connectionLimit: 12,
+        connections: 1,
+        plan: { kind: "inForce", limit: 12 },
+      },
+    ]);
+    expect(codes(report)).toEqual(["warning:RoleLimitReached", "warning:RoleLimitBelowShare"]);
+    const finding = (code: string) => report.findings.find((f) => f.code === code)!;
+    expect(finding("RoleLimitReached").message).toBe(
+      'role "Shop App" has 3 session(s), its CONNECTION LIMIT is 3 (share 21: worst-case demand 18 of 2 policies + margin 3): new sessions of "Shop App" are refused ("too many connections for role")',
+    );
+    expect(finding("RoleLimitBelowShare").recommendation).toContain(
+      'by hand: ALTER ROLE "Shop App" CONNECTION LIMIT 21',
+    );
+
+    const table = await runCli(["diagnose", `${ns}/p`, "--kubeconfig", kubeconfigPath]);
+    expect(table.exitCode).toBe(1);
+    expect(table.stdout).toMatch(
+      new RegExp(
+        [
+          "\\nROLES HELD TO THEIR SHARE \\(spec\\.enforcement\\.connectionLimit\\)\\n",
+          " {2}ROLE\\s+SHARE\\s+DEMAND \\+ MARGIN\\s+CONNECTION LIMIT\\s+SESSIONS\\s+THE OPERATOR\\s+POLICIES\\n",
+          ` {2}"Shop App"\\s+21\\s+18 \\+ 3\\s+3\\s+3\\s+raises it to 21\\s+${ns}/p, ${ns}/w\\n`,
+          ` {2}reports\\s+12\\s+10 \\+ 2\\s+12\\s+1\\s+keeps it\\s+${ns}/q\\n`,
+        ].join(""),
+      ),
+    );
+    expect(table.stdout).toContain('  WARNING   RoleLimitReached: role "Shop App" has 3 session(s)');
+    expect(table.stdout).toContain(
+      '  WARNING   RoleLimitBelowShare: the CONNECTION LIMIT of role "Shop App" is 3, below',
+    );
+    saveSample("diagnose-roles.txt", table.stdout);
+
+    // The limit the operator would set: in force, room for the role's sessions, nothing to warn about.
+    await r.server.query(`ALTER ROLE "Shop App" CONNECTION LIMIT 21`);
+    await asRole("Shop App", 3);
+    const fixed = await diagnoseJson(`${ns}/q`, "--kubeconfig", kubeconfigPath);
+    expect(fixed.report.roles!.map((x) => [x.role, x.connectionLimit, x.connections, x.plan.kind])).toEqual([
+      ["Shop App", 21, 4, "inForce"],
+      ["reports", 12, 1, "inForce"],
+    ]);
+    expect(codes(fixed.report)).toEqual([]);
+    expect(fixed.exitCode).toBe(0);
+  });
+
   it("runs as a real process (the bin) and as the kubectl plugin `kubectl poolpolicy`", async () => {
     const inProcess = await diagnoseJson(`${s.namespace}/p`, "--kubeconfig", kubeconfigPath);
     const bin = await run(process.execPath, [

@@ -1,7 +1,7 @@
 /**
  * /metrics of a running operator, scraped after it did real work: reconciled a policy, raised
  * max_connections with one restart of the Postgres workload, reaped a session idle in
- * transaction. And its logs: JSON lines with levels, the policy key on what it did, no secret.
+ * transaction, held an app role to its share (CONNECTION LIMIT). And its logs: JSON lines with levels, the policy key on what it did, no secret.
  * Then the chart's Grafana dashboard on a real Prometheus scraping that operator: every panel's
  * query has data, with the labels its panel shows.
  *
@@ -43,6 +43,10 @@ function parseExposition(text: string): { samples: Sample[]; types: Map<string, 
   return { samples, types };
 }
 
+/** The app role the policy holds to its share (spec.enforcement.connectionLimit): not a superuser. */
+const APP_ROLE = "shop";
+const APP_ROLE_PASSWORD = "shop-pw-3d81c6";
+
 const controlPlane = new ControlPlane();
 let kc: KubeConfig;
 let s: Scenario;
@@ -61,6 +65,8 @@ beforeAll(async () => {
   // 2Gi carries far more than the policy's 120 (PostgreSQL's defaults: 208).
   await s.withPostgresWorkload({ memoryLimit: "2Gi" });
   await s.deployment("api", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 1 });
+  await s.server.query(`CREATE ROLE ${APP_ROLE} LOGIN PASSWORD '${APP_ROLE_PASSWORD}'`);
+  await s.server.query(`GRANT ALL ON DATABASE ${APP_DATABASE} TO ${APP_ROLE}`);
   operator = new OperatorProcess({
     kubeconfigPath: controlPlane.kubeconfigPath,
     logFile: runLogFile(controlPlane.kubeconfigPath, "operator-metrics"),
@@ -77,16 +83,23 @@ afterAll(async () => {
 });
 
 describe("the operator's /metrics", () => {
-  it("counts reconciles, the queue, a restart and a reaped session, and mirrors the server's connections", async () => {
+  it("counts reconciles, the queue, a restart and a reaped session, and mirrors the server's connections and the app role's limit", async () => {
     await s.applyPolicy(
       "p",
       s.policySpec({
         postgres: { maxConnections: 120, restart: { workload: { name: "postgres" } } },
         reaper: { interval: "5s", idleInTransactionTimeout: "1s" },
+        enforcement: { connectionLimit: { role: APP_ROLE, margin: 2 } },
       }),
     );
     await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
     expect(await s.server.setting("max_connections")).toBe("120");
+    // The role's share: 1 pod + 1 surge × pool max 25, + margin 2.
+    await s.waitForCondition("p", "RoleConnectionLimit", { status: "True", reason: "Enforced" });
+    const limits = await s.server.query("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1", [APP_ROLE]);
+    expect(limits).toEqual([{ rolconnlimit: 52 }]);
+    // Two sessions of the app role, after the restart (which ends every session), kept open.
+    for (const n of [1, 2]) await s.session(`shop-${n}`, APP_ROLE, APP_ROLE_PASSWORD);
 
     // After the restart (which ends every session): one session left idle in a transaction.
     const victim = new pg.Client({
@@ -113,6 +126,11 @@ describe("the operator's /metrics", () => {
       scrape = parseExposition(await operator.metrics());
       return value("poolpolicy_postgres_max_connections", { server }) === 120;
     });
+    const role = { server, role: APP_ROLE };
+    await waitFor("the app role's sessions gauge to show its 2 sessions", async () => {
+      scrape = parseExposition(await operator.metrics());
+      return value("poolpolicy_role_connections", role) === 2;
+    });
 
     expect(
       Object.fromEntries(
@@ -132,6 +150,9 @@ describe("the operator's /metrics", () => {
           "poolpolicy_reaper_sessions_terminated_total",
           "poolpolicy_postgres_restarts_requested_total",
           "poolpolicy_postgres_restarts_verified_total",
+          "poolpolicy_role_share_connections",
+          "poolpolicy_role_connection_limit",
+          "poolpolicy_role_connections",
         ].map((family) => [family, scrape.types.get(family)]),
       ),
     ).toEqual({
@@ -150,6 +171,9 @@ describe("the operator's /metrics", () => {
       poolpolicy_reaper_sessions_terminated_total: "counter",
       poolpolicy_postgres_restarts_requested_total: "counter",
       poolpolicy_postgres_restarts_verified_total: "counter",
+      poolpolicy_role_share_connections: "gauge",
+      poolpolicy_role_connection_limit: "gauge",
+      poolpolicy_role_connections: "gauge",
     });
 
     // Reconciles and the work queue.
@@ -178,6 +202,10 @@ describe("the operator's /metrics", () => {
     expect(value("poolpolicy_budget_demand_connections", { server })).toBe(55);
     expect(value("poolpolicy_budget_capacity_connections", { server })).toBe(120);
     expect(value("poolpolicy_postgres_restarts_verified_total")).toBe(1);
+
+    // The app role: its share 50 + 2, the limit the operator set to it, its 2 sessions.
+    expect(value("poolpolicy_role_share_connections", role)).toBe(52);
+    expect(value("poolpolicy_role_connection_limit", role)).toBe(52);
   });
 
   it("exports every metric the chart's alert rules use", async () => {
@@ -227,8 +255,9 @@ describe("the operator's /metrics", () => {
 });
 
 /**
- * After the test above: the operator has a policy on `server`, restarted its workload once and
- * reaped a session, so every panel has something to show. Prometheus scrapes it every second;
+ * After the test above: the operator has a policy on `server`, restarted its workload once,
+ * reaped a session and holds an app role with 2 sessions to its share, so every panel has
+ * something to show. Prometheus scrapes it every second;
  * Grafana's $__rate_interval (at least four scrape intervals) becomes 10s.
  */
 describe("the chart's Grafana dashboard, on Prometheus scraping the operator", () => {
@@ -295,6 +324,15 @@ describe("the chart's Grafana dashboard, on Prometheus scraping the operator", (
     expect(valuesOf("Restarts held, by workload / A")).toEqual([0]);
     expect(labelsOf("Reconciles by result / A", "result")).toEqual(["error", "requeue", "success"]);
     expect(labelsOf("Operator memory / A", "instance")).toEqual([`127.0.0.1:${operator.httpPort}`]);
+    // Each role's share, limit and sessions: the app role, as the first test left it.
+    const rolesPanel = "Each role's share, CONNECTION LIMIT and sessions";
+    for (const refId of ["A", "B", "C"]) expect(labelsOf(`${rolesPanel} / ${refId}`, "role")).toEqual([APP_ROLE]);
+    expect(valuesOf(`${rolesPanel} / A`)).toEqual([52]);
+    expect(valuesOf(`${rolesPanel} / B`)).toEqual([52]);
+    expect(valuesOf(`${rolesPanel} / C`)).toEqual([2]);
+    const atLimit = "Sessions against CONNECTION LIMIT, by role / A";
+    expect(labelsOf(atLimit, "role")).toEqual([APP_ROLE]);
+    expect(valuesOf(atLimit)[0]).toBeCloseTo(2 / 52, 12);
     const usage = valuesOf("Connections in use / A")[0]!;
     expect(usage).toBeGreaterThan(0);
     expect(usage).toBeLessThan(1);

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { analyze, isOk, poolCut } from "../../../src/cli/findings.js";
-import { budget, facts, server } from "./fixtures.js";
+import { budget, facts, role, server } from "./fixtures.js";
 
 const ctx = { reapCommand: "poolpolicy reap shop/p" };
 const codes = (f: ReturnType<typeof analyze>) => f.map((x) => `${x.severity}:${x.code}`);
@@ -260,6 +260,62 @@ describe("findings", () => {
       },
     ]);
     expect(analyze(facts({ sessions }), ctx)).toEqual([]); // a superuser sees everything
+  });
+
+  it("a role held to its share, in force and under its limit: nothing to say", () => {
+    expect(analyze(facts({ roles: [role({ connections: 21 })] }), ctx)).toEqual([]);
+  });
+
+  it("a role at its limit: new sessions are refused; who holds them, or a larger margin", () => {
+    const findings = analyze(facts({ roles: [role({ connections: 22 })] }), ctx);
+    expect(codes(findings)).toEqual(["warning:RoleLimitReached"]);
+    expect(findings[0]!.message).toBe(
+      'role "app" has 22 session(s), its CONNECTION LIMIT is 22 (share 22: worst-case demand 20 of policy shop/p + margin 2): new sessions of "app" are refused ("too many connections for role")',
+    );
+    expect(findings[0]!.recommendation).toBe(
+      "find who holds them (user app under CONNECTIONS BY USER AND APPLICATION): something connects beyond the pools (a client of its own, a leak, more pods than the budget knows); or raise spec.enforcement.connectionLimit.margin of shop/p",
+    );
+    // Above the limit too (sessions opened before it was lowered): still refused.
+    expect(codes(analyze(facts({ roles: [role({ connections: 30 })] }), ctx))).toEqual(["warning:RoleLimitReached"]);
+    expect(isOk(findings)).toBe(false);
+  });
+
+  it("a limit below the share: a warning with the share and the ALTER ROLE, quoted; at it, both", () => {
+    const below = role({ role: "Shop App", connectionLimit: 3, connections: 1, policies: ["shop/p", "shop/p2"] });
+    const [f] = analyze(facts({ roles: [below] }), ctx);
+    expect(f).toMatchObject({ severity: "warning", code: "RoleLimitBelowShare" });
+    expect(f!.message).toBe(
+      'the CONNECTION LIMIT of role "Shop App" is 3, below its share 22 (worst-case demand 20 of 2 policies + margin 2): its apps\' pools cannot all connect at their worst case',
+    );
+    expect(f!.recommendation).toBe(
+      'the operator raises it to 22 before the pools grow: if it stays below, check that the operator runs and read the RoleConnectionLimit condition of shop/p, shop/p2; by hand: ALTER ROLE "Shop App" CONNECTION LIMIT 22',
+    );
+    const full = analyze(facts({ roles: [{ ...below, connections: 3 }] }), ctx);
+    expect(codes(full)).toEqual(["warning:RoleLimitReached", "warning:RoleLimitBelowShare"]);
+    expect(full[0]!.recommendation).toBe("its limit is below its share: see RoleLimitBelowShare");
+  });
+
+  it("a limit above the share, or none: a notice that the operator lowers it after the rollout", () => {
+    for (const connectionLimit of [-1, 40]) {
+      const findings = analyze(facts({ roles: [role({ connectionLimit })] }), ctx);
+      expect(codes(findings)).toEqual(["notice:RoleLimitAboveShare"]);
+      expect(findings[0]!.message).toContain(
+        `role "app" has ${connectionLimit < 0 ? "no CONNECTION LIMIT" : "CONNECTION LIMIT 40"}, more than its share 22 (`,
+      );
+      expect(isOk(findings)).toBe(true);
+    }
+  });
+
+  it("a role the operator refuses to limit: its reason and what to do; a superuser is never 'at its limit'", () => {
+    const superuser = analyze(facts({ roles: [role({ superuser: true, connectionLimit: 2, connections: 9 })] }), ctx);
+    expect(codes(superuser)).toEqual(["warning:RoleIsSuperuser"]);
+    expect(superuser[0]!.message).toContain("PostgreSQL ignores CONNECTION LIMIT for superusers");
+    expect(codes(analyze(facts({ roles: [role({ exists: false, connectionLimit: -1 })] }), ctx))).toEqual([
+      "warning:RoleNotFound",
+    ]);
+    expect(codes(analyze(facts({ roles: [role({ operatorRole: true, connections: 22 })] }), ctx))).toEqual([
+      "warning:OperatorRole",
+    ]);
   });
 
   it("sorts critical before warning before notice", () => {

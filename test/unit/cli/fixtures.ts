@@ -2,7 +2,8 @@
  * A diagnose report's facts, healthy by default; each test changes what its rule is about.
  */
 import type { Facts } from "../../../src/cli/findings.js";
-import type { BudgetSection, PostgresSection } from "../../../src/cli/report.js";
+import type { BudgetSection, PostgresSection, RoleSection } from "../../../src/cli/report.js";
+import { planRoleLimit } from "../../../src/server/role-limits.js";
 
 type Reachable = Extract<PostgresSection, { reachable: true }>;
 
@@ -66,5 +67,42 @@ export function facts(overrides: Partial<Facts> = {}): Facts {
       idleInTransactionOverThreshold: 0,
     },
     ...overrides,
+  };
+}
+
+/**
+ * A role held to its share, as diagnose reports it: the plan is the operator's own
+ * (planRoleLimit) for these numbers. By default "app" of shop/p, share 20 + 2, in force, 5 sessions.
+ */
+export function role(
+  o: Partial<
+    Pick<RoleSection, "role" | "exists" | "superuser" | "operatorRole" | "connectionLimit" | "connections">
+  > & {
+    demand?: number;
+    margin?: number;
+    policies?: string[];
+  } = {},
+): RoleSection {
+  const name = o.role ?? "app";
+  const demand = o.demand ?? 20;
+  const margin = o.margin ?? 2;
+  const share = { demand, margin, limit: demand + margin, policies: o.policies ?? ["shop/p"] };
+  const facts = {
+    name,
+    exists: o.exists ?? true,
+    superuser: o.superuser ?? false,
+    isOperator: o.operatorRole ?? false,
+    connectionLimit: o.connectionLimit ?? share.limit,
+    connections: o.connections ?? 5,
+  };
+  return {
+    role: name,
+    share,
+    exists: facts.exists,
+    superuser: facts.superuser,
+    operatorRole: facts.isOperator,
+    connectionLimit: facts.connectionLimit,
+    connections: facts.connections,
+    plan: planRoleLimit({ role: name, ...share }, facts, "db:5432"),
   };
 }

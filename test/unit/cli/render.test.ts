@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { analyze, isOk } from "../../../src/cli/findings.js";
 import { age, renderDiagnose, renderReap, table } from "../../../src/cli/render.js";
-import { budget, facts } from "./fixtures.js";
+import { budget, facts, role } from "./fixtures.js";
 
 describe("table", () => {
   it("pads columns to the widest cell, three spaces apart, no trailing blanks", () => {
@@ -69,6 +69,29 @@ describe("renderDiagnose", () => {
     expect(text).toContain("  CRITICAL  BudgetExceeded: demand 115 > capacity 100: ");
     expect(text).toContain("            → raise max_connections to 140 ");
     expect(text.endsWith("\nPROBLEMS FOUND\n")).toBe(true);
+  });
+
+  it("shows each role held to its share: share = demand + margin, the limit as read, sessions, the operator's plan", () => {
+    const roles = [
+      role({ role: "Shop App", connectionLimit: 3, connections: 3, policies: ["shop/p", "shop/p2"] }),
+      role({ role: "reports", demand: 10, margin: 0, connectionLimit: -1, connections: 0, policies: ["reports/q"] }),
+      role({ role: "batch", demand: 4, connectionLimit: 6, connections: 2, policies: ["shop/b"] }),
+      role({ role: "gone", exists: false, connectionLimit: -1, connections: 0, policies: ["shop/g"] }),
+    ];
+    const f = facts({ roles });
+    const findings = analyze(f, { reapCommand: "poolpolicy reap shop/p" });
+    const text = renderDiagnose({ ...f, findings, ok: isOk(findings) });
+    expect(text).toContain(
+      [
+        "ROLES HELD TO THEIR SHARE (spec.enforcement.connectionLimit)",
+        "  ROLE         SHARE   DEMAND + MARGIN   CONNECTION LIMIT   SESSIONS   THE OPERATOR                    POLICIES",
+        '  "Shop App"   22      20 + 2            3                  3          raises it to 22                 shop/p, shop/p2',
+        "  reports      10      10 + 0            no limit           0          lowers it to 10 after rollout   reports/q",
+        "  batch        6       4 + 2             6                  2          keeps it                        shop/b",
+        "  gone         22      20 + 2            (no such role)     0          refuses: RoleNotFound           shop/g",
+        "",
+      ].join("\n"),
+    );
   });
 
   it("says OK when nothing is wrong", () => {
