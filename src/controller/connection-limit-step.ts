@@ -24,6 +24,7 @@ import {
   explainShare,
   type LimitRecord,
   limitBefore,
+  limitReached,
   planRoleLimit,
   type RoleLimitPlan,
   type RoleShare,
@@ -243,7 +244,7 @@ function inForce(e: Enforcing): Verdict {
   const name = JSON.stringify(e.share.role);
   const limit = e.role.connectionLimit;
   const how = `${explainShare(e.share)}; ${e.role.connections} session(s) now`;
-  if (limit >= 0 && e.role.connections >= limit) {
+  if (limitReached(e.role)) {
     return {
       status: "False",
       reason: "LimitReached",

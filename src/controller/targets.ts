@@ -280,7 +280,6 @@ function takeAction(name: string, c: EnvConflict): TargetsOutcome["actions"][num
   };
 }
 
-
 /** Patches of one policy in flight at once; the API server's own limits (max-in-flight) stay far above. */
 export const PATCHES_IN_FLIGHT = 8;
 

@@ -23,14 +23,17 @@ export interface RoleFacts {
 
 /**
  * Sessions are counted as PostgreSQL counts them against the limit: every database, client
- * backends only (pg_stat_activity shows the role of other users' sessions to anyone).
+ * backends only, not background workers. pg_stat_activity shows the role of other users'
+ * sessions to anyone, but their backend_type only to superusers and pg_read_all_stats (NULL
+ * otherwise, as tried on PostgreSQL 15): a hidden one is counted as the client backend it almost
+ * always is, rather than the count dropping to 0 for an operator role without that grant.
  */
 const ROLE_SQL = `
 SELECT r.rolsuper AS superuser,
        r.rolconnlimit AS connection_limit,
        r.rolname = current_user AS is_operator,
        (SELECT count(*)::int FROM pg_stat_activity a
-         WHERE a.usename = r.rolname AND a.backend_type = 'client backend') AS connections
+         WHERE a.usename = r.rolname AND coalesce(a.backend_type, 'client backend') = 'client backend') AS connections
   FROM pg_roles r WHERE r.rolname = $1`;
 
 export async function inspectRole(client: pg.PoolClient, name: string): Promise<RoleFacts> {

@@ -79,7 +79,6 @@ export function policiesOnServer(all: readonly PoolPolicy[], server: ServerKey):
   return found.sort((a, b) => byCodePoint(a.key, b.key));
 }
 
-
 /** What the policies of one server say about it together (spec.budget of each). */
 export interface ServerSettings {
   /**

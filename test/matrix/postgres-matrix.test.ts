@@ -427,6 +427,10 @@ describe.each(majors)("PostgreSQL %i", (major) => {
     open.push(...inside);
     await expect(session(server, "shop_app", SHOP_PW, "c")).rejects.toThrow('too many connections for role "shop_app"');
     expect(await roleAsOperator("shop_app")).toMatchObject({ connectionLimit: 2, connections: 2 });
+    // A login without pg_read_all_stats sees other roles' sessions without their backend_type: still counted.
+    await server.query("CREATE ROLE viewer LOGIN PASSWORD 'viewer-pw-7d2f'");
+    const viewer = target(server, "viewer", "viewer-pw-7d2f");
+    expect(await pools.withClient(viewer, (c) => inspectRole(c, "shop_app"))).toMatchObject({ connections: 2 });
     // Another role is not held by it.
     open.push(await session(server, "app", APP_PW, "other"));
     await setTo(-1);
