@@ -43,13 +43,14 @@ describe("PrometheusRule", () => {
     expect(rule.metadata.labels).toMatchObject({ release: "prom", "app.kubernetes.io/instance": "ppo" });
   });
 
-  it("alerts at 85 % and 95 % usage, on sessions reaped, on the budget and on reconcile errors", async () => {
+  it("alerts at 85 % and 95 % usage, on sessions reaped, on the budget, on a role at its limit and on reconcile errors", async () => {
     const rules = rulesOf(await renderRule());
     expect(rules.map((r) => [r.alert, r.labels.severity])).toEqual([
       ["PoolPolicyPostgresConnectionsHigh", "warning"],
       ["PoolPolicyPostgresConnectionsCritical", "critical"],
       ["PoolPolicySessionsReaped", "warning"],
       ["PoolPolicyBudgetExceeded", "warning"],
+      ["PoolPolicyRoleAtConnectionLimit", "warning"],
       ["PoolPolicyReconcileErrors", "warning"],
     ]);
     expect(rules[0]!.expr).toBe("max by (server) (poolpolicy_postgres_usage_ratio) >= 0.85");
@@ -111,7 +112,7 @@ describe("PrometheusRule with promtool", () => {
   it.skipIf(!promtool)(`promtool check rules accepts them (${promtool ?? "promtool not found: skipped"})`, async () => {
     const result = await run(promtool!, ["check", "rules", join(dir, "rules.yaml")]);
     expect(result.code, result.stdout + result.stderr).toBe(0);
-    expect(result.stdout).toContain("SUCCESS: 5 rules found");
+    expect(result.stdout).toContain("SUCCESS: 6 rules found");
   });
 
   it.skipIf(!promtool)(
@@ -234,6 +235,34 @@ const ALERT_TESTS = {
             {
               exp_labels: { severity: "warning", server: "over:5432" },
               exp_annotations: budgetAnnotations("over:5432"),
+            },
+          ],
+        },
+      ],
+    },
+    {
+      interval: "1m",
+      input_series: [
+        // shop is at its limit; web below it; batch has no limit (no series of it).
+        { series: 'poolpolicy_role_connections{server="pg:5432", role="shop"}', values: "12x20" },
+        { series: 'poolpolicy_role_connection_limit{server="pg:5432", role="shop"}', values: "12x20" },
+        { series: 'poolpolicy_role_connections{server="pg:5432", role="web"}', values: "3x20" },
+        { series: 'poolpolicy_role_connection_limit{server="pg:5432", role="web"}', values: "10x20" },
+        { series: 'poolpolicy_role_connections{server="pg:5432", role="batch"}', values: "40x20" },
+      ],
+      alert_rule_test: [
+        { eval_time: "4m", alertname: "PoolPolicyRoleAtConnectionLimit", exp_alerts: [] },
+        {
+          eval_time: "6m",
+          alertname: "PoolPolicyRoleAtConnectionLimit",
+          exp_alerts: [
+            {
+              exp_labels: { severity: "warning", server: "pg:5432", role: "shop" },
+              exp_annotations: {
+                summary: "Role shop is at its CONNECTION LIMIT on pg:5432",
+                description:
+                  "Role shop has had as many sessions as its CONNECTION LIMIT on pg:5432 for 5m: its new sessions are refused (too many connections for role). The limit is the role's share of the budget: something connects beyond its pools (a client of its own, a leak, more pods than the budget knows). `poolpolicy diagnose` shows each role's share, limit and sessions.",
+              },
             },
           ],
         },
