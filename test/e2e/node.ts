@@ -8,16 +8,57 @@
  * stop() stops the daemons and runs `node.sh down`, which also removes whatever a crashed run
  * left (containers, shims, mounts, pod network namespaces, cgroups, the namespace with every
  * iptables rule in it). `node.sh up` starts with the same teardown.
+ *
+ * Each daemon authenticates as itself, with the rights a real cluster gives it, never as the
+ * admin: the kubelet as system:node:<name> in system:nodes (the Node authorizer and the
+ * NodeRestriction admission plugin of the harness's kube-apiserver), kube-proxy as
+ * system:kube-proxy (Kubernetes' default ClusterRoleBinding system:node-proxier), CoreDNS as a
+ * user that may only list and watch what it serves (corednsRole below).
  */
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { CoreV1Api, type KubeConfig, RbacAuthorizationV1Api, type V1PolicyRule } from "@kubernetes/client-node";
+import type { StaticTokenUser } from "../harness/controlplane.js";
 import { ManagedProcess, waitFor } from "../harness/processes.js";
 import { repoRoot } from "../harness/tools.js";
 
 export const nodeName = "poolpolicy-e2e-node";
 const nodeScript = join(repoRoot, "tools/e2e/node.sh");
+
+/** The node's daemons that talk to the API server, each with an identity of its own. */
+export type NodeComponent = "kubelet" | "kube-proxy" | "coredns";
+export type NodeIdentities = Record<NodeComponent, StaticTokenUser>;
+
+/** CoreDNS's user and the ClusterRole (of the same name) that RealNode.start binds it to. */
+const corednsUser = "poolpolicy-e2e:coredns";
+
+/**
+ * What CoreDNS's kubernetes plugin lists and watches (v1.14: its controller.go), without `pods
+ * verified` in the Corefile: nothing else, and no secret of any kind.
+ */
+const corednsRules: V1PolicyRule[] = [
+  { apiGroups: [""], resources: ["services", "namespaces"], verbs: ["list", "watch"] },
+  { apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["list", "watch"] },
+];
+
+/**
+ * New tokens for the node's daemons. The control plane must put them in its token file before
+ * its kube-apiserver starts (ControlPlaneOptions.users); RealNode writes them into the daemons'
+ * kubeconfigs.
+ */
+export function nodeIdentities(): NodeIdentities {
+  const token = () => randomBytes(24).toString("hex");
+  return {
+    // The Node authorizer recognises a kubelet by this name and group; <name> must be the name
+    // the kubelet registers (--hostname-override).
+    kubelet: { token: token(), user: `system:node:${nodeName}`, groups: ["system:nodes"] },
+    // The subject of Kubernetes' default ClusterRoleBinding system:node-proxier.
+    "kube-proxy": { token: token(), user: "system:kube-proxy", groups: [] },
+    coredns: { token: token(), user: corednsUser, groups: [] },
+  };
+}
 
 /** Addresses and folders of the node, as `node.sh env` prints them. */
 export interface NodeEnv {
@@ -55,12 +96,13 @@ export interface RealNodeOptions {
   pauseImage: string;
   /** Where logs go. */
   dir: string;
+  /** Its daemons' identities (nodeIdentities()), already in the control plane's token file. */
+  identities: NodeIdentities;
 }
 
 export class RealNode {
   readonly env = nodeEnv();
   private readonly processes: ManagedProcess[] = [];
-  private readonly kubeconfigPath: string;
 
   /**
    * Config files live in the node's state folder: the daemons' command lines then name it, which
@@ -68,8 +110,11 @@ export class RealNode {
    */
   private readonly configDir = join(this.env.NODE_STATE_DIR, "config");
 
-  constructor(private readonly options: RealNodeOptions) {
-    this.kubeconfigPath = join(this.configDir, "node.kubeconfig");
+  constructor(private readonly options: RealNodeOptions) {}
+
+  /** The kubeconfig a daemon of the node uses: its own identity, nobody else's. */
+  kubeconfigOf(component: NodeComponent): string {
+    return join(this.configDir, `${component}.kubeconfig`);
   }
 
   /** The cluster DNS server's address, as pods' resolv.conf names it. */
@@ -88,12 +133,9 @@ export class RealNode {
     mkdirSync(this.configDir, { recursive: true });
   }
 
-  /**
-   * The API server (its URL on the host's end of the link) and the token the node's components
-   * authenticate with.
-   */
-  connect(server: string, token: string): void {
-    this.writeKubeconfig(server, token);
+  /** The API server (its URL on the host's end of the link): one kubeconfig per daemon. */
+  connect(server: string): void {
+    for (const component of ["kubelet", "kube-proxy", "coredns"] as const) this.writeKubeconfig(server, component);
   }
 
   async start(kc: KubeConfig): Promise<void> {
@@ -110,6 +152,7 @@ export class RealNode {
       { timeoutMs: 120_000, intervalMs: 1_000 },
     );
     this.startKubeProxy();
+    await this.grantCoreDns(kc);
     this.startCoreDns();
   }
 
@@ -146,7 +189,8 @@ export class RealNode {
     return p;
   }
 
-  private writeKubeconfig(server: string, token: string): void {
+  private writeKubeconfig(server: string, component: NodeComponent): void {
+    const { user, token } = this.options.identities[component];
     const kubeconfig = [
       "apiVersion: v1",
       "kind: Config",
@@ -156,16 +200,29 @@ export class RealNode {
       `    server: ${server}`,
       "    insecure-skip-tls-verify: true",
       "users:",
-      "- name: node",
+      `- name: "${user}"`,
       "  user:",
       `    token: ${token}`,
       "contexts:",
       "- name: local",
-      "  context: { cluster: local, user: node }",
+      `  context: { cluster: local, user: "${user}" }`,
       "current-context: local",
       "",
     ].join("\n");
-    writeFileSync(this.kubeconfigPath, kubeconfig, { mode: 0o600 });
+    writeFileSync(this.kubeconfigOf(component), kubeconfig, { mode: 0o600 });
+  }
+
+  /** CoreDNS's ClusterRole and its binding, made with the admin's client `kc`. */
+  private async grantCoreDns(kc: KubeConfig): Promise<void> {
+    const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
+    await rbac.createClusterRole({ body: { metadata: { name: corednsUser }, rules: corednsRules } });
+    await rbac.createClusterRoleBinding({
+      body: {
+        metadata: { name: corednsUser },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: corednsUser },
+        subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: corednsUser }],
+      },
+    });
   }
 
   private async startContainerd(): Promise<void> {
@@ -290,7 +347,7 @@ export class RealNode {
     );
     this.spawn("kubelet", join(this.options.binDir, "kubelet"), [
       `--config=${config}`,
-      `--kubeconfig=${this.kubeconfigPath}`,
+      `--kubeconfig=${this.kubeconfigOf("kubelet")}`,
       `--root-dir=${join(data, "kubelet")}`,
       `--cert-dir=${join(data, "kubelet-pki")}`,
       `--hostname-override=${nodeName}`,
@@ -307,7 +364,7 @@ export class RealNode {
         {
           apiVersion: "kubeproxy.config.k8s.io/v1alpha1",
           kind: "KubeProxyConfiguration",
-          clientConnection: { kubeconfig: this.kubeconfigPath },
+          clientConnection: { kubeconfig: this.kubeconfigOf("kube-proxy") },
           mode: "iptables",
           hostnameOverride: nodeName,
           bindAddress: this.env.NODE_IP,
@@ -338,7 +395,7 @@ export class RealNode {
         `  bind ${this.dnsAddress}`,
         "  errors",
         `  kubernetes cluster.local in-addr.arpa {`,
-        `    kubeconfig ${this.kubeconfigPath} local`,
+        `    kubeconfig ${this.kubeconfigOf("coredns")} local`,
         "    ttl 5",
         "  }",
         "  cache 5",

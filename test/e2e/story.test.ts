@@ -19,6 +19,8 @@
  *      without our env entries.
  *
  * Each step depends on the one before: they run in order, and after a failure the rest are skipped.
+ * Before the story, a check that the node's daemons run with their own least-privilege
+ * identities (test/e2e/node.ts), not the admin's: the story then proves those identities suffice.
  */
 import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -28,6 +30,7 @@ import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { waitFor } from "../harness/processes.js";
 import { repoRoot, toolPath } from "../harness/tools.js";
+import { type NodeComponent, nodeName } from "./node.js";
 import { demoNs as demo, envOf, operatorNs, RealCluster, release } from "./story.js";
 
 const run = promisify(execFile);
@@ -47,6 +50,44 @@ afterAll(async () => {
   await cluster.stop();
   if (!process.env.POOLPOLICY_KEEP_TMP) rmSync(dir, { recursive: true, force: true });
 }, 300_000);
+
+describe("the real node's identities", () => {
+  const whoami = async (component: NodeComponent) => {
+    const review = JSON.parse(await cluster.kubectlAs(component, "auth", "whoami", "-o", "json"));
+    return review.status.userInfo as { username: string; groups?: string[] };
+  };
+
+  it("kubelet, kube-proxy and CoreDNS each authenticate as themselves, none of them an admin", async () => {
+    const kubelet = await whoami("kubelet");
+    expect(kubelet.username).toBe(`system:node:${nodeName}`);
+    expect(kubelet.groups).toContain("system:nodes");
+    expect((await whoami("kube-proxy")).username).toBe("system:kube-proxy");
+    expect((await whoami("coredns")).username).toBe("poolpolicy-e2e:coredns");
+    for (const component of ["kubelet", "kube-proxy", "coredns"] as const) {
+      expect((await whoami(component)).groups ?? [], component).not.toContain("system:masters");
+      expect(await cluster.allowed(component, { verb: "*", group: "*", resource: "*" }), component).toBe(false);
+      expect(await cluster.allowed(component, { verb: "list", resource: "secrets" }), component).toBe(false);
+    }
+  });
+
+  it("each may do what its work needs and not more", async () => {
+    // The Node authorizer: a kubelet reads its own Node, no other.
+    expect(await cluster.allowed("kubelet", { verb: "get", resource: "nodes", name: nodeName })).toBe(true);
+    expect(await cluster.allowed("kubelet", { verb: "get", resource: "nodes", name: "another-node" })).toBe(false);
+    // The default ClusterRoleBinding system:node-proxier.
+    const endpointSlices = { group: "discovery.k8s.io", resource: "endpointslices" };
+    expect(await cluster.allowed("kube-proxy", { verb: "watch", ...endpointSlices })).toBe(true);
+    expect(await cluster.allowed("kube-proxy", { verb: "create", resource: "pods", namespace: demo })).toBe(false);
+    // CoreDNS's own ClusterRole: list and watch of what it serves, pods not among them.
+    expect(await cluster.allowed("coredns", { verb: "watch", resource: "services" })).toBe(true);
+    expect(await cluster.allowed("coredns", { verb: "list", resource: "pods" })).toBe(false);
+    // NodeRestriction (admission, after authorization let the kubelet patch its own Node): no
+    // label under node-restriction.kubernetes.io/, the prefix kept for what only admins may set.
+    await expect(
+      cluster.kubectlAs("kubelet", "label", "node", nodeName, "node-restriction.kubernetes.io/e2e=yes"),
+    ).rejects.toThrow(/is not allowed to modify labels: node-restriction\.kubernetes\.io\/e2e/);
+  });
+});
 
 describe("the user's story on a real node", () => {
   let postgresPodUid = "";

@@ -11,12 +11,19 @@ import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { AppsV1Api, CoreV1Api, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import {
+  AppsV1Api,
+  AuthorizationV1Api,
+  CoreV1Api,
+  KubeConfig,
+  type V1Pod,
+  type V1ResourceAttributes,
+} from "@kubernetes/client-node";
 import { dump, load } from "js-yaml";
 import { ControlPlane } from "../harness/controlplane.js";
 import { waitFor } from "../harness/processes.js";
 import { repoRoot, toolPath } from "../harness/tools.js";
-import { type NodeEnv, nodeEnv, parseEnv, RealNode } from "./node.js";
+import { type NodeComponent, type NodeEnv, nodeEnv, nodeIdentities, parseEnv, RealNode } from "./node.js";
 
 const run = promisify(execFile);
 export const demoNs = "demo";
@@ -25,6 +32,19 @@ export const release = "poolpolicy-operator";
 export const appLabel = "app.kubernetes.io/name=governance-api";
 /** PostgreSQL's two refusals when no slot is left (the second for ordinary roles while reserved slots remain). */
 export const refusal = /sorry, too many clients already|remaining connection slots are reserved/;
+
+/** kubectl with the given kubeconfig; returns stdout, throws with stderr. */
+async function kubectlWith(kubeconfig: string, args: string[]): Promise<string> {
+  try {
+    const { stdout } = await run(toolPath("kubectl"), [`--kubeconfig=${kubeconfig}`, ...args], {
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    return stdout;
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`kubectl ${args.join(" ")} failed: ${e.stderr || e.message}`);
+  }
+}
 
 /** The builds prepare() runs: stop() ends them (a SIGTERM to the demo must not leave a build running). */
 const preparing = new Set<ChildProcess>();
@@ -53,6 +73,8 @@ export class RealCluster {
   core!: CoreV1Api;
   apps!: AppsV1Api;
   private node: RealNode | undefined;
+  /** The node's daemons' tokens: in the control plane's token file from its start. */
+  private readonly nodeIdentities = nodeIdentities();
   private readonly pgPassword = randomBytes(12).toString("hex");
   private readonly appPassword = randomBytes(12).toString("hex");
 
@@ -63,6 +85,7 @@ export class RealCluster {
       address: this.env.NODE_HOST_IP,
       serviceClusterIpRange: this.env.NODE_SERVICE_CIDR,
       fakeNode: false,
+      users: Object.values(this.nodeIdentities),
     });
   }
 
@@ -86,10 +109,11 @@ export class RealCluster {
       imageTars: ["PAUSE", "OPERATOR", "POSTGRES", "REDIS", "APP"].map((n) => this.images[`${n}_TAR`]!),
       pauseImage: this.images.PAUSE_IMAGE!,
       dir: join(this.dir, "node"),
+      identities: this.nodeIdentities,
     });
     this.node.up();
     await this.controlPlane.start();
-    this.node.connect(this.controlPlane.server, this.controlPlane.info().adminToken);
+    this.node.connect(this.controlPlane.server);
     this.kc = this.controlPlane.kubeConfig();
     this.core = this.kc.makeApiClient(CoreV1Api);
     this.apps = this.kc.makeApiClient(AppsV1Api);
@@ -130,17 +154,29 @@ export class RealCluster {
     }
   }
 
-  /** kubectl against the control plane; returns stdout, throws with stderr. */
+  /** kubectl against the control plane, as the admin; returns stdout, throws with stderr. */
   async kubectl(...args: string[]): Promise<string> {
-    try {
-      const { stdout } = await run(toolPath("kubectl"), [`--kubeconfig=${this.kubeconfigPath}`, ...args], {
-        maxBuffer: 16 * 1024 * 1024,
-      });
-      return stdout;
-    } catch (err) {
-      const e = err as { stderr?: string; message: string };
-      throw new Error(`kubectl ${args.join(" ")} failed: ${e.stderr || e.message}`);
-    }
+    return kubectlWith(this.kubeconfigPath, args);
+  }
+
+  /** kubectl with the kubeconfig (and so the identity) of one of the node's daemons. */
+  async kubectlAs(component: NodeComponent, ...args: string[]): Promise<string> {
+    if (!this.node) throw new Error(`kubectl as ${component}: the node has not started`);
+    return kubectlWith(this.node.kubeconfigOf(component), args);
+  }
+
+  /**
+   * Whether one of the node's daemons may do `attributes`: a SelfSubjectAccessReview made with its
+   * own credentials, decided by the API server's authorizers (Node, then RBAC) as its requests are.
+   */
+  async allowed(component: NodeComponent, attributes: V1ResourceAttributes): Promise<boolean> {
+    if (!this.node) throw new Error(`an access review as ${component}: the node has not started`);
+    const kc = new KubeConfig();
+    kc.loadFromFile(this.node.kubeconfigOf(component));
+    const review = await kc
+      .makeApiClient(AuthorizationV1Api)
+      .createSelfSubjectAccessReview({ body: { spec: { resourceAttributes: attributes } } });
+    return review.status?.allowed ?? false;
   }
 
   async kubectlApply(manifest: string): Promise<void> {

@@ -43,6 +43,19 @@ export interface ControlPlaneOptions {
   serviceClusterIpRange?: string;
   /** kwok and its fake node, whose pods become Ready without running. Default true. */
   fakeNode?: boolean;
+  /**
+   * More identities in the token file, next to the admin's: a real node's kubelet, kube-proxy
+   * and DNS server (test/e2e/node.ts), each with only the rights its identity is given.
+   */
+  users?: StaticTokenUser[];
+}
+
+/** A line of the kube-apiserver's token file: who a bearer token authenticates as. */
+export interface StaticTokenUser {
+  token: string;
+  user: string;
+  /** Besides system:authenticated, which every authenticated user has. */
+  groups: string[];
 }
 
 export class ControlPlane {
@@ -183,7 +196,12 @@ export class ControlPlane {
       // kubectl logs/exec reach a real kubelet at its node's InternalIP; its Hostname (tried
       // first by default) resolves nowhere here.
       "--kubelet-preferred-address-types=InternalIP,Hostname",
-      "--authorization-mode=RBAC",
+      // As a real cluster authorizes its kubelets: the Node authorizer lets a kubelet
+      // (system:node:<name> in system:nodes) read only what the pods bound to it use, RBAC the
+      // rest; NodeRestriction lets it write only its own Node and those pods. Both apply to node
+      // identities only: tests, kwok and the operator are unaffected.
+      "--authorization-mode=Node,RBAC",
+      "--enable-admission-plugins=NodeRestriction",
       `--service-account-issuer=https://127.0.0.1:${this.apiPort}/`,
       `--service-account-key-file=${join(this.dir, "sa.key")}`,
       `--service-account-signing-key-file=${join(this.dir, "sa.key")}`,
@@ -232,7 +250,15 @@ export class ControlPlane {
   private writeCredentials(): void {
     const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
     writeFileSync(join(this.dir, "sa.key"), privateKey.export({ type: "pkcs1", format: "pem" }), { mode: 0o600 });
-    writeFileSync(join(this.dir, "tokens.csv"), `${this.adminToken},admin,admin,"system:masters"\n`, { mode: 0o600 });
+    const users: StaticTokenUser[] = [
+      { token: this.adminToken, user: "admin", groups: ["system:masters"] },
+      ...(this.options.users ?? []),
+    ];
+    // token,user,uid[,"group,group"]: the user name serves as its uid.
+    const tokens = users.map((u) => [u.token, u.user, u.user, ...(u.groups.length ? [`"${u.groups.join(",")}"`] : [])]);
+    writeFileSync(join(this.dir, "tokens.csv"), tokens.map((fields) => `${fields.join(",")}\n`).join(""), {
+      mode: 0o600,
+    });
     // The serving certificate is self-signed by the apiserver at start; tests on loopback skip its check.
     const kubeconfig = [
       "apiVersion: v1",

@@ -53,7 +53,7 @@ image() {
     fi
     docker save -o "$tar.tmp" "$tag"
     mv "$tar.tmp" "$tar"
-    # One tar per image: the one of the previous sources goes (the operator's is ~350 MB a change).
+    # One tar per image: the one of the previous sources goes (the operator's is ~300 MB a change).
     local old
     for old in "$cache/$name"-*.tar; do [[ "$old" == "$tar" ]] || rm -f "$old"; done
   fi
