@@ -32,10 +32,12 @@ trap stop_dockerd EXIT
 
 # --- keys --------------------------------------------------------------------------------------
 # sha256 of the named files (path and content) and of any extra words, first 16 hex digits.
+# A path inside the checkout counts relative to it: a clone elsewhere (CI's fresh checkout, a
+# git worktree) finds the images its twin built.
 key_of() {
   local words=() files=()
   for a in "$@"; do if [[ -f "$a" ]]; then files+=("$a"); else words+=("$a"); fi; done
-  { printf '%s\n' "${words[@]}"; for f in "${files[@]}"; do echo "$f"; sha256sum <"$f"; done; } |
+  { printf '%s\n' "${words[@]}"; for f in "${files[@]}"; do echo "${f#"$repo"/}"; sha256sum <"$f"; done; } |
     sha256sum | cut -c1-16
 }
 
