@@ -20,7 +20,7 @@ import { actionEventName, type Pass, type PolicyEvent } from "./pass.js";
 import type { KubernetesPort, PostgresPort } from "./ports.js";
 import { APPROVAL_ANNOTATION, type RestartGateInput } from "./restart-gate.js";
 import { type GroupMember, readGroup } from "./topology-restart.js";
-import { isReplicationGroup, type WorkloadState, workloadRef } from "./workload.js";
+import { isReplicationGroup, OwnerParameterConflict, type WorkloadState, workloadRef } from "./workload.js";
 
 export interface MaxConnectionsDeps {
   kube: KubernetesPort;
@@ -42,7 +42,10 @@ export interface MaxConnectionsResult {
 
 type GateInput = Omit<RestartGateInput, "desired" | "current">;
 
-/** ALTER SYSTEM, restart through the workload (or pod by pod in a group), verify; or say why not. */
+/**
+ * ALTER SYSTEM, restart through the workload (or pod by pod in a group), verify; or, for a
+ * CloudNativePG Cluster, set its parameter and let it restart, verify; or say why not.
+ */
 export async function applyMaxConnections(
   deps: MaxConnectionsDeps,
   pass: Pass,
@@ -98,17 +101,29 @@ export async function applyMaxConnections(
     }
   }
   if (plan.requestRestart) {
+    const owned = workload.kind === "Cluster";
     await pass.announce([
       {
         type: "Normal",
         reason: "RestartRequested",
-        action: "RollingRestart",
-        note: `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}`,
+        action: owned ? "SetClusterParameter" : "RollingRestart",
+        note: owned
+          ? `spec.postgresql.parameters.max_connections = ${plan.requestRestart.value} on ${workload.description}; CloudNativePG restarts the instances`
+          : `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}`,
         name: actionEventName(policy, `restart-${plan.requestRestart.value}`, plan.requestRestart.after),
       },
     ]);
     await deps.kube.requestRestart(workload, plan.requestRestart, pass.now);
     operatorMetrics.restartsRequested.inc();
+  }
+  if (plan.ownerMaxConnections !== undefined) {
+    try {
+      await deps.kube.setOwnerMaxConnections(workload, plan.ownerMaxConnections);
+    } catch (err) {
+      if (!(err instanceof OwnerParameterConflict)) throw err;
+      const condition = { status: "False" as const, reason: "ParameterConflict", message: err.message };
+      return { restarting: false, events: [], condition };
+    }
   }
   if (plan.restartPod) {
     const pod = plan.restartPod;
