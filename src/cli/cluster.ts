@@ -11,12 +11,12 @@ import { GROUP, PLURAL, VERSION, validateSpec, type PoolPolicy, type PoolPolicyS
 import type { Budget, BudgetReserve } from "../budget/budget.js";
 import { apiErrorMessage, isNotFound } from "../kube/errors.js";
 import { readSecretKeys } from "../kube/secrets.js";
-import { describeWorkload, postgresPodSpec, readWorkloadObject, type WorkloadClients } from "../kube/workloads.js";
+import { describeWorkload, readWorkloadObject, type WorkloadClients } from "../kube/workloads.js";
 import { ConnectionReusingKubeConfig } from "../runtime/kube-config.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { type PolicyTarget, type SecretReader, policyTarget as targetOfPolicy } from "../server/credentials.js";
 import type { ServerKey } from "../server/identity.js";
-import { containerMemory } from "../server/memory.js";
+import { containerMemory, postgresPodSpec } from "../server/memory.js";
 import {
   gatherBudgetTargets,
   type PolicyOnServer,

@@ -14,7 +14,6 @@ import {
   CNPG_HEALTHY_PHASE,
   type CnpgCluster,
   describeWorkload,
-  postgresPodSpec,
   readWorkloadObject,
   type WorkloadClients,
   type WorkloadObject,
@@ -38,7 +37,7 @@ import {
   recentRestarts,
   type WorkloadRef,
 } from "./restart-gate.js";
-import { type ContainerMemory, containerMemory } from "../server/memory.js";
+import { type ContainerMemory, containerMemory, postgresPodSpec } from "../server/memory.js";
 import { deploymentRolledOut, statefulSetRolledOut } from "./rollout.js";
 
 /**

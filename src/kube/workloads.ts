@@ -11,7 +11,6 @@ import type {
   V1ResourceRequirements,
   V1StatefulSet,
 } from "@kubernetes/client-node";
-import { POSTGRES_CONTAINER } from "../server/memory.js";
 
 export interface WorkloadRef {
   kind: "StatefulSet" | "Deployment" | "Cluster";
@@ -69,13 +68,4 @@ export async function readWorkloadObject(clients: WorkloadClients, ref: Workload
         object: (await clients.custom.getNamespacedCustomObject({ ...CNPG, name, namespace })) as CnpgCluster,
       };
   }
-}
-
-/**
- * The pod spec whose "postgres" container the memory ceiling reads: a Cluster's instances run
- * with its spec.resources (CloudNativePG's container is named "postgres" too).
- */
-export function postgresPodSpec(w: WorkloadObject) {
-  if (w.kind !== "Cluster") return w.object.spec?.template.spec;
-  return { containers: [{ name: POSTGRES_CONTAINER, resources: w.object.spec?.resources ?? {} }] };
 }

@@ -1,0 +1,122 @@
+/**
+ * max_connections through a CloudNativePG Cluster, on the real control plane with CloudNativePG's
+ * published Cluster CRD (tools/fetch-crds.sh) and a real PostgreSQL 17 run as CloudNativePG runs
+ * it (allow_alter_system = off, parameters in an included custom.conf). CloudNativePG's own
+ * operator needs a real node to run its instances; the stand-in (test/harness/cnpg-standin.ts)
+ * does its part here: it follows the Cluster's parameter, writes it into custom.conf, restarts
+ * the server and reports the phases CloudNativePG reports.
+ */
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import type { KubeConfig } from "@kubernetes/client-node";
+import { installCloudNativePgCrd, installPoolPolicyCrd } from "../../harness/crd.js";
+import { CloudNativePgStandIn, cloudNativePgConf } from "../../harness/cnpg-standin.js";
+import { loadKubeConfig } from "../../harness/kube.js";
+import { OperatorProcess, runLogFile } from "../../harness/operator.js";
+import { OWNER_FIELD_MANAGER } from "../../../src/controller/workload.js";
+import { CNPG, type CnpgCluster } from "../../../src/kube/workloads.js";
+import { Scenario } from "./scenario.js";
+
+let kc: KubeConfig;
+let operator: OperatorProcess;
+let scenario: Scenario;
+let standIn: CloudNativePgStandIn;
+
+beforeAll(async () => {
+  const kubeconfigPath = inject("kubeconfigPath");
+  kc = loadKubeConfig(kubeconfigPath);
+  await installPoolPolicyCrd(kc);
+  await installCloudNativePgCrd(kc);
+  operator = new OperatorProcess({ kubeconfigPath, logFile: runLogFile(kubeconfigPath, "operator-cnpg") });
+  await operator.start();
+});
+
+afterAll(async () => {
+  await standIn?.stop();
+  await operator?.stop();
+  await scenario?.cleanup();
+});
+
+type ManagedFields = { manager?: string; operation?: string; fieldsV1?: unknown }[];
+
+async function readCluster(): Promise<CnpgCluster & { metadata: { managedFields?: ManagedFields } }> {
+  return (await scenario.custom.getNamespacedCustomObject({
+    ...CNPG,
+    namespace: scenario.namespace,
+    name: "pg",
+  })) as CnpgCluster & { metadata: { managedFields?: ManagedFields } };
+}
+
+describe("max_connections through a CloudNativePG Cluster", () => {
+  it("waits for the Manual approval, then sets only the Cluster's parameter; CloudNativePG restarts once; verified", async () => {
+    scenario = await Scenario.create(kc, { prefix: "cnpg", major: 17, conf: cloudNativePgConf() });
+    const s = scenario;
+    await s.deployment("api", { labels: { "app.kubernetes.io/part-of": "shop" }, replicas: 1 });
+    await s.custom.createNamespacedCustomObject({
+      ...CNPG,
+      namespace: s.namespace,
+      body: {
+        apiVersion: "postgresql.cnpg.io/v1",
+        kind: "Cluster",
+        metadata: { name: "pg" },
+        spec: { instances: 1, storage: { size: "1Gi" }, postgresql: { parameters: { work_mem: "4MB" } } },
+      },
+    });
+    standIn = new CloudNativePgStandIn(kc, s.namespace, "pg", s.server);
+    standIn.start();
+    // The server as CloudNativePG runs it: ALTER SYSTEM refused outright.
+    await expect(s.server.query("ALTER SYSTEM SET work_mem = '8MB'")).rejects.toThrow(/ALTER SYSTEM is not allowed/);
+    const started = await s.server.postmasterStartTime();
+
+    const workload = { apiVersion: "postgresql.cnpg.io/v1", kind: "Cluster", name: "pg" };
+    await s.applyPolicy(
+      "p",
+      s.policySpec({ postgres: { maxConnections: 120, restart: { workload, policy: "Manual" } } }),
+    );
+    const waiting = await s.waitForCondition("p", "MaxConnectionsApplied", { reason: "AwaitingApproval" });
+    expect(waiting.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain(
+      "needs a restart of CloudNativePG Cluster",
+    );
+    // Nothing asked of the Cluster before the approval.
+    expect((await readCluster()).spec?.postgresql?.parameters?.max_connections).toBeUndefined();
+    expect(standIn.restarts, JSON.stringify(standIn.events)).toBe(0);
+
+    await s.patchPolicy("p", { metadata: { annotations: { "pooling.dbops.io/approve-restart": "120" } } });
+    const applied = await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
+    expect(standIn.failure).toBeUndefined();
+    expect(applied.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain(
+      "verified after CloudNativePG restarted it",
+    );
+    expect(await s.server.setting("max_connections")).toBe("120");
+    expect((await s.server.postmasterStartTime()).getTime()).toBeGreaterThan(started.getTime());
+    expect(standIn.restarts, JSON.stringify(standIn.events)).toBe(1);
+    expect(standIn.phases).toContain("Applying configuration");
+
+    const cluster = await readCluster();
+    expect(cluster.spec?.postgresql?.parameters).toEqual({ work_mem: "4MB", max_connections: "120" });
+    expect(cluster.status?.phase).toBe("Cluster in healthy state");
+    const ours = (cluster.metadata.managedFields ?? []).filter((m) => m.manager === OWNER_FIELD_MANAGER);
+    expect(ours).toEqual([
+      expect.objectContaining({
+        operation: "Apply",
+        fieldsV1: { "f:spec": { "f:postgresql": { "f:parameters": { "f:max_connections": {} } } } },
+      }),
+    ]);
+
+    // In force from the configuration file CloudNativePG writes; nothing in postgresql.auto.conf.
+    const [source] = await s.server.query<{ sourcefile: string }>(
+      "SELECT sourcefile FROM pg_settings WHERE name = 'max_connections'",
+    );
+    expect(source?.sourcefile).toMatch(/\/custom\.conf$/);
+    const [altered] = await s.server.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pg_file_settings WHERE sourcefile LIKE '%auto.conf'",
+    );
+    expect(altered?.n).toBe(0);
+
+    const events = await s.events();
+    expect(events.filter((e) => e.reason === "RestartRequested").map((e) => e.note)).toEqual([
+      `spec.postgresql.parameters.max_connections = 120 on CloudNativePG Cluster ${s.namespace}/pg; CloudNativePG restarts the instances`,
+    ]);
+    expect(events.filter((e) => e.reason === "MaxConnectionsVerified")).toHaveLength(1);
+    expect(events.some((e) => e.reason === "MaxConnectionsAltered")).toBe(false);
+  });
+});
