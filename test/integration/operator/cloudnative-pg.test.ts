@@ -4,44 +4,50 @@
  * it (allow_alter_system = off, parameters in an included custom.conf). CloudNativePG's own
  * operator needs a real node to run its instances; the stand-in (test/harness/cnpg-standin.ts)
  * does its part here: it follows the Cluster's parameter, writes it into custom.conf, restarts
- * the server and reports the phases CloudNativePG reports.
+ * the server and reports the phases CloudNativePG reports. The operator runs with the chart's
+ * ServiceAccount and RBAC (postgresOperators.cloudnativePG.enabled).
  */
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import type { KubeConfig } from "@kubernetes/client-node";
-import { installCloudNativePgCrd, installPoolPolicyCrd } from "../../harness/crd.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type KubeConfig, RbacAuthorizationV1Api } from "@kubernetes/client-node";
+import { installCloudNativePgCrd } from "../../harness/crd.js";
 import { CloudNativePgStandIn, cloudNativePgConf } from "../../harness/cnpg-standin.js";
-import { loadKubeConfig } from "../../harness/kube.js";
-import { OperatorProcess, runLogFile } from "../../harness/operator.js";
+import { FULLNAME, FaultCluster } from "../../harness/faults.js";
+import type { OperatorProcess } from "../../harness/operator.js";
 import { OWNER_FIELD_MANAGER } from "../../../src/controller/workload.js";
 import { CNPG, type CnpgCluster } from "../../../src/kube/workloads.js";
 import { Scenario } from "./scenario.js";
 
+let cluster: FaultCluster | undefined;
 let kc: KubeConfig;
 let operator: OperatorProcess;
-let scenario: Scenario;
-let standIn: CloudNativePgStandIn;
+let scenario: Scenario | undefined;
+let standIn: CloudNativePgStandIn | undefined;
 
+// A private control plane with the chart installed and its CloudNativePG rule enabled: the
+// operator runs with the chart's ServiceAccount, so the test also proves that get and patch on
+// clusters.postgresql.cnpg.io are all the rights this path needs.
 beforeAll(async () => {
-  const kubeconfigPath = inject("kubeconfigPath");
-  kc = loadKubeConfig(kubeconfigPath);
-  await installPoolPolicyCrd(kc);
+  cluster = await FaultCluster.start(["postgresOperators.cloudnativePG.enabled=true"]);
+  kc = cluster.kc;
   await installCloudNativePgCrd(kc);
-  operator = new OperatorProcess({ kubeconfigPath, logFile: runLogFile(kubeconfigPath, "operator-cnpg") });
+  // A restored RBAC rule raises no watch event: the periodic resync (10 s here, 300 s by
+  // default) is what brings the policy back after WorkloadForbidden.
+  operator = cluster.operator({ name: "cnpg-op", env: { RESYNC_SECONDS: "10" } });
   await operator.start();
 });
 
 afterAll(async () => {
   await standIn?.stop();
-  await operator?.stop();
   await scenario?.cleanup();
+  await cluster?.stop();
 });
 
 type ManagedFields = { manager?: string; operation?: string; fieldsV1?: unknown }[];
 
 async function readCluster(): Promise<CnpgCluster & { metadata: { managedFields?: ManagedFields } }> {
-  return (await scenario.custom.getNamespacedCustomObject({
+  return (await scenario!.custom.getNamespacedCustomObject({
     ...CNPG,
-    namespace: scenario.namespace,
+    namespace: scenario!.namespace,
     name: "pg",
   })) as CnpgCluster & { metadata: { managedFields?: ManagedFields } };
 }
@@ -118,5 +124,30 @@ describe("max_connections through a CloudNativePG Cluster", () => {
     ]);
     expect(events.filter((e) => e.reason === "MaxConnectionsVerified")).toHaveLength(1);
     expect(events.some((e) => e.reason === "MaxConnectionsAltered")).toBe(false);
+    expect(operator.logs()).not.toMatch(/forbidden/i);
+  });
+
+  it("without the chart's rule on Clusters: WorkloadForbidden says what to grant; applied once it is back", async () => {
+    const s = scenario!;
+    const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
+    const role = await rbac.readClusterRole({ name: FULLNAME });
+    const withoutCnpg = (role.rules ?? []).filter((r) => !r.apiGroups?.includes("postgresql.cnpg.io"));
+    expect(withoutCnpg.length).toBe((role.rules ?? []).length - 1);
+    await rbac.replaceClusterRole({ name: FULLNAME, body: { ...role, rules: withoutCnpg } });
+    await s.patchPolicy("p", {
+      metadata: { annotations: { "pooling.dbops.io/approve-restart": "130" } },
+      spec: { postgres: { maxConnections: 130 } },
+    });
+    const refused = await s.waitForCondition("p", "MaxConnectionsApplied", { reason: "WorkloadForbidden" });
+    expect(refused.status?.conditions?.find((c) => c.type === "MaxConnectionsApplied")?.message).toContain(
+      "--set postgresOperators.cloudnativePG.enabled=true",
+    );
+    expect(standIn!.restarts).toBe(1);
+
+    const current = await rbac.readClusterRole({ name: FULLNAME });
+    await rbac.replaceClusterRole({ name: FULLNAME, body: { ...current, rules: role.rules } });
+    await s.waitForCondition("p", "MaxConnectionsApplied", { status: "True", reason: "Applied" });
+    expect(await s.server.setting("max_connections")).toBe("130");
+    expect(standIn!.restarts).toBe(2);
   });
 });

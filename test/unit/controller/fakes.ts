@@ -165,6 +165,8 @@ export interface FakeCluster {
   phaseReason?: string;
   /** Field managers that own spec.postgresql.parameters.max_connections besides ours (a 409 on our apply). */
   otherManagers?: string[];
+  /** Our apply fails with this (e.g. a 403: the operator's RBAC lacks patch). */
+  applyError?: Error;
 }
 
 function postgresContainer(memoryLimit: string | undefined) {
@@ -300,6 +302,7 @@ export class FakeKubernetes implements KubernetesPort {
   /** CloudNativePG takes the new parameter: it reports "Applying configuration" until the fake restarts. */
   async setOwnerMaxConnections(w: WorkloadState, value: number): Promise<void> {
     const cluster = this.workload.cluster;
+    if (cluster.applyError) throw cluster.applyError;
     if (cluster.otherManagers) throw new OwnerParameterConflict(w.description, cluster.otherManagers);
     this.ownerApplies.push(value);
     if (cluster.maxConnections === String(value)) return;

@@ -523,6 +523,15 @@ describe("max_connections through a CloudNativePG Cluster", () => {
     expect(conflict?.message).toContain(
       'field manager "argocd-controller" owns spec.postgresql.parameters.max_connections',
     );
+    const forbidden = Object.assign(new Error("forbidden"), { code: 403 });
+    const unreadable = await reasonFor(() => (w.kube.workloadReadError = forbidden));
+    expect(unreadable).toMatchObject({ status: "False", reason: "WorkloadForbidden" });
+    expect(unreadable?.message).toContain(
+      "the operator may not read CloudNativePG Cluster db/pg (HTTP 403): grant the operator get and patch on clusters.postgresql.cnpg.io (Helm chart: --set postgresOperators.cloudnativePG.enabled=true)",
+    );
+    const unpatchable = await reasonFor(() => (w.kube.workload.cluster.applyError = forbidden));
+    expect(unpatchable).toMatchObject({ reason: "WorkloadForbidden" });
+    expect(unpatchable?.message).toContain("the operator may not patch CloudNativePG Cluster db/pg");
     const failed = await reasonFor(() => {
       w.kube.workload.record = { value: 150, after: T0 };
       w.kube.workload.cluster.maxConnections = "150";
