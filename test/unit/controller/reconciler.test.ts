@@ -517,6 +517,7 @@ describe("max_connections through a CloudNativePG Cluster", () => {
     const busy = await reasonFor(() => (w.kube.workload.cluster.phase = "Upgrading cluster"));
     expect(busy).toMatchObject({ reason: "OwnerBusy" });
     expect(busy?.message).toContain('phase "Upgrading cluster"');
+    expect(w.events.all.find((e) => e.reason === "OwnerBusy")?.type).toBe("Normal"); // under way, not broken
     expect(w.kube.ownerApplies).toEqual([]);
     const conflict = await reasonFor(() => (w.kube.workload.cluster.otherManagers = ["argocd-controller"]));
     expect(conflict).toMatchObject({ status: "False", reason: "ParameterConflict" });
