@@ -2,9 +2,10 @@
  * Deciding what to do about max_connections, as a pure function of what we observed: the one
  * planner for a single instance and for a primary with streaming replicas (a single instance is
  * a group of one, restarted through its pod template; a group is restarted pod by pod in the
- * order topology.ts works out). The gates (not managed, unreachable, settings ALTER SYSTEM
- * cannot change, permissions, the workload, approval, window and restart limit) are the same
- * for both and are written here once.
+ * order topology.ts works out), and for a server a CloudNativePG Cluster owns (planOwned: its
+ * parameter instead of ALTER SYSTEM, CloudNativePG restarts). The gates (not managed, unreachable,
+ * settings ALTER SYSTEM cannot change, permissions, the workload, approval, window and restart
+ * limit) are written here once; those about ALTER SYSTEM do not concern a Cluster.
  *
  * For a single instance, the durable record of a requested restart lives on the Postgres workload itself, in the pod
  * template annotation RESTART_ANNOTATION = "<value>@<postmaster start time it must replace>".
