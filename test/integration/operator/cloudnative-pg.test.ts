@@ -8,11 +8,12 @@
  * ServiceAccount and RBAC (postgresOperators.cloudnativePG.enabled).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type KubeConfig, RbacAuthorizationV1Api } from "@kubernetes/client-node";
+import { AuthorizationV1Api, type KubeConfig, RbacAuthorizationV1Api } from "@kubernetes/client-node";
 import { installCloudNativePgCrd } from "../../harness/crd.js";
 import { CloudNativePgStandIn, cloudNativePgConf } from "../../harness/cnpg-standin.js";
 import { FULLNAME, FaultCluster } from "../../harness/faults.js";
 import type { OperatorProcess } from "../../harness/operator.js";
+import { waitFor } from "../../harness/processes.js";
 import { OWNER_FIELD_MANAGER } from "../../../src/controller/workload.js";
 import { CNPG, type CnpgCluster } from "../../../src/kube/workloads.js";
 import { Scenario } from "./scenario.js";
@@ -134,6 +135,25 @@ describe("max_connections through a CloudNativePG Cluster", () => {
     const withoutCnpg = (role.rules ?? []).filter((r) => !r.apiGroups?.includes("postgresql.cnpg.io"));
     expect(withoutCnpg.length).toBe((role.rules ?? []).length - 1);
     await rbac.replaceClusterRole({ name: FULLNAME, body: { ...role, rules: withoutCnpg } });
+    // The authorizer learns of the change from its own watch: only once it denies may the policy
+    // change, or a pass in between would still apply the value.
+    const authz = kc.makeApiClient(AuthorizationV1Api);
+    await waitFor("the authorizer to deny get on clusters.postgresql.cnpg.io", async () => {
+      const review = await authz.createSubjectAccessReview({
+        body: {
+          spec: {
+            user: cluster!.saUser,
+            resourceAttributes: {
+              group: "postgresql.cnpg.io",
+              resource: "clusters",
+              verb: "get",
+              namespace: s.namespace,
+            },
+          },
+        },
+      });
+      return review.status?.allowed === false;
+    });
     await s.patchPolicy("p", {
       metadata: { annotations: { "pooling.dbops.io/approve-restart": "130" } },
       spec: { postgres: { maxConnections: 130 } },
