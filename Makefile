@@ -16,7 +16,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-## tools: build etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok, helm (cached by version)
+## tools: build etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok, helm; fetch CloudNativePG's Cluster CRD (cached by version)
 tools:
 	@bash tools/build-tools.sh
 

@@ -24,6 +24,9 @@ export const MAX_CONNECTIONS_MIN = 1;
 export const MAX_CONNECTIONS_MAX = 262143;
 
 type CelRule = { rule: string; message: string; fieldPath?: string; reason?: string };
+/** CloudNativePG's Cluster (docs/postgres-operators.md): it owns max_connections of the servers it runs. */
+export const CNPG_API_VERSION = "postgresql.cnpg.io/v1";
+
 const cel = (...rules: CelRule[]) => ({ "x-kubernetes-validations": rules });
 
 const name = (max = 253) => z.string().min(1).max(max);
@@ -74,11 +77,32 @@ const restart = z
   .object({
     workload: z
       .object({
-        kind: z.enum(["StatefulSet", "Deployment"]).default("StatefulSet"),
+        apiVersion: z
+          .enum(["apps/v1", CNPG_API_VERSION])
+          .optional()
+          .describe(
+            `apps/v1 (the default) for a StatefulSet or Deployment; ${CNPG_API_VERSION} for a CloudNativePG Cluster.`,
+          ),
+        kind: z.enum(["StatefulSet", "Deployment", "Cluster"]).default("StatefulSet"),
         name: name(),
         namespace: name(63).optional().describe("Defaults to the PoolPolicy's namespace."),
       })
-      .describe("The workload that runs PostgreSQL; its pods are restarted through the pod template."),
+      // "Cluster" alone names a dozen CRDs: the apiVersion says whose, and leaves room for the other owners.
+      .refine((w) => (w.kind === "Cluster") === (w.apiVersion === CNPG_API_VERSION), {
+        message: `kind Cluster goes with apiVersion ${CNPG_API_VERSION} (CloudNativePG), and only it`,
+        path: ["apiVersion"],
+      })
+      .meta(
+        cel({
+          rule: `(self.kind == 'Cluster') == (has(self.apiVersion) && self.apiVersion == '${CNPG_API_VERSION}')`,
+          message: `kind Cluster goes with apiVersion ${CNPG_API_VERSION} (CloudNativePG), and only it`,
+          fieldPath: ".apiVersion",
+        }),
+      )
+      .describe(
+        "The resource that runs PostgreSQL. A StatefulSet or Deployment: the operator runs ALTER SYSTEM and restarts its pods through the pod template. " +
+          "A CloudNativePG Cluster: the operator sets spec.postgresql.parameters.max_connections on it and CloudNativePG restarts the instances.",
+      ),
     policy: z
       .enum(["Automatic", "Manual"])
       .default("Automatic")

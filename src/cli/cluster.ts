@@ -11,12 +11,12 @@ import { GROUP, PLURAL, VERSION, validateSpec, type PoolPolicy, type PoolPolicyS
 import type { Budget, BudgetReserve } from "../budget/budget.js";
 import { apiErrorMessage, isNotFound } from "../kube/errors.js";
 import { readSecretKeys } from "../kube/secrets.js";
-import { describeWorkload, readWorkloadObject } from "../kube/workloads.js";
+import { describeWorkload, readWorkloadObject, type WorkloadClients } from "../kube/workloads.js";
 import { ConnectionReusingKubeConfig } from "../runtime/kube-config.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { type PolicyTarget, type SecretReader, policyTarget as targetOfPolicy } from "../server/credentials.js";
 import type { ServerKey } from "../server/identity.js";
-import { containerMemory } from "../server/memory.js";
+import { containerMemory, postgresPodSpec } from "../server/memory.js";
 import {
   gatherBudgetTargets,
   type PolicyOnServer,
@@ -171,7 +171,7 @@ export async function readServerBudget(
     settings,
     reserve: serverReserve(facts, settings),
     budget,
-    memory: await readServerMemory(apps, peers, facts, settings),
+    memory: await readServerMemory({ apps, custom: kc.makeApiClient(CustomObjectsApi) }, peers, facts, settings),
     notes,
   };
 }
@@ -181,7 +181,7 @@ export async function readServerBudget(
  * the same container rule.
  */
 function readServerMemory(
-  apps: AppsV1Api,
+  clients: WorkloadClients,
   peers: readonly PolicyOnServer[],
   facts: ServerFacts,
   settings: ServerSettings,
@@ -190,8 +190,8 @@ function readServerMemory(
     const ref = restartWorkloadRef(restart, policyNamespace);
     const description = describeWorkload(ref);
     try {
-      const object = await readWorkloadObject(apps, ref);
-      return { found: true, description, memory: containerMemory(object.spec?.template.spec, description) };
+      const object = await readWorkloadObject(clients, ref);
+      return { found: true, description, memory: containerMemory(postgresPodSpec(object), description) };
     } catch (err) {
       if (isNotFound(err)) return { found: false, description };
       throw err;

@@ -13,7 +13,8 @@ import { CoreV1Api } from "@kubernetes/client-node";
 import { parseDuration } from "../api/duration.js";
 import { checkRedisDependency } from "../server/dependencies.js";
 import { readSecretKeys } from "../kube/secrets.js";
-import { memoryCondition, type ServerMemory } from "../server/model.js";
+import { memoryCondition, restartWorkloadRef, type ServerMemory } from "../server/model.js";
+import { describeWorkload } from "../kube/workloads.js";
 import { PostgresError, PostgresPools, describeTarget, type PostgresTarget } from "../postgres/connection.js";
 import { inspectServer, type ServerFacts } from "../postgres/inspect.js";
 import { inspectRole } from "../postgres/roles.js";
@@ -134,8 +135,12 @@ async function diagnosePolicy(options: DiagnoseOptions, pools: PostgresPools, io
         ? await redisOfPolicy(kc, loaded)
         : undefined;
 
+  const restartRef =
+    spec.postgres.restart && restartWorkloadRef(spec.postgres.restart, loaded.policy.metadata.namespace);
   const policy: PolicySection = {
     maxConnections: spec.postgres.maxConnections,
+    restartWorkload: restartRef && describeWorkload(restartRef),
+    restartedByOwner: restartRef?.kind === "Cluster" || undefined,
     pool: { minSize: spec.pool.minSize, maxSize: spec.pool.maxSize },
     reaper: {
       enabled: spec.reaper.enabled,

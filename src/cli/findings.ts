@@ -309,6 +309,8 @@ function raiseAdvice(facts: Facts, pg: Reachable, n: number): string {
       ? `raise max_connections to ${value}: spec.postgres.maxConnections of ${policy} is "auto" but spec.budget.ceiling (${ceiling}) caps it; raise the ceiling to at least ${value}`
       : `raise max_connections to ${value} (spec.postgres.maxConnections of ${policy} is "auto": see its MaxConnectionsApplied condition for why it is not there yet)`;
   }
+  if (policy && facts.policy?.restartedByOwner)
+    return `raise max_connections to ${value} (set spec.postgres.maxConnections of ${policy} to ${value}: the operator sets it on ${facts.policy.restartWorkload} and CloudNativePG restarts the instances)`;
   if (policy)
     return `raise max_connections to ${value} (set spec.postgres.maxConnections of ${policy} to ${value}: the operator applies it with one rolling restart)`;
   return `raise max_connections to ${value} (ALTER SYSTEM SET max_connections = ${value}, then restart PostgreSQL)`;

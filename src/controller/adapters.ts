@@ -30,7 +30,7 @@ import { STALE_RETRY_MS } from "./pass.js";
 import { applyServerTimeout, runReaper } from "./reaper.js";
 import { type CachedSecretReader, readSecretKeys } from "../kube/secrets.js";
 import { applyPoolEnv, deploymentsOwnedBy, removePoolEnv } from "./targets.js";
-import { holdRestarts, readWorkload, recordRestart, requestRestart } from "./workload.js";
+import { holdRestarts, readWorkload, recordRestart, requestRestart, setOwnerMaxConnections } from "./workload.js";
 
 /** The watch caches the wiring keeps (target-watches.ts); a LIST is the fallback until one has synced. */
 export interface WatchCaches {
@@ -57,6 +57,10 @@ export class ApiKubernetes implements KubernetesPort {
     this.custom = kc.makeApiClient(CustomObjectsApi);
   }
 
+  private get workloads() {
+    return { apps: this.apps, custom: this.custom };
+  }
+
   watchTargets(policyKey: string, namespace: string, labelSelector: string | null): void {
     this.caches.watchTargets(policyKey, namespace, labelSelector);
   }
@@ -76,19 +80,23 @@ export class ApiKubernetes implements KubernetesPort {
   }
 
   readWorkload(...args: Parameters<KubernetesPort["readWorkload"]>) {
-    return readWorkload(this.apps, ...args);
+    return readWorkload(this.workloads, ...args);
   }
 
   requestRestart(...args: Parameters<KubernetesPort["requestRestart"]>) {
-    return requestRestart(this.apps, ...args);
+    return requestRestart(this.workloads, ...args);
   }
 
   recordRestart(...args: Parameters<KubernetesPort["recordRestart"]>) {
-    return recordRestart(this.apps, ...args);
+    return recordRestart(this.workloads, ...args);
+  }
+
+  setOwnerMaxConnections(...args: Parameters<KubernetesPort["setOwnerMaxConnections"]>) {
+    return setOwnerMaxConnections(this.workloads, ...args);
   }
 
   holdRestarts(...args: Parameters<KubernetesPort["holdRestarts"]>) {
-    return holdRestarts(this.apps, ...args);
+    return holdRestarts(this.workloads, ...args);
   }
 
   async listPods(namespace: string, labelSelector: string | undefined) {

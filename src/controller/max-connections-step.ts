@@ -7,11 +7,13 @@
  * leave it without its Event, and since the next pass sees the action done and does not repeat
  * it, the Event is not repeated either.
  */
+import { apiErrorMessage, statusCodeOf } from "../kube/errors.js";
+import { describeWorkload, kubectlResource, type WorkloadRef } from "../kube/workloads.js";
 import { PostgresError } from "../postgres/connection.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { AlterSystemError } from "../postgres/settings.js";
 import type { PostgresTarget } from "../postgres/connection.js";
-import type { ServerDesire } from "../server/model.js";
+import { restartWorkloadRef, type ServerDesire } from "../server/model.js";
 import { type ConditionUpdate, findCondition } from "./conditions.js";
 import { windowState } from "./maintenance-window.js";
 import { planMaxConnections } from "./max-connections.js";
@@ -20,7 +22,7 @@ import { actionEventName, type Pass, type PolicyEvent } from "./pass.js";
 import type { KubernetesPort, PostgresPort } from "./ports.js";
 import { APPROVAL_ANNOTATION, type RestartGateInput } from "./restart-gate.js";
 import { type GroupMember, readGroup } from "./topology-restart.js";
-import { isReplicationGroup, type WorkloadState, workloadRef } from "./workload.js";
+import { isReplicationGroup, OwnerParameterConflict, type WorkloadState, workloadRef } from "./workload.js";
 
 export interface MaxConnectionsDeps {
   kube: KubernetesPort;
@@ -42,7 +44,10 @@ export interface MaxConnectionsResult {
 
 type GateInput = Omit<RestartGateInput, "desired" | "current">;
 
-/** ALTER SYSTEM, restart through the workload (or pod by pod in a group), verify; or say why not. */
+/**
+ * ALTER SYSTEM, restart through the workload (or pod by pod in a group), verify; or, for a
+ * CloudNativePG Cluster, set its parameter and let it restart, verify; or say why not.
+ */
 export async function applyMaxConnections(
   deps: MaxConnectionsDeps,
   pass: Pass,
@@ -59,7 +64,14 @@ export async function applyMaxConnections(
     const condition = { status: "Unknown" as const, reason: "AutoSizingUnavailable", message: desired.message };
     return { restarting: false, events: [], condition };
   }
-  const workload = await pass.readWorkload(spec.postgres.restart, policy.metadata.namespace);
+  let workload: WorkloadState;
+  try {
+    workload = await pass.readWorkload(spec.postgres.restart, policy.metadata.namespace);
+  } catch (err) {
+    const ref = spec.postgres.restart && restartWorkloadRef(spec.postgres.restart, policy.metadata.namespace);
+    if (!ref || !isForbidden(err)) throw err;
+    return { restarting: false, events: [], condition: forbidden(ref, "read", err) };
+  }
   if (workload.found) {
     operatorMetrics.observeRestartsHeld(workload.description, workload.restarts.heldSince !== undefined);
   }
@@ -98,17 +110,37 @@ export async function applyMaxConnections(
     }
   }
   if (plan.requestRestart) {
+    const owned = workload.kind === "Cluster";
     await pass.announce([
       {
         type: "Normal",
         reason: "RestartRequested",
-        action: "RollingRestart",
-        note: `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}`,
+        action: owned ? "SetClusterParameter" : "RollingRestart",
+        note: owned
+          ? `spec.postgresql.parameters.max_connections = ${plan.requestRestart.value} on ${workload.description}; CloudNativePG restarts the instances`
+          : `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}`,
         name: actionEventName(policy, `restart-${plan.requestRestart.value}`, plan.requestRestart.after),
       },
     ]);
-    await deps.kube.requestRestart(workload, plan.requestRestart, pass.now);
+    try {
+      await deps.kube.requestRestart(workload, plan.requestRestart, pass.now);
+    } catch (err) {
+      if (!isForbidden(err)) throw err;
+      return { restarting: false, events: [], condition: forbidden(workloadRef(workload), "patch", err) };
+    }
     operatorMetrics.restartsRequested.inc();
+  }
+  if (plan.ownerMaxConnections !== undefined) {
+    try {
+      await deps.kube.setOwnerMaxConnections(workload, plan.ownerMaxConnections);
+    } catch (err) {
+      if (isForbidden(err)) {
+        return { restarting: false, events: [], condition: forbidden(workloadRef(workload), "patch", err) };
+      }
+      if (!(err instanceof OwnerParameterConflict)) throw err;
+      const condition = { status: "False" as const, reason: "ParameterConflict", message: err.message };
+      return { restarting: false, events: [], condition };
+    }
   }
   if (plan.restartPod) {
     const pod = plan.restartPod;
@@ -149,6 +181,24 @@ export async function applyMaxConnections(
     condition = { ...condition, message: `${condition.message} (${desired.source})` };
   }
   return { restarting: plan.restarting, condition, nextWindow: plan.nextWindow, events };
+}
+
+const isForbidden = (err: unknown) => statusCodeOf(err) === 403;
+
+/**
+ * The operator's RBAC does not cover the workload: a condition saying which right is missing,
+ * instead of a pass that fails without a status. Clusters need the chart's opt-in rule.
+ */
+function forbidden(ref: WorkloadRef, verb: "read" | "patch", err: unknown): MaxConnectionsResult["condition"] {
+  const grant =
+    ref.kind === "Cluster"
+      ? "grant the operator get and patch on clusters.postgresql.cnpg.io (Helm chart: --set postgresOperators.cloudnativePG.enabled=true)"
+      : `grant the operator get and patch on ${kubectlResource(ref)}s`;
+  return {
+    status: "False",
+    reason: "WorkloadForbidden",
+    message: `the operator may not ${verb} ${describeWorkload(ref)} (${apiErrorMessage(err)}): ${grant}`,
+  };
 }
 
 /** Where ALTER SYSTEM runs: through the Service, or on each pod of a group the plan names. */

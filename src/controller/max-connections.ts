@@ -2,9 +2,10 @@
  * Deciding what to do about max_connections, as a pure function of what we observed: the one
  * planner for a single instance and for a primary with streaming replicas (a single instance is
  * a group of one, restarted through its pod template; a group is restarted pod by pod in the
- * order topology.ts works out). The gates (not managed, unreachable, settings ALTER SYSTEM
- * cannot change, permissions, the workload, approval, window and restart limit) are the same
- * for both and are written here once.
+ * order topology.ts works out), and for a server a CloudNativePG Cluster owns (planOwned: its
+ * parameter instead of ALTER SYSTEM, CloudNativePG restarts). The gates (not managed, unreachable,
+ * settings ALTER SYSTEM cannot change, permissions, the workload, approval, window and restart
+ * limit) are written here once; those about ALTER SYSTEM do not concern a Cluster.
  *
  * For a single instance, the durable record of a requested restart lives on the Postgres workload itself, in the pod
  * template annotation RESTART_ANNOTATION = "<value>@<postmaster start time it must replace>".
@@ -38,6 +39,16 @@ export function parseRestartRecord(text: string | undefined): RestartRecord | un
   return Number.isNaN(after.getTime()) ? undefined : { value: Number(match[1]), after };
 }
 
+/** A server whose max_connections its Postgres operator owns (a CloudNativePG Cluster): what it holds and reports. */
+export interface OwnerState {
+  operator: "CloudNativePG";
+  /** spec.postgresql.parameters.max_connections, as the Cluster holds it (a string there). */
+  maxConnections: string | undefined;
+  /** status.phase and status.phaseReason: what CloudNativePG reports it is doing. */
+  phase: string | undefined;
+  phaseReason: string | undefined;
+}
+
 export interface MaxConnectionsInput {
   /** The value the server's policies ask for together; undefined: not managed. */
   desired: number | undefined;
@@ -49,6 +60,10 @@ export interface MaxConnectionsInput {
     rolledOut: boolean;
     record: RestartRecord | undefined;
     description: string;
+    /** "Cluster": CloudNativePG owns max_connections and restarts (planOwned). */
+    kind?: "StatefulSet" | "Deployment" | "Cluster";
+    /** A found Cluster: its parameter and phase. */
+    owner?: OwnerState;
   };
   /** Everything the restart gate needs except the values, which come from `desired` and `facts`. */
   gate: Omit<RestartGateInput, "desired" | "current">;
@@ -77,6 +92,8 @@ export interface MaxConnectionsPlan {
   verifiedRestart?: boolean;
   /** The restart limit was reached by this plan: record the hold on the workload. */
   holdRestarts?: boolean;
+  /** A Cluster: set spec.postgresql.parameters.max_connections to this (after requestRestart, if any). */
+  ownerMaxConnections?: number;
 }
 
 const RESTART_POLL_HINT = "waiting for the rollout to replace the PostgreSQL pods";
@@ -118,6 +135,7 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
         }
       : done("Unknown", "PostgresUnreachable", "cannot read max_connections: PostgreSQL is not reachable");
   }
+  if (workload.kind === "Cluster") return planOwned(input, facts, desired);
   if (input.group) return planGroup(input, facts, desired, input.group);
   const restartedSince = record !== undefined && facts.postmasterStartTime.getTime() > record.after.getTime();
   const rolling = workload.configured && workload.found && !workload.rolledOut;
@@ -279,6 +297,94 @@ function planGroup(
         condition: inProgress(step.message),
       };
   }
+}
+
+/**
+ * A CloudNativePG Cluster: the operator decides when (the same gate as every restart), the
+ * Cluster's owner decides how. No ALTER SYSTEM (CloudNativePG disables it and would not keep it):
+ * the plan sets spec.postgresql.parameters.max_connections, and CloudNativePG reloads, sees the
+ * restart pending and restarts the instances (replicas first, then the primary). The record on
+ * the Cluster says which value the restart was asked for and which postmaster start it replaces,
+ * so the verification is the same as for a StatefulSet.
+ */
+function planOwned(input: MaxConnectionsInput, facts: ServerFacts, desired: number): MaxConnectionsPlan {
+  const { workload } = input;
+  const owner = workload.owner;
+  if (!workload.found || !owner) {
+    return done(
+      "False",
+      "WorkloadNotFound",
+      `${workload.description} does not exist, so max_connections = ${desired} cannot be set on it; nothing was changed`,
+    );
+  }
+  const record = workload.record;
+  const restartedSince = record !== undefined && facts.postmasterStartTime.getTime() > record.after.getTime();
+  const reports = ownerReport(owner);
+  if (facts.maxConnections === desired) {
+    if (!workload.rolledOut) {
+      return {
+        restarting: true,
+        condition: {
+          status: "False",
+          reason: "RestartInProgress",
+          message: `max_connections is ${desired} on the instance answering, but CloudNativePG is still restarting ${workload.description} (${reports}): waiting until it reports a healthy cluster`,
+        },
+      };
+    }
+    const detail = restartedSince
+      ? ` (verified after CloudNativePG restarted it at ${facts.postmasterStartTime.toISOString()})`
+      : "";
+    return { ...done("True", "Applied", `max_connections is ${desired}${detail}`), verifiedRestart: restartedSince };
+  }
+  // A request whose value the Cluster no longer holds (someone changed it back) brings no restart: not waited for.
+  const underWay = record && !restartedSince && owner.maxConnections === String(record.value);
+  const crashedBetween = record?.value === desired && !restartedSince && owner.maxConnections !== String(desired);
+  if (underWay || crashedBetween) {
+    const forThis = record.value === desired;
+    return {
+      ownerMaxConnections: crashedBetween ? desired : undefined,
+      restarting: true,
+      condition: {
+        status: "False",
+        reason: "RestartInProgress",
+        message: forThis
+          ? `CloudNativePG restarts ${workload.description} to apply max_connections = ${desired} (now ${facts.maxConnections}); it reports ${reports}`
+          : `CloudNativePG restarts ${workload.description} for max_connections = ${record.value} (${reports}); max_connections = ${desired} is asked for once that restart is verified`,
+      },
+    };
+  }
+  if (record?.value === desired && restartedSince) {
+    return done(
+      "False",
+      "VerificationFailed",
+      `CloudNativePG restarted PostgreSQL at ${facts.postmasterStartTime.toISOString()} but max_connections is ${facts.maxConnections}, ` +
+        `not ${desired} (source: ${facts.settingSource}; a value in postgresql.auto.conf overrides the Cluster's parameters); not asking again`,
+    );
+  }
+  if (!workload.rolledOut) {
+    return done(
+      "False",
+      "OwnerBusy",
+      `CloudNativePG is busy with ${workload.description} (${reports}): max_connections = ${desired} (now ${facts.maxConnections}) is asked for once it reports a healthy cluster`,
+    );
+  }
+  const gate = restartGate({ ...input.gate, desired, current: facts.maxConnections });
+  if (!gate.open) return closed(gate);
+  return {
+    requestRestart: { value: desired, after: facts.postmasterStartTime },
+    ownerMaxConnections: desired,
+    restarting: true,
+    condition: {
+      status: "False",
+      reason: "RestartInProgress",
+      message: `max_connections = ${desired} (now ${facts.maxConnections}) set on ${workload.description}; CloudNativePG restarts the instances`,
+    },
+  };
+}
+
+function ownerReport(owner: OwnerState): string {
+  const phase = owner.phase ? `phase "${owner.phase}"` : "no phase yet";
+  return owner.phaseReason ? `${phase}: ${owner.phaseReason}` : phase;
 }
 
 function closed(gate: Extract<RestartGate, { open: false }>): MaxConnectionsPlan {

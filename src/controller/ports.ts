@@ -31,9 +31,11 @@ export interface KubernetesPort {
   readSecretKeys(namespace: string, name: string, keys: string[]): Promise<SecretRead>;
 
   readWorkload(restart: RestartSpec | undefined, policyNamespace: string): Promise<WorkloadState>;
-  /** The restart record in the pod template (it rolls the pods) and the restart history, at once. */
+  /** The restart record (pod template: it rolls the pods; Cluster: an annotation) and the restart history, at once. */
   requestRestart(workload: WorkloadState, record: RestartRecord, now: Date): Promise<void>;
   recordRestart(workload: WorkloadState, now: Date): Promise<void>;
+  /** A CloudNativePG Cluster: spec.postgresql.parameters.max_connections, by SSA with the operator's own field manager. */
+  setOwnerMaxConnections(workload: WorkloadState, value: number): Promise<void>;
   holdRestarts(workload: WorkloadState, now: Date): Promise<void>;
   listPods(namespace: string, labelSelector: string | undefined): Promise<V1Pod[]>;
   deletePod(namespace: string, name: string): Promise<void>;

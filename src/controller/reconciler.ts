@@ -120,6 +120,7 @@ const PROGRESS_REASONS = new Set([
   "WaitingForApps",
   "WaitingForMaxConnections",
   "OutsideMaintenanceWindow",
+  "OwnerBusy",
 ]);
 
 export class PoolPolicyReconciler {

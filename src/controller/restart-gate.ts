@@ -15,7 +15,7 @@
  * The history lives on the workload (annotations, see workload.ts), so an operator restart or a
  * new leader neither forgets it nor resets the count.
  */
-import type { WorkloadRef } from "../kube/workloads.js";
+import { describeWorkload, kubectlResource, type WorkloadRef } from "../kube/workloads.js";
 import { GROUP } from "../api/schema.js";
 import type { WindowState } from "./maintenance-window.js";
 
@@ -71,13 +71,13 @@ export function recentRestarts(history: readonly Date[], now: Date): Date[] {
 
 export function releaseCommand(w: WorkloadRef): string {
   return (
-    `kubectl annotate ${w.kind.toLowerCase()} ${w.name} -n ${w.namespace} ` +
+    `kubectl annotate ${kubectlResource(w)} ${w.name} -n ${w.namespace} ` +
     `${RESTARTS_HELD_ANNOTATION}- ${RESTART_HISTORY_ANNOTATION}-`
   );
 }
 
 export function restartGate(g: RestartGateInput): RestartGate {
-  const what = `max_connections = ${g.desired} needs a restart of ${g.workload.kind} ${g.workload.namespace}/${g.workload.name} (now ${g.current})`;
+  const what = `max_connections = ${g.desired} needs a restart of ${describeWorkload(g.workload)} (now ${g.current})`;
   const recent = recentRestarts(g.limit.history, g.now);
   if (g.limit.heldSince) {
     return {

@@ -1,16 +1,35 @@
 /**
- * The PostgreSQL workload (a StatefulSet or Deployment): reading its rollout state and the
- * restart record on its pod template, and requesting a rolling restart by writing that record.
+ * The PostgreSQL workload: a StatefulSet or Deployment, whose rollout state and pod-template
+ * restart record are read here and whose rolling restart is requested by writing that record;
+ * or a CloudNativePG Cluster, which owns max_connections (spec.postgresql.parameters) and
+ * restarts its instances itself: there the record and the restart history are annotations of
+ * the Cluster, and the change is one field applied with the operator's own field manager.
  */
-import type { AppsV1Api, V1Deployment, V1StatefulSet } from "@kubernetes/client-node";
+import type { V1Deployment, V1StatefulSet } from "@kubernetes/client-node";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
-import type { PoolPolicySpec } from "../api/schema.js";
+import { CNPG_API_VERSION, type PoolPolicySpec } from "../api/schema.js";
 import { isConflict, isNotFound } from "../kube/errors.js";
-import { describeWorkload, readWorkloadObject } from "../kube/workloads.js";
+import {
+  CNPG,
+  CNPG_HEALTHY_PHASE,
+  type CnpgCluster,
+  describeWorkload,
+  readWorkloadObject,
+  type WorkloadClients,
+  type WorkloadObject,
+} from "../kube/workloads.js";
 import { restartWorkloadRef } from "../server/model.js";
 import { RequeueError } from "../runtime/controller.js";
+import { conflictingManagers } from "./env-conflicts.js";
+import { FIELD_MANAGER_PREFIX } from "./env-injection.js";
 import { STALE_RETRY_MS } from "./pass.js";
-import { RESTART_ANNOTATION, formatRestartRecord, parseRestartRecord, type RestartRecord } from "./max-connections.js";
+import {
+  type OwnerState,
+  RESTART_ANNOTATION,
+  formatRestartRecord,
+  parseRestartRecord,
+  type RestartRecord,
+} from "./max-connections.js";
 import {
   RESTART_HISTORY_ANNOTATION,
   RESTARTS_HELD_ANNOTATION,
@@ -18,16 +37,23 @@ import {
   recentRestarts,
   type WorkloadRef,
 } from "./restart-gate.js";
-import { type ContainerMemory, containerMemory } from "../server/memory.js";
+import { type ContainerMemory, containerMemory, postgresPodSpec } from "../server/memory.js";
 import { deploymentRolledOut, statefulSetRolledOut } from "./rollout.js";
+
+/**
+ * The field manager of the one field the operator sets on a CloudNativePG Cluster. One per
+ * server, not per policy: the policies of a server agree on one value (server/model.ts).
+ */
+export const OWNER_FIELD_MANAGER = `${FIELD_MANAGER_PREFIX}/max-connections`;
 
 export interface WorkloadState {
   configured: boolean;
   found: boolean;
+  /** Every pod runs the latest template; for a Cluster: CloudNativePG reports it healthy. */
   rolledOut: boolean;
   record: RestartRecord | undefined;
   description: string;
-  kind?: "StatefulSet" | "Deployment";
+  kind?: WorkloadRef["kind"];
   name?: string;
   namespace?: string;
   /** Desired pods: more than one PostgreSQL pod in a StatefulSet means a primary and replicas. */
@@ -40,43 +66,69 @@ export interface WorkloadState {
   resourceVersion?: string;
   /** The PostgreSQL container's memory limit or request (found workloads only). */
   memory?: ContainerMemory;
+  /** A found CloudNativePG Cluster: what it holds and reports. */
+  owner?: OwnerState;
 }
 
 type RestartSpec = NonNullable<PoolPolicySpec["postgres"]["restart"]>;
 
 export async function readWorkload(
-  apps: AppsV1Api,
+  clients: WorkloadClients,
   restart: RestartSpec | undefined,
   policyNamespace: string,
 ): Promise<WorkloadState> {
   const none = { found: false, rolledOut: false, record: undefined, restarts: { history: [] } };
   if (!restart) return { ...none, configured: false, description: "no workload" };
   const ref = restartWorkloadRef(restart, policyNamespace);
-  const { kind } = ref;
   const base = { configured: true, ...ref, description: describeWorkload(ref) };
+  let read: WorkloadObject;
   try {
-    const object = await readWorkloadObject(apps, ref);
-    const rolledOut =
-      kind === "StatefulSet"
-        ? statefulSetRolledOut(object as V1StatefulSet)
-        : deploymentRolledOut(object as V1Deployment);
-    const record = parseRestartRecord(object.spec?.template.metadata?.annotations?.[RESTART_ANNOTATION]);
-    const podSelector = Object.entries(object.spec?.selector.matchLabels ?? {})
-      .map(([k, v]) => `${k}=${v}`)
-      .join(",");
-    const annotations = object.metadata?.annotations ?? {};
-    const restarts = {
-      history: parseTimes(annotations[RESTART_HISTORY_ANNOTATION]),
-      heldSince: parseTimes(annotations[RESTARTS_HELD_ANNOTATION])[0],
-    };
-    const resourceVersion = object.metadata?.resourceVersion;
-    const replicas = object.spec?.replicas ?? 1;
-    const memory = containerMemory(object.spec?.template.spec, base.description);
-    return { ...base, found: true, rolledOut, record, replicas, podSelector, restarts, resourceVersion, memory };
+    read = await readWorkloadObject(clients, ref);
   } catch (err) {
     if (isNotFound(err)) return { ...base, ...none };
     throw err;
   }
+  const annotations = read.object.metadata?.annotations ?? {};
+  const common = {
+    ...base,
+    found: true,
+    restarts: {
+      history: parseTimes(annotations[RESTART_HISTORY_ANNOTATION]),
+      heldSince: parseTimes(annotations[RESTARTS_HELD_ANNOTATION])[0],
+    },
+    resourceVersion: read.object.metadata?.resourceVersion,
+    memory: containerMemory(postgresPodSpec(read), base.description),
+  };
+  if (read.kind === "Cluster") {
+    const owner = ownerState(read.object);
+    const record = parseRestartRecord(annotations[RESTART_ANNOTATION]);
+    return {
+      ...common,
+      rolledOut: owner.phase === CNPG_HEALTHY_PHASE,
+      record,
+      replicas: read.object.spec?.instances,
+      owner,
+    };
+  }
+  const object = read.object;
+  const rolledOut =
+    read.kind === "StatefulSet"
+      ? statefulSetRolledOut(object as V1StatefulSet)
+      : deploymentRolledOut(object as V1Deployment);
+  const record = parseRestartRecord(object.spec?.template.metadata?.annotations?.[RESTART_ANNOTATION]);
+  const podSelector = Object.entries(object.spec?.selector.matchLabels ?? {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",");
+  return { ...common, rolledOut, record, replicas: object.spec?.replicas ?? 1, podSelector };
+}
+
+function ownerState(cluster: CnpgCluster): OwnerState {
+  return {
+    operator: "CloudNativePG",
+    maxConnections: cluster.spec?.postgresql?.parameters?.max_connections,
+    phase: cluster.status?.phase,
+    phaseReason: cluster.status?.phaseReason,
+  };
 }
 
 export function workloadRef(workload: WorkloadState): WorkloadRef {
@@ -101,7 +153,7 @@ function historyWith(workload: WorkloadState, now: Date): string {
  * with 409 and comes back to find the restart requested, instead of counting it twice.
  */
 async function patchWorkload(
-  apps: AppsV1Api,
+  clients: WorkloadClients,
   workload: WorkloadState,
   body: { metadata: { annotations: Record<string, string> }; spec?: object },
 ): Promise<void> {
@@ -109,8 +161,10 @@ async function patchWorkload(
   const params = { name: workload.name!, namespace: workload.namespace!, body: conditional };
   const options = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
   try {
-    if (workload.kind === "StatefulSet") await apps.patchNamespacedStatefulSet(params, options);
-    else await apps.patchNamespacedDeployment(params, options);
+    if (workload.kind === "StatefulSet") await clients.apps.patchNamespacedStatefulSet(params, options);
+    else if (workload.kind === "Cluster")
+      await clients.custom.patchNamespacedCustomObject({ ...CNPG, ...params }, options);
+    else await clients.apps.patchNamespacedDeployment(params, options);
   } catch (err) {
     if (isConflict(err)) {
       throw new RequeueError(`${workload.description} changed since it was read; deciding again`, STALE_RETRY_MS);
@@ -120,31 +174,93 @@ async function patchWorkload(
 }
 
 /**
- * Writes the restart record into the pod template (the workload controller then rolls every
- * pod) and adds the restart to the history, in one patch: no restart without its count.
+ * Records a restart request and adds it to the history, in one patch: no restart without its
+ * count. A StatefulSet or Deployment: the record goes into the pod template, and that change
+ * rolls every pod. A Cluster: the record is an annotation of the Cluster, and the restart follows
+ * from setOwnerMaxConnections, which the caller runs right after (a crash in between leaves a
+ * record whose value the Cluster does not hold yet: the next pass sets it).
  */
 export async function requestRestart(
-  apps: AppsV1Api,
+  clients: WorkloadClients,
   workload: WorkloadState,
   record: RestartRecord,
   now: Date,
 ): Promise<void> {
-  await patchWorkload(apps, workload, {
-    metadata: { annotations: { [RESTART_HISTORY_ANNOTATION]: historyWith(workload, now) } },
+  const history = { [RESTART_HISTORY_ANNOTATION]: historyWith(workload, now) };
+  if (workload.kind === "Cluster") {
+    await patchWorkload(clients, workload, {
+      metadata: { annotations: { ...history, [RESTART_ANNOTATION]: formatRestartRecord(record) } },
+    });
+    return;
+  }
+  await patchWorkload(clients, workload, {
+    metadata: { annotations: history },
     spec: { template: { metadata: { annotations: { [RESTART_ANNOTATION]: formatRestartRecord(record) } } } },
   });
 }
 
+/** Another field manager owns spec.postgresql.parameters.max_connections of the Cluster. */
+export class OwnerParameterConflict extends Error {
+  constructor(
+    readonly workload: string,
+    readonly managers: string[],
+  ) {
+    super(
+      `field manager ${managers.map((m) => `"${m}"`).join(", ")} owns spec.postgresql.parameters.max_connections of ${workload}, ` +
+        "so the operator does not overwrite it: remove max_connections from that manager's Cluster manifest (the policy sets it), " +
+        "or remove spec.postgres.maxConnections from the policy",
+    );
+  }
+}
+
+/**
+ * Sets spec.postgresql.parameters.max_connections of a CloudNativePG Cluster (a string there) by
+ * server-side apply with OWNER_FIELD_MANAGER: the apply configuration names that one field, so
+ * the manager owns it and nothing else. Not forced: a value someone else manages is theirs
+ * (OwnerParameterConflict says whose).
+ */
+export async function setOwnerMaxConnections(
+  clients: WorkloadClients,
+  workload: WorkloadState,
+  value: number,
+): Promise<void> {
+  const body = {
+    apiVersion: CNPG_API_VERSION,
+    kind: "Cluster",
+    metadata: { name: workload.name!, namespace: workload.namespace! },
+    spec: { postgresql: { parameters: { max_connections: String(value) } } },
+  };
+  const params = {
+    ...CNPG,
+    name: workload.name!,
+    namespace: workload.namespace!,
+    body,
+    fieldManager: OWNER_FIELD_MANAGER,
+  };
+  try {
+    await clients.custom.patchNamespacedCustomObject(
+      { ...params, force: false },
+      setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
+    );
+  } catch (err) {
+    const managers = conflictingManagers(err);
+    if (managers) throw new OwnerParameterConflict(workload.description, managers);
+    throw err;
+  }
+}
+
 /** Counts a restart that the operator carries out pod by pod (a primary with replicas). */
-export async function recordRestart(apps: AppsV1Api, workload: WorkloadState, now: Date): Promise<void> {
-  await patchWorkload(apps, workload, {
+export async function recordRestart(clients: WorkloadClients, workload: WorkloadState, now: Date): Promise<void> {
+  await patchWorkload(clients, workload, {
     metadata: { annotations: { [RESTART_HISTORY_ANNOTATION]: historyWith(workload, now) } },
   });
 }
 
 /** The restart limit was reached: restarts of this workload wait until a person removes this. */
-export async function holdRestarts(apps: AppsV1Api, workload: WorkloadState, now: Date): Promise<void> {
-  await patchWorkload(apps, workload, { metadata: { annotations: { [RESTARTS_HELD_ANNOTATION]: now.toISOString() } } });
+export async function holdRestarts(clients: WorkloadClients, workload: WorkloadState, now: Date): Promise<void> {
+  await patchWorkload(clients, workload, {
+    metadata: { annotations: { [RESTARTS_HELD_ANNOTATION]: now.toISOString() } },
+  });
 }
 
 /** Whether the workload runs several PostgreSQL pods that must restart in topology order. */

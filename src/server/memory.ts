@@ -23,6 +23,7 @@
  */
 
 import { parseMemoryQuantity } from "../api/quantity.js";
+import type { WorkloadObject } from "../kube/workloads.js";
 import type { MemorySettings } from "../postgres/inspect.js";
 
 export type { MemorySettings };
@@ -97,6 +98,15 @@ export const POSTGRES_CONTAINER = "postgres";
  * The PostgreSQL container's memory limit, else its request. The limit is what the kernel
  * OOM-kills at; a request alone is what the scheduler promised, the closest known figure.
  */
+/**
+ * The pod spec whose "postgres" container the memory ceiling reads: a CloudNativePG Cluster's
+ * instances run with its spec.resources (its PostgreSQL container is named "postgres" too).
+ */
+export function postgresPodSpec(w: WorkloadObject) {
+  if (w.kind !== "Cluster") return w.object.spec?.template.spec;
+  return { containers: [{ name: POSTGRES_CONTAINER, resources: w.object.spec?.resources ?? {} }] };
+}
+
 export function containerMemory(
   pod: { containers?: { name: string; resources?: { limits?: object; requests?: object } }[] } | undefined,
   workload: string,

@@ -1,7 +1,9 @@
 /**
- * Installs the PoolPolicy CRD (the committed, generated file) and waits until the API serves it.
+ * Installs a CRD and waits until the API serves it: the PoolPolicy CRD (the committed, generated
+ * file), and CloudNativePG's Cluster CRD as CloudNativePG publishes it (tools/fetch-crds.sh).
  */
-import { readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   ApiextensionsV1Api,
@@ -12,12 +14,24 @@ import {
 import { waitFor } from "./processes.js";
 import { repoRoot } from "./tools.js";
 
-export async function installPoolPolicyCrd(kc: KubeConfig): Promise<void> {
+export function installPoolPolicyCrd(kc: KubeConfig): Promise<void> {
+  return installCrd(kc, join(repoRoot, "crds/pooling.dbops.io_poolpolicies.yaml"));
+}
+
+/** CloudNativePG's published Cluster CRD (postgresql.cnpg.io/v1), the version tools/versions.env pins. */
+export function installCloudNativePgCrd(kc: KubeConfig): Promise<void> {
+  const path = execFileSync("bash", [join(repoRoot, "tools/fetch-crds.sh"), "--print-path"], {
+    encoding: "utf8",
+  }).trim();
+  if (!existsSync(path))
+    throw new Error(`CloudNativePG's Cluster CRD is not fetched (looked for ${path}); run \`make tools\` first`);
+  return installCrd(kc, path);
+}
+
+async function installCrd(kc: KubeConfig, path: string): Promise<void> {
   // loadYaml maps the YAML's JSON names (x-kubernetes-validations, …) to the client's property
   // names; a plain YAML object would have them silently dropped by the client's serializer.
-  const crd = loadYaml<V1CustomResourceDefinition>(
-    readFileSync(join(repoRoot, "crds/pooling.dbops.io_poolpolicies.yaml"), "utf8"),
-  );
+  const crd = loadYaml<V1CustomResourceDefinition>(readFileSync(path, "utf8"));
   const api = kc.makeApiClient(ApiextensionsV1Api);
   const name = crd.metadata!.name!;
   // Test files run in parallel and each installs the CRD: a 409 (it exists, or someone replaced

@@ -61,13 +61,14 @@ export class FaultCluster {
 
   private constructor(readonly controlPlane: ControlPlane) {}
 
-  static async start(): Promise<FaultCluster> {
+  /** `chartValues`: extra `name=value` settings of the chart (helm --set). */
+  static async start(chartValues: string[] = []): Promise<FaultCluster> {
     const cluster = new FaultCluster(new ControlPlane());
     try {
       await cluster.controlPlane.start();
       cluster.kc = cluster.controlPlane.kubeConfig();
       await installPoolPolicyCrd(cluster.kc);
-      await cluster.installChart();
+      await cluster.installChart(chartValues);
     } catch (err) {
       await cluster.controlPlane.stop();
       throw err;
@@ -100,7 +101,7 @@ export class FaultCluster {
     await this.controlPlane.stop();
   }
 
-  private async installChart(): Promise<void> {
+  private async installChart(chartValues: string[]): Promise<void> {
     await runTool(
       "helm",
       [
@@ -115,6 +116,7 @@ export class FaultCluster {
         "--skip-crds",
         "--set",
         "replicaCount=0",
+        ...chartValues.flatMap((v) => ["--set", v]),
         "--kubeconfig",
         this.controlPlane.kubeconfigPath,
       ],

@@ -118,4 +118,12 @@ Role. Leases are not here: they get a Role of their own in the release namespace
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch", "list"]
+{{- if .Values.postgresOperators.cloudnativePG.enabled }}
+# CloudNativePG Clusters named in spec.postgres.restart.workload (docs/postgres-operators.md): read
+# (parameter, phase, restart record), annotated (restart record and history, a merge patch) and
+# given spec.postgresql.parameters.max_connections (server-side apply, the operator's own field manager).
+- apiGroups: ["postgresql.cnpg.io"]
+  resources: ["clusters"]
+  verbs: ["get", "patch"]
+{{- end }}
 {{- end }}

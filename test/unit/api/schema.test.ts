@@ -36,6 +36,25 @@ describe("validateSpec", () => {
     });
   });
 
+  it("takes a CloudNativePG Cluster as the restart workload only with its apiVersion", () => {
+    const withWorkload = (workload: Record<string, string>) =>
+      validateSpec({ ...minimal, postgres: { ...minimal.postgres, restart: { workload } } });
+    const cluster = withWorkload({ apiVersion: "postgresql.cnpg.io/v1", kind: "Cluster", name: "pg" });
+    expect(cluster.ok && cluster.spec.postgres.restart?.workload).toEqual({
+      apiVersion: "postgresql.cnpg.io/v1",
+      kind: "Cluster",
+      name: "pg",
+    });
+    const pairing = "kind Cluster goes with apiVersion postgresql.cnpg.io/v1 (CloudNativePG), and only it";
+    expect(withWorkload({ kind: "Cluster", name: "pg" })).toMatchObject({
+      ok: false,
+      message: expect.stringContaining(pairing),
+    });
+    const mismatched = withWorkload({ apiVersion: "postgresql.cnpg.io/v1", kind: "StatefulSet", name: "pg" });
+    expect(mismatched).toMatchObject({ ok: false, message: expect.stringContaining(pairing) });
+    expect(withWorkload({ apiVersion: "apps/v1", kind: "Deployment", name: "pg" }).ok).toBe(true);
+  });
+
   it.each([
     [{ pool: { minSize: 30, maxSize: 10 } }, "spec.pool.minSize: minSize must not exceed maxSize"],
     [{ postgres: { ...minimal.postgres, maxConnections: 0 } }, "spec.postgres.maxConnections"],

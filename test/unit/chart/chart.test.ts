@@ -268,6 +268,19 @@ describe("watchNamespace", () => {
       OPERATOR_RULES.filter((r) => !r.startsWith("core/secrets")),
     );
   });
+
+  it("grants get and patch on CloudNativePG Clusters only when postgresOperators.cloudnativePG.enabled", async () => {
+    const cnpg = (rows: string[]) => rows.filter((r) => r.startsWith("postgresql.cnpg.io/"));
+    expect(cnpg(ruleTable(findObject(await renderChart(), "ClusterRole")))).toEqual([]);
+    const enable = ["--set", "postgresOperators.cloudnativePG.enabled=true"];
+    const rows = ruleTable(findObject(await renderChart(enable), "ClusterRole"));
+    expect(cnpg(rows)).toEqual(["postgresql.cnpg.io/clusters: get,patch"]);
+    expect(rows.filter((r) => !r.startsWith("postgresql.cnpg.io/"))).toEqual(OPERATOR_RULES);
+    // With a watched namespace, the Role there carries it.
+    const scoped = await renderChart([...enable, "--set", "watchNamespace=apps"]);
+    const role = scoped.find((o) => o.kind === "Role" && o.metadata.namespace === "apps")!;
+    expect(cnpg(ruleTable(role))).toEqual(["postgresql.cnpg.io/clusters: get,patch"]);
+  });
 });
 
 describe("values", () => {

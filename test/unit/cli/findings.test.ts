@@ -29,6 +29,10 @@ describe("findings", () => {
   });
 
   it("says how to raise max_connections where ALTER SYSTEM cannot, or where the policy sizes it", () => {
+    const owned = { ...facts().policy!, restartWorkload: "CloudNativePG Cluster db/pg", restartedByOwner: true };
+    expect(analyze(facts({ budget: budget(), policy: owned }), ctx)[0]!.recommendation).toContain(
+      "raise max_connections to 140 (set spec.postgres.maxConnections of shop/p to 140: the operator sets it on CloudNativePG Cluster db/pg and CloudNativePG restarts the instances)",
+    );
     const cmdline = analyze(facts({ budget: budget(), postgres: server({ settingSource: "command line" }) }), ctx)[0]!;
     expect(cmdline.recommendation).toContain("raise max_connections to 140 where the server's command line sets it");
     const auto = analyze(

@@ -14,7 +14,8 @@ import type { ReaperOutcome } from "../../../src/controller/reaper.js";
 import type { EventSink } from "../../../src/controller/reconciler.js";
 import type { SecretRead } from "../../../src/kube/secrets.js";
 import type { TargetsOutcome } from "../../../src/controller/targets.js";
-import type { WorkloadState } from "../../../src/controller/workload.js";
+import { OwnerParameterConflict, type WorkloadState } from "../../../src/controller/workload.js";
+import { CNPG_HEALTHY_PHASE, describeWorkload } from "../../../src/kube/workloads.js";
 import { PostgresError } from "../../../src/postgres/connection.js";
 import type { InstanceFacts, ServerFacts } from "../../../src/postgres/inspect.js";
 import type { RoleFacts } from "../../../src/postgres/roles.js";
@@ -153,6 +154,19 @@ export interface FakeWorkload {
   heldSince?: Date;
   /** resources.limits.memory of its postgres container, e.g. "1Gi"; absent: none set. */
   memoryLimit?: string;
+  /** When the policy names a CloudNativePG Cluster: what the Cluster holds and reports. */
+  cluster: FakeCluster;
+}
+
+/** A CloudNativePG Cluster: its max_connections parameter and status.phase. */
+export interface FakeCluster {
+  maxConnections?: string;
+  phase?: string;
+  phaseReason?: string;
+  /** Field managers that own spec.postgresql.parameters.max_connections besides ours (a 409 on our apply). */
+  otherManagers?: string[];
+  /** Our apply fails with this (e.g. a 403: the operator's RBAC lacks patch). */
+  applyError?: Error;
 }
 
 function postgresContainer(memoryLimit: string | undefined) {
@@ -170,7 +184,14 @@ export class FakeKubernetes implements KubernetesPort {
   readonly secrets = new Map<string, Record<string, string>>();
   deployments_: V1Deployment[] = [];
   hpas_: V2HorizontalPodAutoscaler[] = [];
-  workload: FakeWorkload = { found: true, rolledOut: true, history: [] };
+  workload: FakeWorkload = {
+    found: true,
+    rolledOut: true,
+    history: [],
+    cluster: { maxConnections: "100", phase: CNPG_HEALTHY_PHASE },
+  };
+  /** setOwnerMaxConnections calls that went through, in order. */
+  readonly ownerApplies: number[] = [];
   /** readWorkload of a named workload throws this (e.g. the API server refuses the GET). */
   workloadReadError?: Error;
   /** What applyPoolEnv was asked, in order: the pool max and whether growth was held. */
@@ -227,14 +248,36 @@ export class FakeKubernetes implements KubernetesPort {
     if (this.workloadReadError) throw this.workloadReadError;
     const w = this.workload;
     const namespace = restart.workload.namespace ?? ns;
-    const description = `StatefulSet ${namespace}/${restart.workload.name}`;
+    const kind = restart.workload.kind;
+    const description = describeWorkload({ kind, name: restart.workload.name, namespace });
+    if (kind === "Cluster") {
+      const c = w.cluster;
+      const owner = {
+        operator: "CloudNativePG" as const,
+        maxConnections: c.maxConnections,
+        phase: c.phase,
+        phaseReason: c.phaseReason,
+      };
+      return {
+        configured: true,
+        found: w.found,
+        rolledOut: w.found && c.phase === CNPG_HEALTHY_PHASE,
+        record: w.record,
+        description,
+        kind,
+        name: restart.workload.name,
+        namespace,
+        restarts: { history: [...w.history], heldSince: w.heldSince },
+        owner: w.found ? owner : undefined,
+      };
+    }
     return {
       configured: true,
       found: w.found,
       rolledOut: w.rolledOut,
       record: w.record,
       description,
-      kind: "StatefulSet",
+      kind,
       name: restart.workload.name,
       namespace,
       replicas: 1,
@@ -243,12 +286,29 @@ export class FakeKubernetes implements KubernetesPort {
     };
   }
 
-  async requestRestart(_w: WorkloadState, record: RestartRecord, now: Date): Promise<void> {
+  async requestRestart(w: WorkloadState, record: RestartRecord, now: Date): Promise<void> {
     if (this.crashBeforeRestartRequest) throw new Error("the operator was killed");
     this.restartRequests += 1;
     this.workload.record = record;
-    this.workload.rolledOut = false;
+    // A Cluster's record is an annotation: nothing rolls until its parameter changes.
+    if (w.kind !== "Cluster") this.workload.rolledOut = false;
     this.workload.history.push(now);
+    if (this.crashAfterRestartRequest) throw new Error("the operator was killed");
+  }
+
+  /** Throws right after requestRestart's write: a Cluster's record is in, its parameter not yet. */
+  crashAfterRestartRequest = false;
+
+  /** CloudNativePG takes the new parameter: it reports "Applying configuration" until the fake restarts. */
+  async setOwnerMaxConnections(w: WorkloadState, value: number): Promise<void> {
+    const cluster = this.workload.cluster;
+    if (cluster.applyError) throw cluster.applyError;
+    if (cluster.otherManagers) throw new OwnerParameterConflict(w.description, cluster.otherManagers);
+    this.ownerApplies.push(value);
+    if (cluster.maxConnections === String(value)) return;
+    cluster.maxConnections = String(value);
+    cluster.phase = "Applying configuration";
+    cluster.phaseReason = "Restarting instances to apply max_connections";
   }
 
   async recordRestart(_w: WorkloadState, now: Date): Promise<void> {

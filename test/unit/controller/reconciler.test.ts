@@ -375,6 +375,190 @@ describe("max_connections", () => {
   });
 });
 
+describe("max_connections through a CloudNativePG Cluster", () => {
+  const cluster = { kind: "Cluster", apiVersion: "postgresql.cnpg.io/v1", name: "pg", namespace: "db" };
+  const throughCluster = (maxConnections: number, extra: Record<string, unknown> = {}) => ({
+    postgres: { maxConnections, restart: { workload: cluster, ...extra } },
+  });
+  /** CloudNativePG as it is set up: ALTER SYSTEM off, no privilege for it, the value from its conf file. */
+  const cnpgServer = () => {
+    w.postgres.allowAlterSystem = false;
+    w.postgres.mayAlter = false;
+    w.postgres.settingSource = "configuration file";
+  };
+  /** CloudNativePG restarts the instances with the Cluster's parameter and reports a healthy cluster again. */
+  const cnpgRestarts = (healthy = true) => {
+    w.now = new Date(w.now.getTime() + 10_000);
+    w.postgres.maxConnections = Number(w.kube.workload.cluster.maxConnections);
+    w.postgres.postmasterStartTime = w.now;
+    if (healthy) w.kube.workload.cluster = { ...w.kube.workload.cluster, phase: "Cluster in healthy state" };
+  };
+  const applied = (status: PoolPolicyStatus) => condition(status, "MaxConnectionsApplied");
+
+  beforeEach(cnpgServer);
+
+  it("sets the Cluster's parameter (no ALTER SYSTEM), says what CloudNativePG reports, verifies once after its restart", async () => {
+    w.policy("p", throughCluster(150));
+    let { status } = await w.pass();
+    expect(w.kube.ownerApplies).toEqual([150]);
+    expect(w.postgres.alters).toEqual([]);
+    expect(w.kube.restartRequests).toBe(1);
+    expect(w.kube.workload.record).toEqual({ value: 150, after: T0 });
+    expect(applied(status)).toMatchObject({ status: "False", reason: "RestartInProgress" });
+    expect(applied(status)?.message).toContain("CloudNativePG Cluster db/pg; CloudNativePG restarts the instances");
+    expect(w.events.all.find((e) => e.reason === "RestartRequested")?.note).toBe(
+      "spec.postgresql.parameters.max_connections = 150 on CloudNativePG Cluster db/pg; CloudNativePG restarts the instances",
+    );
+    ({ status } = await w.pass());
+    expect(applied(status)?.message).toContain('it reports phase "Applying configuration": Restarting instances');
+    expect(w.kube.ownerApplies).toEqual([150]);
+    // The primary is back with the new value, but CloudNativePG has not finished with the Cluster.
+    cnpgRestarts(false);
+    ({ status } = await w.pass());
+    expect(applied(status)).toMatchObject({ reason: "RestartInProgress" });
+    expect(applied(status)?.message).toContain("CloudNativePG is still restarting CloudNativePG Cluster db/pg");
+    w.kube.workload.cluster.phase = "Cluster in healthy state";
+    ({ status } = await w.pass());
+    expect(applied(status)).toMatchObject({ status: "True", reason: "Applied" });
+    expect(applied(status)?.message).toContain("verified after CloudNativePG restarted it");
+    await w.pass();
+    expect(w.events.reasons().filter((r) => r === "MaxConnectionsVerified")).toHaveLength(1);
+    expect(w.kube.restartRequests).toBe(1);
+    expect(w.kube.ownerApplies).toEqual([150]);
+  });
+
+  it("lowers only after the apps rolled out with their smaller pools", async () => {
+    w.postgres.maxConnections = 300;
+    w.kube.workload.cluster.maxConnections = "300";
+    w.kube.injected.set("api", 50);
+    w.kube.rollingOut = true;
+    w.policy("p", { ...throughCluster(100), pool: { maxSize: 10 } });
+    let { status } = await w.pass();
+    expect(applied(status)?.reason).toBe("WaitingForApps");
+    expect(w.kube.ownerApplies).toEqual([]);
+    w.kube.rollingOut = false;
+    ({ status } = await w.pass());
+    expect(w.kube.ownerApplies).toEqual([100]);
+    expect(applied(status)?.reason).toBe("RestartInProgress");
+  });
+
+  it("waits for a Manual approval and for the maintenance window without touching the Cluster", async () => {
+    w.policy("p", throughCluster(150, { policy: "Manual" }));
+    let { status } = await w.pass();
+    expect(applied(status)).toMatchObject({ reason: "AwaitingApproval" });
+    expect(applied(status)?.message).toContain("needs a restart of CloudNativePG Cluster db/pg");
+    expect(w.kube.ownerApplies).toEqual([]);
+    w.policy("p", throughCluster(150, { policy: "Manual" }), { "pooling.dbops.io/approve-restart": "150" });
+    ({ status } = await w.pass());
+    expect(w.kube.ownerApplies).toEqual([150]);
+
+    w = new World();
+    cnpgServer();
+    // T0 is a Monday; the window opens on Wednesday 03:00 UTC.
+    w.policy("p", throughCluster(150, { maintenanceWindow: { days: ["Wed"], start: "03:00", duration: "1h" } }));
+    ({ status } = await w.pass());
+    expect(applied(status)?.reason).toBe("OutsideMaintenanceWindow");
+    expect(w.kube.ownerApplies).toEqual([]);
+  });
+
+  it("holds at the restart limit and names the Cluster's full resource in the release command", async () => {
+    w.reconciler = w.newReconciler(2);
+    w.kube.workload.history = [new Date(w.now.getTime() - 30 * 60_000), new Date(w.now.getTime() - 10 * 60_000)];
+    w.policy("p", throughCluster(150));
+    const { status } = await w.pass();
+    expect(applied(status)).toMatchObject({ reason: "RestartLimitReached" });
+    expect(applied(status)?.message).toContain("kubectl annotate clusters.postgresql.cnpg.io pg -n db");
+    expect(w.kube.workload.heldSince).toEqual(w.now);
+    expect(w.kube.ownerApplies).toEqual([]);
+  });
+
+  it("after a crash between the record and the parameter: the next pass sets the parameter, one request, one Event", async () => {
+    w.policy("p", throughCluster(150));
+    w.kube.crashAfterRestartRequest = true;
+    await expect(w.pass()).rejects.toThrow("the operator was killed");
+    w.kube.crashAfterRestartRequest = false;
+    expect(w.kube.ownerApplies).toEqual([]);
+    w.reconciler = w.newReconciler();
+    const { status } = await w.pass();
+    expect(w.kube.ownerApplies).toEqual([150]);
+    expect(applied(status)?.reason).toBe("RestartInProgress");
+    await w.pass();
+    expect(w.kube.restartRequests).toBe(1);
+    expect(w.kube.ownerApplies).toEqual([150]);
+    expect(w.events.all.filter((e) => e.reason === "RestartRequested")).toHaveLength(1);
+  });
+
+  it("a second value during CloudNativePG's restart is asked for once that restart is verified", async () => {
+    w.policy("p", throughCluster(150));
+    await w.pass();
+    w.policy("p", throughCluster(200));
+    let { status } = await w.pass();
+    expect(applied(status)?.message).toContain("max_connections = 200 is asked for once that restart is verified");
+    expect(w.kube.ownerApplies).toEqual([150]);
+    cnpgRestarts();
+    ({ status } = await w.pass());
+    expect(w.kube.ownerApplies).toEqual([150, 200]);
+    expect(w.kube.restartRequests).toBe(2);
+    cnpgRestarts();
+    ({ status } = await w.pass());
+    expect(applied(status)).toMatchObject({ status: "True", reason: "Applied" });
+  });
+
+  it("says what it cannot do: a missing Cluster, a busy one, another field manager, a failed verification", async () => {
+    const reasonFor = async (setup: () => void) => {
+      w = new World();
+      cnpgServer();
+      setup();
+      w.policy("p", throughCluster(150));
+      return applied((await w.pass()).status);
+    };
+    expect(await reasonFor(() => (w.kube.workload.found = false))).toMatchObject({ reason: "WorkloadNotFound" });
+    expect(w.kube.ownerApplies).toEqual([]);
+    const busy = await reasonFor(() => (w.kube.workload.cluster.phase = "Upgrading cluster"));
+    expect(busy).toMatchObject({ reason: "OwnerBusy" });
+    expect(busy?.message).toContain('phase "Upgrading cluster"');
+    expect(w.events.all.find((e) => e.reason === "OwnerBusy")?.type).toBe("Normal"); // under way, not broken
+    expect(w.kube.ownerApplies).toEqual([]);
+    const conflict = await reasonFor(() => (w.kube.workload.cluster.otherManagers = ["argocd-controller"]));
+    expect(conflict).toMatchObject({ status: "False", reason: "ParameterConflict" });
+    expect(conflict?.message).toContain(
+      'field manager "argocd-controller" owns spec.postgresql.parameters.max_connections',
+    );
+    const forbidden = Object.assign(new Error("forbidden"), { code: 403 });
+    const unreadable = await reasonFor(() => (w.kube.workloadReadError = forbidden));
+    expect(unreadable).toMatchObject({ status: "False", reason: "WorkloadForbidden" });
+    expect(unreadable?.message).toContain(
+      "the operator may not read CloudNativePG Cluster db/pg (HTTP 403): grant the operator get and patch on clusters.postgresql.cnpg.io (Helm chart: --set postgresOperators.cloudnativePG.enabled=true)",
+    );
+    const unpatchable = await reasonFor(() => (w.kube.workload.cluster.applyError = forbidden));
+    expect(unpatchable).toMatchObject({ reason: "WorkloadForbidden" });
+    expect(unpatchable?.message).toContain("the operator may not patch CloudNativePG Cluster db/pg");
+    const failed = await reasonFor(() => {
+      w.kube.workload.record = { value: 150, after: T0 };
+      w.kube.workload.cluster.maxConnections = "150";
+      w.postgres.postmasterStartTime = new Date(T0.getTime() + 5_000);
+    });
+    expect(failed).toMatchObject({ reason: "VerificationFailed" });
+    expect(failed?.message).toContain("CloudNativePG restarted PostgreSQL");
+    expect(w.kube.ownerApplies).toEqual([]);
+    // A request whose value someone took back off the Cluster is not waited for: asked again, through the gate.
+    const reverted = await reasonFor(() => {
+      w.kube.workload.record = { value: 120, after: T0 };
+      w.kube.workload.cluster.maxConnections = "100";
+    });
+    expect(reverted).toMatchObject({ reason: "RestartInProgress" });
+    expect(w.kube.ownerApplies).toEqual([150]);
+  });
+
+  it("while the primary is away during the restart: in progress, not a verdict", async () => {
+    w.policy("p", throughCluster(150));
+    await w.pass();
+    w.postgres.reachable = false;
+    const { status } = await w.pass();
+    expect(applied(status)).toMatchObject({ status: "Unknown", reason: "RestartInProgress" });
+  });
+});
+
 describe("the reaper and Redis", () => {
   it("reaps when due and announces it; reports disabled, failures and the server timeout", async () => {
     w.policy("p", { reaper: { interval: "60s" } });

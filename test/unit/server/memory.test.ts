@@ -7,6 +7,7 @@ import {
   FIXED_OVERHEAD_BYTES,
   formatBytes,
   memoryCeiling,
+  postgresPodSpec,
 } from "../../../src/server/memory.js";
 import { parseMemoryQuantity } from "../../../src/api/quantity.js";
 import { validateSpec } from "../../../src/api/schema.js";
@@ -153,6 +154,16 @@ describe("the PostgreSQL container's memory", () => {
       source: "request",
       container: "db",
     });
+  });
+
+  it("of a CloudNativePG Cluster is its spec.resources", () => {
+    const cluster = { spec: { instances: 3, resources: { limits: { memory: "4Gi" } } } };
+    expect(containerMemory(postgresPodSpec({ kind: "Cluster", object: cluster }), "w")).toMatchObject({
+      bytes: 4 * GiB,
+      source: "limit",
+    });
+    const none = containerMemory(postgresPodSpec({ kind: "Cluster", object: { spec: { instances: 1 } } }), "w");
+    expect(none).toMatchObject({ known: false, reason: "NoMemoryLimit" });
   });
 
   it("says why it is not known, and what to do", () => {
