@@ -421,13 +421,17 @@ export class PoolPolicyReconciler {
   private async emit(policy: PoolPolicy, events: readonly PolicyEvent[]): Promise<void> {
     const { name, namespace, uid } = policy.metadata;
     const regarding = { apiVersion: policy.apiVersion, kind: policy.kind, name, namespace, uid };
-    for (const e of events) {
-      this.deps.log[e.type === "Warning" ? "warn" : "info"](
-        { policy: `${namespace}/${name}`, action: e.action, reason: e.reason },
-        e.note,
-      );
-      await this.deps.events.record({ regarding, ...e });
-    }
+    // In parallel, one round trip instead of one per Event: the recorder names each Event when
+    // it is recorded, so they keep this order (runtime/events.ts).
+    await Promise.all(
+      events.map((e) => {
+        this.deps.log[e.type === "Warning" ? "warn" : "info"](
+          { policy: `${namespace}/${name}`, action: e.action, reason: e.reason },
+          e.note,
+        );
+        return this.deps.events.record({ regarding, ...e });
+      }),
+    );
   }
 }
 
