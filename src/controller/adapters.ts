@@ -37,6 +37,7 @@ export interface WatchCaches {
   watchTargets(policyKey: string, namespace: string, labelSelector: string | null): void;
   cachedTargets(policyKey: string, namespace: string, labelSelector: string): Promise<V1Deployment[] | undefined>;
   cachedHpas(namespace: string): Promise<V2HorizontalPodAutoscaler[] | undefined>;
+  budgetInputsVersion(selections: Iterable<{ namespace: string; selector: string }>): number | undefined;
   /** The credentials Secret from its watch (null: synced, no such Secret); undefined: read it with a GET. */
   cachedSecret: CachedSecretReader;
 }
@@ -69,6 +70,10 @@ export class ApiKubernetes implements KubernetesPort {
   async hpas(namespace: string): Promise<V2HorizontalPodAutoscaler[]> {
     const cached = await this.caches.cachedHpas(namespace);
     return cached ?? (await this.autoscaling.listNamespacedHorizontalPodAutoscaler({ namespace })).items;
+  }
+
+  budgetInputsVersion(selections: Iterable<{ namespace: string; selector: string }>): number | undefined {
+    return this.caches.budgetInputsVersion(selections);
   }
 
   readSecretKeys(namespace: string, name: string, keys: string[]) {

@@ -40,7 +40,6 @@ import {
   desireOfPolicy,
   desiredMaxConnections,
   memoryCondition,
-  gatherBudgetTargets,
   policiesOnServer,
   serverBudget,
   serverMemoryOfPeers,
@@ -65,6 +64,7 @@ import {
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
 import { ReaperSchedule } from "./reaper.js";
 import { reapStep } from "./reaper-step.js";
+import { BudgetTargets } from "./budget-targets.js";
 import { budgetCondition, budgetStatus } from "./server-budget.js";
 import { changedFields, statusChanged, withUsage } from "./status.js";
 import type { TargetsOutcome } from "./targets.js";
@@ -121,6 +121,8 @@ const PROGRESS_REASONS = new Set([
 
 export class PoolPolicyReconciler {
   private readonly reaper = new ReaperSchedule();
+  /** The server's budget targets, gathered once for all its policies' passes while nothing in them changes. */
+  private readonly budgetTargets = new BudgetTargets();
   /** Restarts already verified (policy/value/postmaster start): counted and announced once. */
   private readonly verified = new Set<string>();
   private readonly lastStatusWrite = new Map<string, { basedOn: string | undefined; status: PoolPolicyStatus }>();
@@ -239,7 +241,7 @@ export class PoolPolicyReconciler {
     const peers = policiesOnServer(this.deps.listPolicies(), pass.server);
     if (!peers.some((p) => p.key === key)) peers.push(self);
     const settings = serverSettings(peers);
-    const targets = facts ? await gatherBudgetTargets(this.deps.kube, peers) : [];
+    const targets = facts ? await this.budgetTargets.gather(pass.server, peers, this.deps.kube) : [];
     const budget = facts ? serverBudget(targets, facts, settings) : undefined;
     const memory = facts ? await serverMemoryOfPeers(peers, facts, settings, pass.readWorkload) : undefined;
     if (budget) {
