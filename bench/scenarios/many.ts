@@ -39,6 +39,8 @@ interface Side {
   readyMs: number;
   /** The operator's CPU time (user + system) from its start to all Ready. */
   cpuMs: number;
+  /** Reconciles (passes) from the operator's start to all Ready. */
+  passes: number;
   /** Deployments in the policies' status.targets, all policies together. */
   targets: number;
   rss: number;
@@ -143,6 +145,7 @@ export async function many(ctx: Ctx): Promise<ScenarioResult> {
   const side = (s: Side) => [
     `${(s.readyMs / 1000).toFixed(1)} s`,
     `${(s.cpuMs / 1000).toFixed(1)} s`,
+    String(s.passes),
     fmtBytes(s.rss),
     fmtBytes(s.heapUsed),
     fmtBytes(s.policyBytes),
@@ -166,12 +169,14 @@ export async function many(ctx: Ctx): Promise<ScenarioResult> {
           "policies × Deployments",
           "one policy: Ready",
           "operator CPU",
+          "passes",
           "RSS",
           "heap",
           "policy JSON",
           "list JSON",
           "P policies: all Ready",
           "operator CPU",
+          "passes",
           "RSS",
           "heap",
           "largest policy JSON",
@@ -201,9 +206,9 @@ async function converge(
   if (ctx.settings.profile) await operator.profileStart();
   await waitPoliciesReady(cluster, ns, expected, 1_800_000);
   const readyMs = performance.now() - t0;
-  const cpu = (await operator.probe()).cpu;
+  const { cpu, reconciles } = await operator.probe();
   ctx.log(
-    `${expected} polic${expected === 1 ? "y" : "ies"} Ready after ${(readyMs / 1000).toFixed(1)} s (operator CPU ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s)`,
+    `${expected} polic${expected === 1 ? "y" : "ies"} Ready after ${(readyMs / 1000).toFixed(1)} s (operator CPU ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s, ${reconciles} passes)`,
   );
   if (ctx.settings.profile) {
     const file = join(ctx.settings.logDir, `${name}.cpuprofile`);
@@ -226,6 +231,7 @@ async function converge(
   return {
     readyMs,
     cpuMs: (cpu.user + cpu.system) / 1000,
+    passes: reconciles,
     targets,
     rss: probe.memory.rss,
     heapUsed: gc.memory.heapUsed,

@@ -28,7 +28,8 @@ export interface KubernetesPort {
   hpas(namespace: string): Promise<V2HorizontalPodAutoscaler[]>;
   /**
    * Changes whenever what the budget reads of these selections' Deployments and HPAs may have
-   * changed; undefined when they are not all answered from synced caches (budget-targets.ts).
+   * changed; undefined when they are not all answered from synced caches (budget-targets.ts;
+   * the reconciler polls a rollout only then).
    */
   budgetInputsVersion?(selections: Iterable<{ namespace: string; selector: string }>): number | undefined;
   readSecretKeys(namespace: string, name: string, keys: string[]): Promise<SecretRead>;
