@@ -19,7 +19,7 @@ import {
   waitPoliciesReady,
 } from "../lib/cluster.js";
 import { join } from "node:path";
-import { BenchOperator, compileOperator } from "../lib/operator.js";
+import { BenchOperator, compileOperator, type GcResult } from "../lib/operator.js";
 import { summarizeProfile } from "../lib/profile.js";
 import { createCredentialsSecret, maxConnectionsFor, policySpec, startPostgres } from "../lib/postgres.js";
 import type { ScenarioResult } from "../lib/report.js";
@@ -41,6 +41,8 @@ interface Side {
   cpuMs: number;
   /** Reconciles (passes) from the operator's start to all Ready. */
   passes: number;
+  /** Resident memory by kind of mapping after the GCs (C heap, anonymous maps: V8 pages, malloc arenas; files). */
+  smaps?: GcResult["smaps"];
   /** Deployments in the policies' status.targets, all policies together. */
   targets: number;
   rss: number;
@@ -223,6 +225,13 @@ async function converge(
   const probe = await operator.probe();
   const policies = await listPolicies(cluster, ns);
   await operator.stop();
+  if (gc.smaps) {
+    const { brkHeap, anonymous, files, anonymousBySize = {} } = gc.smaps;
+    const bySize = Object.entries(anonymousBySize).map(([k, v]) => `${k} ${fmtBytes(v)}`);
+    ctx.log(
+      `  resident after GC: C heap ${fmtBytes(brkHeap)}, anonymous ${fmtBytes(anonymous)}, files ${fmtBytes(files)}; anonymous by mapping size: ${bySize.join(", ")}`,
+    );
+  }
   // Both sides must have patched the same Deployments, or the ratio compares different work.
   const targets = policies.reduce((sum, p) => sum + (p.status?.targets?.length ?? 0), 0);
   if (targets !== deployments) {
@@ -232,6 +241,7 @@ async function converge(
     readyMs,
     cpuMs: (cpu.user + cpu.system) / 1000,
     passes: reconciles,
+    smaps: gc.smaps,
     targets,
     rss: probe.memory.rss,
     heapUsed: gc.memory.heapUsed,
