@@ -132,13 +132,7 @@ function start(port) {
     };
     try {
       if (url.pathname === "/probe") {
-        return reply({
-          ...state,
-          controllerWrapped,
-          wrapError,
-          memory: process.memoryUsage(),
-          cpu: process.cpuUsage(),
-        });
+        return reply({ ...state, controllerWrapped, wrapError, memory: process.memoryUsage() });
       }
       if (url.pathname === "/reset" && req.method === "POST") {
         Object.assign(state, fresh());
