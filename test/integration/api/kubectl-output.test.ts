@@ -149,6 +149,8 @@ describe("kubectl get pp -o wide", () => {
       "DEMAND",
       "CAPACITY",
       "MEMCEILING",
+      "ROLE",
+      "ROLELIMIT",
     ]);
     expect(wide).toMatchObject({
       TARGETS: "2/2",
