@@ -53,6 +53,7 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig, log: L
     watchTargets: (key, namespace, selector) => targetWatches.ensure(key, namespace, selector),
     cachedTargets: (key, namespace, selector) => targetWatches.cachedTargets(key, namespace, selector),
     cachedHpas: (namespace) => targetWatches.cachedHpas(namespace),
+    budgetInputsVersion: (selections) => targetWatches.budgetInputsVersion(selections),
     cachedSecret: (namespace, name) => secretWatches.cached(namespace, name),
   });
   const reconciler = new PoolPolicyReconciler({

@@ -41,7 +41,6 @@ import {
   desireOfPolicy,
   desiredMaxConnections,
   memoryCondition,
-  gatherBudgetTargets,
   policiesOnServer,
   serverBudget,
   serverMemoryOfPeers,
@@ -68,6 +67,7 @@ import {
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
 import { ReaperSchedule } from "./reaper.js";
 import { reapStep } from "./reaper-step.js";
+import { BudgetTargets } from "./budget-targets.js";
 import { budgetCondition, budgetStatus } from "./server-budget.js";
 import { changedFields, statusChanged, withUsage } from "./status.js";
 import type { TargetsOutcome } from "./targets.js";
@@ -125,6 +125,8 @@ const PROGRESS_REASONS = new Set([
 
 export class PoolPolicyReconciler {
   private readonly reaper = new ReaperSchedule();
+  /** The server's budget targets, gathered once for all its policies' passes while nothing in them changes. */
+  private readonly budgetTargets = new BudgetTargets();
   /** Restarts already verified (policy/value/postmaster start): counted and announced once. */
   private readonly verified = new Set<string>();
   private readonly lastStatusWrite = new Map<string, { basedOn: string | undefined; status: PoolPolicyStatus }>();
@@ -245,7 +247,7 @@ export class PoolPolicyReconciler {
     const peers = policiesOnServer(this.deps.listPolicies(), pass.server);
     if (!peers.some((p) => p.key === key)) peers.push(self);
     const settings = serverSettings(peers);
-    const targets = facts ? await gatherBudgetTargets(this.deps.kube, peers) : [];
+    const targets = facts ? await this.budgetTargets.gather(pass.server, peers, this.deps.kube) : [];
     const budget = facts ? serverBudget(targets, facts, settings) : undefined;
     const memory = facts ? await serverMemoryOfPeers(peers, facts, settings, pass.readWorkload) : undefined;
     if (budget) {
@@ -316,7 +318,7 @@ export class PoolPolicyReconciler {
     const untilWindow = maxConnections.nextWindow
       ? maxConnections.nextWindow.getTime() - pass.now.getTime()
       : Number.POSITIVE_INFINITY;
-    const poll = maxConnections.restarting ? RESTART_POLL_MS : env.rollingOut ? PROGRESS_POLL_MS : untilWindow;
+    const poll = maxConnections.restarting ? RESTART_POLL_MS : env.rollingOut ? this.rolloutPoll(pass) : untilWindow;
     const envEvents: PolicyEvent[] = env.actions.map((a) => ({
       type: a.warning ? "Warning" : "Normal",
       reason: a.reason,
@@ -342,6 +344,18 @@ export class PoolPolicyReconciler {
     const keys = new Set(view.peers.map((p) => p.key));
     keys.delete(self);
     return this.deps.listPolicies().filter((p) => keys.has(`${p.metadata.namespace}/${p.metadata.name}`));
+  }
+
+  /**
+   * How soon to look at the targets' rollout again. Where the target watches answer for the
+   * policy's Deployments, every change of their rollout enqueues the policy, and the stats
+   * refresh stays the backstop: polling as well gave each of 200 rolling-out policies on one
+   * server 13 passes (scenario 7, docs/benchmarks.md). Where they do not (yet), poll.
+   */
+  private rolloutPoll(pass: Pass): number {
+    const selection = { namespace: pass.policy.metadata.namespace, selector: pass.selector };
+    const watched = this.deps.kube.budgetInputsVersion?.([selection]) !== undefined;
+    return watched ? Number.POSITIVE_INFINITY : PROGRESS_POLL_MS;
   }
 
   /** The pool env on the target Deployments; `holdGrowthUntil` holds back growing pools while max_connections is being raised to that value. */
@@ -472,13 +486,17 @@ export class PoolPolicyReconciler {
   private async emit(policy: PoolPolicy, events: readonly PolicyEvent[]): Promise<void> {
     const { name, namespace, uid } = policy.metadata;
     const regarding = { apiVersion: policy.apiVersion, kind: policy.kind, name, namespace, uid };
-    for (const e of events) {
-      this.deps.log[e.type === "Warning" ? "warn" : "info"](
-        { policy: `${namespace}/${name}`, action: e.action, reason: e.reason },
-        e.note,
-      );
-      await this.deps.events.record({ regarding, ...e });
-    }
+    // In parallel, one round trip instead of one per Event: the recorder names each Event when
+    // it is recorded, so they keep this order (runtime/events.ts).
+    await Promise.all(
+      events.map((e) => {
+        this.deps.log[e.type === "Warning" ? "warn" : "info"](
+          { policy: `${namespace}/${name}`, action: e.action, reason: e.reason },
+          e.note,
+        );
+        return this.deps.events.record({ regarding, ...e });
+      }),
+    );
   }
 }
 

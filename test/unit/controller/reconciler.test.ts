@@ -220,6 +220,18 @@ describe("max_connections", () => {
     expect(condition(status, "PoolEnvInjected")?.reason).toBe("Injected");
   });
 
+  it("polls a rollout every 2 s where the target watches do not answer for it, and leaves it to them where they do", async () => {
+    w.kube.rollingOut = true;
+    w.policy("p");
+    let { status, requeueAfter } = await w.pass();
+    expect(condition(status, "PoolEnvInjected")?.reason).toBe("RollingOut");
+    expect(requeueAfter).toBe(2_000);
+    w.kube.budgetInputsVersion = () => 1;
+    ({ status, requeueAfter } = await w.pass());
+    expect(condition(status, "PoolEnvInjected")?.reason).toBe("RollingOut");
+    expect(requeueAfter).toBe(30_000); // the stats refresh: the backstop if a watch event were lost
+  });
+
   it("lowers only after the apps rolled out with their smaller pools", async () => {
     w.postgres.maxConnections = 300;
     w.kube.injected.set("api", 50);
