@@ -190,8 +190,8 @@ export class PooledPostgres implements PostgresPort {
     private readonly facts = new SharedServerFacts(),
   ) {}
 
-  inspectServer(target: Parameters<PostgresPort["inspectServer"]>[0]) {
-    return this.facts.read(target, () => this.pools.withClient(target, inspectServer));
+  inspectServer(...[target, reader]: Parameters<PostgresPort["inspectServer"]>) {
+    return this.facts.read(target, reader, () => this.pools.withClient(target, inspectServer));
   }
 
   inspectInstance(target: Parameters<PostgresPort["inspectInstance"]>[0]) {

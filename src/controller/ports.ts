@@ -73,7 +73,8 @@ export interface KubernetesPort {
 }
 
 export interface PostgresPort {
-  inspectServer(target: PostgresTarget): Promise<ServerFacts>;
+  /** The server's facts for a pass of the policy `reader` (namespace/name; see server-facts.ts). */
+  inspectServer(target: PostgresTarget, reader: string): Promise<ServerFacts>;
   inspectInstance(target: PostgresTarget): Promise<InstanceFacts>;
   /** ALTER SYSTEM SET max_connections = value, then pg_reload_conf(). */
   alterMaxConnections(target: PostgresTarget, value: number): Promise<void>;

@@ -231,7 +231,7 @@ export class PoolPolicyReconciler {
       conditions.push({ type: "PostgresReachable", status: "False", reason, message });
     } else {
       try {
-        facts = await this.deps.postgres.inspectServer(connection.target);
+        facts = await this.deps.postgres.inspectServer(connection.target, pass.key);
         const message = `connected to ${describeTarget(connection.target)}: PostgreSQL ${facts.version}`;
         conditions.push({ type: "PostgresReachable", status: "True", reason: "Connected", message });
         status.postgres = withUsage(previous.postgres, facts);

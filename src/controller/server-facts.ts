@@ -10,6 +10,11 @@
  * The rule (what `read` answers with):
  *   - a reading that started at most `maxAgeMs` ago, still in flight or done: a pass gets facts
  *     at most that much older than its own read would have been;
+ *   - never a reading the same policy has already been answered with: a policy's next pass
+ *     always sees the server as it is after its last one. Its own edit, a Secret's change or a
+ *     poke asks about the server now, and two passes of one policy a few ms apart must not both
+ *     see the moment before (a password changed in PostgreSQL, then the pass that must notice
+ *     it, was answered "Connected" from the reading of the pass before: secret-rotation.test.ts);
  *   - never a reading that failed: it is dropped when it fails, and the next pass reads again;
  *   - never a reading that shows a restart pending: the facts are about to change, and a
  *     restart's verification must see the new postmaster as soon as it is up;
@@ -34,6 +39,8 @@ export const FACTS_MAX_AGE_MS = 1_000;
 
 interface Reading {
   startedAt: number;
+  /** The policies answered with this reading: each gets it once. */
+  readers: Set<string>;
   facts: Promise<ServerFacts>;
   /** Set once the reading has landed. */
   landed?: ServerFacts;
@@ -47,12 +54,18 @@ export class SharedServerFacts {
     private readonly now: () => number = () => performance.now(),
   ) {}
 
-  /** The server's facts: a shared recent reading when the rule above allows it, else `inspect()`. */
-  read(target: PostgresTarget, inspect: () => Promise<ServerFacts>): Promise<ServerFacts> {
+  /**
+   * The server's facts for a pass of the policy `reader` (its namespace/name): a shared recent
+   * reading when the rule above allows it, else `inspect()`.
+   */
+  read(target: PostgresTarget, reader: string, inspect: () => Promise<ServerFacts>): Promise<ServerFacts> {
     const key = targetKey(target);
     const current = this.readings.get(key);
-    if (current && this.usable(current)) return current.facts;
-    const reading: Reading = { startedAt: this.now(), facts: inspect() };
+    if (current && this.usable(current, reader)) {
+      current.readers.add(reader);
+      return current.facts;
+    }
+    const reading: Reading = { startedAt: this.now(), readers: new Set([reader]), facts: inspect() };
     this.readings.set(key, reading);
     reading.facts.then(
       (facts) => {
@@ -70,7 +83,8 @@ export class SharedServerFacts {
     this.readings.delete(targetKey(target));
   }
 
-  private usable(reading: Reading): boolean {
+  private usable(reading: Reading, reader: string): boolean {
+    if (reading.readers.has(reader)) return false;
     if (this.now() - reading.startedAt > this.maxAgeMs) return false;
     return reading.landed?.pendingRestart !== true;
   }

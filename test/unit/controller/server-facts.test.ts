@@ -41,13 +41,13 @@ describe("SharedServerFacts", () => {
     const c = clock();
     const shared = new SharedServerFacts(1000, c.now);
     const r = counted();
-    const first = await shared.read(target, r.inspect);
+    const first = await shared.read(target, "ns/a", r.inspect);
     c.advance(1000);
-    const second = await shared.read(target, r.inspect);
+    const second = await shared.read(target, "ns/b", r.inspect);
     expect(r.calls()).toBe(1);
     expect(second).toBe(first);
     c.advance(1);
-    const third = await shared.read(target, r.inspect);
+    const third = await shared.read(target, "ns/c", r.inspect);
     expect(r.calls()).toBe(2);
     expect(third.maxConnections).toBe(102);
   });
@@ -55,7 +55,7 @@ describe("SharedServerFacts", () => {
   it("lets concurrent passes join a reading in flight", async () => {
     const shared = new SharedServerFacts(1000, clock().now);
     const r = counted();
-    const all = await Promise.all([1, 2, 3, 4].map(() => shared.read(target, r.inspect)));
+    const all = await Promise.all([1, 2, 3, 4].map((n) => shared.read(target, `ns/p${n}`, r.inspect)));
     expect(r.calls()).toBe(1);
     expect(new Set(all).size).toBe(1);
   });
@@ -68,45 +68,60 @@ describe("SharedServerFacts", () => {
       if (calls === 1) throw new Error("connection refused");
       return serverFacts();
     };
-    await expect(shared.read(target, failing)).rejects.toThrow("connection refused");
-    await expect(shared.read(target, failing)).resolves.toBeDefined();
+    await expect(shared.read(target, "ns/a", failing)).rejects.toThrow("connection refused");
+    await expect(shared.read(target, "ns/b", failing)).resolves.toBeDefined();
     expect(calls).toBe(2);
   });
 
   it("never shares a reading that shows a restart pending", async () => {
     const shared = new SharedServerFacts(1000, clock().now);
     const r = counted({ pendingRestart: true });
-    await shared.read(target, r.inspect);
-    await shared.read(target, r.inspect);
+    await shared.read(target, "ns/a", r.inspect);
+    await shared.read(target, "ns/b", r.inspect);
     expect(r.calls()).toBe(2);
   });
 
   it("reads again after invalidate, and does not keep a reading that was in flight then", async () => {
     const shared = new SharedServerFacts(1000, clock().now);
     const r = counted();
-    await shared.read(target, r.inspect);
+    await shared.read(target, "ns/a", r.inspect);
     shared.invalidate(target);
-    await shared.read(target, r.inspect);
+    await shared.read(target, "ns/b", r.inspect);
     expect(r.calls()).toBe(2);
 
     shared.invalidate(target);
     let land!: (f: ServerFacts) => void;
-    const inFlight = shared.read(target, () => new Promise<ServerFacts>((resolve) => (land = resolve)));
+    const inFlight = shared.read(target, "ns/c", () => new Promise<ServerFacts>((resolve) => (land = resolve)));
     shared.invalidate(target);
     land(serverFacts({ maxConnections: 1 }));
     await inFlight;
-    const after = await shared.read(target, r.inspect);
+    const after = await shared.read(target, "ns/d", r.inspect);
     expect(after.maxConnections).toBe(103);
+  });
+
+  it("never answers a policy twice with one reading: its next pass sees the server as it is now", async () => {
+    // The case of secret-rotation.test.ts: a pass reads "Connected"; the password then changes
+    // in PostgreSQL and a poke asks the same policy again within maxAgeMs. It must read anew.
+    const shared = new SharedServerFacts(1000, clock().now);
+    const r = counted();
+    const first = await shared.read(target, "ns/a", r.inspect);
+    const again = await shared.read(target, "ns/a", r.inspect);
+    expect(r.calls()).toBe(2);
+    expect(again.maxConnections).toBe(102);
+    // The newer reading is the one shared: a peer joins it, and "ns/a" is not given the first.
+    expect(await shared.read(target, "ns/b", r.inspect)).toBe(again);
+    expect(first.maxConnections).toBe(101);
+    expect(r.calls()).toBe(2);
   });
 
   it("keeps servers, roles and passwords apart", async () => {
     const shared = new SharedServerFacts(1000, clock().now);
     const r = counted();
-    await shared.read(target, r.inspect);
-    await shared.read({ ...target, port: 5433 }, r.inspect);
-    await shared.read({ ...target, user: "other" }, r.inspect);
-    await shared.read({ ...target, password: "wrong" }, r.inspect);
-    await shared.read({ ...target, database: "other" }, r.inspect);
+    await shared.read(target, "ns/a", r.inspect);
+    await shared.read({ ...target, port: 5433 }, "ns/b", r.inspect);
+    await shared.read({ ...target, user: "other" }, "ns/c", r.inspect);
+    await shared.read({ ...target, password: "wrong" }, "ns/d", r.inspect);
+    await shared.read({ ...target, database: "other" }, "ns/e", r.inspect);
     expect(r.calls()).toBe(5);
   });
 });
@@ -134,40 +149,40 @@ describe("PooledPostgres shares the facts and drops them after a change", () => 
   it("after ALTER SYSTEM, after a timeout that changed, after a reap that ended sessions, after a failure", async () => {
     const { pools, state } = fakePools();
     const pg = new PooledPostgres(pools, new SharedServerFacts(60_000, clock().now));
-    await pg.inspectServer(target);
-    await pg.inspectServer(target);
+    await pg.inspectServer(target, "ns/r1");
+    await pg.inspectServer(target, "ns/r2");
     expect(state.inspections).toBe(1);
 
     state.next = undefined;
     await pg.alterMaxConnections(target, 200);
-    await pg.inspectServer(target);
+    await pg.inspectServer(target, "ns/r3");
     expect(state.inspections).toBe(2);
 
     state.next = "set idle_in_transaction_session_timeout";
     await pg.applyServerTimeout(target, { scope: "Server", roles: [] }, 1000);
-    await pg.inspectServer(target);
+    await pg.inspectServer(target, "ns/r4");
     expect(state.inspections).toBe(3);
 
     state.next = reaped([false, true]);
     await pg.runReaper(target, spec, 1000, undefined, new Date());
-    await pg.inspectServer(target);
+    await pg.inspectServer(target, "ns/r5");
     expect(state.inspections).toBe(4);
 
     state.next = new Error("permission denied");
     await expect(pg.runReaper(target, spec, 1000, undefined, new Date())).rejects.toThrow("permission denied");
-    await pg.inspectServer(target);
+    await pg.inspectServer(target, "ns/r6");
     expect(state.inspections).toBe(5);
   });
 
   it("not after a timeout left as it was, nor a reap that ended nothing", async () => {
     const { pools, state } = fakePools();
     const pg = new PooledPostgres(pools, new SharedServerFacts(60_000, clock().now));
-    await pg.inspectServer(target);
+    await pg.inspectServer(target, "ns/r7");
     state.next = undefined;
     await pg.applyServerTimeout(target, { scope: "Server", roles: [] }, 1000);
     state.next = reaped([false]);
     await pg.runReaper(target, spec, 1000, undefined, new Date());
-    await pg.inspectServer(target);
+    await pg.inspectServer(target, "ns/r8");
     expect(state.inspections).toBe(1);
   });
 });
