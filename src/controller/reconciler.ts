@@ -72,6 +72,7 @@ import { budgetCondition, budgetStatus } from "./server-budget.js";
 import { changedFields, statusChanged, withUsage } from "./status.js";
 import type { TargetsOutcome } from "./targets.js";
 import type { WorkloadState } from "./workload.js";
+import { objectKey } from "../kube/keys.js";
 
 export type { PolicyEvent } from "./pass.js";
 
@@ -343,7 +344,7 @@ export class PoolPolicyReconciler {
   private peerObjects(view: ServerView, self: string): PoolPolicy[] {
     const keys = new Set(view.peers.map((p) => p.key));
     keys.delete(self);
-    return this.deps.listPolicies().filter((p) => keys.has(`${p.metadata.namespace}/${p.metadata.name}`));
+    return this.deps.listPolicies().filter((p) => keys.has(objectKey(p)));
   }
 
   /**
@@ -463,7 +464,7 @@ export class PoolPolicyReconciler {
    * transitions a second time ("x2" in kubectl describe) or write the same status again.
    */
   private freshestStatus(policy: PoolPolicy): PoolPolicyStatus {
-    const last = this.lastStatusWrite.get(`${policy.metadata.namespace}/${policy.metadata.name}`);
+    const last = this.lastStatusWrite.get(objectKey(policy));
     if (last && last.basedOn === policy.metadata.resourceVersion) return last.status;
     return policy.status ?? {};
   }
