@@ -11,6 +11,7 @@
  *                        ordered by direction
  *                     3. the reaper
  *                     4. extensions and Redis
+ *                     5. the pooler's share, for policies that take part in one (pooler-step.ts)
  *                 → status (written only when it changed) and Events for what was done
  *
  * The result, stated once (as controller-runtime's reconcile.Result):
@@ -66,6 +67,7 @@ import {
 } from "./pass.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
 import { ReaperSchedule } from "./reaper.js";
+import { POOLER_CONDITION, poolerCondition } from "./pooler-step.js";
 import { reapStep } from "./reaper-step.js";
 import { BudgetTargets } from "./budget-targets.js";
 import { budgetCondition, budgetStatus } from "./server-budget.js";
@@ -196,12 +198,15 @@ export class PoolPolicyReconciler {
     );
     const dependencies = await this.dependenciesStep(pass, view.facts);
     const all = combine([postgres, applied.step, reaper, dependencies.step]);
+    // Only policies that take part in a pooler carry its condition (pooler-step.ts).
+    const pooler = poolerCondition(pass, view);
 
-    const updates = [...all.conditions];
+    const updates = [...all.conditions, ...(pooler ? [pooler] : [])];
     updates.push(summarizeReady(updates.filter((u) => countsForReady(u, dependencies.redisRequired))));
     let conditions = previous.conditions ?? [];
     const generation = policy.metadata.generation ?? 0;
     for (const u of updates) conditions = setCondition(conditions, u, now, generation);
+    if (!pooler) conditions = conditions.filter((c) => c.type !== POOLER_CONDITION);
     const status: PoolPolicyStatus = { ...previous, ...all.status, conditions, observedGeneration: generation };
     if (!pass.spec.redis) delete status.redis;
     if (!status.connectionLimit) delete status.connectionLimit;
