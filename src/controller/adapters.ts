@@ -25,6 +25,7 @@ import { checkRedisDependency } from "../server/dependencies.js";
 import { fieldManagerFor } from "./env-injection.js";
 import { ensureFinalizer, removeFinalizer } from "./finalizer.js";
 import { recordLimitBefore } from "./limit-record.js";
+import { applyPoolerObjects } from "./pooler-apply.js";
 import { isNotFound, statusCodeOf } from "../kube/errors.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
 import { STALE_RETRY_MS } from "./pass.js";
@@ -125,6 +126,10 @@ export class ApiKubernetes implements KubernetesPort {
       if (await removePoolEnv(this.apps, deployment, policy.namespace, manager)) changed.push(deployment);
     }
     return changed;
+  }
+
+  applyPooler(...[objects]: Parameters<KubernetesPort["applyPooler"]>) {
+    return applyPoolerObjects({ apps: this.apps, core: this.core }, objects);
   }
 
   recordLimitBefore(...args: Parameters<KubernetesPort["recordLimitBefore"]>) {

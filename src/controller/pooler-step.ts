@@ -1,45 +1,73 @@
 /**
- * The pooler's share of the server (issue 17), as the PoolerSized condition of every policy
- * that takes part in a pooler: the one declaring it, and those whose spec.pool.via is Pooler.
- * Policies that have nothing to do with a pooler get no such condition (and lose a stale one),
- * so that servers without a pooler read exactly as before.
+ * The pooler of the server (issue 17), as the PoolerSized condition of every policy that takes
+ * part in a pooler (the one declaring it, and those whose spec.pool.via is Pooler), and its
+ * objects applied by the declaring policy's pass. Policies that have nothing to do with a pooler
+ * get no such condition (and lose a stale one), so that servers without a pooler read exactly as
+ * before.
  *
- * What it does NOT do yet: run the pooler. The sizes are computed and reported; no Deployment,
- * Service or config is applied and no env is injected (docs/pooler.md). The condition's
- * message says so, so that "Sized" is never read as "running".
+ * Who applies: the first declaring policy (server/pooler.ts sorts them), with its own
+ * credentials for the auth_file; it owns the objects (pooler/pooler-objects.ts says what its
+ * deletion does). Other policies of the server compute the same sizes and report them.
+ *
+ * A pooler that does not fit is never rolled out: on a refusal nothing is applied and the objects
+ * already there are left as they are (their sizes were proven for the budget they were applied
+ * under; the refusal says what to change). Not done yet (docs/pooler.md): RELOAD of the running
+ * pods after a size change (the ConfigMap changes, the pods keep their sizes until they restart
+ * or are reloaded), deleting the objects when spec.pooler is removed or renamed, env injection.
  *
  * The max_connections the pooler is sized against is the lower of the value in force and the
  * value the policies ask for: a pooler sized for a raise not yet applied would exceed the
  * server until the restart, and one sized for the current value would exceed it after a lowering.
  */
-import { poolerPlanInput, poolerProblem, serverPooler } from "../server/pooler.js";
+import { statusCodeOf } from "../kube/errors.js";
+import { renderPgBouncerConfig } from "../pooler/pgbouncer-config.js";
+import { POOLER_AUTH_FILE, poolerObjects, poolerSecretName } from "../pooler/pooler-objects.js";
+import { type PoolerSpec, poolerPlanInput, poolerProblem, serverPooler } from "../server/pooler.js";
 import { explainSizing, planPooler } from "../server/pooler-plan.js";
-import type { ConditionUpdate } from "./conditions.js";
+import { type ConditionUpdate, findCondition } from "./conditions.js";
 import type { Pass, ServerView } from "./pass.js";
+import { PoolerObjectConflict } from "./pooler-apply.js";
+import type { KubernetesPort } from "./ports.js";
 
 export const POOLER_CONDITION = "PoolerSized" as const;
 
-const NOT_RUN = "computed only: the operator does not run the pooler yet (docs/pooler.md)";
+/** What the pooler consists of, in the words of its condition (names and shape, never the auth_file). */
+function objectsPhrase(namespace: string, spec: PoolerSpec): string {
+  return (
+    `Deployment ${namespace}/${spec.name} (${spec.replicas} replicas, maxSurge ${spec.maxSurge}, image ${spec.image}), ` +
+    `Service ${spec.name}:${spec.port}, ConfigMap ${spec.name}, Secret ${poolerSecretName(spec.name)}`
+  );
+}
 
-/** The PoolerSized condition of this policy, or undefined when it takes no part in a pooler. */
-export function poolerCondition(
-  pass: Pick<Pass, "key" | "spec" | "server">,
+/** The PoolerSized condition of this policy, or undefined when it takes no part in a pooler; applies the pooler on its declarer's pass. */
+export async function poolerStep(
+  kube: Pick<KubernetesPort, "applyPooler">,
+  pass: Pick<Pass, "key" | "spec" | "server" | "policy" | "previous">,
   view: ServerView,
-): ConditionUpdate | undefined {
+): Promise<ConditionUpdate | undefined> {
   const self = view.peers.find((p) => p.key === pass.key) ?? { key: pass.key, namespace: "", spec: pass.spec };
   const pooler = serverPooler(view.peers);
   if (pass.spec.pooler === undefined && pass.spec.pool.via !== "Pooler") return undefined;
   const type = POOLER_CONDITION;
   const problem = poolerProblem(self, pooler);
-  if (problem) return { type, status: "False", ...problem };
+  if (problem) {
+    // Went through a pooler a pass ago: its declaring policy was deleted (the garbage collector
+    // takes the objects it owns) or no longer declares it. Say so, not just "not declared".
+    const before = findCondition(pass.previous.conditions, type);
+    const gone =
+      problem.reason === "PoolerNotDeclared" && before?.status === "True"
+        ? "the pooler this policy went through is no longer declared by any policy of this server (deleting the declaring policy deletes the pooler's objects: it owns them); "
+        : "";
+    return { type, status: "False", reason: problem.reason, message: gone + problem.message };
+  }
   if (pooler.kind !== "declared") return undefined;
-  if (!view.budget || !view.facts) {
+  if (!view.budget || !view.facts || !view.connection.ok) {
     return {
       type,
       status: "Unknown",
       reason: "PostgresUnreachable",
       message:
-        "cannot size the pooler: the server's max_connections and budget are not known (PostgreSQL is not reachable)",
+        "cannot size the pooler: the server's max_connections and budget are not known (PostgreSQL is not reachable); nothing is applied",
     };
   }
   const inForce = view.facts.maxConnections;
@@ -47,7 +75,57 @@ export function poolerCondition(
   const plan = planPooler(poolerPlanInput(pooler, view.budget, maxConnections), pass.server);
   const name = `pooler ${pooler.namespace}/${pooler.spec.name}`;
   if (plan.kind === "refused") {
-    return { type, status: "False", reason: plan.reason, message: `${name} is not rolled out: ${plan.message}` };
+    return {
+      type,
+      status: "False",
+      reason: plan.reason,
+      message: `${name} is not rolled out (nothing applied, objects already there left as they are): ${plan.message}`,
+    };
   }
-  return { type, status: "True", reason: "Sized", message: `${name}: ${explainSizing(plan)}; ${NOT_RUN}` };
+  const applier = pooler.declaredBy[0]!;
+  const sized: ConditionUpdate = {
+    type,
+    status: "True",
+    reason: "Sized",
+    message: `${name}: ${objectsPhrase(pooler.namespace, pooler.spec)}, applied by ${applier}; per pod: ${explainSizing(plan)}`,
+  };
+  if (pass.key !== applier) return sized;
+
+  const config = renderPgBouncerConfig({
+    target: view.connection.target,
+    databases: pooler.databases,
+    sizing: plan,
+    poolMode: pooler.spec.poolMode,
+    listen: { address: "*", port: pooler.spec.port },
+    authFile: POOLER_AUTH_FILE,
+  });
+  if (!config.ok) {
+    return {
+      type,
+      status: "False",
+      reason: "PoolerConfigInvalid",
+      message: `${name} is not rolled out: ${config.message}`,
+    };
+  }
+  const { metadata, apiVersion, kind } = pass.policy;
+  const owner = { apiVersion, kind, name: metadata.name, namespace: metadata.namespace, uid: metadata.uid ?? "" };
+  try {
+    await kube.applyPooler(poolerObjects(owner, pooler.spec, config));
+  } catch (err) {
+    if (err instanceof PoolerObjectConflict) {
+      return { type, status: "False", reason: "PoolerObjectConflict", message: `${name}: ${err.message}` };
+    }
+    if (statusCodeOf(err) === 403) {
+      return {
+        type,
+        status: "False",
+        reason: "PoolerForbidden",
+        message:
+          `${name} cannot be applied: the operator may not create or patch ConfigMaps, Secrets, Deployments or Services in ${pooler.namespace} ` +
+          "(install the chart with pooler.enabled=true)",
+      };
+    }
+    throw err;
+  }
+  return sized;
 }

@@ -12,6 +12,7 @@ import type { PoolPolicy, PoolPolicySpec, PoolPolicyStatus } from "../api/schema
 import type { PostgresTarget } from "../postgres/connection.js";
 import type { InstanceFacts, ServerFacts } from "../postgres/inspect.js";
 import type { RoleFacts } from "../postgres/roles.js";
+import type { PoolerObjects } from "../pooler/pooler-objects.js";
 import type { LimitRecord } from "../server/role-limits.js";
 import type { RedisOutcome } from "../server/dependencies.js";
 import type { RestartRecord } from "./max-connections.js";
@@ -55,6 +56,13 @@ export interface KubernetesPort {
   ): Promise<TargetsOutcome>;
   /** Removes the env the policy's field manager set, everywhere in its namespace; the Deployments changed. */
   removePoolEnv(policy: { name: string; namespace: string }): Promise<string[]>;
+
+  /**
+   * The pooler's ConfigMap, Secret, Deployment and Service, by server-side apply with the
+   * pooler's field manager (pooler-apply.ts); throws PoolerObjectConflict when another manager
+   * holds one of their fields.
+   */
+  applyPooler(objects: PoolerObjects): Promise<void>;
 
   /**
    * Keeps (or, with null, drops) on the policy the limit a role had before the policy set one,

@@ -11,7 +11,8 @@
  *                        ordered by direction
  *                     3. the reaper
  *                     4. extensions and Redis
- *                     5. the pooler's share, for policies that take part in one (pooler-step.ts)
+ *                     5. the pooler's share, for policies that take part in one, and its
+ *                        objects applied by the declaring policy (pooler-step.ts)
  *                 → status (written only when it changed) and Events for what was done
  *
  * The result, stated once (as controller-runtime's reconcile.Result):
@@ -67,7 +68,7 @@ import {
 } from "./pass.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
 import { ReaperSchedule } from "./reaper.js";
-import { POOLER_CONDITION, poolerCondition } from "./pooler-step.js";
+import { POOLER_CONDITION, poolerStep } from "./pooler-step.js";
 import { reapStep } from "./reaper-step.js";
 import { BudgetTargets } from "./budget-targets.js";
 import { budgetCondition, budgetStatus } from "./server-budget.js";
@@ -198,8 +199,9 @@ export class PoolPolicyReconciler {
     );
     const dependencies = await this.dependenciesStep(pass, view.facts);
     const all = combine([postgres, applied.step, reaper, dependencies.step]);
-    // Only policies that take part in a pooler carry its condition (pooler-step.ts).
-    const pooler = poolerCondition(pass, view);
+    // Only policies that take part in a pooler carry its condition; the declaring policy's pass
+    // applies the pooler's objects, unless the plan refuses it (pooler-step.ts).
+    const pooler = await poolerStep(this.deps.kube, pass, view);
 
     const updates = [...all.conditions, ...(pooler ? [pooler] : [])];
     updates.push(summarizeReady(updates.filter((u) => countsForReady(u, dependencies.redisRequired))));

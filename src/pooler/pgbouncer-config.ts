@@ -20,6 +20,7 @@
  * A dedicated role with a SECURITY DEFINER lookup function, as CloudNativePG does, is the
  * better end state; docs/pooler.md lists it as not done.
  */
+import { createHash } from "node:crypto";
 import type { PoolPolicySpec } from "../api/schema.js";
 import type { PostgresTarget } from "../postgres/connection.js";
 import type { PoolerSizing } from "../server/pooler-plan.js";
@@ -130,6 +131,17 @@ export function renderPgBouncerConfig(input: PgBouncerConfigInput): PgBouncerCon
  * roll). Everything else, pool sizes and pool_mode and [databases] included, is taken by RELOAD.
  */
 const RESTART_SETTINGS = new Set(["listen_addr", "listen_port", "unix_socket_dir", "pidfile", "user", "so_reuseport"]);
+
+/**
+ * A digest of exactly the settings a running PgBouncer cannot take by RELOAD (RESTART_SETTINGS):
+ * the pooler's Deployment carries it in its pod template, so the template changes, and the pods
+ * roll, when and only when changeKind says "restart". Sizes, pool_mode and [databases] are not
+ * in it: those changes reach the pods through the ConfigMap without a roll.
+ */
+export function restartChecksum(config: Pick<Extract<PgBouncerConfig, { ok: true }>, "settings">): string {
+  const relevant = [...RESTART_SETTINGS].sort().map((k) => [k, config.settings[k] ?? null]);
+  return createHash("sha256").update(JSON.stringify(relevant)).digest("hex").slice(0, 16);
+}
 
 export type ConfigChange = { kind: "none" } | { kind: "reload"; keys: string[] } | { kind: "restart"; keys: string[] };
 

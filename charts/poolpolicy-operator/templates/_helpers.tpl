@@ -126,4 +126,17 @@ Role. Leases are not here: they get a Role of their own in the release namespace
   resources: ["clusters"]
   verbs: ["get", "patch"]
 {{- end }}
+{{- if .Values.pooler.enabled }}
+# The PgBouncer a policy declares in spec.pooler (docs/pooler.md): its ConfigMap, Secret (the
+# auth_file), Deployment and Service, by server-side apply (a PATCH; "create" too, because an
+# apply that creates the object is authorized as a create). Never get, list or delete: the
+# apply returns the object, and the garbage collector deletes them with the owning PoolPolicy.
+# A ClusterRole cannot name the policy's namespace; with watchNamespace set it is that one.
+- apiGroups: [""]
+  resources: ["configmaps", "secrets", "services"]
+  verbs: ["create", "patch"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["create"]
+{{- end }}
 {{- end }}

@@ -281,6 +281,24 @@ describe("watchNamespace", () => {
     const role = scoped.find((o) => o.kind === "Role" && o.metadata.namespace === "apps")!;
     expect(cnpg(ruleTable(role))).toEqual(["postgresql.cnpg.io/clusters: get,patch"]);
   });
+
+  it("grants create and patch on the pooler's objects only when pooler.enabled", async () => {
+    const poolerRows = [
+      "apps/deployments: create",
+      "core/configmaps: create,patch",
+      "core/secrets: create,patch",
+      "core/services: create,patch",
+    ];
+    const base = ruleTable(findObject(await renderChart(), "ClusterRole"));
+    expect(base).toEqual([...OPERATOR_RULES].sort());
+    const rows = ruleTable(findObject(await renderChart(["--set", "pooler.enabled=true"]), "ClusterRole"));
+    expect(rows).toEqual([...OPERATOR_RULES, ...poolerRows].sort());
+    // With a watched namespace, the Role there carries them, and nothing cluster-wide does.
+    const scoped = await renderChart(["--set", "pooler.enabled=true", "--set", "watchNamespace=apps"]);
+    const role = scoped.find((o) => o.kind === "Role" && o.metadata.namespace === "apps")!;
+    expect(ruleTable(role)).toEqual([...OPERATOR_RULES, ...poolerRows].sort());
+    expect(scoped.some((o) => o.kind === "ClusterRole")).toBe(false);
+  });
 });
 
 describe("values", () => {

@@ -10,6 +10,7 @@ import type { RedisOutcome } from "../../../src/server/dependencies.js";
 import { FINALIZER } from "../../../src/controller/finalizer.js";
 import type { RestartRecord } from "../../../src/controller/max-connections.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "../../../src/controller/ports.js";
+import type { PoolerObjects } from "../../../src/pooler/pooler-objects.js";
 import type { ReaperOutcome } from "../../../src/controller/reaper.js";
 import type { EventSink } from "../../../src/controller/reconciler.js";
 import type { SecretRead } from "../../../src/kube/secrets.js";
@@ -380,6 +381,32 @@ export class FakeKubernetes implements KubernetesPort {
     this.injected.clear();
     this.removedEnv.push(policy.name);
     return names;
+  }
+
+  /** The pooler's objects as the API server would hold them after our applies, by "Kind namespace/name". */
+  readonly pooler = new Map<string, PoolerObjects[keyof PoolerObjects]>();
+  /** Every applyPooler call, in order. */
+  readonly poolerApplies: PoolerObjects[] = [];
+  /** The Deployment's metadata.generation as the API server keeps it: bumped when its spec changes. */
+  readonly poolerGenerations = new Map<string, number>();
+  /** applyPooler throws this (e.g. a 403: the chart's pooler RBAC is off). */
+  poolerApplyError?: Error;
+
+  async applyPooler(objects: PoolerObjects): Promise<void> {
+    if (this.poolerApplyError) throw this.poolerApplyError;
+    this.poolerApplies.push(structuredClone(objects));
+    for (const o of [objects.configMap, objects.secret, objects.deployment, objects.service]) {
+      const key = `${o.kind} ${o.metadata!.namespace}/${o.metadata!.name}`;
+      const before = this.pooler.get(key);
+      if (
+        o.kind === "Deployment" &&
+        JSON.stringify((before as { spec?: unknown } | undefined)?.spec) !==
+          JSON.stringify((o as { spec?: unknown }).spec)
+      ) {
+        this.poolerGenerations.set(key, (this.poolerGenerations.get(key) ?? 0) + 1);
+      }
+      this.pooler.set(key, structuredClone(o));
+    }
   }
 
   /** The annotation writes of recordLimitBefore, in order (null: removed). */

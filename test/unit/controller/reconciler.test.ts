@@ -5,7 +5,7 @@
  * nothing". Milliseconds each; the integration tests run the same code on the real parts.
  */
 import { beforeEach, describe, expect, it } from "vitest";
-import type { V1Deployment } from "@kubernetes/client-node";
+import type { V1ConfigMap, V1Deployment, V1Secret, V1Service } from "@kubernetes/client-node";
 import type { PoolPolicy, PoolPolicyStatus } from "../../../src/api/schema.js";
 import { FINALIZER } from "../../../src/controller/finalizer.js";
 import { PoolPolicyReconciler } from "../../../src/controller/reconciler.js";
@@ -972,7 +972,14 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
     expect(condition((await w.pass()).status, "PoolerSized")).toBeUndefined();
   });
 
-  it("sizes the declared pooler from the server's budget, the same on every policy taking part, and says it is not run yet", async () => {
+  const objects =
+    "Deployment shop/pgbouncer (1 replicas, maxSurge 1, image pgbouncer:1.18), Service pgbouncer:5432, ConfigMap pgbouncer, Secret pgbouncer-auth";
+  const configOf = () => w.kube.pooler.get("ConfigMap shop/pgbouncer") as V1ConfigMap | undefined;
+  const deploymentOf = () => w.kube.pooler.get("Deployment shop/pgbouncer") as V1Deployment | undefined;
+  const restartChecksumOf = () =>
+    deploymentOf()?.spec?.template.metadata?.annotations?.["pooling.dbops.io/pgbouncer-restart-checksum"];
+
+  it("sizes the declared pooler from the server's budget, the same on every policy taking part, and the declaring policy applies it", async () => {
     w.policy("p", { pool: { via: "Pooler" }, pooler });
     w.policy("q");
     w.policy("r", { pool: { via: "Pooler" } });
@@ -982,30 +989,131 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
     // 100 − 5 reserved (3 superuser slots + the operator's 2) − 10 direct (q: pool 10 × 1 pod) = 85,
     // over 1 replica + 1 surge: 42 per pod; p's and r's apps (10 each) are its clients.
     const message =
-      "pooler shop/pgbouncer: 42 server connections per pod (max_db_connections 42, default_pool_size 42, reserve_pool_size 0) " +
-      "× 2 worst-case pods ≤ 85 left after direct clients and reserved slots; max_client_conn 25; " +
-      "computed only: the operator does not run the pooler yet (docs/pooler.md)";
+      `pooler shop/pgbouncer: ${objects}, applied by shop/p; per pod: ` +
+      "42 server connections per pod (max_db_connections 42, default_pool_size 42, reserve_pool_size 0) " +
+      "× 2 worst-case pods ≤ 85 left after direct clients and reserved slots; max_client_conn 25";
     expect(condition(p.status, "PoolerSized")).toMatchObject({ status: "True", reason: "Sized", message });
     expect(condition(r.status, "PoolerSized")).toMatchObject({ status: "True", reason: "Sized", message });
     expect(condition(w.policies.get(`${NS}/q`)!.status!, "PoolerSized")).toBeUndefined();
     expect(condition(p.status, "Ready")).toMatchObject({ status: "True" });
+
+    // Only the declaring policy's passes apply (r's pass did not).
+    expect(w.kube.poolerApplies).toHaveLength(1);
+    expect([...w.kube.pooler.keys()].sort()).toEqual([
+      "ConfigMap shop/pgbouncer",
+      "Deployment shop/pgbouncer",
+      "Secret shop/pgbouncer-auth",
+      "Service shop/pgbouncer",
+    ]);
+    const ini = configOf()!.data!["pgbouncer.ini"]!;
+    expect(ini).toContain("max_db_connections = 42\n");
+    expect(ini).toContain("max_client_conn = 25\n");
+    expect(ini).toContain("app = host=pg.db port=5432 dbname=app\n");
+    expect(ini).toContain("auth_file = /etc/pgbouncer/auth/userlist.txt\n");
+    expect(ini).not.toContain("s3cret");
+    const secret = w.kube.pooler.get("Secret shop/pgbouncer-auth") as V1Secret;
+    expect(Buffer.from(secret.data!["userlist.txt"]!, "base64").toString()).toBe('"admin" "s3cret"\n');
+    const deployment = deploymentOf()!;
+    expect(deployment.spec).toMatchObject({
+      replicas: 1,
+      strategy: { rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
+      template: { spec: { containers: [{ image: "pgbouncer:1.18", ports: [{ containerPort: 5432 }] }] } },
+    });
+    expect(deployment.spec!.template.spec!.volumes).toEqual([
+      { name: "config", configMap: { name: "pgbouncer" } },
+      { name: "auth", secret: { secretName: "pgbouncer-auth", defaultMode: 0o400 } },
+    ]);
+    for (const o of w.kube.pooler.values()) {
+      expect(o.metadata!.ownerReferences).toEqual([
+        {
+          apiVersion: "pooling.dbops.io/v1alpha1",
+          kind: "PoolPolicy",
+          name: "p",
+          uid: "uid-p",
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ]);
+    }
+    expect((w.kube.pooler.get("Service shop/pgbouncer") as V1Service).spec!.ports).toEqual([
+      { name: "pgbouncer", port: 5432, targetPort: "pgbouncer", protocol: "TCP" },
+    ]);
+    // The password is in the Secret and nowhere else the operator writes.
+    expect(JSON.stringify(w.kube.statusWrites)).not.toContain("s3cret");
+    expect(JSON.stringify(w.events.all)).not.toContain("s3cret");
   });
 
-  it("refuses a pooler that does not fit with the numbers, holds Ready back and warns once", async () => {
-    w.policy("p", { pool: { via: "Pooler" }, pooler: { ...pooler, replicas: 9, minServerConnectionsPerPod: 10 } });
+  it("a pool-size-only change updates the ConfigMap and leaves the pod template; a listener change rolls the pods", async () => {
+    w.policy("p", { pool: { via: "Pooler" }, pooler });
     w.policy("q");
+    await w.pass("p");
+    const checksum = restartChecksumOf();
+    expect(checksum).toMatch(/^[0-9a-f]{16}$/);
+    expect(w.kube.poolerGenerations.get("Deployment shop/pgbouncer")).toBe(1);
+
+    // q's direct pool doubles: 100 − 5 − 20 = 75 left, 37 per pod. A RELOAD's worth of change.
+    w.policy("q", { pool: { maxSize: 20 } });
+    await w.pass("p");
+    expect(configOf()!.data!["pgbouncer.ini"]).toContain("max_db_connections = 37\n");
+    expect(restartChecksumOf()).toBe(checksum);
+    expect(w.kube.poolerGenerations.get("Deployment shop/pgbouncer")).toBe(1);
+
+    // A new port is a new listener: PgBouncer must start again, so the template changes.
+    w.policy("p", { pool: { via: "Pooler" }, pooler: { ...pooler, port: 6432 } });
+    await w.pass("p");
+    expect(configOf()!.data!["pgbouncer.ini"]).toContain("listen_port = 6432\n");
+    expect(restartChecksumOf()).not.toBe(checksum);
+    expect(w.kube.poolerGenerations.get("Deployment shop/pgbouncer")).toBe(2);
+  });
+
+  it("refuses a pooler that does not fit with the numbers, applies nothing, holds Ready back and warns once", async () => {
+    w.policy("p", { pool: { via: "Pooler" }, pooler });
+    w.policy("q");
+    await w.pass("p");
+    const applied = structuredClone([...w.kube.pooler.entries()]);
+    w.policy("p", { pool: { via: "Pooler" }, pooler: { ...pooler, replicas: 9, minServerConnectionsPerPod: 10 } });
     const { status } = await w.pass("p");
     expect(condition(status, "PoolerSized")).toMatchObject({
       status: "False",
       reason: "PoolerDoesNotFit",
       message:
-        "pooler shop/pgbouncer is not rolled out: the pooler needs at least 10 server connections per pod; pg.db:5432 has 85 left " +
+        "pooler shop/pgbouncer is not rolled out (nothing applied, objects already there left as they are): " +
+        "the pooler needs at least 10 server connections per pod; pg.db:5432 has 85 left " +
         "(max_connections 100 − direct clients 10 − reserved 5), 8 per pod for 10 worst-case pooler pods: raise max_connections, " +
         "route more apps through the pooler, run fewer pooler pods, or lower spec.pooler.minServerConnectionsPerPod",
     });
     expect(condition(status, "Ready")).toMatchObject({ status: "False", reason: "PoolerDoesNotFit" });
     await w.pass("p");
     expect(w.events.all.filter((e) => e.reason === "PoolerDoesNotFit" && e.type === "Warning")).toHaveLength(1);
+    expect(w.kube.poolerApplies).toHaveLength(1);
+    expect([...w.kube.pooler.entries()]).toEqual(applied);
+  });
+
+  it("a pooler refused from the start is never applied", async () => {
+    w.policy("p", { pool: { via: "Pooler" }, pooler: { ...pooler, replicas: 9, minServerConnectionsPerPod: 10 } });
+    await w.pass("p");
+    expect(w.kube.poolerApplies).toEqual([]);
+  });
+
+  it("says the chart's pooler RBAC is off when the API server forbids the apply", async () => {
+    w.kube.poolerApplyError = Object.assign(new Error("forbidden"), { code: 403 });
+    w.policy("p", { pool: { via: "Pooler" }, pooler });
+    const { status } = await w.pass("p");
+    expect(condition(status, "PoolerSized")).toMatchObject({ status: "False", reason: "PoolerForbidden" });
+    expect(condition(status, "PoolerSized")!.message).toContain("pooler.enabled=true");
+  });
+
+  it("tells the policies left going through it when the declaring policy goes away", async () => {
+    w.policy("p", { pool: { via: "Pooler" }, pooler });
+    w.policy("r", { pool: { via: "Pooler" } });
+    await w.pass("p");
+    expect(condition((await w.pass("r")).status, "PoolerSized")).toMatchObject({ status: "True" });
+    w.policies.delete(`${NS}/p`);
+    const { status } = await w.pass("r");
+    expect(condition(status, "PoolerSized")).toMatchObject({ status: "False", reason: "PoolerNotDeclared" });
+    expect(condition(status, "PoolerSized")!.message).toMatch(
+      /^the pooler this policy went through is no longer declared by any policy of this server \(deleting the declaring policy deletes the pooler's objects/,
+    );
   });
 
   it("tells a policy that goes via Pooler when no policy of its server declares one, and drops the condition once it goes Direct", async () => {

@@ -10,6 +10,7 @@ import {
   type PgBouncerConfigInput,
   reloadCommands,
   renderPgBouncerConfig,
+  restartChecksum,
 } from "../../../src/pooler/pgbouncer-config.js";
 import type { PoolerSizing } from "../../../src/server/pooler-plan.js";
 
@@ -110,5 +111,49 @@ describe("applying a new config", () => {
     expect(reloadCommands(smaller, now)).toEqual(["RELOAD"]);
     expect(reloadCommands(now, rendered())).toEqual([]);
     expect(reloadCommands(now, rendered({ listen: { address: "127.0.0.1", port: 6432 } }))).toEqual([]);
+  });
+});
+
+describe("restartChecksum (the pooler Deployment's pod-template annotation)", () => {
+  it("changes exactly when changeKind says restart, whatever changed", () => {
+    const variant = fc.record({
+      perDb: fc.integer({ min: 1, max: 50 }),
+      reserve: fc.integer({ min: 0, max: 3 }),
+      clients: fc.integer({ min: 1, max: 1000 }),
+      mode: fc.constantFrom("Session" as const, "Transaction" as const),
+      port: fc.constantFrom(5432, 6432),
+      address: fc.constantFrom("*", "0.0.0.0"),
+      databases: fc.constantFrom(["app"], ["app", "reports"]),
+      password: fc.constantFrom("a", "b"),
+    });
+    const build = (v: {
+      perDb: number;
+      reserve: number;
+      clients: number;
+      mode: "Session" | "Transaction";
+      port: number;
+      address: string;
+      databases: readonly string[];
+      password: string;
+    }) =>
+      rendered({
+        sizing: {
+          ...sizing,
+          maxDbConnections: v.perDb + v.reserve,
+          defaultPoolSize: v.perDb,
+          reservePoolSize: v.reserve,
+          maxClientConn: v.clients,
+        },
+        poolMode: v.mode,
+        listen: { address: v.address, port: v.port },
+        databases: v.databases,
+        target: { ...input().target, password: v.password },
+      });
+    fc.assert(
+      fc.property(variant, variant, (a, b) => {
+        const [ca, cb] = [build(a), build(b)];
+        expect(restartChecksum(ca) !== restartChecksum(cb)).toBe(changeKind(ca, cb).kind === "restart");
+      }),
+    );
   });
 });

@@ -1,0 +1,66 @@
+/**
+ * Applies the pooler's objects (pooler/pooler-objects.ts) on the API server: server-side apply
+ * with the operator's pooler field manager, ConfigMap and Secret before the Deployment that
+ * mounts them, the Service last. Not forced: a field someone else manages (a person's
+ * `kubectl apply` of an object with the pooler's name) is theirs, and the 409 becomes a
+ * condition naming them rather than a silent overwrite.
+ */
+import { type AppsV1Api, type CoreV1Api, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import type { PoolerObjects } from "../pooler/pooler-objects.js";
+import { FIELD_MANAGER_PREFIX } from "./env-injection.js";
+import { conflictingManagers } from "./env-conflicts.js";
+
+/** One manager for every pooler: the policies of a server agree on one pooler (server/pooler.ts). */
+export const POOLER_FIELD_MANAGER = `${FIELD_MANAGER_PREFIX}/pooler`;
+
+/** Another field manager owns fields of a pooler object with other values (a 409 on our apply). */
+export class PoolerObjectConflict extends Error {
+  constructor(
+    readonly object: string,
+    readonly managers: string[],
+  ) {
+    super(
+      `field manager ${managers.map((m) => `"${m}"`).join(", ")} owns fields of ${object} with other values, ` +
+        "so the operator does not overwrite them: delete that object (the operator re-creates it), or give the pooler another spec.pooler.name",
+    );
+  }
+}
+
+const ssa = () => setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
+
+export async function applyPoolerObjects(
+  clients: { apps: AppsV1Api; core: CoreV1Api },
+  objects: PoolerObjects,
+): Promise<void> {
+  const { configMap, secret, deployment, service } = objects;
+  const params = (o: { metadata?: { name?: string; namespace?: string } }) => ({
+    name: o.metadata!.name!,
+    namespace: o.metadata!.namespace!,
+    fieldManager: POOLER_FIELD_MANAGER,
+    force: false,
+  });
+  const guarded = async (what: string, apply: () => Promise<unknown>) => {
+    try {
+      await apply();
+    } catch (err) {
+      const managers = conflictingManagers(err);
+      if (managers) throw new PoolerObjectConflict(what, managers);
+      throw err;
+    }
+  };
+  const where = (kind: string, o: { metadata?: { name?: string; namespace?: string } }) =>
+    `${kind} ${o.metadata!.namespace}/${o.metadata!.name}`;
+  await guarded(where("ConfigMap", configMap), () =>
+    clients.core.patchNamespacedConfigMap({ ...params(configMap), body: configMap }, ssa()),
+  );
+  // The body holds the password: an error from this call is rethrown with the API's Status, never the body.
+  await guarded(where("Secret", secret), () =>
+    clients.core.patchNamespacedSecret({ ...params(secret), body: secret }, ssa()),
+  );
+  await guarded(where("Deployment", deployment), () =>
+    clients.apps.patchNamespacedDeployment({ ...params(deployment), body: deployment }, ssa()),
+  );
+  await guarded(where("Service", service), () =>
+    clients.core.patchNamespacedService({ ...params(service), body: service }, ssa()),
+  );
+}

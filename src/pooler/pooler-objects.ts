@@ -1,0 +1,143 @@
+/**
+ * The pooler's Kubernetes objects, as server-side apply configurations (issue 17): a ConfigMap
+ * with pgbouncer.ini, a Secret with the auth_file, a Deployment that mounts both, and a Service.
+ * Pure, like pgbouncer-config.ts: the reconciler decides whether to apply (a refused plan applies
+ * nothing) and the Kubernetes port applies what is rendered here, in this order.
+ *
+ * Every object is owned by the declaring PoolPolicy (an ownerReference with controller and
+ * blockOwnerDeletion), so deleting that policy lets the garbage collector delete the pooler.
+ * That is the safe end on purpose, even while other policies still route through it: an orphaned
+ * pooler would keep its server connections with sizes no budget holds any more, the over-commit
+ * the pooler exists to prevent. The policies left with spec.pool.via Pooler are told by their
+ * PoolerSized condition (PoolerNotDeclared, naming the pooler that went away) to declare it again
+ * on one of them or go Direct. Apps are not pointed at the pooler yet (no env injection), so
+ * nothing loses its address today; once they are, this is the condition they will act on.
+ *
+ * Reload versus roll: the pod template carries restartChecksum of the config, which changes only
+ * when changeKind says "restart" (a listener change). A pool-size change updates the ConfigMap and
+ * leaves the pod template, so the Deployment's generation and its pods stay as they are.
+ */
+import type { V1ConfigMap, V1Deployment, V1OwnerReference, V1Secret, V1Service } from "@kubernetes/client-node";
+import type { PoolerSpec } from "../server/pooler.js";
+import { type PgBouncerConfig, restartChecksum } from "./pgbouncer-config.js";
+
+/** Where the pod finds its files; the ini names the auth_file by this path. */
+export const POOLER_CONFIG_DIR = "/etc/pgbouncer/config";
+export const POOLER_AUTH_DIR = "/etc/pgbouncer/auth";
+export const POOLER_INI_KEY = "pgbouncer.ini";
+export const POOLER_AUTH_KEY = "userlist.txt";
+export const POOLER_AUTH_FILE = `${POOLER_AUTH_DIR}/${POOLER_AUTH_KEY}`;
+
+/** The pod-template annotation that rolls the pods when, and only when, a restart is needed. */
+export const POOLER_RESTART_ANNOTATION = "pooling.dbops.io/pgbouncer-restart-checksum";
+/** The label that selects the pooler's pods (immutable in the Deployment's selector). */
+export const POOLER_LABEL = "pooling.dbops.io/pooler";
+
+export interface PoolerOwner {
+  apiVersion: string;
+  kind: string;
+  name: string;
+  namespace: string;
+  uid: string;
+}
+
+export interface PoolerObjects {
+  configMap: V1ConfigMap;
+  /** Holds the auth_user's password: never log it, never put it in a status or an Event. */
+  secret: V1Secret;
+  deployment: V1Deployment;
+  service: V1Service;
+}
+
+/** The Secret's name: the pooler's name is the ConfigMap's, the Deployment's and the Service's. */
+export function poolerSecretName(poolerName: string): string {
+  return `${poolerName}-auth`;
+}
+
+export function poolerObjects(
+  owner: PoolerOwner,
+  spec: PoolerSpec,
+  config: Extract<PgBouncerConfig, { ok: true }>,
+): PoolerObjects {
+  const { namespace } = owner;
+  const name = spec.name;
+  const labels = {
+    "app.kubernetes.io/name": "pgbouncer",
+    "app.kubernetes.io/instance": name,
+    "app.kubernetes.io/managed-by": "poolpolicy-operator",
+    [POOLER_LABEL]: name,
+  };
+  const ownerReferences: V1OwnerReference[] = [
+    {
+      apiVersion: owner.apiVersion,
+      kind: owner.kind,
+      name: owner.name,
+      uid: owner.uid,
+      controller: true,
+      blockOwnerDeletion: true,
+    },
+  ];
+  const metadata = (objectName: string) => ({ name: objectName, namespace, labels, ownerReferences });
+  const secretName = poolerSecretName(name);
+  const port = Number(config.settings.listen_port);
+  return {
+    configMap: {
+      apiVersion: "v1",
+      kind: "ConfigMap",
+      metadata: metadata(name),
+      data: { [POOLER_INI_KEY]: config.ini },
+    },
+    secret: {
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: metadata(secretName),
+      type: "Opaque",
+      data: { [POOLER_AUTH_KEY]: Buffer.from(config.userlist).toString("base64") },
+    },
+    deployment: {
+      apiVersion: "apps/v1",
+      kind: "Deployment",
+      metadata: metadata(name),
+      spec: {
+        replicas: spec.replicas,
+        selector: { matchLabels: { [POOLER_LABEL]: name } },
+        // The planner counted replicas + maxSurge pods (pooler-plan.ts); no pod goes away before
+        // its replacement is ready, so the Service keeps accepting clients through a roll.
+        strategy: { type: "RollingUpdate", rollingUpdate: { maxSurge: spec.maxSurge, maxUnavailable: 0 } },
+        template: {
+          metadata: { labels, annotations: { [POOLER_RESTART_ANNOTATION]: restartChecksum(config) } },
+          spec: {
+            // PgBouncer refuses to run as root: the image must name a non-root USER.
+            containers: [
+              {
+                name: "pgbouncer",
+                image: spec.image,
+                command: ["pgbouncer", `${POOLER_CONFIG_DIR}/${POOLER_INI_KEY}`],
+                ports: [{ name: "pgbouncer", containerPort: port, protocol: "TCP" }],
+                readinessProbe: { tcpSocket: { port: "pgbouncer" }, periodSeconds: 5 },
+                securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true },
+                volumeMounts: [
+                  { name: "config", mountPath: POOLER_CONFIG_DIR, readOnly: true },
+                  { name: "auth", mountPath: POOLER_AUTH_DIR, readOnly: true },
+                ],
+              },
+            ],
+            volumes: [
+              { name: "config", configMap: { name } },
+              { name: "auth", secret: { secretName, defaultMode: 0o400 } },
+            ],
+          },
+        },
+      },
+    },
+    service: {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: metadata(name),
+      spec: {
+        selector: { [POOLER_LABEL]: name },
+        ports: [{ name: "pgbouncer", port: spec.port, targetPort: "pgbouncer", protocol: "TCP" }],
+      },
+    },
+  };
+}
