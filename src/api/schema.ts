@@ -366,11 +366,7 @@ const pooler = z
         "must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter)",
       )
       .describe("Name of the pooler's Deployment, Service and ConfigMap, in this policy's namespace."),
-    image: z
-      .string()
-      .min(1)
-      .max(512)
-      .describe("A PgBouncer image (PgBouncer 1.18 or newer)."),
+    image: z.string().min(1).max(512).describe("A PgBouncer image (PgBouncer 1.18 or newer)."),
     replicas: z.int().min(1).max(100).default(1),
     maxSurge: z
       .int()
