@@ -1,16 +1,23 @@
 /**
- * The pooler's share on the real parts (issue 17, first slice): the CRD admits spec.pooler and
- * spec.pool.via, the operator process reads them with the server's real budget (Deployments on
- * kwok's nodes, a real PostgreSQL with max_connections 30) and reports PoolerSized with the
- * numbers, or PoolerDoesNotFit with a Warning Event. The operator does not run the pooler yet
- * (docs/pooler.md): this proves the sizing is wired, not that a pooler runs.
+ * The pooler on the real parts (issue 17): the CRD admits spec.pooler and spec.pool.via, the
+ * operator process reads them with the server's real budget (Deployments on kwok's nodes, a real
+ * PostgreSQL with max_connections 30), applies the pooler's ConfigMap, Secret, Deployment and
+ * Service on the real API server and reports PoolerSized with the numbers, or PoolerDoesNotFit
+ * with a Warning Event and nothing applied. The garbage collector of the real
+ * kube-controller-manager removes the objects with the declaring policy.
+ *
+ * kwok's pods run no process, so no PgBouncer serves traffic here: this proves the objects and
+ * their changes; test/integration/pooler/pgbouncer.test.ts proves the traffic with real
+ * PgBouncer processes.
  *
  * The harness's Deployments roll with maxSurge 1, so one replica with a pool of 2 is
  * (1 + 1) × 2 = 4 connections at worst. The reserve on PostgreSQL 15: 3 superuser slots + the
  * operator's pool of 2.
  */
-import type { KubeConfig } from "@kubernetes/client-node";
+import { readFileSync } from "node:fs";
+import type { KubeConfig, V1ConfigMap, V1Deployment } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { isNotFound } from "../../../src/kube/errors.js";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { loadKubeConfig } from "../../harness/kube.js";
 import { OperatorProcess, runLogFile } from "../../harness/operator.js";
@@ -19,6 +26,7 @@ import { Scenario } from "./scenario.js";
 
 let kc: KubeConfig;
 let operator: OperatorProcess;
+let logFile: string;
 let s: Scenario | undefined;
 const shop = { "app.kubernetes.io/part-of": "shop" };
 const jobs = { "app.kubernetes.io/part-of": "jobs" };
@@ -27,7 +35,8 @@ beforeAll(async () => {
   const kubeconfigPath = inject("kubeconfigPath");
   kc = loadKubeConfig(kubeconfigPath);
   await installPoolPolicyCrd(kc);
-  operator = new OperatorProcess({ kubeconfigPath, logFile: runLogFile(kubeconfigPath, "operator-pooler") });
+  logFile = runLogFile(kubeconfigPath, "operator-pooler");
+  operator = new OperatorProcess({ kubeconfigPath, logFile });
   await operator.start();
 });
 
@@ -36,9 +45,10 @@ afterAll(async () => {
   await s?.cleanup();
 });
 
-describe("the pooler's share, reported by the operator", () => {
-  it("sizes the declared pooler from the real budget, then refuses one that cannot fit, with the numbers", async () => {
+describe("the pooler, applied by the operator", () => {
+  it("applies the sized pooler, reloads sizes without a roll, rolls for a listener, refuses without applying, and goes with its policy", async () => {
     s = await Scenario.create(kc, { prefix: "pooler", conf: { max_connections: 30 } });
+    const ns = s.namespace;
     await s.deployment("api", { labels: shop, replicas: 1 });
     await s.deployment("cron", { labels: jobs, replicas: 1 });
     const pooled = {
@@ -46,24 +56,70 @@ describe("the pooler's share, reported by the operator", () => {
       pooler: { name: "pgbouncer", image: "pgbouncer:test", replicas: 1 },
     };
     await s.applyPolicy("p", s.policySpec(pooled));
-    await s.applyPolicy(
-      "d",
-      s.policySpec({ pool: { minSize: 1, maxSize: 2 }, targets: { selector: { matchLabels: jobs } } }),
-    );
+    const direct = (maxSize: number) =>
+      s!.policySpec({ pool: { minSize: 1, maxSize }, targets: { selector: { matchLabels: jobs } } });
+    await s.applyPolicy("d", direct(2));
+    const poolerMessage = async () =>
+      (await s!.status("p")).conditions?.find((c) => c.type === "PoolerSized")?.message ?? "";
+    const configMap = () => s!.core.readNamespacedConfigMap({ name: "pgbouncer", namespace: ns });
+    const deployment = () => s!.apps.readNamespacedDeployment({ name: "pgbouncer", namespace: ns });
+    const ini = async () => (await configMap()).data?.["pgbouncer.ini"] ?? "";
+    const checksum = (d: V1Deployment) =>
+      d.spec?.template.metadata?.annotations?.["pooling.dbops.io/pgbouncer-restart-checksum"];
 
     // 30 − 5 reserved − 4 direct (d) = 21 left, over 1 replica + 1 surge: 10 per pod; p's 4 are its clients.
     const sized = await s.waitForCondition("p", "PoolerSized", { status: "True", reason: "Sized" });
     const message = sized.status?.conditions?.find((c) => c.type === "PoolerSized")?.message;
     expect(message).toBe(
-      `pooler ${s.namespace}/pgbouncer: 10 server connections per pod (max_db_connections 10, default_pool_size 10, reserve_pool_size 0) ` +
-        "× 2 worst-case pods ≤ 21 left after direct clients and reserved slots; max_client_conn 9; " +
-        "computed only: the operator does not run the pooler yet (docs/pooler.md)",
+      `pooler ${ns}/pgbouncer: Deployment ${ns}/pgbouncer (1 replicas, maxSurge 1, image pgbouncer:test), ` +
+        `Service pgbouncer:5432, ConfigMap pgbouncer, Secret pgbouncer-auth, applied by ${ns}/p; per pod: ` +
+        "10 server connections per pod (max_db_connections 10, default_pool_size 10, reserve_pool_size 0) " +
+        "× 2 worst-case pods ≤ 21 left after direct clients and reserved slots; max_client_conn 9",
     );
     // The direct policy takes no part in the pooler: no such condition on it.
     await s.waitForCondition("d", "Ready", { status: "True" });
     expect((await s.status("d")).conditions?.some((c) => c.type === "PoolerSized")).toBe(false);
 
-    // 5 replicas + 1 surge = 6 pods: ⌊21 / 6⌋ = 3 < the 5 asked for.
+    // The objects, as the API server holds them, owned by p.
+    const uid = (await s.readPolicy("p"))!.metadata.uid;
+    const owner = [
+      {
+        apiVersion: "pooling.dbops.io/v1alpha1",
+        kind: "PoolPolicy",
+        name: "p",
+        uid,
+        controller: true,
+        blockOwnerDeletion: true,
+      },
+    ];
+    const cm: V1ConfigMap = await configMap();
+    expect(cm.metadata?.ownerReferences).toEqual(owner);
+    expect(cm.data?.["pgbouncer.ini"]).toContain("max_db_connections = 10\n");
+    expect(cm.data?.["pgbouncer.ini"]).toContain(`appdb = host=127.0.0.1 port=${s.server.port} dbname=appdb\n`);
+    expect(cm.data?.["pgbouncer.ini"]).not.toContain(s.server.password);
+    const secret = await s.core.readNamespacedSecret({ name: "pgbouncer-auth", namespace: ns });
+    expect(secret.metadata?.ownerReferences).toEqual(owner);
+    expect(Buffer.from(secret.data!["userlist.txt"]!, "base64").toString()).toBe(
+      `"${s.server.superuser}" "${s.server.password}"\n`,
+    );
+    const first = await deployment();
+    expect(first.metadata?.ownerReferences).toEqual(owner);
+    expect(first.spec).toMatchObject({
+      replicas: 1,
+      strategy: { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
+    });
+    const container = first.spec!.template.spec!.containers[0]!;
+    expect(container).toMatchObject({ image: "pgbouncer:test", ports: [{ containerPort: 5432 }] });
+    expect(container.volumeMounts?.map((m) => m.mountPath)).toEqual(["/etc/pgbouncer/config", "/etc/pgbouncer/auth"]);
+    const service = await s.core.readNamespacedService({ name: "pgbouncer", namespace: ns });
+    expect(service.metadata?.ownerReferences).toEqual(owner);
+    expect(service.spec?.ports?.[0]).toMatchObject({ port: 5432, targetPort: "pgbouncer" });
+    const generation = first.metadata!.generation!;
+    const sum = checksum(first);
+    expect(sum).toMatch(/^[0-9a-f]{16}$/);
+
+    // 5 replicas + 1 surge = 6 pods: ⌊21 / 6⌋ = 3 < the 5 asked for. Refused: nothing applied.
+    const beforeRefusal = await ini();
     await s.patchPolicy("p", { spec: { pooler: { replicas: 5, minServerConnectionsPerPod: 5 } } });
     const refused = await s.waitForCondition("p", "PoolerSized", { status: "False", reason: "PoolerDoesNotFit" });
     const because =
@@ -78,6 +134,64 @@ describe("the pooler's share, reported by the operator", () => {
       (await s!.events()).some(
         (e) => e.type === "Warning" && e.reason === "PoolerDoesNotFit" && e.note.includes(because),
       ),
+    );
+    const afterRefusal = await deployment();
+    expect(afterRefusal.spec?.replicas).toBe(1);
+    expect(afterRefusal.metadata?.generation).toBe(generation);
+    expect(await ini()).toBe(beforeRefusal);
+
+    // Back to one replica; then d's pool doubles: 30 − 5 − 8 = 17 left, 8 per pod. Sizes only:
+    // the ConfigMap changes, the pod template does not (the Deployment's generation stays).
+    await s.patchPolicy("p", { spec: { pooler: { replicas: 1, minServerConnectionsPerPod: 1 } } });
+    await s.waitForCondition("p", "PoolerSized", { status: "True", reason: "Sized" });
+    await s.patchPolicy("d", { spec: { pool: { maxSize: 4 } } });
+    await waitFor("PoolerSized with 8 per pod", async () =>
+      (await poolerMessage()).includes("8 server connections per pod"),
+    );
+    expect(await ini()).toContain("max_db_connections = 8\n");
+    const resized = await deployment();
+    expect(resized.metadata?.generation).toBe(generation);
+    expect(checksum(resized)).toBe(sum);
+
+    // A new port is a new listener: PgBouncer must start again, so the pod template changes.
+    await s.patchPolicy("p", { spec: { pooler: { port: 6432 } } });
+    await waitFor("PoolerSized naming the new port", async () =>
+      (await poolerMessage()).includes("Service pgbouncer:6432"),
+    );
+    expect(await ini()).toContain("listen_port = 6432\n");
+    const moved = await deployment();
+    expect(moved.metadata!.generation!).toBeGreaterThan(generation);
+    expect(checksum(moved)).not.toBe(sum);
+    expect(moved.spec!.template.spec!.containers[0]!.ports).toMatchObject([{ containerPort: 6432 }]);
+    expect((await s.core.readNamespacedService({ name: "pgbouncer", namespace: ns })).spec?.ports?.[0]).toMatchObject({
+      port: 6432,
+    });
+
+    // The password is in the Secret only: not in a status, an Event or the operator's log.
+    expect(JSON.stringify(await s.status("p"))).not.toContain(s.server.password);
+    expect(JSON.stringify(await s.events())).not.toContain(s.server.password);
+    expect(readFileSync(logFile, "utf8")).not.toContain(s.server.password);
+
+    // Deleting the declaring policy: the garbage collector deletes what it owns.
+    await s.deletePolicy("p");
+    const gone = async (read: () => Promise<unknown>) => {
+      try {
+        await read();
+        return false;
+      } catch (err) {
+        if (isNotFound(err)) return true;
+        throw err;
+      }
+    };
+    await waitFor("the pooler's objects deleted with their policy", async () =>
+      (
+        await Promise.all([
+          gone(configMap),
+          gone(deployment),
+          gone(() => s!.core.readNamespacedSecret({ name: "pgbouncer-auth", namespace: ns })),
+          gone(() => s!.core.readNamespacedService({ name: "pgbouncer", namespace: ns })),
+        ])
+      ).every(Boolean),
     );
   });
 });
