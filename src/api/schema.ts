@@ -401,7 +401,7 @@ const pooler = z
       ),
   })
   .describe(
-    "A PgBouncer for the policies of this server whose spec.pool.via is Pooler, sized from the server's budget. The operator does not run it yet: docs/pooler.md says what exists.",
+    "A PgBouncer for the policies of this server whose spec.pool.via is Pooler, sized from the server's budget. The operator applies its Deployment, Service, ConfigMap and Secret, owned by this policy (deleting the policy deletes them); docs/pooler.md says what exists.",
   );
 
 export const poolPolicySpecSchema = z.object({
