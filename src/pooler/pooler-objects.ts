@@ -124,7 +124,10 @@ export function poolerObjects(
             ],
             volumes: [
               { name: "config", configMap: { name } },
-              { name: "auth", secret: { secretName, defaultMode: 0o400 } },
+              // 0444, not 0400: the files belong to root, and PgBouncer runs as the image's non-root
+              // user, whose uid the operator does not know (no fsGroup to give it the group).
+              // The pod runs nothing but PgBouncer.
+              { name: "auth", secret: { secretName, defaultMode: 0o444 } },
             ],
           },
         },

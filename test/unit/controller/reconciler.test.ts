@@ -1021,7 +1021,7 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
     });
     expect(deployment.spec!.template.spec!.volumes).toEqual([
       { name: "config", configMap: { name: "pgbouncer" } },
-      { name: "auth", secret: { secretName: "pgbouncer-auth", defaultMode: 0o400 } },
+      { name: "auth", secret: { secretName: "pgbouncer-auth", defaultMode: 0o444 } },
     ]);
     for (const o of w.kube.pooler.values()) {
       expect(o.metadata!.ownerReferences).toEqual([
