@@ -102,8 +102,13 @@ export function poolerObjects(
         replicas: spec.replicas,
         selector: { matchLabels: { [POOLER_LABEL]: name } },
         // The planner counted replicas + maxSurge pods (pooler-plan.ts); no pod goes away before
-        // its replacement is ready, so the Service keeps accepting clients through a roll.
-        strategy: { type: "RollingUpdate", rollingUpdate: { maxSurge: spec.maxSurge, maxUnavailable: 0 } },
+        // its replacement is ready, so the Service keeps accepting clients through a roll. With
+        // maxSurge 0 the API server requires maxUnavailable ≥ 1: then a pod goes first, and the
+        // pods never exceed the replicas the planner counted.
+        strategy: {
+          type: "RollingUpdate",
+          rollingUpdate: { maxSurge: spec.maxSurge, maxUnavailable: spec.maxSurge === 0 ? 1 : 0 },
+        },
         template: {
           metadata: { labels, annotations: { [POOLER_RESTART_ANNOTATION]: restartChecksum(config) } },
           spec: {

@@ -1089,6 +1089,15 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
     expect([...w.kube.pooler.entries()]).toEqual(applied);
   });
 
+  it("rolls a pooler without surge one pod down first (the API server refuses maxSurge 0 with maxUnavailable 0)", async () => {
+    w.policy("p", { pool: { via: "Pooler" }, pooler: { ...pooler, maxSurge: 0 } });
+    await w.pass("p");
+    expect(deploymentOf()!.spec!.strategy).toEqual({
+      type: "RollingUpdate",
+      rollingUpdate: { maxSurge: 0, maxUnavailable: 1 },
+    });
+  });
+
   it("a pooler refused from the start is never applied", async () => {
     w.policy("p", { pool: { via: "Pooler" }, pooler: { ...pooler, replicas: 9, minServerConnectionsPerPod: 10 } });
     await w.pass("p");
