@@ -8,7 +8,13 @@
  * it, the Event is not repeated either.
  */
 import { apiErrorMessage, statusCodeOf } from "../kube/errors.js";
-import { describeWorkload, kubectlResource, type WorkloadRef } from "../kube/workloads.js";
+import {
+  describeWorkload,
+  isOwnedKind,
+  kubectlResource,
+  POSTGRES_OPERATORS,
+  type WorkloadRef,
+} from "../kube/workloads.js";
 import { PostgresError } from "../postgres/connection.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { AlterSystemError } from "../postgres/settings.js";
@@ -46,7 +52,8 @@ type GateInput = Omit<RestartGateInput, "desired" | "current">;
 
 /**
  * ALTER SYSTEM, restart through the workload (or pod by pod in a group), verify; or, for a
- * CloudNativePG Cluster, set its parameter and let it restart, verify; or say why not.
+ * CloudNativePG Cluster or a Zalando postgresql, set its parameter and let its operator restart,
+ * verify; or say why not.
  */
 export async function applyMaxConnections(
   deps: MaxConnectionsDeps,
@@ -110,14 +117,14 @@ export async function applyMaxConnections(
     }
   }
   if (plan.requestRestart) {
-    const owned = workload.kind === "Cluster";
+    const owner = isOwnedKind(workload.kind) ? POSTGRES_OPERATORS[workload.kind] : undefined;
     await pass.announce([
       {
         type: "Normal",
         reason: "RestartRequested",
-        action: owned ? "SetClusterParameter" : "RollingRestart",
-        note: owned
-          ? `spec.postgresql.parameters.max_connections = ${plan.requestRestart.value} on ${workload.description}; CloudNativePG restarts the instances`
+        action: owner ? "SetClusterParameter" : "RollingRestart",
+        note: owner
+          ? `spec.postgresql.parameters.max_connections = ${plan.requestRestart.value} on ${workload.description}; ${owner.name} restarts the instances`
           : `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}`,
         name: actionEventName(policy, `restart-${plan.requestRestart.value}`, plan.requestRestart.after),
       },
@@ -187,13 +194,13 @@ const isForbidden = (err: unknown) => statusCodeOf(err) === 403;
 
 /**
  * The operator's RBAC does not cover the workload: a condition saying which right is missing,
- * instead of a pass that fails without a status. Clusters need the chart's opt-in rule.
+ * instead of a pass that fails without a status. A Postgres operator's resource needs the
+ * chart's opt-in rule for that operator.
  */
 function forbidden(ref: WorkloadRef, verb: "read" | "patch", err: unknown): MaxConnectionsResult["condition"] {
-  const grant =
-    ref.kind === "Cluster"
-      ? "grant the operator get and patch on clusters.postgresql.cnpg.io (Helm chart: --set postgresOperators.cloudnativePG.enabled=true)"
-      : `grant the operator get and patch on ${kubectlResource(ref)}s`;
+  const grant = isOwnedKind(ref.kind)
+    ? `grant the operator get and patch on ${kubectlResource(ref)} (Helm chart: --set ${POSTGRES_OPERATORS[ref.kind].chartValue}=true)`
+    : `grant the operator get and patch on ${kubectlResource(ref)}s`;
   return {
     status: "False",
     reason: "WorkloadForbidden",
