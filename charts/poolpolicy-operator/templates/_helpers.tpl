@@ -126,4 +126,11 @@ Role. Leases are not here: they get a Role of their own in the release namespace
   resources: ["clusters"]
   verbs: ["get", "patch"]
 {{- end }}
+{{- if .Values.postgresOperators.zalando.enabled }}
+# Zalando postgresqls named in spec.postgres.restart.workload (docs/postgres-operators.md): the same
+# three uses as a CloudNativePG Cluster (read; annotate; apply spec.postgresql.parameters.max_connections).
+- apiGroups: ["acid.zalan.do"]
+  resources: ["postgresqls"]
+  verbs: ["get", "patch"]
+{{- end }}
 {{- end }}

@@ -281,6 +281,19 @@ describe("watchNamespace", () => {
     const role = scoped.find((o) => o.kind === "Role" && o.metadata.namespace === "apps")!;
     expect(cnpg(ruleTable(role))).toEqual(["postgresql.cnpg.io/clusters: get,patch"]);
   });
+
+  it("grants get and patch on Zalando postgresqls only when postgresOperators.zalando.enabled", async () => {
+    const zalando = (rows: string[]) => rows.filter((r) => r.startsWith("acid.zalan.do/"));
+    expect(zalando(ruleTable(findObject(await renderChart(), "ClusterRole")))).toEqual([]);
+    const enable = ["--set", "postgresOperators.zalando.enabled=true"];
+    const rows = ruleTable(findObject(await renderChart(enable), "ClusterRole"));
+    expect(zalando(rows)).toEqual(["acid.zalan.do/postgresqls: get,patch"]);
+    // Only its own rule: nothing of CloudNativePG's, nothing else added.
+    expect(rows.filter((r) => !r.startsWith("acid.zalan.do/"))).toEqual(OPERATOR_RULES);
+    const scoped = await renderChart([...enable, "--set", "watchNamespace=apps"]);
+    const role = scoped.find((o) => o.kind === "Role" && o.metadata.namespace === "apps")!;
+    expect(zalando(ruleTable(role))).toEqual(["acid.zalan.do/postgresqls: get,patch"]);
+  });
 });
 
 describe("values", () => {
