@@ -21,6 +21,7 @@ import { AlterSystemError } from "../postgres/settings.js";
 import type { PostgresTarget } from "../postgres/connection.js";
 import { restartWorkloadRef, type ServerDesire } from "../server/model.js";
 import { type ConditionUpdate, findCondition } from "./conditions.js";
+import { isOwnerWorkload, ownerSuggestion, SUGGEST_ON, serverOwner } from "./discovery.js";
 import { windowState } from "./maintenance-window.js";
 import { planMaxConnections } from "./max-connections.js";
 import { operatorMetrics } from "./metrics.js";
@@ -53,9 +54,28 @@ type GateInput = Omit<RestartGateInput, "desired" | "current">;
 /**
  * ALTER SYSTEM, restart through the workload (or pod by pod in a group), verify; or, for a
  * CloudNativePG Cluster or a Zalando postgresql, set its parameter and let its operator restart,
- * verify; or say why not.
+ * verify; or say why not. Where the answer is "cannot" and the server's Service belongs to a
+ * Postgres operator, the message says which resource owns it and which workload to name
+ * (discovery.ts).
  */
 export async function applyMaxConnections(
+  deps: MaxConnectionsDeps,
+  pass: Pass,
+  target: PostgresTarget | undefined,
+  facts: ServerFacts | undefined,
+  desired: ServerDesire,
+): Promise<MaxConnectionsResult> {
+  const result = await planAndApply(deps, pass, target, facts, desired);
+  if (!SUGGEST_ON.has(result.condition.reason)) return result;
+  const found = await serverOwner(deps.kube, pass.spec.postgres.host, pass.policy.metadata.namespace);
+  const restart = pass.spec.postgres.restart;
+  const workload = restart && restartWorkloadRef(restart, pass.policy.metadata.namespace);
+  if (!found || isOwnerWorkload(found.owner, workload)) return result;
+  const message = `${result.condition.message}. ${ownerSuggestion(found)}`;
+  return { ...result, condition: { ...result.condition, message } };
+}
+
+async function planAndApply(
   deps: MaxConnectionsDeps,
   pass: Pass,
   target: PostgresTarget | undefined,
@@ -114,6 +134,16 @@ export async function applyMaxConnections(
       }
     } catch (err) {
       return { events: [], ...alterFailed(err) };
+    }
+  }
+  if (plan.requestRestart && isOwnedKind(workload.kind)) {
+    // Before the first change of an operator's resource: if the server's Service belongs to
+    // another one, setting this one's parameter would restart a database that is not the
+    // policy's, and the restart the policy waits for would never come.
+    const found = await serverOwner(deps.kube, spec.postgres.host, policy.metadata.namespace);
+    if (found && !isOwnerWorkload(found.owner, workloadRef(workload))) {
+      const message = `spec.postgres.restart.workload names ${workload.description}, but PostgreSQL at ${spec.postgres.host} is another one's; nothing was changed. ${ownerSuggestion(found)}`;
+      return { restarting: false, events: [], condition: { status: "False", reason: "WorkloadMismatch", message } };
     }
   }
   if (plan.requestRestart) {

@@ -109,6 +109,12 @@ Role. Leases are not here: they get a Role of their own in the release namespace
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "delete"]
+# Discovery: the Service a policy's host names is read (one GET, only when max_connections cannot
+# be applied as asked) for the labels and owner reference a Postgres operator puts on it, so that
+# the condition can name the resource that owns the server (docs/postgres-operators.md).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get"]
 # Read-only: HPA maxReplicas enters the connection budget.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]

@@ -7,9 +7,16 @@
  * restarts the server with the new command-line value and reports the PostgresClusterStatus
  * values the operator reports. The operator runs with the chart's ServiceAccount and RBAC
  * (postgresOperators.zalando.enabled).
+ *
+ * Discovery (which resource owns the server behind a Service) is asserted on the real API server
+ * with real Services carrying Zalando's labels, read with the chart's ServiceAccount through the
+ * operator's own Kubernetes port: the operator process cannot be pointed at a Service name here
+ * (no cluster DNS on this machine; the policies name 127.0.0.1).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { KubeConfig } from "@kubernetes/client-node";
+import { KubeConfig } from "@kubernetes/client-node";
+import { ApiKubernetes } from "../../../src/controller/adapters.js";
+import { ownerSuggestion, serverOwner } from "../../../src/controller/discovery.js";
 import { installZalandoCrd } from "../../harness/crd.js";
 import { FaultCluster } from "../../harness/faults.js";
 import type { OperatorProcess } from "../../harness/operator.js";
@@ -154,5 +161,46 @@ describe("max_connections through a Zalando postgresql", () => {
     expect(await s.server.setting("max_connections")).toBe("110");
     expect(standIn!.restarts).toBe(2);
     expect(standIn!.failure).toBeUndefined();
+  });
+});
+
+describe("discovery on the real API server", () => {
+  it("reads Zalando's labels off its Services with the chart's ServiceAccount and names the postgresql", async () => {
+    const s = scenario!;
+    const labels = { application: "spilo", "cluster-name": "acid-shop", team: "acid" };
+    const ports = [{ name: "postgresql", port: 5432, targetPort: 5432 }];
+    // As Zalando's operator creates them (pkg/cluster/k8sres.go generateService): the primary's
+    // Service named like the cluster, the replicas' with -repl; plus one nobody owns.
+    const services: { name: string; labels: Record<string, string> }[] = [
+      { name: "acid-shop", labels: { ...labels, "spilo-role": "master" } },
+      { name: "acid-shop-repl", labels: { ...labels, "spilo-role": "replica" } },
+      { name: "plain", labels: { app: "pg" } },
+    ];
+    for (const { name, labels } of services) {
+      await s.core.createNamespacedService({
+        namespace: s.namespace,
+        body: { metadata: { name, labels }, spec: { ports } },
+      });
+    }
+    const asOperator = new KubeConfig();
+    asOperator.loadFromFile(cluster!.saKubeconfigPath);
+    // The port without watch caches reads with GETs, as it does until a cache has synced.
+    const kube = new ApiKubernetes(asOperator, {
+      watchTargets: () => undefined,
+      cachedTargets: async () => undefined,
+      cachedHpas: async () => undefined,
+      cachedSecret: async () => undefined,
+    });
+    const primary = await serverOwner(kube, `acid-shop.${s.namespace}`, "elsewhere");
+    expect(primary && ownerSuggestion(primary)).toBe(
+      `Service ${s.namespace}/acid-shop belongs to Zalando postgresql ${s.namespace}/acid-shop (labels application=spilo, cluster-name=acid-shop): ` +
+        `set spec.postgres.restart.workload to {apiVersion: acid.zalan.do/v1, kind: postgresql, name: acid-shop, namespace: ${s.namespace}}; ` +
+        "the operator then sets max_connections there and Zalando's postgres-operator restarts the instances " +
+        "(Helm chart: --set postgresOperators.zalando.enabled=true)",
+    );
+    const replicas = await serverOwner(kube, `acid-shop-repl.${s.namespace}.svc.cluster.local`, "elsewhere");
+    expect(replicas?.owner.primaryService).toBe("acid-shop");
+    expect(await serverOwner(kube, `plain.${s.namespace}`, "elsewhere")).toBeUndefined();
+    expect(await serverOwner(kube, "missing", s.namespace)).toBeUndefined();
   });
 });

@@ -38,6 +38,7 @@ const OPERATOR_RULES = [
   "apps/statefulsets: get,list,patch,watch",
   "core/secrets: get,list,watch",
   "core/pods: delete,get,list,watch",
+  "core/services: get",
   "autoscaling/horizontalpodautoscalers: get,list,watch",
   "events.k8s.io/events: create,list,patch",
 ].sort();

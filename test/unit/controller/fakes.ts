@@ -21,6 +21,7 @@ import type { InstanceFacts, ServerFacts } from "../../../src/postgres/inspect.j
 import type { RoleFacts } from "../../../src/postgres/roles.js";
 import { LIMIT_RECORD_ANNOTATION } from "../../../src/controller/limit-record.js";
 import type { LimitRecord } from "../../../src/server/role-limits.js";
+import type { ServiceFacts } from "../../../src/server/identity.js";
 import { containerMemory } from "../../../src/server/memory.js";
 import { DEFAULT_MEMORY_SETTINGS } from "../fixtures/server-facts.js";
 
@@ -325,6 +326,15 @@ export class FakeKubernetes implements KubernetesPort {
   }
 
   async deletePod(): Promise<void> {}
+
+  /** Services by "namespace/name", with what discovery reads of them. */
+  readonly services = new Map<string, ServiceFacts>();
+  readonly serviceReads: string[] = [];
+
+  async readService(namespace: string, name: string): Promise<ServiceFacts | undefined> {
+    this.serviceReads.push(`${namespace}/${name}`);
+    return this.services.get(`${namespace}/${name}`);
+  }
 
   async applyPoolEnv(
     _policy: { name: string; namespace: string },

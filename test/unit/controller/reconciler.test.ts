@@ -1070,3 +1070,86 @@ describe("the app role's CONNECTION LIMIT (spec.enforcement.connectionLimit)", (
     expect(w.kube.finalizerRemoved).toBe(true);
   });
 });
+
+describe("discovery: a server whose Service belongs to a Postgres operator", () => {
+  const applied = (status: PoolPolicyStatus) => condition(status, "MaxConnectionsApplied");
+  const spilo = { application: "spilo", "cluster-name": "acid-shop", "spilo-role": "master" };
+  const cnpgOwner = [{ apiVersion: "postgresql.cnpg.io/v1", kind: "Cluster", name: "pg", controller: true }];
+  const withHost = (host: string, restart?: Record<string, unknown>) => ({
+    postgres: { host, maxConnections: 150, ...(restart ? { restart } : {}) },
+  });
+
+  it("a Patroni server named by Zalando's Service: CommandLineOverride says which postgresql to name", async () => {
+    w.postgres.settingSource = "command line";
+    w.kube.services.set("db/acid-shop", { name: "acid-shop", namespace: "db", labels: spilo, ownerReferences: [] });
+    w.policy("p", withHost("acid-shop.db", { workload: { kind: "StatefulSet", name: "acid-shop", namespace: "db" } }));
+    const { status } = await w.pass();
+    expect(applied(status)).toMatchObject({ status: "False", reason: "CommandLineOverride" });
+    expect(applied(status)?.message).toContain(
+      "Service db/acid-shop belongs to Zalando postgresql db/acid-shop (labels application=spilo, cluster-name=acid-shop): " +
+        "set spec.postgres.restart.workload to {apiVersion: acid.zalan.do/v1, kind: postgresql, name: acid-shop, namespace: db}; " +
+        "the operator then sets max_connections there and Zalando's postgres-operator restarts the instances " +
+        "(Helm chart: --set postgresOperators.zalando.enabled=true)",
+    );
+    expect(w.kube.restartRequests).toBe(0);
+    expect(w.kube.ownerApplies).toEqual([]);
+  });
+
+  it("CloudNativePG's read-only Service without a workload: names the Cluster and its -rw Service", async () => {
+    w.postgres.allowAlterSystem = false;
+    w.kube.services.set("db/pg-ro", { name: "pg-ro", namespace: "db", labels: {}, ownerReferences: cnpgOwner });
+    w.policy("p", withHost("pg-ro.db.svc.cluster.local"));
+    const { status } = await w.pass();
+    expect(applied(status)).toMatchObject({ reason: "AlterSystemDisabled" });
+    expect(applied(status)?.message).toContain(
+      "Service db/pg-ro belongs to CloudNativePG Cluster db/pg (its owner reference): set spec.postgres.restart.workload to " +
+        "{apiVersion: postgresql.cnpg.io/v1, kind: Cluster, name: pg, namespace: db}, and spec.postgres.host to pg-rw.db " +
+        "(the primary's Service; db/pg-ro may reach a replica)",
+    );
+  });
+
+  it("says nothing more where there is no such Service, or on a pass that needs none", async () => {
+    w.postgres.settingSource = "command line";
+    w.policy("p", withHost("pg.db"));
+    let { status } = await w.pass();
+    expect(applied(status)?.reason).toBe("CommandLineOverride");
+    expect(applied(status)?.message).not.toContain("belongs to");
+    expect(w.kube.serviceReads).toEqual(["db/pg"]);
+
+    w = new World();
+    w.kube.services.set("db/pg", { name: "pg", namespace: "db", labels: spilo, ownerReferences: [] });
+    w.postgres.maxConnections = 150;
+    w.policy("p", withHost("pg.db"));
+    ({ status } = await w.pass());
+    expect(applied(status)?.reason).toBe("Applied");
+    expect(w.kube.serviceReads).toEqual([]);
+  });
+
+  it("the right resource named already: no suggestion, and its parameter is set", async () => {
+    w.postgres.settingSource = "command line";
+    w.kube.workload.cluster = { maxConnections: "100", phase: "Running", applyingPhase: "Updating" };
+    w.kube.services.set("db/acid-shop", { name: "acid-shop", namespace: "db", labels: spilo, ownerReferences: [] });
+    const workload = { apiVersion: "acid.zalan.do/v1", kind: "postgresql", name: "acid-shop", namespace: "db" };
+    w.policy("p", withHost("acid-shop.db", { workload }));
+    const { status } = await w.pass();
+    expect(applied(status)).toMatchObject({ reason: "RestartInProgress" });
+    expect(w.kube.ownerApplies).toEqual([150]);
+    expect(w.kube.serviceReads).toEqual(["db/acid-shop"]);
+  });
+
+  it("another operator resource than the Service's: WorkloadMismatch, nothing set, the right one suggested", async () => {
+    w.postgres.allowAlterSystem = false;
+    w.kube.services.set("db/pg-rw", { name: "pg-rw", namespace: "db", labels: {}, ownerReferences: cnpgOwner });
+    const workload = { apiVersion: "postgresql.cnpg.io/v1", kind: "Cluster", name: "pg-staging", namespace: "db" };
+    w.policy("p", withHost("pg-rw.db", { workload }));
+    const { status } = await w.pass();
+    expect(applied(status)).toMatchObject({ status: "False", reason: "WorkloadMismatch" });
+    expect(applied(status)?.message).toContain(
+      "spec.postgres.restart.workload names CloudNativePG Cluster db/pg-staging, but PostgreSQL at pg-rw.db is another one's; nothing was changed. " +
+        "Service db/pg-rw belongs to CloudNativePG Cluster db/pg",
+    );
+    expect(w.kube.ownerApplies).toEqual([]);
+    expect(w.kube.restartRequests).toBe(0);
+    expect(w.events.all.find((e) => e.reason === "WorkloadMismatch")?.type).toBe("Warning");
+  });
+});
