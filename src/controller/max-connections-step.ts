@@ -75,6 +75,7 @@ export async function applyMaxConnections(
   return { ...result, condition: { ...result.condition, message } };
 }
 
+/** The decision (max-connections.ts) and its actions, before discovery adds to a refusal. */
 async function planAndApply(
   deps: MaxConnectionsDeps,
   pass: Pass,
