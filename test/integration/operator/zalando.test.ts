@@ -14,10 +14,11 @@
  * (no cluster DNS on this machine; the policies name 127.0.0.1).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { KubeConfig } from "@kubernetes/client-node";
+import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { ApiKubernetes } from "../../../src/controller/adapters.js";
 import { ownerSuggestion, serverOwner } from "../../../src/controller/discovery.js";
 import { installZalandoCrd } from "../../harness/crd.js";
+import { createNamespace } from "../../harness/kube.js";
 import { FaultCluster } from "../../harness/faults.js";
 import type { OperatorProcess } from "../../harness/operator.js";
 import { patroniCommandLine, ZalandoStandIn } from "../../harness/zalando-standin.js";
@@ -166,7 +167,9 @@ describe("max_connections through a Zalando postgresql", () => {
 
 describe("discovery on the real API server", () => {
   it("reads Zalando's labels off its Services with the chart's ServiceAccount and names the postgresql", async () => {
-    const s = scenario!;
+    // A namespace of its own: this test does not depend on the scenario above.
+    const namespace = await createNamespace(kc, "zalando-svc");
+    const core = kc.makeApiClient(CoreV1Api);
     const labels = { application: "spilo", "cluster-name": "acid-shop", team: "acid" };
     const ports = [{ name: "postgresql", port: 5432, targetPort: 5432 }];
     // As Zalando's operator creates them (pkg/cluster/k8sres.go generateService): the primary's
@@ -177,8 +180,8 @@ describe("discovery on the real API server", () => {
       { name: "plain", labels: { app: "pg" } },
     ];
     for (const { name, labels } of services) {
-      await s.core.createNamespacedService({
-        namespace: s.namespace,
+      await core.createNamespacedService({
+        namespace,
         body: { metadata: { name, labels }, spec: { ports } },
       });
     }
@@ -191,16 +194,16 @@ describe("discovery on the real API server", () => {
       cachedHpas: async () => undefined,
       cachedSecret: async () => undefined,
     });
-    const primary = await serverOwner(kube, `acid-shop.${s.namespace}`, "elsewhere");
+    const primary = await serverOwner(kube, `acid-shop.${namespace}`, "elsewhere");
     expect(primary && ownerSuggestion(primary)).toBe(
-      `Service ${s.namespace}/acid-shop belongs to Zalando postgresql ${s.namespace}/acid-shop (labels application=spilo, cluster-name=acid-shop): ` +
-        `set spec.postgres.restart.workload to {apiVersion: acid.zalan.do/v1, kind: postgresql, name: acid-shop, namespace: ${s.namespace}}; ` +
+      `Service ${namespace}/acid-shop belongs to Zalando postgresql ${namespace}/acid-shop (labels application=spilo, cluster-name=acid-shop): ` +
+        `set spec.postgres.restart.workload to {apiVersion: acid.zalan.do/v1, kind: postgresql, name: acid-shop, namespace: ${namespace}}; ` +
         "the operator then sets max_connections there and Zalando's postgres-operator restarts the instances " +
         "(Helm chart: --set postgresOperators.zalando.enabled=true)",
     );
-    const replicas = await serverOwner(kube, `acid-shop-repl.${s.namespace}.svc.cluster.local`, "elsewhere");
+    const replicas = await serverOwner(kube, `acid-shop-repl.${namespace}.svc.cluster.local`, "elsewhere");
     expect(replicas?.owner.primaryService).toBe("acid-shop");
-    expect(await serverOwner(kube, `plain.${s.namespace}`, "elsewhere")).toBeUndefined();
-    expect(await serverOwner(kube, "missing", s.namespace)).toBeUndefined();
+    expect(await serverOwner(kube, `plain.${namespace}`, "elsewhere")).toBeUndefined();
+    expect(await serverOwner(kube, "missing", namespace)).toBeUndefined();
   });
 });
