@@ -6,7 +6,8 @@
  *   BENCH_ONLY=fanout,steady,…     a subset: fanout, steady, memory, reaper, storm, restart, many, backends
  *   BENCH_OUT=path                 where the report goes (default docs/benchmarks.md)
  *   BENCH_LOG_DIR=dir              operator logs, profiles and results.json (default: a temp dir)
- *   BENCH_PROFILE=1                add an uncounted, CPU-profiled operator run to the fan-out
+ *   BENCH_PROFILE=1                add an uncounted, CPU-profiled operator run to the fan-out;
+ *                                  profile both sides of "many" (their figures then carry its cost)
  *   BENCH_RENDER=results.json      measure nothing: render the report again from a run's raw
  *                                  results (after editing bench/findings.md)
  *   single sizes: see bench/lib/settings.ts (BENCH_FANOUT_N=100,1000, BENCH_STEADY_SECONDS=600, …)

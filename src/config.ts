@@ -30,6 +30,11 @@ export const configSchema = z.object({
    * are held until a person releases them (src/controller/restart-gate.ts).
    */
   MAX_RESTARTS_PER_HOUR: z.coerce.number().int().min(1).max(60).default(3),
+  /**
+   * Give V8's pooled heap pages back to the system after a peak of work (src/runtime/heap-pages.ts):
+   * without it, RSS stays at the peak's size, which a Pod's memory limit counts.
+   */
+  HEAP_PAGES_GIVE_BACK: bool.default(true),
 });
 
 export type OperatorConfig = z.output<typeof configSchema>;

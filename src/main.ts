@@ -25,6 +25,7 @@ import { PostgresPools } from "./postgres/connection.js";
 import { Controller } from "./runtime/controller.js";
 import { defaultControllerRateLimiter } from "./runtime/rate-limiter.js";
 import { EventRecorder } from "./runtime/events.js";
+import { HeapPagesGiveBack } from "./runtime/heap-pages.js";
 import { ResilientInformer } from "./runtime/informer.js";
 import { loadDefaultKubeConfig } from "./runtime/kube-config.js";
 import { objectKey } from "./kube/keys.js";
@@ -53,6 +54,7 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig, log: L
     watchTargets: (key, namespace, selector) => targetWatches.ensure(key, namespace, selector),
     cachedTargets: (key, namespace, selector) => targetWatches.cachedTargets(key, namespace, selector),
     cachedHpas: (namespace) => targetWatches.cachedHpas(namespace),
+    budgetInputsVersion: (selections) => targetWatches.budgetInputsVersion(selections),
     cachedSecret: (namespace, name) => secretWatches.cached(namespace, name),
   });
   const reconciler = new PoolPolicyReconciler({
@@ -93,10 +95,13 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig, log: L
     elector === undefined || elector.isLeader() ? policies.hasSynced() : elector.canReadLease(),
   );
   const httpPort = await server.listen(config.HTTP_PORT, config.HTTP_HOST);
+  const heapPages = config.HEAP_PAGES_GIVE_BACK ? new HeapPagesGiveBack(log) : undefined;
+  heapPages?.start();
 
   const stop = async () => {
     if (stopping) return;
     stopping = true;
+    heapPages?.stop();
     log.info({ action: "Shutdown" }, "stopping: finishing reconciles in flight");
     await controller!.stop();
     await policies.stop();

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need from Debian's packages when it is missing:
-# PostgreSQL (15 or newer: initdb, postgres), Redis (redis-server) and Prometheus (below). As
+# PostgreSQL (15 or newer: initdb, postgres), Redis (redis-server), PgBouncer (the pooler's
+# integration test runs Debian's pgbouncer as a process beside PostgreSQL) and Prometheus (below). As
 # root it runs apt-get; otherwise it says exactly what to install. Go (for `make tools`) is checked too.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,6 +16,8 @@ for dir in /usr/lib/postgresql/*/bin; do
 done
 $postgres_ok || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# /usr/sbin is not on every user's PATH: look for the file the harness runs (test/harness/pgbouncer.ts).
+[[ -x /usr/sbin/pgbouncer ]] || missing+=(pgbouncer)
 command -v setpriv >/dev/null || missing+=(util-linux)
 
 if ((${#missing[@]} > 0)); then
@@ -22,6 +25,10 @@ if ((${#missing[@]} > 0)); then
     echo "[deps] installing from Debian's packages: ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The package starts a system pgbouncer on :6432 where systemd runs; the tests start their own.
+    if [[ " ${missing[*]} " == *" pgbouncer "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+      systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+    fi
   else
     echo "[deps] missing: ${missing[*]}. Install them with: sudo apt-get install ${missing[*]}" >&2
     exit 1

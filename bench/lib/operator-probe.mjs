@@ -132,7 +132,13 @@ function start(port) {
     };
     try {
       if (url.pathname === "/probe") {
-        return reply({ ...state, controllerWrapped, wrapError, memory: process.memoryUsage() });
+        return reply({
+          ...state,
+          controllerWrapped,
+          wrapError,
+          memory: process.memoryUsage(),
+          cpu: process.cpuUsage(),
+        });
       }
       if (url.pathname === "/reset" && req.method === "POST") {
         Object.assign(state, fresh());

@@ -51,6 +51,8 @@ export interface ProbeState {
   timeline: Array<{ sent: number; answered?: number; request: string }>;
   wrapError?: string;
   memory: NodeJS.MemoryUsage;
+  /** The process's CPU time since it started (µs), user and system. */
+  cpu: NodeJS.CpuUsage;
 }
 
 export interface GcResult {

@@ -201,6 +201,12 @@ const pool = z
       .prefault({})
       .refine((e) => e.min !== e.max, "env.min and env.max must name different variables")
       .meta(cel({ rule: "self.min != self.max", message: "env.min and env.max must name different variables" })),
+    via: z
+      .enum(["Direct", "Pooler"])
+      .default("Direct")
+      .describe(
+        "Direct: the apps connect to the server (spec.postgres.host). Pooler: they go through the PgBouncer that a policy of the same server declares in spec.pooler; docs/pooler.md says what the operator does with it so far.",
+      ),
   })
   .refine((p) => p.minSize <= p.maxSize, { message: "minSize must not exceed maxSize", path: ["minSize"] })
   .meta(
@@ -353,6 +359,69 @@ const enforcement = z
   .object({ connectionLimit: connectionLimit.optional() })
   .describe("Turns the budget into limits PostgreSQL itself enforces (opt-in).");
 
+/**
+ * A PgBouncer for the server (issue 17), declared on one policy and shared by every policy of
+ * the same server whose spec.pool.via is Pooler.
+ *
+ * Why per server and declared on a policy, rather than on every policy: PgBouncer's point is to
+ * fold many apps' clients onto few server connections, and its server share is what is left of
+ * the server's max_connections after the direct apps and the reserved slots, a figure of the
+ * server, not of one app. One pooler per app would split that rest into thin slices and let the
+ * sum of poolers drift from the server again, which is the incident this exists to prevent. No
+ * new kind: a policy already names its server, and the server's other settings (the restart
+ * workload, maxConnections) are declared the same way; policies that declare a pooler for the
+ * same server must declare the same one, or none is run (server/pooler.ts: PoolerConflict).
+ */
+const POOLER_NAME_PATTERN = /^[a-z]([-a-z0-9]*[a-z0-9])?$/;
+const pooler = z
+  .object({
+    name: z
+      .string()
+      .min(1)
+      .max(63)
+      .regex(
+        POOLER_NAME_PATTERN,
+        "must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter)",
+      )
+      .describe("Name of the pooler's Deployment, Service and ConfigMap, in this policy's namespace."),
+    image: z.string().min(1).max(512).describe("A PgBouncer image (PgBouncer 1.18 or newer)."),
+    replicas: z.int().min(1).max(100).default(1),
+    maxSurge: z
+      .int()
+      .min(0)
+      .max(100)
+      .default(1)
+      .describe("Pods the pooler's rollout may add: each holds its own server connections, so they count."),
+    port: z.int().min(1).max(65535).default(5432).describe("The port of the pooler's Service."),
+    poolMode: z
+      .enum(["Session", "Transaction"])
+      .default("Session")
+      .describe(
+        "Session (default, safe): a client keeps one server connection until it disconnects; everything works as direct. " +
+          "Transaction: a server connection per transaction; far fewer server connections, but session state does not survive " +
+          "a transaction: SET, advisory locks, LISTEN, WITH HOLD cursors, and prepared statements before PgBouncer 1.21. See docs/pooler.md.",
+      ),
+    minServerConnectionsPerPod: z
+      .int()
+      .min(1)
+      .max(10000)
+      .default(2)
+      .describe(
+        "The least server connections per pod (and database) worth running; with less left on the server the pooler is refused (PoolerDoesNotFit).",
+      ),
+    reservePoolSize: z
+      .int()
+      .min(0)
+      .max(10000)
+      .default(0)
+      .describe(
+        "PgBouncer's reserve_pool_size: taken out of the pod's share (never added to it), used when clients wait longer than reserve_pool_timeout.",
+      ),
+  })
+  .describe(
+    "A PgBouncer for the policies of this server whose spec.pool.via is Pooler, sized from the server's budget. The operator does not run it yet: docs/pooler.md says what exists.",
+  );
+
 export const poolPolicySpecSchema = z.object({
   postgres,
   budget: budget.prefault({}),
@@ -361,6 +430,7 @@ export const poolPolicySpecSchema = z.object({
   reaper: reaper.prefault({}),
   redis: redis.optional(),
   enforcement: enforcement.optional(),
+  pooler: pooler.optional(),
 });
 
 // ---------------------------------------------------------------------------------------------

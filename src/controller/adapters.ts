@@ -15,7 +15,8 @@ import {
   type V2HorizontalPodAutoscaler,
 } from "@kubernetes/client-node";
 import { GROUP, PLURAL, type PoolPolicy, type PoolPolicyStatus, VERSION } from "../api/schema.js";
-import type { PostgresPools } from "../postgres/connection.js";
+import type pg from "pg";
+import type { PostgresPools, PostgresTarget } from "../postgres/connection.js";
 import { inspectInstance, inspectServer } from "../postgres/inspect.js";
 import { inspectRole, setConnectionLimit } from "../postgres/roles.js";
 import { alterMaxConnections } from "../postgres/settings.js";
@@ -27,6 +28,7 @@ import { recordLimitBefore } from "./limit-record.js";
 import { isNotFound, statusCodeOf } from "../kube/errors.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
 import { STALE_RETRY_MS } from "./pass.js";
+import { SharedServerFacts } from "./server-facts.js";
 import { applyServerTimeout, runReaper } from "./reaper.js";
 import { type CachedSecretReader, readSecretKeys } from "../kube/secrets.js";
 import { applyPoolEnv, deploymentsOwnedBy, removePoolEnv } from "./targets.js";
@@ -37,6 +39,7 @@ export interface WatchCaches {
   watchTargets(policyKey: string, namespace: string, labelSelector: string | null): void;
   cachedTargets(policyKey: string, namespace: string, labelSelector: string): Promise<V1Deployment[] | undefined>;
   cachedHpas(namespace: string): Promise<V2HorizontalPodAutoscaler[] | undefined>;
+  budgetInputsVersion(selections: Iterable<{ namespace: string; selector: string }>): number | undefined;
   /** The credentials Secret from its watch (null: synced, no such Secret); undefined: read it with a GET. */
   cachedSecret: CachedSecretReader;
 }
@@ -73,6 +76,10 @@ export class ApiKubernetes implements KubernetesPort {
   async hpas(namespace: string): Promise<V2HorizontalPodAutoscaler[]> {
     const cached = await this.caches.cachedHpas(namespace);
     return cached ?? (await this.autoscaling.listNamespacedHorizontalPodAutoscaler({ namespace })).items;
+  }
+
+  budgetInputsVersion(selections: Iterable<{ namespace: string; selector: string }>): number | undefined {
+    return this.caches.budgetInputsVersion(selections);
   }
 
   readSecretKeys(namespace: string, name: string, keys: string[]) {
@@ -194,10 +201,14 @@ export class ApiKubernetes implements KubernetesPort {
 }
 
 export class PooledPostgres implements PostgresPort {
-  constructor(private readonly pools: PostgresPools) {}
+  constructor(
+    private readonly pools: PostgresPools,
+    /** One recent reading of a server's facts for all its policies' passes (server-facts.ts). */
+    private readonly facts = new SharedServerFacts(),
+  ) {}
 
-  inspectServer(target: Parameters<PostgresPort["inspectServer"]>[0]) {
-    return this.pools.withClient(target, inspectServer);
+  inspectServer(...[target, reader]: Parameters<PostgresPort["inspectServer"]>) {
+    return this.facts.read(target, reader, () => this.pools.withClient(target, inspectServer));
   }
 
   inspectInstance(target: Parameters<PostgresPort["inspectInstance"]>[0]) {
@@ -205,7 +216,11 @@ export class PooledPostgres implements PostgresPort {
   }
 
   alterMaxConnections(...[target, value]: Parameters<PostgresPort["alterMaxConnections"]>) {
-    return this.pools.withClient(target, (c) => alterMaxConnections(c, value));
+    return this.changing(
+      target,
+      (c) => alterMaxConnections(c, value),
+      () => true,
+    );
   }
 
   inspectRole(...[target, role]: Parameters<PostgresPort["inspectRole"]>) {
@@ -217,11 +232,37 @@ export class PooledPostgres implements PostgresPort {
   }
 
   applyServerTimeout(...[target, scope, timeoutMs]: Parameters<PostgresPort["applyServerTimeout"]>) {
-    return this.pools.withClient(target, (c) => applyServerTimeout(c, scope, timeoutMs));
+    // A note says it changed the setting.
+    return this.changing(
+      target,
+      (c) => applyServerTimeout(c, scope, timeoutMs),
+      (note) => note !== undefined,
+    );
   }
 
   runReaper(...[target, spec, timeoutMs, previous, now]: Parameters<PostgresPort["runReaper"]>) {
-    return this.pools.withClient(target, (c) => runReaper(c, spec, timeoutMs, previous, now));
+    return this.changing(
+      target,
+      (c) => runReaper(c, spec, timeoutMs, previous, now),
+      (reaped) => reaped.sessions.some((s) => s.terminated),
+    );
+  }
+
+  /** Runs `work`, then drops the shared facts of the server if it changed something there (or failed: unknown). */
+  private async changing<T>(
+    target: PostgresTarget,
+    work: (client: pg.PoolClient) => Promise<T>,
+    changed: (result: T) => boolean,
+  ): Promise<T> {
+    let result: T;
+    try {
+      result = await this.pools.withClient(target, work);
+    } catch (err) {
+      this.facts.invalidate(target);
+      throw err;
+    }
+    if (changed(result)) this.facts.invalidate(target);
+    return result;
   }
 }
 

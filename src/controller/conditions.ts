@@ -13,6 +13,7 @@ export const ConditionTypes = [
   "BudgetWithinLimits",
   "MemoryWithinLimits",
   "RoleConnectionLimit",
+  "PoolerSized",
   "ReaperHealthy",
   "ExtensionsReady",
   "RedisAvailable",

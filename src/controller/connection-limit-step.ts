@@ -14,7 +14,6 @@
  * policy's deletion, when its role changes, or when enforcement is switched off.
  */
 import type { PoolPolicy } from "../api/schema.js";
-import { validateSpec } from "../api/schema.js";
 import { PostgresError, type PostgresTarget } from "../postgres/connection.js";
 import type { RoleFacts } from "../postgres/roles.js";
 import type { PolicyOnServer } from "../server/model.js";
@@ -35,6 +34,7 @@ import { limitRecordOf } from "./limit-record.js";
 import { operatorMetrics } from "./metrics.js";
 import { outcome, type Pass, type ServerView, type StepOutcome } from "./pass.js";
 import type { KubernetesPort, PostgresPort } from "./ports.js";
+import { objectKey } from "../kube/keys.js";
 
 export interface ConnectionLimitDeps {
   postgres: Pick<PostgresPort, "inspectRole" | "setConnectionLimit">;
@@ -109,7 +109,7 @@ export class ConnectionLimitStep {
     const e = this.enforcing;
     if (!e) return;
     if (e.plan.kind === "change" && e.plan.direction === "lower" && !e.verdict) {
-      const waitingFor = ownAppsRolledOut ? this.peersRollingOut(e.share.role) : [this.pass.key];
+      const waitingFor = ownAppsRolledOut ? this.peersRollingOut(e.share) : [this.pass.key];
       if (waitingFor.length > 0) {
         const from = describeLimit(e.plan.from);
         e.verdict = {
@@ -188,15 +188,18 @@ export class ConnectionLimitStep {
   }
 
   /** Keys of the other policies naming `role` whose apps have not rolled out their pools yet. */
-  private peersRollingOut(role: string): string[] {
+  private peersRollingOut(share: RoleShare): string[] {
+    // The share already names the policies of the role (validated once, server/model.ts): only
+    // their rollout is read off the objects.
+    const naming = new Set(share.policies);
     return this.peerObjects
-      .filter((p) => {
-        const v = validateSpec(p.spec);
-        if (!v.ok || v.spec.enforcement?.connectionLimit?.role !== role) return false;
+      .map((p) => ({ key: objectKey(p), p }))
+      .filter(({ key, p }) => {
+        if (!naming.has(key)) return false;
         const env = p.status?.conditions?.find((c) => c.type === "PoolEnvInjected");
         return env?.status !== "True" || env.observedGeneration !== p.metadata.generation;
       })
-      .map((p) => `${p.metadata.namespace}/${p.metadata.name}`);
+      .map(({ key }) => key);
   }
 
   private unknown(what: string): void {

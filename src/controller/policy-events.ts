@@ -12,6 +12,7 @@ import { isDeepStrictEqual } from "node:util";
 import { validateSpec, type PoolPolicy } from "../api/schema.js";
 import { serverKey } from "../server/identity.js";
 import type { SecretRef } from "./secret-watches.js";
+import { objectKey } from "../kube/keys.js";
 
 /** The server the policy points at (src/server/identity.ts), read from the raw spec (valid or not). */
 export function serverKeyOf(p: PoolPolicy): string {
@@ -50,7 +51,7 @@ export function peerKeys(all: readonly PoolPolicy[], changedKey: string, ...chan
   const servers = new Set(changed.map(serverKeyOf));
   const keys: string[] = [];
   for (const p of all) {
-    const key = `${p.metadata.namespace}/${p.metadata.name}`;
+    const key = objectKey(p);
     if (key !== changedKey && servers.has(serverKeyOf(p))) keys.push(key);
   }
   return keys;

@@ -29,6 +29,12 @@ export interface KubernetesPort {
   /** The policy's Deployments, from the watch cache when it has synced. */
   deployments(policyKey: string, namespace: string, labelSelector: string): Promise<V1Deployment[]>;
   hpas(namespace: string): Promise<V2HorizontalPodAutoscaler[]>;
+  /**
+   * Changes whenever what the budget reads of these selections' Deployments and HPAs may have
+   * changed; undefined when they are not all answered from synced caches (budget-targets.ts;
+   * the reconciler polls a rollout only then).
+   */
+  budgetInputsVersion?(selections: Iterable<{ namespace: string; selector: string }>): number | undefined;
   readSecretKeys(namespace: string, name: string, keys: string[]): Promise<SecretRead>;
 
   readWorkload(restart: RestartSpec | undefined, policyNamespace: string): Promise<WorkloadState>;
@@ -73,7 +79,8 @@ export interface KubernetesPort {
 }
 
 export interface PostgresPort {
-  inspectServer(target: PostgresTarget): Promise<ServerFacts>;
+  /** The server's facts for a pass of the policy `reader` (namespace/name; see server-facts.ts). */
+  inspectServer(target: PostgresTarget, reader: string): Promise<ServerFacts>;
   inspectInstance(target: PostgresTarget): Promise<InstanceFacts>;
   /** ALTER SYSTEM SET max_connections = value, then pg_reload_conf(). */
   alterMaxConnections(target: PostgresTarget, value: number): Promise<void>;

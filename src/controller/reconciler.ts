@@ -11,6 +11,7 @@
  *                        ordered by direction
  *                     3. the reaper
  *                     4. extensions and Redis
+ *                     5. the pooler's share, for policies that take part in one (pooler-step.ts)
  *                 → status (written only when it changed) and Events for what was done
  *
  * The result, stated once (as controller-runtime's reconcile.Result):
@@ -41,7 +42,6 @@ import {
   desireOfPolicy,
   desiredMaxConnections,
   memoryCondition,
-  gatherBudgetTargets,
   policiesOnServer,
   serverBudget,
   serverMemoryOfPeers,
@@ -67,11 +67,14 @@ import {
 } from "./pass.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
 import { ReaperSchedule } from "./reaper.js";
+import { POOLER_CONDITION, poolerCondition } from "./pooler-step.js";
 import { reapStep } from "./reaper-step.js";
+import { BudgetTargets } from "./budget-targets.js";
 import { budgetCondition, budgetStatus } from "./server-budget.js";
 import { changedFields, statusChanged, withUsage } from "./status.js";
 import type { TargetsOutcome } from "./targets.js";
 import type { WorkloadState } from "./workload.js";
+import { objectKey } from "../kube/keys.js";
 
 export type { PolicyEvent } from "./pass.js";
 
@@ -125,6 +128,8 @@ const PROGRESS_REASONS = new Set([
 
 export class PoolPolicyReconciler {
   private readonly reaper = new ReaperSchedule();
+  /** The server's budget targets, gathered once for all its policies' passes while nothing in them changes. */
+  private readonly budgetTargets = new BudgetTargets();
   /** Restarts already verified (policy/value/postmaster start): counted and announced once. */
   private readonly verified = new Set<string>();
   private readonly lastStatusWrite = new Map<string, { basedOn: string | undefined; status: PoolPolicyStatus }>();
@@ -193,12 +198,15 @@ export class PoolPolicyReconciler {
     );
     const dependencies = await this.dependenciesStep(pass, view.facts);
     const all = combine([postgres, applied.step, reaper, dependencies.step]);
+    // Only policies that take part in a pooler carry its condition (pooler-step.ts).
+    const pooler = poolerCondition(pass, view);
 
-    const updates = [...all.conditions];
+    const updates = [...all.conditions, ...(pooler ? [pooler] : [])];
     updates.push(summarizeReady(updates.filter((u) => countsForReady(u, dependencies.redisRequired))));
     let conditions = previous.conditions ?? [];
     const generation = policy.metadata.generation ?? 0;
     for (const u of updates) conditions = setCondition(conditions, u, now, generation);
+    if (!pooler) conditions = conditions.filter((c) => c.type !== POOLER_CONDITION);
     const status: PoolPolicyStatus = { ...previous, ...all.status, conditions, observedGeneration: generation };
     if (!pass.spec.redis) delete status.redis;
     if (!status.connectionLimit) delete status.connectionLimit;
@@ -229,7 +237,7 @@ export class PoolPolicyReconciler {
       conditions.push({ type: "PostgresReachable", status: "False", reason, message });
     } else {
       try {
-        facts = await this.deps.postgres.inspectServer(connection.target);
+        facts = await this.deps.postgres.inspectServer(connection.target, pass.key);
         const message = `connected to ${describeTarget(connection.target)}: PostgreSQL ${facts.version}`;
         conditions.push({ type: "PostgresReachable", status: "True", reason: "Connected", message });
         status.postgres = withUsage(previous.postgres, facts);
@@ -245,7 +253,7 @@ export class PoolPolicyReconciler {
     const peers = policiesOnServer(this.deps.listPolicies(), pass.server);
     if (!peers.some((p) => p.key === key)) peers.push(self);
     const settings = serverSettings(peers);
-    const targets = facts ? await gatherBudgetTargets(this.deps.kube, peers) : [];
+    const targets = facts ? await this.budgetTargets.gather(pass.server, peers, this.deps.kube) : [];
     const budget = facts ? serverBudget(targets, facts, settings) : undefined;
     const memory = facts ? await serverMemoryOfPeers(peers, facts, settings, pass.readWorkload) : undefined;
     if (budget) {
@@ -316,7 +324,7 @@ export class PoolPolicyReconciler {
     const untilWindow = maxConnections.nextWindow
       ? maxConnections.nextWindow.getTime() - pass.now.getTime()
       : Number.POSITIVE_INFINITY;
-    const poll = maxConnections.restarting ? RESTART_POLL_MS : env.rollingOut ? PROGRESS_POLL_MS : untilWindow;
+    const poll = maxConnections.restarting ? RESTART_POLL_MS : env.rollingOut ? this.rolloutPoll(pass) : untilWindow;
     const envEvents: PolicyEvent[] = env.actions.map((a) => ({
       type: a.warning ? "Warning" : "Normal",
       reason: a.reason,
@@ -341,7 +349,19 @@ export class PoolPolicyReconciler {
   private peerObjects(view: ServerView, self: string): PoolPolicy[] {
     const keys = new Set(view.peers.map((p) => p.key));
     keys.delete(self);
-    return this.deps.listPolicies().filter((p) => keys.has(`${p.metadata.namespace}/${p.metadata.name}`));
+    return this.deps.listPolicies().filter((p) => keys.has(objectKey(p)));
+  }
+
+  /**
+   * How soon to look at the targets' rollout again. Where the target watches answer for the
+   * policy's Deployments, every change of their rollout enqueues the policy, and the stats
+   * refresh stays the backstop: polling as well gave each of 200 rolling-out policies on one
+   * server 13 passes (scenario 7, docs/benchmarks.md). Where they do not (yet), poll.
+   */
+  private rolloutPoll(pass: Pass): number {
+    const selection = { namespace: pass.policy.metadata.namespace, selector: pass.selector };
+    const watched = this.deps.kube.budgetInputsVersion?.([selection]) !== undefined;
+    return watched ? Number.POSITIVE_INFINITY : PROGRESS_POLL_MS;
   }
 
   /** The pool env on the target Deployments; `holdGrowthUntil` holds back growing pools while max_connections is being raised to that value. */
@@ -449,7 +469,7 @@ export class PoolPolicyReconciler {
    * transitions a second time ("x2" in kubectl describe) or write the same status again.
    */
   private freshestStatus(policy: PoolPolicy): PoolPolicyStatus {
-    const last = this.lastStatusWrite.get(`${policy.metadata.namespace}/${policy.metadata.name}`);
+    const last = this.lastStatusWrite.get(objectKey(policy));
     if (last && last.basedOn === policy.metadata.resourceVersion) return last.status;
     return policy.status ?? {};
   }
@@ -472,13 +492,17 @@ export class PoolPolicyReconciler {
   private async emit(policy: PoolPolicy, events: readonly PolicyEvent[]): Promise<void> {
     const { name, namespace, uid } = policy.metadata;
     const regarding = { apiVersion: policy.apiVersion, kind: policy.kind, name, namespace, uid };
-    for (const e of events) {
-      this.deps.log[e.type === "Warning" ? "warn" : "info"](
-        { policy: `${namespace}/${name}`, action: e.action, reason: e.reason },
-        e.note,
-      );
-      await this.deps.events.record({ regarding, ...e });
-    }
+    // In parallel, one round trip instead of one per Event: the recorder names each Event when
+    // it is recorded, so they keep this order (runtime/events.ts).
+    await Promise.all(
+      events.map((e) => {
+        this.deps.log[e.type === "Warning" ? "warn" : "info"](
+          { policy: `${namespace}/${name}`, action: e.action, reason: e.reason },
+          e.note,
+        );
+        return this.deps.events.record({ regarding, ...e });
+      }),
+    );
   }
 }
 

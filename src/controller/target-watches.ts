@@ -88,6 +88,9 @@ interface NamespaceCache {
 export class TargetWatches {
   private readonly policies = new Map<string, WatchedPolicy>();
   private readonly namespaces = new Map<string, NamespaceCache>();
+  private readonly parsedSelectors = new Map<string, LabelSelector>();
+  /** Counts changes to what the budget reads (budgetInputsVersion). */
+  private budgetInputs = 0;
   private readonly apps: AppsV1Api;
   private readonly autoscaling: AutoscalingV2Api;
 
@@ -180,9 +183,39 @@ export class TargetWatches {
   }
 
   /** A registered policy's parsed selector when one has this text (the usual case), else parsed now. */
+  /**
+   * A selector parsed once: the budget asks for every peer's Deployments on every pass, and
+   * scanning the watched policies for the parsed one made each pass quadratic in the policies
+   * of a server. Parsing is pure, so entries never go stale; the map is only kept bounded.
+   */
   private selectorOf(text: string): LabelSelector {
-    for (const w of this.policies.values()) if (w.selector.text === text) return w.selector;
-    return LabelSelector.parse(text);
+    let parsed = this.parsedSelectors.get(text);
+    if (!parsed) {
+      parsed = LabelSelector.parse(text);
+      if (this.parsedSelectors.size >= 2 * this.policies.size + 64) this.parsedSelectors.clear();
+      this.parsedSelectors.set(text, parsed);
+    }
+    return parsed;
+  }
+
+  /**
+   * A number that changes whenever anything the budget reads of these namespaces' Deployments
+   * and HPAs may have changed (a Deployment added or deleted, its labels, replicas or strategy;
+   * any HPA change), or undefined when a budget over these selections would not be read from
+   * the caches alone (a namespace not watched or not synced yet, a selector the caches cannot
+   * answer): then nothing may be reused. budget-targets.ts keys its reuse on it.
+   */
+  budgetInputsVersion(selections: Iterable<{ namespace: string; selector: string }>): number | undefined {
+    for (const { namespace, selector } of selections) {
+      const cache = this.namespaces.get(namespace);
+      if (!cache?.deployments.hasSynced() || !cache.hpas.hasSynced()) return undefined;
+      try {
+        this.selectorOf(selector);
+      } catch {
+        return undefined;
+      }
+    }
+    return this.budgetInputs;
   }
 
   private unregister(policyKey: string, watched: WatchedPolicy): void {
@@ -195,6 +228,7 @@ export class TargetWatches {
     else cache.unindexedPolicies.delete(policyKey);
     if (cache.policies.size > 0) return;
     this.namespaces.delete(watched.namespace);
+    this.budgetInputs += 1;
     void cache.deployments.stop();
     void cache.hpas.stop();
   }
@@ -252,16 +286,19 @@ export class TargetWatches {
         transform: leanDeployment,
         onAdd: (d) => {
           deploymentsByLabel.add(d.metadata!.name!, labelKeys(d));
+          this.budgetInputs += 1;
           this.enqueueSelecting(cache, d.metadata?.labels);
         },
         onUpdate: (before, after) => {
           if (!changedBesidesVersion(before, after)) return;
           deploymentsByLabel.remove(before.metadata!.name!, labelKeys(before));
           deploymentsByLabel.add(after.metadata!.name!, labelKeys(after));
+          if (changedForBudget(before, after)) this.budgetInputs += 1;
           this.enqueueSelecting(cache, before.metadata?.labels, after.metadata?.labels);
         },
         onDelete: (d) => {
           deploymentsByLabel.remove(d.metadata!.name!, labelKeys(d));
+          this.budgetInputs += 1;
           this.enqueueSelecting(cache, d.metadata?.labels);
         },
         logger: this.log,
@@ -286,12 +323,20 @@ export class TargetWatches {
       {
         name: `hpas(${namespace})`,
         transform: leanHpa,
-        onAdd: (h) => enqueueForScaleTarget(h),
+        onAdd: (h) => {
+          this.budgetInputs += 1;
+          enqueueForScaleTarget(h);
+        },
         // Status churn (current metrics) every few seconds is dropped by leanHpa: only the spec moves the budget.
         onUpdate: (before, after) => {
-          if (!isDeepStrictEqual(before.spec, after.spec)) enqueueForScaleTarget(before, after);
+          if (isDeepStrictEqual(before.spec, after.spec)) return;
+          this.budgetInputs += 1;
+          enqueueForScaleTarget(before, after);
         },
-        onDelete: (h) => enqueueForScaleTarget(h),
+        onDelete: (h) => {
+          this.budgetInputs += 1;
+          enqueueForScaleTarget(h);
+        },
         logger: this.log,
       },
     );
@@ -322,6 +367,16 @@ function changedBesidesVersion(before: V1Deployment, after: V1Deployment): boole
     !isDeepStrictEqual(beforeMeta, afterMeta) ||
     !isDeepStrictEqual(before.spec, after.spec) ||
     !isDeepStrictEqual(before.status, after.status)
+  );
+}
+
+/** Whether a Deployment changed in what a server's budget reads of it (model.ts, gatherBudgetTargets). */
+function changedForBudget(before: V1Deployment, after: V1Deployment): boolean {
+  return (
+    before.metadata?.name !== after.metadata?.name ||
+    !isDeepStrictEqual(before.metadata?.labels, after.metadata?.labels) ||
+    before.spec?.replicas !== after.spec?.replicas ||
+    !isDeepStrictEqual(before.spec?.strategy, after.spec?.strategy)
   );
 }
 

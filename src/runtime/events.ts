@@ -80,6 +80,12 @@ interface WrittenEvent {
   firstWrittenAt: number;
 }
 
+/** When an Event was recorded: its name (which sorts by that time) and its eventTime. */
+interface Stamp {
+  name: string;
+  time: V1MicroTime;
+}
+
 const maxNoteBytes = 1024;
 const maxShortFieldLength = 128;
 const maxRememberedEvents = 1000;
@@ -103,17 +109,24 @@ export class EventRecorder {
     this.log = (options.logger ?? rootLog).child({ component: "events" });
   }
 
-  /** Writes the event, or adds one to the series of an identical recent one. Never throws. */
+  /**
+   * Writes the event, or adds one to the series of an identical recent one. Never throws.
+   *
+   * The Event's name and time are taken here, before any request: Events recorded one after
+   * another and written in parallel (a pass's Events) keep the order they were recorded in,
+   * whichever request lands first or has to look something up first.
+   */
   async record(input: EventInput): Promise<void> {
+    const at: Stamp = { name: eventName(input.regarding.name), time: new V1MicroTime() };
     try {
       if (input.name !== undefined) {
-        await this.recordOnce(input, input.name);
+        await this.recordOnce(input, input.name, at);
         return;
       }
       const signature = signatureOf(input);
       const recent = this.recentIdentical(signature);
       if (recent && (await this.extendSeries(recent))) return;
-      const written = await this.create(input);
+      const written = await this.create(input, at);
       this.remember(signature, written);
       eventsRecorded.inc({ outcome: "created" });
     } catch (err) {
@@ -126,7 +139,7 @@ export class EventRecorder {
   }
 
   /** Writes the Event of an action unless one with this key exists: one Event, never a series. */
-  private async recordOnce(input: EventInput, key: string): Promise<void> {
+  private async recordOnce(input: EventInput, key: string, at: Stamp): Promise<void> {
     const namespace = input.regarding.namespace ?? "default";
     const label = onceLabelValue(key);
     const existing = await this.events.listNamespacedEvent(
@@ -134,15 +147,15 @@ export class EventRecorder {
       requestTimeout(this.requestTimeoutMs),
     );
     if (existing.items.length > 0) return;
-    await this.create(input, { [ONCE_LABEL]: label });
+    await this.create(input, at, { [ONCE_LABEL]: label });
     eventsRecorded.inc({ outcome: "created" });
   }
 
-  private async create(input: EventInput, labels?: Record<string, string>): Promise<WrittenEvent> {
+  private async create(input: EventInput, at: Stamp, labels?: Record<string, string>): Promise<WrittenEvent> {
     const namespace = input.regarding.namespace ?? "default";
     const body: EventsV1Event = {
-      metadata: { name: eventName(input.regarding.name), namespace, labels },
-      eventTime: new V1MicroTime(),
+      metadata: { name: at.name, namespace, labels },
+      eventTime: at.time,
       reportingController,
       reportingInstance: this.reportingInstance,
       regarding: objectReference(input.regarding),

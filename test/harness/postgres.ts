@@ -126,7 +126,7 @@ function pgBasebackupFor(major: number): string | undefined {
 const NOT_COPIED = [/^postmaster\.(pid|opts)$/, /^pg_wal\/(?!archive_status$)/, /^pg_replslot\/./, /^pg_stat_tmp\/./];
 
 /** How to run a PostgreSQL binary as a non-root user when we are root. */
-function unprivileged(command: string, args: string[]): { command: string; args: string[] } {
+export function unprivileged(command: string, args: string[]): { command: string; args: string[] } {
   if (userInfo().uid !== 0) return { command, args };
   return {
     command: "setpriv",
@@ -391,7 +391,7 @@ export class PostgresServer {
   }
 }
 
-function chownTree(path: string, user: string): void {
+export function chownTree(path: string, user: string): void {
   const uid = Number(execFileSync("id", ["-u", user]).toString());
   const gid = Number(execFileSync("id", ["-g", user]).toString());
   chownSync(path, uid, gid);

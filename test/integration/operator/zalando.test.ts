@@ -192,6 +192,7 @@ describe("discovery on the real API server", () => {
       watchTargets: () => undefined,
       cachedTargets: async () => undefined,
       cachedHpas: async () => undefined,
+      budgetInputsVersion: () => undefined,
       cachedSecret: async () => undefined,
     });
     const primary = await serverOwner(kube, `acid-shop.${namespace}`, "elsewhere");

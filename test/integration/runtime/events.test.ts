@@ -93,6 +93,32 @@ describe("EventRecorder against a real kube-apiserver", () => {
     expect(String(repeated?.series?.lastObservedTime)).toMatch(/\.\d{6}Z$/);
   });
 
+  it("keeps the order Events were recorded in when they are written in parallel", async () => {
+    const cm = await createConfigMap(kc, namespace, "parallel");
+    const recorder = new EventRecorder(kc, { reportingInstance: "operator-pod-0", logger: quietLogger });
+    const event = (reason: string, name?: string) => ({
+      regarding: subjectOf(cm),
+      type: "Normal" as const,
+      reason,
+      action: "Reconcile",
+      note: reason,
+      name,
+    });
+    // The first one looks itself up before it is written (one Event per key): its request goes
+    // out after the others', and its name must still sort first.
+    await Promise.all([
+      recorder.record(event("MaxConnectionsAltered", "parallel/alter/1")),
+      recorder.record(event("EnvInjected")),
+      recorder.record(event("RollingOut")),
+    ]);
+    const byName = (await eventsAbout("parallel")).sort((a, b) =>
+      a.metadata!.name! < b.metadata!.name! ? -1 : a.metadata!.name! > b.metadata!.name! ? 1 : 0,
+    );
+    expect(byName.map((e) => e.reason)).toEqual(["MaxConnectionsAltered", "EnvInjected", "RollingOut"]);
+    const times = byName.map((e) => new Date(String(e.eventTime)).getTime());
+    expect([...times].sort((a, b) => a - b)).toEqual(times);
+  });
+
   it("never throws, even when the API refuses the event", async () => {
     const recorder = new EventRecorder(kc, { reportingInstance: "operator-pod-0", logger: quietLogger });
     await expect(

@@ -66,6 +66,7 @@ describe("the CRD generated from the zod schema", () => {
       minSize: 5,
       maxSize: 25,
       env: { min: "DB_POSTGRES_MIN_CONN", max: "DB_POSTGRES_MAX_CONN" },
+      via: "Direct",
     });
     expect(spec.properties.reaper.properties.interval.default).toBe("60s");
     expect(spec.properties.reaper.properties.idleInTransactionTimeout.default).toBe("5m");

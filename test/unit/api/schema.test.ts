@@ -16,7 +16,9 @@ describe("validateSpec", () => {
       minSize: 5,
       maxSize: 25,
       env: { min: "DB_POSTGRES_MIN_CONN", max: "DB_POSTGRES_MAX_CONN" },
+      via: "Direct",
     });
+    expect(result.spec.pooler).toBeUndefined();
     expect(result.spec.reaper).toMatchObject({
       enabled: true,
       interval: "60s",

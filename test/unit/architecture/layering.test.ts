@@ -18,8 +18,10 @@ const ALLOWED: Record<string, readonly string[]> = {
   redis: ["log.ts"],
   runtime: ["kube", "log.ts"],
   server: ["api", "budget", "kube", "postgres", "redis"],
-  controller: ["api", "budget", "kube", "postgres", "redis", "runtime", "server", "log.ts"],
-  cli: ["api", "budget", "kube", "postgres", "redis", "runtime", "server"],
+  // PgBouncer's configuration, rendered from the server model's sizes (issue 17).
+  pooler: ["api", "postgres", "server"],
+  controller: ["api", "budget", "kube", "postgres", "pooler", "redis", "runtime", "server", "log.ts"],
+  cli: ["api", "budget", "kube", "pooler", "postgres", "redis", "runtime", "server"],
 };
 
 /** Every import of one src/ folder into another, as "from-file -> to-file". */

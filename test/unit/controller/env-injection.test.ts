@@ -12,7 +12,12 @@ const deployment = (containers: { name: string; env?: { name: string; value?: st
   metadata: { name: "api", namespace: "apps" },
   spec: { selector: {}, template: { spec: { containers: containers.map((c) => ({ ...c, image: "x" })) } } },
 });
-const pool = { minSize: 5, maxSize: 25, env: { min: "DB_POSTGRES_MIN_CONN", max: "DB_POSTGRES_MAX_CONN" } };
+const pool = {
+  minSize: 5,
+  maxSize: 25,
+  env: { min: "DB_POSTGRES_MIN_CONN", max: "DB_POSTGRES_MAX_CONN" },
+  via: "Direct" as const,
+};
 
 describe("env injection", () => {
   it("selects every container when none is named, else the named ones that exist", () => {

@@ -206,6 +206,11 @@ export class FakeKubernetes implements KubernetesPort {
   readonly injected = new Map<string, number>();
   /** Deployments still rolling out after an env change. */
   rollingOut = false;
+  /**
+   * Set: the target watches answer for every selection (their version of the budget's inputs is
+   * this function's). Unset by default, so that passes gather the budget anew and poll rollouts.
+   */
+  budgetInputsVersion?: () => number | undefined;
   readonly statusWrites: PoolPolicyStatus[] = [];
   restartRequests = 0;
   /** Throws in requestRestart: the process "crashes" right before the restart request. */

@@ -220,6 +220,18 @@ describe("max_connections", () => {
     expect(condition(status, "PoolEnvInjected")?.reason).toBe("Injected");
   });
 
+  it("polls a rollout every 2 s where the target watches do not answer for it, and leaves it to them where they do", async () => {
+    w.kube.rollingOut = true;
+    w.policy("p");
+    let { status, requeueAfter } = await w.pass();
+    expect(condition(status, "PoolEnvInjected")?.reason).toBe("RollingOut");
+    expect(requeueAfter).toBe(2_000);
+    w.kube.budgetInputsVersion = () => 1;
+    ({ status, requeueAfter } = await w.pass());
+    expect(condition(status, "PoolEnvInjected")?.reason).toBe("RollingOut");
+    expect(requeueAfter).toBe(30_000); // the stats refresh: the backstop if a watch event were lost
+  });
+
   it("lowers only after the apps rolled out with their smaller pools", async () => {
     w.postgres.maxConnections = 300;
     w.kube.injected.set("api", 50);
@@ -1151,5 +1163,60 @@ describe("discovery: a server whose Service belongs to a Postgres operator", () 
     expect(w.kube.ownerApplies).toEqual([]);
     expect(w.kube.restartRequests).toBe(0);
     expect(w.events.all.find((e) => e.reason === "WorkloadMismatch")?.type).toBe("Warning");
+  });
+});
+
+describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
+  const pooler = { name: "pgbouncer", image: "pgbouncer:1.18" };
+
+  it("leaves policies that take no part in a pooler without the condition", async () => {
+    w.policy("p");
+    expect(condition((await w.pass()).status, "PoolerSized")).toBeUndefined();
+  });
+
+  it("sizes the declared pooler from the server's budget, the same on every policy taking part, and says it is not run yet", async () => {
+    w.policy("p", { pool: { via: "Pooler" }, pooler });
+    w.policy("q");
+    w.policy("r", { pool: { via: "Pooler" } });
+    const p = await w.pass("p");
+    await w.pass("q");
+    const r = await w.pass("r");
+    // 100 − 5 reserved (3 superuser slots + the operator's 2) − 10 direct (q: pool 10 × 1 pod) = 85,
+    // over 1 replica + 1 surge: 42 per pod; p's and r's apps (10 each) are its clients.
+    const message =
+      "pooler shop/pgbouncer: 42 server connections per pod (max_db_connections 42, default_pool_size 42, reserve_pool_size 0) " +
+      "× 2 worst-case pods ≤ 85 left after direct clients and reserved slots; max_client_conn 25; " +
+      "computed only: the operator does not run the pooler yet (docs/pooler.md)";
+    expect(condition(p.status, "PoolerSized")).toMatchObject({ status: "True", reason: "Sized", message });
+    expect(condition(r.status, "PoolerSized")).toMatchObject({ status: "True", reason: "Sized", message });
+    expect(condition(w.policies.get(`${NS}/q`)!.status!, "PoolerSized")).toBeUndefined();
+    expect(condition(p.status, "Ready")).toMatchObject({ status: "True" });
+  });
+
+  it("refuses a pooler that does not fit with the numbers, holds Ready back and warns once", async () => {
+    w.policy("p", { pool: { via: "Pooler" }, pooler: { ...pooler, replicas: 9, minServerConnectionsPerPod: 10 } });
+    w.policy("q");
+    const { status } = await w.pass("p");
+    expect(condition(status, "PoolerSized")).toMatchObject({
+      status: "False",
+      reason: "PoolerDoesNotFit",
+      message:
+        "pooler shop/pgbouncer is not rolled out: the pooler needs at least 10 server connections per pod; pg.db:5432 has 85 left " +
+        "(max_connections 100 − direct clients 10 − reserved 5), 8 per pod for 10 worst-case pooler pods: raise max_connections, " +
+        "route more apps through the pooler, run fewer pooler pods, or lower spec.pooler.minServerConnectionsPerPod",
+    });
+    expect(condition(status, "Ready")).toMatchObject({ status: "False", reason: "PoolerDoesNotFit" });
+    await w.pass("p");
+    expect(w.events.all.filter((e) => e.reason === "PoolerDoesNotFit" && e.type === "Warning")).toHaveLength(1);
+  });
+
+  it("tells a policy that goes via Pooler when no policy of its server declares one, and drops the condition once it goes Direct", async () => {
+    w.policy("p", { pool: { via: "Pooler" } });
+    const first = await w.pass("p");
+    expect(condition(first.status, "PoolerSized")).toMatchObject({ status: "False", reason: "PoolerNotDeclared" });
+    w.policy("p", { pool: { via: "Direct" } });
+    const second = await w.pass("p");
+    expect(condition(second.status, "PoolerSized")).toBeUndefined();
+    expect(condition(second.status, "Ready")).toMatchObject({ status: "True" });
   });
 });

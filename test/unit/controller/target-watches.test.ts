@@ -167,6 +167,60 @@ describe("TargetWatches: one watch per namespace, answered by selector", () => {
     expect(enqueued).toEqual([`${NS}/blog`]);
   });
 
+  it("versions what the budget reads: labels, replicas, strategy, adds, deletes and HPAs move it; a rollout's status and the env do not", async () => {
+    const shop = [{ namespace: NS, selector: "app=shop" }];
+    expect(watches.budgetInputsVersion(shop)).toBeUndefined(); // not watched yet
+    watches.ensure(`${NS}/shop`, NS, "app=shop");
+    await synced();
+    const v0 = watches.budgetInputsVersion(shop);
+    expect(v0).toBeDefined();
+    expect(watches.budgetInputsVersion([...shop, { namespace: "other", selector: "app=shop" }])).toBeUndefined();
+    expect(watches.budgetInputsVersion([{ namespace: NS, selector: "app in (" }])).toBeUndefined();
+
+    let rv = 10;
+    /** Sends the change, waits until the cache holds it, and returns the version then. */
+    const versionAfter = async (type: "ADDED" | "MODIFIED" | "DELETED", d: V1Deployment) => {
+      d.metadata!.resourceVersion = String(++rv);
+      send(DEPLOYMENTS, type, d);
+      await waitFor(`the ${type} of ${d.metadata!.name} to be cached`, async () => {
+        const cached = (await watches.cachedTargets(`${NS}/x`, NS, ""))?.find(
+          (x) => x.metadata?.name === d.metadata!.name,
+        );
+        return type === "DELETED" ? cached === undefined : cached?.metadata?.resourceVersion === String(rv);
+      });
+      return watches.budgetInputsVersion(shop);
+    };
+
+    // A rollout's progress and our own env: the budget reads neither.
+    const rolled = deployment("shop-api", { app: "shop", tier: "api" });
+    rolled.status = { ...rolled.status, updatedReplicas: 1, observedGeneration: 2 };
+    rolled.spec!.template.spec!.containers[0]!.env = [{ name: "DB_POSTGRES_MAX_CONN", value: "3" }];
+    expect(await versionAfter("MODIFIED", rolled)).toBe(v0);
+
+    const scaled = deployment("shop-api", { app: "shop", tier: "api" });
+    scaled.spec!.replicas = 5;
+    const v1 = await versionAfter("MODIFIED", scaled);
+    expect(v1).not.toBe(v0);
+    const surge = deployment("shop-api", { app: "shop", tier: "api" });
+    surge.spec!.replicas = 5;
+    surge.spec!.strategy = { type: "RollingUpdate", rollingUpdate: { maxSurge: 3 } };
+    const v2 = await versionAfter("MODIFIED", surge);
+    expect(v2).not.toBe(v1);
+    const v3 = await versionAfter("MODIFIED", deployment("blog", { app: "shop" }));
+    expect(v3).not.toBe(v2);
+    const v4 = await versionAfter("ADDED", deployment("extra", { app: "shop" }));
+    expect(v4).not.toBe(v3);
+    const v5 = await versionAfter("DELETED", deployment("extra", { app: "shop" }));
+    expect(v5).not.toBe(v4);
+
+    send(HPAS, "MODIFIED", {
+      ...hpa("blog", "blog", 9),
+      metadata: { name: "blog", namespace: NS, resourceVersion: "99" },
+    });
+    await waitFor("the HPA change", async () => (await watches.cachedHpas(NS))?.[0]?.spec?.maxReplicas === 9);
+    expect(watches.budgetInputsVersion(shop)).not.toBe(v5);
+  });
+
   it("lists a large namespace in pages, the continued pages without a resourceVersion", async () => {
     api.listed[DEPLOYMENTS] = Array.from({ length: 1200 }, (_, i) => deployment(`d${i}`, { app: i % 2 ? "a" : "b" }));
     watches.ensure(`${NS}/a`, NS, "app=a");
