@@ -67,6 +67,6 @@ for f in "$k8s_dir"/* "$etcd_dir/etcd" "$kwok_dir/kwok" "$helm_dir/helm"; do
 done
 rm -rf "$bin_dir"; mv "$bin_dir.tmp.$$" "$bin_dir"
 # Not built, but fetched from the same Go module proxy and cached the same way: the Postgres
-# operators' CRDs the integration tests install (CloudNativePG's Cluster).
+# operators' CRDs the integration tests install (CloudNativePG's Cluster, Zalando's postgresql).
 bash "$here/fetch-crds.sh"
 log "tools ready in $bin_dir ($((SECONDS - started))s)"

@@ -26,6 +26,19 @@ export const MAX_CONNECTIONS_MAX = 262143;
 type CelRule = { rule: string; message: string; fieldPath?: string; reason?: string };
 /** CloudNativePG's Cluster (docs/postgres-operators.md): it owns max_connections of the servers it runs. */
 export const CNPG_API_VERSION = "postgresql.cnpg.io/v1";
+/** Zalando's postgres-operator's `postgresql` (docs/postgres-operators.md): the same, through Patroni. */
+export const ZALANDO_API_VERSION = "acid.zalan.do/v1";
+
+/**
+ * "Cluster" alone names a dozen CRDs, "postgresql" more than one: the apiVersion says whose,
+ * and each owned kind goes with its owner's apiVersion only.
+ */
+const OWNED_KINDS = [
+  { kind: "Cluster", apiVersion: CNPG_API_VERSION, owner: "CloudNativePG" },
+  { kind: "postgresql", apiVersion: ZALANDO_API_VERSION, owner: "Zalando's postgres-operator" },
+] as const;
+const pairingMessage = (o: (typeof OWNED_KINDS)[number]) =>
+  `kind ${o.kind} goes with apiVersion ${o.apiVersion} (${o.owner}), and only it`;
 
 const cel = (...rules: CelRule[]) => ({ "x-kubernetes-validations": rules });
 
@@ -78,30 +91,35 @@ const restart = z
     workload: z
       .object({
         apiVersion: z
-          .enum(["apps/v1", CNPG_API_VERSION])
+          .enum(["apps/v1", CNPG_API_VERSION, ZALANDO_API_VERSION])
           .optional()
           .describe(
-            `apps/v1 (the default) for a StatefulSet or Deployment; ${CNPG_API_VERSION} for a CloudNativePG Cluster.`,
+            `apps/v1 (the default) for a StatefulSet or Deployment; ${CNPG_API_VERSION} for a CloudNativePG Cluster; ${ZALANDO_API_VERSION} for a Zalando postgresql.`,
           ),
-        kind: z.enum(["StatefulSet", "Deployment", "Cluster"]).default("StatefulSet"),
+        kind: z.enum(["StatefulSet", "Deployment", "Cluster", "postgresql"]).default("StatefulSet"),
         name: name(),
         namespace: name(63).optional().describe("Defaults to the PoolPolicy's namespace."),
       })
-      // "Cluster" alone names a dozen CRDs: the apiVersion says whose, and leaves room for the other owners.
-      .refine((w) => (w.kind === "Cluster") === (w.apiVersion === CNPG_API_VERSION), {
-        message: `kind Cluster goes with apiVersion ${CNPG_API_VERSION} (CloudNativePG), and only it`,
+      .refine((w) => (w.kind === OWNED_KINDS[0].kind) === (w.apiVersion === OWNED_KINDS[0].apiVersion), {
+        message: pairingMessage(OWNED_KINDS[0]),
+        path: ["apiVersion"],
+      })
+      .refine((w) => (w.kind === OWNED_KINDS[1].kind) === (w.apiVersion === OWNED_KINDS[1].apiVersion), {
+        message: pairingMessage(OWNED_KINDS[1]),
         path: ["apiVersion"],
       })
       .meta(
-        cel({
-          rule: `(self.kind == 'Cluster') == (has(self.apiVersion) && self.apiVersion == '${CNPG_API_VERSION}')`,
-          message: `kind Cluster goes with apiVersion ${CNPG_API_VERSION} (CloudNativePG), and only it`,
-          fieldPath: ".apiVersion",
-        }),
+        cel(
+          ...OWNED_KINDS.map((o) => ({
+            rule: `(self.kind == '${o.kind}') == (has(self.apiVersion) && self.apiVersion == '${o.apiVersion}')`,
+            message: pairingMessage(o),
+            fieldPath: ".apiVersion",
+          })),
+        ),
       )
       .describe(
         "The resource that runs PostgreSQL. A StatefulSet or Deployment: the operator runs ALTER SYSTEM and restarts its pods through the pod template. " +
-          "A CloudNativePG Cluster: the operator sets spec.postgresql.parameters.max_connections on it and CloudNativePG restarts the instances.",
+          "A CloudNativePG Cluster or a Zalando postgresql: the operator sets spec.postgresql.parameters.max_connections on it and that operator restarts the instances.",
       ),
     policy: z
       .enum(["Automatic", "Manual"])

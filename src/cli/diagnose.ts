@@ -14,7 +14,7 @@ import { parseDuration } from "../api/duration.js";
 import { checkRedisDependency } from "../server/dependencies.js";
 import { readSecretKeys } from "../kube/secrets.js";
 import { memoryCondition, restartWorkloadRef, type ServerMemory } from "../server/model.js";
-import { describeWorkload } from "../kube/workloads.js";
+import { describeWorkload, isOwnedKind, POSTGRES_OPERATORS } from "../kube/workloads.js";
 import { PostgresError, PostgresPools, describeTarget, type PostgresTarget } from "../postgres/connection.js";
 import { inspectServer, type ServerFacts } from "../postgres/inspect.js";
 import { inspectRole } from "../postgres/roles.js";
@@ -140,7 +140,7 @@ async function diagnosePolicy(options: DiagnoseOptions, pools: PostgresPools, io
   const policy: PolicySection = {
     maxConnections: spec.postgres.maxConnections,
     restartWorkload: restartRef && describeWorkload(restartRef),
-    restartedByOwner: restartRef?.kind === "Cluster" || undefined,
+    restartedBy: isOwnedKind(restartRef?.kind) ? POSTGRES_OPERATORS[restartRef.kind].name : undefined,
     pool: { minSize: spec.pool.minSize, maxSize: spec.pool.maxSize },
     reaper: {
       enabled: spec.reaper.enabled,

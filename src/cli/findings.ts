@@ -299,7 +299,9 @@ export function poolCut(
 function raiseAdvice(facts: Facts, pg: Reachable, n: number): string {
   const value = Math.min(n, MAX_CONNECTIONS_MAX);
   const policy = facts.subject.policy;
-  if (pg.settingSource === "command line") {
+  // Patroni, under Zalando's operator, pins it on the command line: a policy sets it through the owner all the same.
+  const owner = policy ? facts.policy?.restartedBy : undefined;
+  if (pg.settingSource === "command line" && !owner) {
     return `raise max_connections to ${value} where the server's command line sets it (e.g. Patroni's postgresql.parameters): ALTER SYSTEM cannot override it`;
   }
   const desired = facts.policy?.maxConnections;
@@ -309,8 +311,8 @@ function raiseAdvice(facts: Facts, pg: Reachable, n: number): string {
       ? `raise max_connections to ${value}: spec.postgres.maxConnections of ${policy} is "auto" but spec.budget.ceiling (${ceiling}) caps it; raise the ceiling to at least ${value}`
       : `raise max_connections to ${value} (spec.postgres.maxConnections of ${policy} is "auto": see its MaxConnectionsApplied condition for why it is not there yet)`;
   }
-  if (policy && facts.policy?.restartedByOwner)
-    return `raise max_connections to ${value} (set spec.postgres.maxConnections of ${policy} to ${value}: the operator sets it on ${facts.policy.restartWorkload} and CloudNativePG restarts the instances)`;
+  if (policy && owner)
+    return `raise max_connections to ${value} (set spec.postgres.maxConnections of ${policy} to ${value}: the operator sets it on ${facts.policy?.restartWorkload} and ${owner} restarts the instances)`;
   if (policy)
     return `raise max_connections to ${value} (set spec.postgres.maxConnections of ${policy} to ${value}: the operator applies it with one rolling restart)`;
   return `raise max_connections to ${value} (ALTER SYSTEM SET max_connections = ${value}, then restart PostgreSQL)`;

@@ -146,8 +146,8 @@ export interface PolicySection {
   maxConnections?: number | "auto";
   /** spec.postgres.restart.workload as messages name it, e.g. "CloudNativePG Cluster db/pg". */
   restartWorkload?: string;
-  /** That workload is a resource whose operator restarts the server (a CloudNativePG Cluster). */
-  restartedByOwner?: boolean;
+  /** That workload is a resource whose operator restarts the server: its name ("CloudNativePG"). */
+  restartedBy?: string;
   pool: { minSize: number; maxSize: number };
   reaper: { enabled: boolean; dryRun: boolean; idleInTransactionTimeout: string };
   /** The conditions the operator last wrote. */

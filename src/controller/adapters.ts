@@ -111,6 +111,23 @@ export class ApiKubernetes implements KubernetesPort {
     return (await this.core.listNamespacedPod({ namespace, labelSelector })).items;
   }
 
+  async readService(namespace: string, name: string) {
+    try {
+      const service = await this.core.readNamespacedService({ namespace, name });
+      return {
+        name,
+        namespace,
+        labels: service.metadata?.labels ?? {},
+        ownerReferences: service.metadata?.ownerReferences ?? [],
+      };
+    } catch (err) {
+      // Discovery only informs: no Service by that name (an outside host), or no right to read
+      // Services (a chart without the rule), leaves the message as it was.
+      if (isNotFound(err) || statusCodeOf(err) === 403) return undefined;
+      throw err;
+    }
+  }
+
   async deletePod(namespace: string, name: string): Promise<void> {
     await this.core.deleteNamespacedPod({ name, namespace });
   }

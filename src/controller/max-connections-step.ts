@@ -8,13 +8,20 @@
  * it, the Event is not repeated either.
  */
 import { apiErrorMessage, statusCodeOf } from "../kube/errors.js";
-import { describeWorkload, kubectlResource, type WorkloadRef } from "../kube/workloads.js";
+import {
+  describeWorkload,
+  isOwnedKind,
+  kubectlResource,
+  POSTGRES_OPERATORS,
+  type WorkloadRef,
+} from "../kube/workloads.js";
 import { PostgresError } from "../postgres/connection.js";
 import type { ServerFacts } from "../postgres/inspect.js";
 import { AlterSystemError } from "../postgres/settings.js";
 import type { PostgresTarget } from "../postgres/connection.js";
 import { restartWorkloadRef, type ServerDesire } from "../server/model.js";
 import { type ConditionUpdate, findCondition } from "./conditions.js";
+import { isOwnerWorkload, ownerSuggestion, SUGGEST_ON, serverOwner } from "./discovery.js";
 import { windowState } from "./maintenance-window.js";
 import { planMaxConnections } from "./max-connections.js";
 import { operatorMetrics } from "./metrics.js";
@@ -46,9 +53,30 @@ type GateInput = Omit<RestartGateInput, "desired" | "current">;
 
 /**
  * ALTER SYSTEM, restart through the workload (or pod by pod in a group), verify; or, for a
- * CloudNativePG Cluster, set its parameter and let it restart, verify; or say why not.
+ * CloudNativePG Cluster or a Zalando postgresql, set its parameter and let its operator restart,
+ * verify; or say why not. Where the answer is "cannot" and the server's Service belongs to a
+ * Postgres operator, the message says which resource owns it and which workload to name
+ * (discovery.ts).
  */
 export async function applyMaxConnections(
+  deps: MaxConnectionsDeps,
+  pass: Pass,
+  target: PostgresTarget | undefined,
+  facts: ServerFacts | undefined,
+  desired: ServerDesire,
+): Promise<MaxConnectionsResult> {
+  const result = await planAndApply(deps, pass, target, facts, desired);
+  if (!SUGGEST_ON.has(result.condition.reason)) return result;
+  const found = await serverOwner(deps.kube, pass.spec.postgres.host, pass.policy.metadata.namespace);
+  const restart = pass.spec.postgres.restart;
+  const workload = restart && restartWorkloadRef(restart, pass.policy.metadata.namespace);
+  if (!found || isOwnerWorkload(found.owner, workload)) return result;
+  const message = `${result.condition.message}. ${ownerSuggestion(found)}`;
+  return { ...result, condition: { ...result.condition, message } };
+}
+
+/** The decision (max-connections.ts) and its actions, before discovery adds to a refusal. */
+async function planAndApply(
   deps: MaxConnectionsDeps,
   pass: Pass,
   target: PostgresTarget | undefined,
@@ -109,15 +137,25 @@ export async function applyMaxConnections(
       return { events: [], ...alterFailed(err) };
     }
   }
+  if (plan.requestRestart && isOwnedKind(workload.kind)) {
+    // Before the first change of an operator's resource: if the server's Service belongs to
+    // another one, setting this one's parameter would restart a database that is not the
+    // policy's, and the restart the policy waits for would never come.
+    const found = await serverOwner(deps.kube, spec.postgres.host, policy.metadata.namespace);
+    if (found && !isOwnerWorkload(found.owner, workloadRef(workload))) {
+      const message = `spec.postgres.restart.workload names ${workload.description}, but PostgreSQL at ${spec.postgres.host} is another one's; nothing was changed. ${ownerSuggestion(found)}`;
+      return { restarting: false, events: [], condition: { status: "False", reason: "WorkloadMismatch", message } };
+    }
+  }
   if (plan.requestRestart) {
-    const owned = workload.kind === "Cluster";
+    const owner = isOwnedKind(workload.kind) ? POSTGRES_OPERATORS[workload.kind] : undefined;
     await pass.announce([
       {
         type: "Normal",
         reason: "RestartRequested",
-        action: owned ? "SetClusterParameter" : "RollingRestart",
-        note: owned
-          ? `spec.postgresql.parameters.max_connections = ${plan.requestRestart.value} on ${workload.description}; CloudNativePG restarts the instances`
+        action: owner ? "SetClusterParameter" : "RollingRestart",
+        note: owner
+          ? `spec.postgresql.parameters.max_connections = ${plan.requestRestart.value} on ${workload.description}; ${owner.name} restarts the instances`
           : `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}`,
         name: actionEventName(policy, `restart-${plan.requestRestart.value}`, plan.requestRestart.after),
       },
@@ -187,13 +225,13 @@ const isForbidden = (err: unknown) => statusCodeOf(err) === 403;
 
 /**
  * The operator's RBAC does not cover the workload: a condition saying which right is missing,
- * instead of a pass that fails without a status. Clusters need the chart's opt-in rule.
+ * instead of a pass that fails without a status. A Postgres operator's resource needs the
+ * chart's opt-in rule for that operator.
  */
 function forbidden(ref: WorkloadRef, verb: "read" | "patch", err: unknown): MaxConnectionsResult["condition"] {
-  const grant =
-    ref.kind === "Cluster"
-      ? "grant the operator get and patch on clusters.postgresql.cnpg.io (Helm chart: --set postgresOperators.cloudnativePG.enabled=true)"
-      : `grant the operator get and patch on ${kubectlResource(ref)}s`;
+  const grant = isOwnedKind(ref.kind)
+    ? `grant the operator get and patch on ${kubectlResource(ref)} (Helm chart: --set ${POSTGRES_OPERATORS[ref.kind].chartValue}=true)`
+    : `grant the operator get and patch on ${kubectlResource(ref)}s`;
   return {
     status: "False",
     reason: "WorkloadForbidden",

@@ -2,10 +2,11 @@
  * Deciding what to do about max_connections, as a pure function of what we observed: the one
  * planner for a single instance and for a primary with streaming replicas (a single instance is
  * a group of one, restarted through its pod template; a group is restarted pod by pod in the
- * order topology.ts works out), and for a server a CloudNativePG Cluster owns (planOwned: its
- * parameter instead of ALTER SYSTEM, CloudNativePG restarts). The gates (not managed, unreachable,
- * settings ALTER SYSTEM cannot change, permissions, the workload, approval, window and restart
- * limit) are written here once; those about ALTER SYSTEM do not concern a Cluster.
+ * order topology.ts works out), and for a server a Postgres operator owns (planOwned: a
+ * CloudNativePG Cluster's or a Zalando postgresql's parameter instead of ALTER SYSTEM, and that
+ * operator restarts). The gates (not managed, unreachable, settings ALTER SYSTEM cannot change,
+ * permissions, the workload, approval, window and restart limit) are written here once; those
+ * about ALTER SYSTEM do not concern an owned server.
  *
  * For a single instance, the durable record of a requested restart lives on the Postgres workload itself, in the pod
  * template annotation RESTART_ANNOTATION = "<value>@<postmaster start time it must replace>".
@@ -17,6 +18,7 @@
 import type { ServerFacts } from "../postgres/inspect.js";
 import type { ConditionUpdate } from "./conditions.js";
 import { GROUP } from "../api/schema.js";
+import { isOwnedKind, type PostgresOperator, type WorkloadRef } from "../kube/workloads.js";
 import { type RestartGate, restartGate, type RestartGateInput } from "./restart-gate.js";
 import { type PodState, planTopologyRestart } from "./topology.js";
 
@@ -39,13 +41,17 @@ export function parseRestartRecord(text: string | undefined): RestartRecord | un
   return Number.isNaN(after.getTime()) ? undefined : { value: Number(match[1]), after };
 }
 
-/** A server whose max_connections its Postgres operator owns (a CloudNativePG Cluster): what it holds and reports. */
+/**
+ * A server whose max_connections its Postgres operator owns (a CloudNativePG Cluster, a Zalando
+ * postgresql): what the resource holds and what the operator reports.
+ */
 export interface OwnerState {
-  operator: "CloudNativePG";
-  /** spec.postgresql.parameters.max_connections, as the Cluster holds it (a string there). */
+  operator: PostgresOperator;
+  /** spec.postgresql.parameters.max_connections, as the resource holds it (a string there, in both). */
   maxConnections: string | undefined;
-  /** status.phase and status.phaseReason: what CloudNativePG reports it is doing. */
+  /** What the operator reports it is doing: CloudNativePG's status.phase, Zalando's status.PostgresClusterStatus. */
   phase: string | undefined;
+  /** CloudNativePG's status.phaseReason (Zalando's operator reports no reason). */
   phaseReason: string | undefined;
 }
 
@@ -60,9 +66,9 @@ export interface MaxConnectionsInput {
     rolledOut: boolean;
     record: RestartRecord | undefined;
     description: string;
-    /** "Cluster": CloudNativePG owns max_connections and restarts (planOwned). */
-    kind?: "StatefulSet" | "Deployment" | "Cluster";
-    /** A found Cluster: its parameter and phase. */
+    /** "Cluster", "postgresql": a Postgres operator owns max_connections and restarts (planOwned). */
+    kind?: WorkloadRef["kind"];
+    /** A found Cluster or postgresql: its parameter and what its operator reports. */
     owner?: OwnerState;
   };
   /** Everything the restart gate needs except the values, which come from `desired` and `facts`. */
@@ -92,7 +98,7 @@ export interface MaxConnectionsPlan {
   verifiedRestart?: boolean;
   /** The restart limit was reached by this plan: record the hold on the workload. */
   holdRestarts?: boolean;
-  /** A Cluster: set spec.postgresql.parameters.max_connections to this (after requestRestart, if any). */
+  /** An owned server: set spec.postgresql.parameters.max_connections to this (after requestRestart, if any). */
   ownerMaxConnections?: number;
 }
 
@@ -135,7 +141,7 @@ export function planMaxConnections(input: MaxConnectionsInput): MaxConnectionsPl
         }
       : done("Unknown", "PostgresUnreachable", "cannot read max_connections: PostgreSQL is not reachable");
   }
-  if (workload.kind === "Cluster") return planOwned(input, facts, desired);
+  if (isOwnedKind(workload.kind)) return planOwned(input, facts, desired);
   if (input.group) return planGroup(input, facts, desired, input.group);
   const restartedSince = record !== undefined && facts.postmasterStartTime.getTime() > record.after.getTime();
   const rolling = workload.configured && workload.found && !workload.rolledOut;
@@ -300,12 +306,15 @@ function planGroup(
 }
 
 /**
- * A CloudNativePG Cluster: the operator decides when (the same gate as every restart), the
- * Cluster's owner decides how. No ALTER SYSTEM (CloudNativePG disables it and would not keep it):
- * the plan sets spec.postgresql.parameters.max_connections, and CloudNativePG reloads, sees the
- * restart pending and restarts the instances (replicas first, then the primary). The record on
- * the Cluster says which value the restart was asked for and which postmaster start it replaces,
- * so the verification is the same as for a StatefulSet.
+ * A server a Postgres operator owns (a CloudNativePG Cluster, a Zalando postgresql): the operator
+ * decides when (the same gate as every restart), the owner decides how. No ALTER SYSTEM
+ * (CloudNativePG disables it and would not keep it; Patroni, under Zalando's operator, pins
+ * max_connections on the postgres command line, which beats it): the plan sets
+ * spec.postgresql.parameters.max_connections, and the owner restarts the instances in its own
+ * order (CloudNativePG: replicas first, then the primary; Zalando: through Patroni, the primary
+ * first when the value goes down). The record on the resource says which value the restart was
+ * asked for and which postmaster start it replaces, so the verification is the same as for a
+ * StatefulSet.
  */
 function planOwned(input: MaxConnectionsInput, facts: ServerFacts, desired: number): MaxConnectionsPlan {
   const { workload } = input;
@@ -317,6 +326,8 @@ function planOwned(input: MaxConnectionsInput, facts: ServerFacts, desired: numb
       `${workload.description} does not exist, so max_connections = ${desired} cannot be set on it; nothing was changed`,
     );
   }
+  const who = owner.operator.name;
+  const healthy = `${owner.operator.statusField} "${owner.operator.healthy}"`;
   const record = workload.record;
   const restartedSince = record !== undefined && facts.postmasterStartTime.getTime() > record.after.getTime();
   const reports = ownerReport(owner);
@@ -327,16 +338,16 @@ function planOwned(input: MaxConnectionsInput, facts: ServerFacts, desired: numb
         condition: {
           status: "False",
           reason: "RestartInProgress",
-          message: `max_connections is ${desired} on the instance answering, but CloudNativePG is still restarting ${workload.description} (${reports}): waiting until it reports a healthy cluster`,
+          message: `max_connections is ${desired} on the instance answering, but ${who} is still restarting ${workload.description} (${reports}): waiting until it reports ${healthy}`,
         },
       };
     }
     const detail = restartedSince
-      ? ` (verified after CloudNativePG restarted it at ${facts.postmasterStartTime.toISOString()})`
+      ? ` (verified after ${who} restarted it at ${facts.postmasterStartTime.toISOString()})`
       : "";
     return { ...done("True", "Applied", `max_connections is ${desired}${detail}`), verifiedRestart: restartedSince };
   }
-  // A request whose value the Cluster no longer holds (someone changed it back) brings no restart: not waited for.
+  // A request whose value the resource no longer holds (someone changed it back) brings no restart: not waited for.
   const underWay = record && !restartedSince && owner.maxConnections === String(record.value);
   const crashedBetween = record?.value === desired && !restartedSince && owner.maxConnections !== String(desired);
   if (underWay || crashedBetween) {
@@ -348,8 +359,8 @@ function planOwned(input: MaxConnectionsInput, facts: ServerFacts, desired: numb
         status: "False",
         reason: "RestartInProgress",
         message: forThis
-          ? `CloudNativePG restarts ${workload.description} to apply max_connections = ${desired} (now ${facts.maxConnections}); it reports ${reports}`
-          : `CloudNativePG restarts ${workload.description} for max_connections = ${record.value} (${reports}); max_connections = ${desired} is asked for once that restart is verified`,
+          ? `${who} restarts ${workload.description} to apply max_connections = ${desired} (now ${facts.maxConnections}); it reports ${reports}`
+          : `${who} restarts ${workload.description} for max_connections = ${record.value} (${reports}); max_connections = ${desired} is asked for once that restart is verified`,
       },
     };
   }
@@ -357,15 +368,15 @@ function planOwned(input: MaxConnectionsInput, facts: ServerFacts, desired: numb
     return done(
       "False",
       "VerificationFailed",
-      `CloudNativePG restarted PostgreSQL at ${facts.postmasterStartTime.toISOString()} but max_connections is ${facts.maxConnections}, ` +
-        `not ${desired} (source: ${facts.settingSource}; a value in postgresql.auto.conf overrides the Cluster's parameters); not asking again`,
+      `${who} restarted PostgreSQL at ${facts.postmasterStartTime.toISOString()} but max_connections is ${facts.maxConnections}, ` +
+        `not ${desired} (source: ${facts.settingSource}; ${owner.operator.verificationHint}); not asking again`,
     );
   }
   if (!workload.rolledOut) {
     return done(
       "False",
       "OwnerBusy",
-      `CloudNativePG is busy with ${workload.description} (${reports}): max_connections = ${desired} (now ${facts.maxConnections}) is asked for once it reports a healthy cluster`,
+      `${who} is busy with ${workload.description} (${reports}): max_connections = ${desired} (now ${facts.maxConnections}) is asked for once it reports ${healthy}`,
     );
   }
   const gate = restartGate({ ...input.gate, desired, current: facts.maxConnections });
@@ -377,13 +388,15 @@ function planOwned(input: MaxConnectionsInput, facts: ServerFacts, desired: numb
     condition: {
       status: "False",
       reason: "RestartInProgress",
-      message: `max_connections = ${desired} (now ${facts.maxConnections}) set on ${workload.description}; CloudNativePG restarts the instances`,
+      message: `max_connections = ${desired} (now ${facts.maxConnections}) set on ${workload.description}; ${who} restarts the instances`,
     },
   };
 }
 
+/** What the owner reports, in its own words: `phase "Applying configuration": …`, `status "Updating"`. */
 function ownerReport(owner: OwnerState): string {
-  const phase = owner.phase ? `phase "${owner.phase}"` : "no phase yet";
+  const field = owner.operator.statusField.replace(/^status\./, "");
+  const phase = owner.phase ? `${field} "${owner.phase}"` : `no ${field} yet`;
   return owner.phaseReason ? `${phase}: ${owner.phaseReason}` : phase;
 }
 

@@ -12,6 +12,7 @@ import type { PoolPolicy, PoolPolicySpec, PoolPolicyStatus } from "../api/schema
 import type { PostgresTarget } from "../postgres/connection.js";
 import type { InstanceFacts, ServerFacts } from "../postgres/inspect.js";
 import type { RoleFacts } from "../postgres/roles.js";
+import type { ServiceFacts } from "../server/identity.js";
 import type { PoolerObjects } from "../pooler/pooler-objects.js";
 import type { LimitRecord } from "../server/role-limits.js";
 import type { RedisOutcome } from "../server/dependencies.js";
@@ -45,6 +46,11 @@ export interface KubernetesPort {
   setOwnerMaxConnections(workload: WorkloadState, value: number): Promise<void>;
   holdRestarts(workload: WorkloadState, now: Date): Promise<void>;
   listPods(namespace: string, labelSelector: string | undefined): Promise<V1Pod[]>;
+  /**
+   * A Service's labels and owner references (discovery.ts: which Postgres operator runs the
+   * server); undefined when there is no such Service or the operator may not read it.
+   */
+  readService(namespace: string, name: string): Promise<ServiceFacts | undefined>;
   deletePod(namespace: string, name: string): Promise<void>;
 
   applyPoolEnv(

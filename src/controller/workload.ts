@@ -1,19 +1,19 @@
 /**
  * The PostgreSQL workload: a StatefulSet or Deployment, whose rollout state and pod-template
  * restart record are read here and whose rolling restart is requested by writing that record;
- * or a CloudNativePG Cluster, which owns max_connections (spec.postgresql.parameters) and
- * restarts its instances itself: there the record and the restart history are annotations of
- * the Cluster, and the change is one field applied with the operator's own field manager.
+ * or a resource of a Postgres operator (a CloudNativePG Cluster, a Zalando postgresql), which owns
+ * max_connections (spec.postgresql.parameters) and restarts its instances itself: there the
+ * record and the restart history are annotations of the resource, and the change is one field
+ * applied with the operator's own field manager.
  */
 import type { V1Deployment, V1StatefulSet } from "@kubernetes/client-node";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
-import { CNPG_API_VERSION, type PoolPolicySpec } from "../api/schema.js";
+import type { PoolPolicySpec } from "../api/schema.js";
 import { isConflict, isNotFound } from "../kube/errors.js";
 import {
-  CNPG,
-  CNPG_HEALTHY_PHASE,
-  type CnpgCluster,
   describeWorkload,
+  isOwnedKind,
+  POSTGRES_OPERATORS,
   readWorkloadObject,
   type WorkloadClients,
   type WorkloadObject,
@@ -41,15 +41,16 @@ import { type ContainerMemory, containerMemory, postgresPodSpec } from "../serve
 import { deploymentRolledOut, statefulSetRolledOut } from "./rollout.js";
 
 /**
- * The field manager of the one field the operator sets on a CloudNativePG Cluster. One per
- * server, not per policy: the policies of a server agree on one value (server/model.ts).
+ * The field manager of the one field the operator sets on a CloudNativePG Cluster or a Zalando
+ * postgresql. One per server, not per policy: the policies of a server agree on one value
+ * (server/model.ts).
  */
 export const OWNER_FIELD_MANAGER = `${FIELD_MANAGER_PREFIX}/max-connections`;
 
 export interface WorkloadState {
   configured: boolean;
   found: boolean;
-  /** Every pod runs the latest template; for a Cluster: CloudNativePG reports it healthy. */
+  /** Every pod runs the latest template; for an owned resource: its operator reports it healthy. */
   rolledOut: boolean;
   record: RestartRecord | undefined;
   description: string;
@@ -66,7 +67,7 @@ export interface WorkloadState {
   resourceVersion?: string;
   /** The PostgreSQL container's memory limit or request (found workloads only). */
   memory?: ContainerMemory;
-  /** A found CloudNativePG Cluster: what it holds and reports. */
+  /** A found Cluster or postgresql: what it holds and what its operator reports. */
   owner?: OwnerState;
 }
 
@@ -99,16 +100,11 @@ export async function readWorkload(
     resourceVersion: read.object.metadata?.resourceVersion,
     memory: containerMemory(postgresPodSpec(read), base.description),
   };
-  if (read.kind === "Cluster") {
-    const owner = ownerState(read.object);
+  if (read.kind === "Cluster" || read.kind === "postgresql") {
+    const owner = ownerState(read);
     const record = parseRestartRecord(annotations[RESTART_ANNOTATION]);
-    return {
-      ...common,
-      rolledOut: owner.phase === CNPG_HEALTHY_PHASE,
-      record,
-      replicas: read.object.spec?.instances,
-      owner,
-    };
+    const replicas = read.kind === "Cluster" ? read.object.spec?.instances : read.object.spec?.numberOfInstances;
+    return { ...common, rolledOut: owner.phase === owner.operator.healthy, record, replicas, owner };
   }
   const object = read.object;
   const rolledOut =
@@ -122,13 +118,14 @@ export async function readWorkload(
   return { ...common, rolledOut, record, replicas: object.spec?.replicas ?? 1, podSelector };
 }
 
-function ownerState(cluster: CnpgCluster): OwnerState {
-  return {
-    operator: "CloudNativePG",
-    maxConnections: cluster.spec?.postgresql?.parameters?.max_connections,
-    phase: cluster.status?.phase,
-    phaseReason: cluster.status?.phaseReason,
-  };
+function ownerState(read: Extract<WorkloadObject, { kind: "Cluster" | "postgresql" }>): OwnerState {
+  const maxConnections = read.object.spec?.postgresql?.parameters?.max_connections;
+  const operator = POSTGRES_OPERATORS[read.kind];
+  if (read.kind === "postgresql") {
+    const phase = read.object.status?.PostgresClusterStatus;
+    return { operator, maxConnections, phase, phaseReason: undefined };
+  }
+  return { operator, maxConnections, phase: read.object.status?.phase, phaseReason: read.object.status?.phaseReason };
 }
 
 export function workloadRef(workload: WorkloadState): WorkloadRef {
@@ -162,9 +159,10 @@ async function patchWorkload(
   const options = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
   try {
     if (workload.kind === "StatefulSet") await clients.apps.patchNamespacedStatefulSet(params, options);
-    else if (workload.kind === "Cluster")
-      await clients.custom.patchNamespacedCustomObject({ ...CNPG, ...params }, options);
-    else await clients.apps.patchNamespacedDeployment(params, options);
+    else if (isOwnedKind(workload.kind)) {
+      const { resource } = POSTGRES_OPERATORS[workload.kind];
+      await clients.custom.patchNamespacedCustomObject({ ...resource, ...params }, options);
+    } else await clients.apps.patchNamespacedDeployment(params, options);
   } catch (err) {
     if (isConflict(err)) {
       throw new RequeueError(`${workload.description} changed since it was read; deciding again`, STALE_RETRY_MS);
@@ -176,9 +174,9 @@ async function patchWorkload(
 /**
  * Records a restart request and adds it to the history, in one patch: no restart without its
  * count. A StatefulSet or Deployment: the record goes into the pod template, and that change
- * rolls every pod. A Cluster: the record is an annotation of the Cluster, and the restart follows
- * from setOwnerMaxConnections, which the caller runs right after (a crash in between leaves a
- * record whose value the Cluster does not hold yet: the next pass sets it).
+ * rolls every pod. A Cluster or postgresql: the record is an annotation of the resource, and the
+ * restart follows from setOwnerMaxConnections, which the caller runs right after (a crash in
+ * between leaves a record whose value the resource does not hold yet: the next pass sets it).
  */
 export async function requestRestart(
   clients: WorkloadClients,
@@ -187,7 +185,7 @@ export async function requestRestart(
   now: Date,
 ): Promise<void> {
   const history = { [RESTART_HISTORY_ANNOTATION]: historyWith(workload, now) };
-  if (workload.kind === "Cluster") {
+  if (isOwnedKind(workload.kind)) {
     await patchWorkload(clients, workload, {
       metadata: { annotations: { ...history, [RESTART_ANNOTATION]: formatRestartRecord(record) } },
     });
@@ -199,7 +197,7 @@ export async function requestRestart(
   });
 }
 
-/** Another field manager owns spec.postgresql.parameters.max_connections of the Cluster. */
+/** Another field manager owns spec.postgresql.parameters.max_connections of the Cluster or postgresql. */
 export class OwnerParameterConflict extends Error {
   constructor(
     readonly workload: string,
@@ -207,31 +205,33 @@ export class OwnerParameterConflict extends Error {
   ) {
     super(
       `field manager ${managers.map((m) => `"${m}"`).join(", ")} owns spec.postgresql.parameters.max_connections of ${workload}, ` +
-        "so the operator does not overwrite it: remove max_connections from that manager's Cluster manifest (the policy sets it), " +
+        "so the operator does not overwrite it: remove max_connections from that manager's manifest of it (the policy sets it), " +
         "or remove spec.postgres.maxConnections from the policy",
     );
   }
 }
 
 /**
- * Sets spec.postgresql.parameters.max_connections of a CloudNativePG Cluster (a string there) by
- * server-side apply with OWNER_FIELD_MANAGER: the apply configuration names that one field, so
- * the manager owns it and nothing else. Not forced: a value someone else manages is theirs
- * (OwnerParameterConflict says whose).
+ * Sets spec.postgresql.parameters.max_connections of a CloudNativePG Cluster or a Zalando
+ * postgresql (a string there, in both) by server-side apply with OWNER_FIELD_MANAGER: the apply
+ * configuration names that one field, so the manager owns it and nothing else. Not forced: a
+ * value someone else manages is theirs (OwnerParameterConflict says whose).
  */
 export async function setOwnerMaxConnections(
   clients: WorkloadClients,
   workload: WorkloadState,
   value: number,
 ): Promise<void> {
+  if (!isOwnedKind(workload.kind)) throw new Error(`${workload.description} has no max_connections parameter to set`);
+  const { apiVersion, kind, resource } = POSTGRES_OPERATORS[workload.kind];
   const body = {
-    apiVersion: CNPG_API_VERSION,
-    kind: "Cluster",
+    apiVersion,
+    kind,
     metadata: { name: workload.name!, namespace: workload.namespace! },
     spec: { postgresql: { parameters: { max_connections: String(value) } } },
   };
   const params = {
-    ...CNPG,
+    ...resource,
     name: workload.name!,
     namespace: workload.namespace!,
     body,

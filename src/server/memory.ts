@@ -100,10 +100,11 @@ export const POSTGRES_CONTAINER = "postgres";
  */
 /**
  * The pod spec whose "postgres" container the memory ceiling reads: a CloudNativePG Cluster's
- * instances run with its spec.resources (its PostgreSQL container is named "postgres" too).
+ * instances and a Zalando postgresql's pods run with its spec.resources (the PostgreSQL
+ * container is named "postgres" in both).
  */
 export function postgresPodSpec(w: WorkloadObject) {
-  if (w.kind !== "Cluster") return w.object.spec?.template.spec;
+  if (w.kind === "StatefulSet" || w.kind === "Deployment") return w.object.spec?.template.spec;
   return { containers: [{ name: POSTGRES_CONTAINER, resources: w.object.spec?.resources ?? {} }] };
 }
 

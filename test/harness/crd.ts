@@ -1,6 +1,7 @@
 /**
  * Installs a CRD and waits until the API serves it: the PoolPolicy CRD (the committed, generated
- * file), and CloudNativePG's Cluster CRD as CloudNativePG publishes it (tools/fetch-crds.sh).
+ * file), and the Postgres operators' CRDs as their projects publish them (tools/fetch-crds.sh):
+ * CloudNativePG's Cluster, Zalando's postgresql.
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -20,12 +21,20 @@ export function installPoolPolicyCrd(kc: KubeConfig): Promise<void> {
 
 /** CloudNativePG's published Cluster CRD (postgresql.cnpg.io/v1), the version tools/versions.env pins. */
 export function installCloudNativePgCrd(kc: KubeConfig): Promise<void> {
-  const path = execFileSync("bash", [join(repoRoot, "tools/fetch-crds.sh"), "--print-path"], {
+  return installCrd(kc, fetchedCrd("cnpg", "CloudNativePG's Cluster CRD"));
+}
+
+/** Zalando's published postgresql CRD (acid.zalan.do/v1), the version tools/versions.env pins. */
+export function installZalandoCrd(kc: KubeConfig): Promise<void> {
+  return installCrd(kc, fetchedCrd("zalando", "Zalando's postgresql CRD"));
+}
+
+function fetchedCrd(name: "cnpg" | "zalando", what: string): string {
+  const path = execFileSync("bash", [join(repoRoot, "tools/fetch-crds.sh"), "--print-path", name], {
     encoding: "utf8",
   }).trim();
-  if (!existsSync(path))
-    throw new Error(`CloudNativePG's Cluster CRD is not fetched (looked for ${path}); run \`make tools\` first`);
-  return installCrd(kc, path);
+  if (!existsSync(path)) throw new Error(`${what} is not fetched (looked for ${path}); run \`make tools\` first`);
+  return path;
 }
 
 async function installCrd(kc: KubeConfig, path: string): Promise<void> {

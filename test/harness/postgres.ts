@@ -292,6 +292,14 @@ export class PostgresServer {
     await this.postmaster?.stop(shutdownSignal[mode], 30_000);
   }
 
+  /**
+   * Settings the next start passes as `-c name=value` (replacing those given at creation): how
+   * Patroni restarts a member whose command-line options changed (test/harness/zalando-standin.ts).
+   */
+  setCommandLine(settings: Record<string, string | number>): void {
+    this.options.commandLine = settings;
+  }
+
   async restart(mode: ShutdownMode = "fast"): Promise<void> {
     await this.stop(mode);
     await this.start();

@@ -109,6 +109,12 @@ Role. Leases are not here: they get a Role of their own in the release namespace
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "delete"]
+# Discovery: the Service a policy's host names is read (one GET, only when max_connections cannot
+# be applied as asked) for the labels and owner reference a Postgres operator puts on it, so that
+# the condition can name the resource that owns the server (docs/postgres-operators.md).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get"]
 # Read-only: HPA maxReplicas enters the connection budget.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
@@ -124,6 +130,13 @@ Role. Leases are not here: they get a Role of their own in the release namespace
 # given spec.postgresql.parameters.max_connections (server-side apply, the operator's own field manager).
 - apiGroups: ["postgresql.cnpg.io"]
   resources: ["clusters"]
+  verbs: ["get", "patch"]
+{{- end }}
+{{- if .Values.postgresOperators.zalando.enabled }}
+# Zalando postgresqls named in spec.postgres.restart.workload (docs/postgres-operators.md): the same
+# three uses as a CloudNativePG Cluster (read; annotate; apply spec.postgresql.parameters.max_connections).
+- apiGroups: ["acid.zalan.do"]
+  resources: ["postgresqls"]
   verbs: ["get", "patch"]
 {{- end }}
 {{- if .Values.pooler.enabled }}

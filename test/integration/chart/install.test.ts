@@ -224,6 +224,7 @@ describe("helm install of the chart", () => {
       { group: "", resource: "secrets", verb: "watch", namespace: "apps" },
       { group: "", resource: "pods", verb: "list", namespace: "db" },
       { group: "", resource: "pods", verb: "delete", namespace: "db", name: "postgres-1" }, // topology-aware restarts
+      { group: "", resource: "services", verb: "get", namespace: "db", name: "pg-rw" }, // discovery of the server's owner
       { group: "autoscaling", resource: "horizontalpodautoscalers", verb: "get", namespace: "apps", name: "web" },
       { group: "events.k8s.io", resource: "events", verb: "create", namespace: "apps" },
       { group: "events.k8s.io", resource: "events", verb: "patch", namespace: "apps", name: "e" },
@@ -259,6 +260,8 @@ describe("helm install of the chart", () => {
       { group: "", resource: "pods", verb: "create", namespace: "apps" },
       { group: "", resource: "pods", subresource: "exec", verb: "create", namespace: "db", name: "postgres-0" },
       { group: "", resource: "configmaps", verb: "get", namespace: "apps", name: "c" },
+      { group: "", resource: "services", verb: "list", namespace: "db" },
+      { group: "", resource: "services", verb: "patch", namespace: "db", name: "pg-rw" },
       { group: "", resource: "events", verb: "create", namespace: "apps" },
       { group: "pooling.dbops.io", resource: "poolpolicies", verb: "delete", namespace: "apps", name: "p" },
       { group: "pooling.dbops.io", resource: "poolpolicies", verb: "create", namespace: "apps" },

@@ -226,8 +226,10 @@ describe("concurrent edits", () => {
       let annotationWrites = 0;
       let storming = true;
       // Ten metadata edits a second: the operator's cached resourceVersion is almost always stale.
+      // It goes on until the spec changes are done AND 60 edits landed: on a loaded machine a
+      // patch takes longer, and the storm must not get thinner (at most 1,000 attempts).
       const storm = (async () => {
-        for (let seq = 1; storming; seq++) {
+        for (let seq = 1; (storming || annotationWrites < 60) && seq <= 1000; seq++) {
           await s.patchPolicy("p", { metadata: { annotations: { "storm.test/seq": String(seq) } } }).then(
             () => {
               annotationWrites = seq;
@@ -246,7 +248,9 @@ describe("concurrent edits", () => {
       storming = false;
       await storm;
       const stormMs = Date.now() - stormStarted;
-      const stormRates = perMinute(before, await operatorCounters(operator), stormMs);
+      const afterStorm = await operatorCounters(operator);
+      const stormRates = perMinute(before, afterStorm, stormMs);
+      const stormWrites = counterDelta(before, afterStorm).statusWrites;
       const conflicts = (await statusConflicts()) - conflictsBefore;
       m.note(
         "storm",
@@ -279,10 +283,14 @@ describe("concurrent edits", () => {
         annotationWrites,
         "the storm edited the policy (else this scenario proves nothing)",
       ).toBeGreaterThanOrEqual(50);
-      expect(stormRates.statusWrites, "the operator wrote status during the storm").toBeGreaterThan(0);
+      expect(stormWrites, "the operator wrote status during the storm").toBeGreaterThan(0);
       expect(conflicts, "status writes refused with 409").toBe(0);
-      // Bounded: a few writes per spec change, not one per foreign edit (that would be ~600/min).
-      expect(stormRates.statusWrites).toBeLessThanOrEqual(60);
+      // Bounded by the spec changes, not by the foreign edits: a spec change takes a few status
+      // writes (observedGeneration, the rollout's progress, Ready); one per foreign edit would be
+      // annotationWrites of them. Counts, not a rate: a loaded machine stretches the storm's
+      // seconds, not its writes (a rate bound of 60/min failed at 62.9 on a loaded run: 15 writes).
+      expect(stormWrites).toBeLessThanOrEqual(6 * sizes.length);
+      expect(stormWrites).toBeLessThan(annotationWrites / 4);
 
       // Quiet once the storm is over.
       await sleep(3_000);

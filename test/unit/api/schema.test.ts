@@ -57,6 +57,27 @@ describe("validateSpec", () => {
     expect(withWorkload({ apiVersion: "apps/v1", kind: "Deployment", name: "pg" }).ok).toBe(true);
   });
 
+  it("takes a Zalando postgresql as the restart workload only with its apiVersion", () => {
+    const withWorkload = (workload: Record<string, string>) =>
+      validateSpec({ ...minimal, postgres: { ...minimal.postgres, restart: { workload } } });
+    const zalando = withWorkload({ apiVersion: "acid.zalan.do/v1", kind: "postgresql", name: "pg" });
+    expect(zalando.ok && zalando.spec.postgres.restart?.workload).toEqual({
+      apiVersion: "acid.zalan.do/v1",
+      kind: "postgresql",
+      name: "pg",
+    });
+    const pairing = "kind postgresql goes with apiVersion acid.zalan.do/v1 (Zalando's postgres-operator), and only it";
+    expect(withWorkload({ kind: "postgresql", name: "pg" })).toMatchObject({
+      ok: false,
+      message: expect.stringContaining(pairing),
+    });
+    const asStatefulSet = withWorkload({ apiVersion: "acid.zalan.do/v1", kind: "StatefulSet", name: "pg" });
+    expect(asStatefulSet).toMatchObject({ ok: false, message: expect.stringContaining(pairing) });
+    // Each owner's kind with the other's apiVersion: refused by both pairings.
+    const crossed = withWorkload({ apiVersion: "postgresql.cnpg.io/v1", kind: "postgresql", name: "pg" });
+    expect(crossed).toMatchObject({ ok: false, message: expect.stringContaining(pairing) });
+  });
+
   it.each([
     [{ pool: { minSize: 30, maxSize: 10 } }, "spec.pool.minSize: minSize must not exceed maxSize"],
     [{ postgres: { ...minimal.postgres, maxConnections: 0 } }, "spec.postgres.maxConnections"],

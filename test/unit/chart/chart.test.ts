@@ -38,6 +38,7 @@ const OPERATOR_RULES = [
   "apps/statefulsets: get,list,patch,watch",
   "core/secrets: get,list,watch",
   "core/pods: delete,get,list,watch",
+  "core/services: get",
   "autoscaling/horizontalpodautoscalers: get,list,watch",
   "events.k8s.io/events: create,list,patch",
 ].sort();
@@ -55,6 +56,7 @@ describe("helm lint", () => {
       ["--set", "replicaCount=2"],
       ["--set", "watchNamespace=apps"],
       ["--set", "leaderElection.enabled=false"],
+      ["--set", "pooler.enabled=true"],
     ]) {
       const result = await runHelm(["lint", "--strict", chartDir, ...extra]);
       expect(result.code, `helm lint ${extra.join(" ")}:\n${result.stdout}${result.stderr}`).toBe(0);
@@ -280,6 +282,19 @@ describe("watchNamespace", () => {
     const scoped = await renderChart([...enable, "--set", "watchNamespace=apps"]);
     const role = scoped.find((o) => o.kind === "Role" && o.metadata.namespace === "apps")!;
     expect(cnpg(ruleTable(role))).toEqual(["postgresql.cnpg.io/clusters: get,patch"]);
+  });
+
+  it("grants get and patch on Zalando postgresqls only when postgresOperators.zalando.enabled", async () => {
+    const zalando = (rows: string[]) => rows.filter((r) => r.startsWith("acid.zalan.do/"));
+    expect(zalando(ruleTable(findObject(await renderChart(), "ClusterRole")))).toEqual([]);
+    const enable = ["--set", "postgresOperators.zalando.enabled=true"];
+    const rows = ruleTable(findObject(await renderChart(enable), "ClusterRole"));
+    expect(zalando(rows)).toEqual(["acid.zalan.do/postgresqls: get,patch"]);
+    // Only its own rule: nothing of CloudNativePG's, nothing else added.
+    expect(rows.filter((r) => !r.startsWith("acid.zalan.do/"))).toEqual(OPERATOR_RULES);
+    const scoped = await renderChart([...enable, "--set", "watchNamespace=apps"]);
+    const role = scoped.find((o) => o.kind === "Role" && o.metadata.namespace === "apps")!;
+    expect(zalando(ruleTable(role))).toEqual(["acid.zalan.do/postgresqls: get,patch"]);
   });
 
   it("grants create and patch on the pooler's objects only when pooler.enabled", async () => {

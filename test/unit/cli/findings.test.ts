@@ -29,9 +29,19 @@ describe("findings", () => {
   });
 
   it("says how to raise max_connections where ALTER SYSTEM cannot, or where the policy sizes it", () => {
-    const owned = { ...facts().policy!, restartWorkload: "CloudNativePG Cluster db/pg", restartedByOwner: true };
+    const owned = { ...facts().policy!, restartWorkload: "CloudNativePG Cluster db/pg", restartedBy: "CloudNativePG" };
     expect(analyze(facts({ budget: budget(), policy: owned }), ctx)[0]!.recommendation).toContain(
       "raise max_connections to 140 (set spec.postgres.maxConnections of shop/p to 140: the operator sets it on CloudNativePG Cluster db/pg and CloudNativePG restarts the instances)",
+    );
+    // Patroni pins it on the command line; through the postgresql resource the policy still sets it.
+    const zalando = {
+      ...facts().policy!,
+      restartWorkload: "Zalando postgresql db/pg",
+      restartedBy: "Zalando's postgres-operator",
+    };
+    const patroni = facts({ budget: budget(), policy: zalando, postgres: server({ settingSource: "command line" }) });
+    expect(analyze(patroni, ctx)[0]!.recommendation).toContain(
+      "the operator sets it on Zalando postgresql db/pg and Zalando's postgres-operator restarts the instances",
     );
     const cmdline = analyze(facts({ budget: budget(), postgres: server({ settingSource: "command line" }) }), ctx)[0]!;
     expect(cmdline.recommendation).toContain("raise max_connections to 140 where the server's command line sets it");

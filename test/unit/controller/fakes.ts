@@ -16,12 +16,13 @@ import type { EventSink } from "../../../src/controller/reconciler.js";
 import type { SecretRead } from "../../../src/kube/secrets.js";
 import type { TargetsOutcome } from "../../../src/controller/targets.js";
 import { OwnerParameterConflict, type WorkloadState } from "../../../src/controller/workload.js";
-import { CNPG_HEALTHY_PHASE, describeWorkload } from "../../../src/kube/workloads.js";
+import { CNPG_HEALTHY_PHASE, describeWorkload, isOwnedKind, POSTGRES_OPERATORS } from "../../../src/kube/workloads.js";
 import { PostgresError } from "../../../src/postgres/connection.js";
 import type { InstanceFacts, ServerFacts } from "../../../src/postgres/inspect.js";
 import type { RoleFacts } from "../../../src/postgres/roles.js";
 import { LIMIT_RECORD_ANNOTATION } from "../../../src/controller/limit-record.js";
 import type { LimitRecord } from "../../../src/server/role-limits.js";
+import type { ServiceFacts } from "../../../src/server/identity.js";
 import { containerMemory } from "../../../src/server/memory.js";
 import { DEFAULT_MEMORY_SETTINGS } from "../fixtures/server-facts.js";
 
@@ -155,15 +156,20 @@ export interface FakeWorkload {
   heldSince?: Date;
   /** resources.limits.memory of its postgres container, e.g. "1Gi"; absent: none set. */
   memoryLimit?: string;
-  /** When the policy names a CloudNativePG Cluster: what the Cluster holds and reports. */
+  /** When the policy names a CloudNativePG Cluster or a Zalando postgresql: what it holds and reports. */
   cluster: FakeCluster;
 }
 
-/** A CloudNativePG Cluster: its max_connections parameter and status.phase. */
+/**
+ * A CloudNativePG Cluster or a Zalando postgresql: its max_connections parameter and what its
+ * operator reports (CloudNativePG's status.phase, Zalando's status.PostgresClusterStatus).
+ */
 export interface FakeCluster {
   maxConnections?: string;
   phase?: string;
   phaseReason?: string;
+  /** What the owner reports while it applies a new parameter (default CloudNativePG's). */
+  applyingPhase?: string;
   /** Field managers that own spec.postgresql.parameters.max_connections besides ours (a 409 on our apply). */
   otherManagers?: string[];
   /** Our apply fails with this (e.g. a 403: the operator's RBAC lacks patch). */
@@ -256,18 +262,14 @@ export class FakeKubernetes implements KubernetesPort {
     const namespace = restart.workload.namespace ?? ns;
     const kind = restart.workload.kind;
     const description = describeWorkload({ kind, name: restart.workload.name, namespace });
-    if (kind === "Cluster") {
+    if (isOwnedKind(kind)) {
       const c = w.cluster;
-      const owner = {
-        operator: "CloudNativePG" as const,
-        maxConnections: c.maxConnections,
-        phase: c.phase,
-        phaseReason: c.phaseReason,
-      };
+      const operator = POSTGRES_OPERATORS[kind];
+      const owner = { operator, maxConnections: c.maxConnections, phase: c.phase, phaseReason: c.phaseReason };
       return {
         configured: true,
         found: w.found,
-        rolledOut: w.found && c.phase === CNPG_HEALTHY_PHASE,
+        rolledOut: w.found && c.phase === operator.healthy,
         record: w.record,
         description,
         kind,
@@ -296,8 +298,8 @@ export class FakeKubernetes implements KubernetesPort {
     if (this.crashBeforeRestartRequest) throw new Error("the operator was killed");
     this.restartRequests += 1;
     this.workload.record = record;
-    // A Cluster's record is an annotation: nothing rolls until its parameter changes.
-    if (w.kind !== "Cluster") this.workload.rolledOut = false;
+    // An owned resource's record is an annotation: nothing rolls until its parameter changes.
+    if (!isOwnedKind(w.kind)) this.workload.rolledOut = false;
     this.workload.history.push(now);
     if (this.crashAfterRestartRequest) throw new Error("the operator was killed");
   }
@@ -305,7 +307,7 @@ export class FakeKubernetes implements KubernetesPort {
   /** Throws right after requestRestart's write: a Cluster's record is in, its parameter not yet. */
   crashAfterRestartRequest = false;
 
-  /** CloudNativePG takes the new parameter: it reports "Applying configuration" until the fake restarts. */
+  /** The owner takes the new parameter: it reports applyingPhase ("Applying configuration") until the fake restarts. */
   async setOwnerMaxConnections(w: WorkloadState, value: number): Promise<void> {
     const cluster = this.workload.cluster;
     if (cluster.applyError) throw cluster.applyError;
@@ -313,8 +315,8 @@ export class FakeKubernetes implements KubernetesPort {
     this.ownerApplies.push(value);
     if (cluster.maxConnections === String(value)) return;
     cluster.maxConnections = String(value);
-    cluster.phase = "Applying configuration";
-    cluster.phaseReason = "Restarting instances to apply max_connections";
+    cluster.phase = cluster.applyingPhase ?? "Applying configuration";
+    cluster.phaseReason = cluster.applyingPhase ? undefined : "Restarting instances to apply max_connections";
   }
 
   async recordRestart(_w: WorkloadState, now: Date): Promise<void> {
@@ -330,6 +332,15 @@ export class FakeKubernetes implements KubernetesPort {
   }
 
   async deletePod(): Promise<void> {}
+
+  /** Services by "namespace/name", with what discovery reads of them. */
+  readonly services = new Map<string, ServiceFacts>();
+  readonly serviceReads: string[] = [];
+
+  async readService(namespace: string, name: string): Promise<ServiceFacts | undefined> {
+    this.serviceReads.push(`${namespace}/${name}`);
+    return this.services.get(`${namespace}/${name}`);
+  }
 
   async applyPoolEnv(
     _policy: { name: string; namespace: string },

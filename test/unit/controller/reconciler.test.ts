@@ -571,6 +571,125 @@ describe("max_connections through a CloudNativePG Cluster", () => {
   });
 });
 
+describe("max_connections through a Zalando postgresql", () => {
+  const zalando = { kind: "postgresql", apiVersion: "acid.zalan.do/v1", name: "pg", namespace: "db" };
+  const throughPostgresql = (maxConnections: number, extra: Record<string, unknown> = {}) => ({
+    postgres: { maxConnections, restart: { workload: zalando, ...extra } },
+  });
+  /**
+   * A Patroni member as Zalando's operator runs it: max_connections on the postgres command line
+   * (so ALTER SYSTEM, which the superuser may run, would change nothing), status "Running".
+   */
+  const patroniServer = () => {
+    w.postgres.settingSource = "command line";
+    w.kube.workload.cluster = { maxConnections: "100", phase: "Running", applyingPhase: "Updating" };
+  };
+  /** Zalando's operator patched Patroni, which restarted the member with the new value; "Running" again. */
+  const zalandoRestarts = (running = true) => {
+    w.now = new Date(w.now.getTime() + 10_000);
+    w.postgres.maxConnections = Number(w.kube.workload.cluster.maxConnections);
+    w.postgres.postmasterStartTime = w.now;
+    if (running) w.kube.workload.cluster = { ...w.kube.workload.cluster, phase: "Running" };
+  };
+  const applied = (status: PoolPolicyStatus) => condition(status, "MaxConnectionsApplied");
+
+  beforeEach(patroniServer);
+
+  it("sets the postgresql's parameter despite the command line (no ALTER SYSTEM), quotes its status, verifies once", async () => {
+    w.policy("p", throughPostgresql(150));
+    let { status } = await w.pass();
+    expect(applied(status)).toMatchObject({ status: "False", reason: "RestartInProgress" });
+    expect(w.kube.ownerApplies).toEqual([150]);
+    expect(w.postgres.alters).toEqual([]);
+    expect(w.kube.workload.record).toEqual({ value: 150, after: T0 });
+    expect(applied(status)?.message).toContain(
+      "set on Zalando postgresql db/pg; Zalando's postgres-operator restarts the instances",
+    );
+    expect(w.events.all.find((e) => e.reason === "RestartRequested")?.note).toBe(
+      "spec.postgresql.parameters.max_connections = 150 on Zalando postgresql db/pg; Zalando's postgres-operator restarts the instances",
+    );
+    ({ status } = await w.pass());
+    expect(applied(status)?.message).toContain('it reports PostgresClusterStatus "Updating"');
+    // The primary is back with the new value; the operator still restarts the other members.
+    zalandoRestarts(false);
+    ({ status } = await w.pass());
+    expect(applied(status)).toMatchObject({ reason: "RestartInProgress" });
+    expect(applied(status)?.message).toContain(`waiting until it reports status.PostgresClusterStatus "Running"`);
+    w.kube.workload.cluster.phase = "Running";
+    ({ status } = await w.pass());
+    expect(applied(status)).toMatchObject({ status: "True", reason: "Applied" });
+    expect(applied(status)?.message).toContain("verified after Zalando's postgres-operator restarted it");
+    await w.pass();
+    expect(w.events.reasons().filter((r) => r === "MaxConnectionsVerified")).toHaveLength(1);
+    expect(w.kube.restartRequests).toBe(1);
+    expect(w.kube.ownerApplies).toEqual([150]);
+  });
+
+  it("lowers only after the apps rolled out, and the gates hold it without touching the postgresql", async () => {
+    w.postgres.maxConnections = 300;
+    w.kube.workload.cluster.maxConnections = "300";
+    w.kube.injected.set("api", 50);
+    w.kube.rollingOut = true;
+    w.policy("p", { ...throughPostgresql(100), pool: { maxSize: 10 } });
+    let { status } = await w.pass();
+    expect(applied(status)?.reason).toBe("WaitingForApps");
+    expect(w.kube.ownerApplies).toEqual([]);
+    w.kube.rollingOut = false;
+    ({ status } = await w.pass());
+    expect(w.kube.ownerApplies).toEqual([100]);
+
+    w = new World();
+    patroniServer();
+    w.policy("p", throughPostgresql(150, { policy: "Manual" }));
+    ({ status } = await w.pass());
+    expect(applied(status)).toMatchObject({ reason: "AwaitingApproval" });
+    expect(applied(status)?.message).toContain("needs a restart of Zalando postgresql db/pg");
+    expect(w.kube.ownerApplies).toEqual([]);
+
+    w = new World();
+    patroniServer();
+    w.reconciler = w.newReconciler(1);
+    w.kube.workload.history = [new Date(w.now.getTime() - 10 * 60_000)];
+    w.policy("p", throughPostgresql(150));
+    ({ status } = await w.pass());
+    expect(applied(status)).toMatchObject({ reason: "RestartLimitReached" });
+    expect(applied(status)?.message).toContain("kubectl annotate postgresqls.acid.zalan.do pg -n db");
+    expect(w.kube.ownerApplies).toEqual([]);
+  });
+
+  it("says what it cannot do: a failed sync, RBAC, another field manager, a failed verification", async () => {
+    const reasonFor = async (setup: () => void) => {
+      w = new World();
+      patroniServer();
+      setup();
+      w.policy("p", throughPostgresql(150));
+      return applied((await w.pass()).status);
+    };
+    const busy = await reasonFor(() => (w.kube.workload.cluster.phase = "SyncFailed"));
+    expect(busy).toMatchObject({ reason: "OwnerBusy" });
+    expect(busy?.message).toContain(
+      `Zalando's postgres-operator is busy with Zalando postgresql db/pg (PostgresClusterStatus "SyncFailed")`,
+    );
+    expect(w.kube.ownerApplies).toEqual([]);
+    const forbidden = Object.assign(new Error("forbidden"), { code: 403 });
+    const unreadable = await reasonFor(() => (w.kube.workloadReadError = forbidden));
+    expect(unreadable).toMatchObject({ status: "False", reason: "WorkloadForbidden" });
+    expect(unreadable?.message).toContain(
+      "the operator may not read Zalando postgresql db/pg (HTTP 403): grant the operator get and patch on postgresqls.acid.zalan.do (Helm chart: --set postgresOperators.zalando.enabled=true)",
+    );
+    const conflict = await reasonFor(() => (w.kube.workload.cluster.otherManagers = ["kubectl-client-side-apply"]));
+    expect(conflict).toMatchObject({ reason: "ParameterConflict" });
+    expect(conflict?.message).toContain(`field manager "kubectl-client-side-apply" owns`);
+    const failed = await reasonFor(() => {
+      w.kube.workload.record = { value: 150, after: T0 };
+      w.kube.workload.cluster.maxConnections = "150";
+      w.postgres.postmasterStartTime = new Date(T0.getTime() + 5_000);
+    });
+    expect(failed).toMatchObject({ reason: "VerificationFailed" });
+    expect(failed?.message).toContain("source: command line; Patroni passes the value on the postgres command line");
+  });
+});
+
 describe("the reaper and Redis", () => {
   it("reaps when due and announces it; reports disabled, failures and the server timeout", async () => {
     w.policy("p", { reaper: { interval: "60s" } });
@@ -961,6 +1080,89 @@ describe("the app role's CONNECTION LIMIT (spec.enforcement.connectionLimit)", (
     await w.reconciler.reconcile(`${NS}/p`);
     expect(w.postgres.roles.get("shop_app")?.connectionLimit).toBe(-1);
     expect(w.kube.finalizerRemoved).toBe(true);
+  });
+});
+
+describe("discovery: a server whose Service belongs to a Postgres operator", () => {
+  const applied = (status: PoolPolicyStatus) => condition(status, "MaxConnectionsApplied");
+  const spilo = { application: "spilo", "cluster-name": "acid-shop", "spilo-role": "master" };
+  const cnpgOwner = [{ apiVersion: "postgresql.cnpg.io/v1", kind: "Cluster", name: "pg", controller: true }];
+  const withHost = (host: string, restart?: Record<string, unknown>) => ({
+    postgres: { host, maxConnections: 150, ...(restart ? { restart } : {}) },
+  });
+
+  it("a Patroni server named by Zalando's Service: CommandLineOverride says which postgresql to name", async () => {
+    w.postgres.settingSource = "command line";
+    w.kube.services.set("db/acid-shop", { name: "acid-shop", namespace: "db", labels: spilo, ownerReferences: [] });
+    w.policy("p", withHost("acid-shop.db", { workload: { kind: "StatefulSet", name: "acid-shop", namespace: "db" } }));
+    const { status } = await w.pass();
+    expect(applied(status)).toMatchObject({ status: "False", reason: "CommandLineOverride" });
+    expect(applied(status)?.message).toContain(
+      "Service db/acid-shop belongs to Zalando postgresql db/acid-shop (labels application=spilo, cluster-name=acid-shop): " +
+        "set spec.postgres.restart.workload to {apiVersion: acid.zalan.do/v1, kind: postgresql, name: acid-shop, namespace: db}; " +
+        "the operator then sets max_connections there and Zalando's postgres-operator restarts the instances " +
+        "(Helm chart: --set postgresOperators.zalando.enabled=true)",
+    );
+    expect(w.kube.restartRequests).toBe(0);
+    expect(w.kube.ownerApplies).toEqual([]);
+  });
+
+  it("CloudNativePG's read-only Service without a workload: names the Cluster and its -rw Service", async () => {
+    w.postgres.allowAlterSystem = false;
+    w.kube.services.set("db/pg-ro", { name: "pg-ro", namespace: "db", labels: {}, ownerReferences: cnpgOwner });
+    w.policy("p", withHost("pg-ro.db.svc.cluster.local"));
+    const { status } = await w.pass();
+    expect(applied(status)).toMatchObject({ reason: "AlterSystemDisabled" });
+    expect(applied(status)?.message).toContain(
+      "Service db/pg-ro belongs to CloudNativePG Cluster db/pg (its owner reference): set spec.postgres.restart.workload to " +
+        "{apiVersion: postgresql.cnpg.io/v1, kind: Cluster, name: pg, namespace: db}, and spec.postgres.host to pg-rw.db " +
+        "(the primary's Service; db/pg-ro may reach a replica)",
+    );
+  });
+
+  it("says nothing more where there is no such Service, or on a pass that needs none", async () => {
+    w.postgres.settingSource = "command line";
+    w.policy("p", withHost("pg.db"));
+    let { status } = await w.pass();
+    expect(applied(status)?.reason).toBe("CommandLineOverride");
+    expect(applied(status)?.message).not.toContain("belongs to");
+    expect(w.kube.serviceReads).toEqual(["db/pg"]);
+
+    w = new World();
+    w.kube.services.set("db/pg", { name: "pg", namespace: "db", labels: spilo, ownerReferences: [] });
+    w.postgres.maxConnections = 150;
+    w.policy("p", withHost("pg.db"));
+    ({ status } = await w.pass());
+    expect(applied(status)?.reason).toBe("Applied");
+    expect(w.kube.serviceReads).toEqual([]);
+  });
+
+  it("the right resource named already: no suggestion, and its parameter is set", async () => {
+    w.postgres.settingSource = "command line";
+    w.kube.workload.cluster = { maxConnections: "100", phase: "Running", applyingPhase: "Updating" };
+    w.kube.services.set("db/acid-shop", { name: "acid-shop", namespace: "db", labels: spilo, ownerReferences: [] });
+    const workload = { apiVersion: "acid.zalan.do/v1", kind: "postgresql", name: "acid-shop", namespace: "db" };
+    w.policy("p", withHost("acid-shop.db", { workload }));
+    const { status } = await w.pass();
+    expect(applied(status)).toMatchObject({ reason: "RestartInProgress" });
+    expect(w.kube.ownerApplies).toEqual([150]);
+    expect(w.kube.serviceReads).toEqual(["db/acid-shop"]);
+  });
+
+  it("another operator resource than the Service's: WorkloadMismatch, nothing set, the right one suggested", async () => {
+    w.postgres.allowAlterSystem = false;
+    w.kube.services.set("db/pg-rw", { name: "pg-rw", namespace: "db", labels: {}, ownerReferences: cnpgOwner });
+    const workload = { apiVersion: "postgresql.cnpg.io/v1", kind: "Cluster", name: "pg-staging", namespace: "db" };
+    w.policy("p", withHost("pg-rw.db", { workload }));
+    const { status } = await w.pass();
+    expect(applied(status)).toMatchObject({ status: "False", reason: "WorkloadMismatch" });
+    expect(applied(status)?.message).toContain(
+      "spec.postgres.restart.workload names CloudNativePG Cluster db/pg-staging, but PostgreSQL at pg-rw.db is another one's; nothing was changed. " +
+        "Service db/pg-rw belongs to CloudNativePG Cluster db/pg",
+    );
+    expect(w.kube.ownerApplies).toEqual([]);
+    expect(w.kube.restartRequests).toBe(0);
+    expect(w.events.all.find((e) => e.reason === "WorkloadMismatch")?.type).toBe("Warning");
   });
 });
 
