@@ -19,6 +19,9 @@ import {
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { apiErrorMessage, statusCodeOf } from "../../../src/kube/errors.js";
+import { applyPoolerObjects } from "../../../src/controller/pooler-apply.js";
+import { renderPgBouncerConfig } from "../../../src/pooler/pgbouncer-config.js";
+import { POOLER_AUTH_FILE, poolerObjects } from "../../../src/pooler/pooler-objects.js";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { createNamespace, deleteNamespace, loadKubeConfig, waitForDeployment } from "../../harness/kube.js";
 import { waitFor } from "../../harness/processes.js";
@@ -453,6 +456,103 @@ describe("helm install with rbac.secretNames", () => {
     ).toBe(true);
     expect(
       await saMay(kc, ns, fullname, { group: "", resource: "secrets", verb: "get", namespace: ns, name: "other" }),
+    ).toBe(false);
+  });
+});
+
+describe("helm install with pooler.enabled", () => {
+  let kc: KubeConfig;
+  let ns: string;
+  let release: string;
+  let fullname: string;
+  let installed = false;
+
+  beforeAll(async () => {
+    kc = loadKubeConfig(kubeconfigPath);
+    await installPoolPolicyCrd(kc);
+    ns = await createNamespace(kc, "chartpool", RESTRICTED);
+    ({ release, fullname } = await installRelease(ns, [
+      "--set",
+      `watchNamespace=${ns}`,
+      "--set",
+      "pooler.enabled=true",
+      "--set",
+      "replicaCount=0",
+    ]));
+    installed = true;
+  });
+
+  afterAll(async () => {
+    if (installed) await uninstallRelease(ns, release);
+    await deleteNamespace(kc, ns);
+  });
+
+  it("lets the operator's own token apply the pooler's four objects, creating them and then patching them", async () => {
+    // The real apply path (controller/pooler-apply.ts) with a token of the chart's ServiceAccount:
+    // the API server authorizes an apply that creates an object as a create, a later one as a patch.
+    // Checked to fail with pooler.enabled=false (403 on the ConfigMap's patch).
+    const token = await kc.makeApiClient(CoreV1Api).createNamespacedServiceAccountToken({
+      name: fullname,
+      namespace: ns,
+      body: { spec: { audiences: [], expirationSeconds: 600 } },
+    });
+    const asOperator = new KubeConfig();
+    asOperator.loadFromOptions({
+      clusters: [{ name: "c", server: kc.getCurrentCluster()!.server, skipTLSVerify: true }],
+      users: [{ name: "sa", token: token.status!.token! }],
+      contexts: [{ name: "ctx", cluster: "c", user: "sa" }],
+      currentContext: "ctx",
+    });
+    const sizing = {
+      kind: "sized" as const,
+      pods: 2,
+      left: 20,
+      perPod: 10,
+      maxDbConnections: 10,
+      defaultPoolSize: 10,
+      reservePoolSize: 0,
+      maxClientConn: 25,
+    };
+    const config = renderPgBouncerConfig({
+      target: { host: "pg.db.svc", port: 5432, database: "app", sslMode: "prefer", user: "admin", password: "pw" },
+      databases: ["app"],
+      sizing,
+      poolMode: "Session",
+      listen: { address: "*", port: 5432 },
+      authFile: POOLER_AUTH_FILE,
+    });
+    if (!config.ok) throw new Error(config.message);
+    const spec = {
+      name: "pgbouncer",
+      image: "pgbouncer:test",
+      replicas: 1,
+      maxSurge: 1,
+      port: 5432,
+      poolMode: "Session" as const,
+      minServerConnectionsPerPod: 1,
+      reservePoolSize: 0,
+    };
+    // The owner need not exist for the authorization asked here (the garbage collector may then
+    // delete the objects; the second apply creates them again if so, under the same rules).
+    const owner = {
+      apiVersion: "pooling.dbops.io/v1alpha1",
+      kind: "PoolPolicy",
+      name: "p",
+      namespace: ns,
+      uid: "0c9d4e6e-0000-4000-8000-000000000001",
+    };
+    const clients = { apps: asOperator.makeApiClient(AppsV1Api), core: asOperator.makeApiClient(CoreV1Api) };
+    await applyPoolerObjects(clients, poolerObjects(owner, spec, config));
+    await applyPoolerObjects(clients, poolerObjects(owner, { ...spec, replicas: 2 }, config));
+    // And nothing beyond its rules: no delete of what it applied.
+    expect(
+      await saMay(kc, ns, fullname, {
+        group: "",
+        resource: "configmaps",
+        verb: "delete",
+        namespace: ns,
+        name: "pgbouncer",
+      }),
     ).toBe(false);
   });
 });
