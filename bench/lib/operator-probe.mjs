@@ -137,6 +137,7 @@ function start(port) {
           controllerWrapped,
           wrapError,
           memory: process.memoryUsage(),
+          peakRss: peakRss(),
           cpu: process.cpuUsage(),
         });
       }
@@ -183,6 +184,12 @@ function start(port) {
   });
   server.listen(port, "127.0.0.1");
   server.unref();
+}
+
+/** The process's peak resident memory (VmHWM), what a Pod's memory limit meets first. */
+function peakRss() {
+  const line = readFileSync("/proc/self/status", "utf8").match(/^VmHWM:\s+(\d+) kB/m);
+  return line ? Number(line[1]) * 1024 : undefined;
 }
 
 /** Resident memory by kind of mapping (Linux): the C heap (brk), anonymous maps (V8 pages, malloc arenas, thread stacks), files. */

@@ -51,6 +51,8 @@ export interface ProbeState {
   timeline: Array<{ sent: number; answered?: number; request: string }>;
   wrapError?: string;
   memory: NodeJS.MemoryUsage;
+  /** Peak resident bytes since the process started (VmHWM; Linux). */
+  peakRss?: number;
   /** The process's CPU time since it started (µs), user and system. */
   cpu: NodeJS.CpuUsage;
 }
