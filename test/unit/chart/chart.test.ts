@@ -172,7 +172,7 @@ describe("helm template with default values", () => {
     expect(containerOf(objects).imagePullPolicy).toBe("IfNotPresent");
     expect(containerOf(objects).resources).toEqual({
       requests: { cpu: "50m", memory: "160Mi" },
-      limits: { cpu: "500m", memory: "800Mi" },
+      limits: { cpu: "500m", memory: "1Gi" },
     });
     expect(deployment.spec.template.spec.priorityClassName).toBeUndefined();
   });
