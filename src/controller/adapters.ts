@@ -25,15 +25,19 @@ import { checkRedisDependency } from "../server/dependencies.js";
 import { fieldManagerFor } from "./env-injection.js";
 import { ensureFinalizer, removeFinalizer } from "./finalizer.js";
 import { recordLimitBefore } from "./limit-record.js";
-import { applyPoolerObjects } from "./pooler-apply.js";
+import { applyPoolerObjects, RecentPoolerApplies } from "./pooler-apply.js";
 import { isNotFound, statusCodeOf } from "../kube/errors.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
+import type { ServiceFacts } from "../server/identity.js";
 import { STALE_RETRY_MS } from "./pass.js";
 import { SharedServerFacts } from "./server-facts.js";
 import { applyServerTimeout, runReaper } from "./reaper.js";
 import { type CachedSecretReader, readSecretKeys } from "../kube/secrets.js";
 import { applyPoolEnv, deploymentsOwnedBy, removePoolEnv } from "./targets.js";
 import { holdRestarts, readWorkload, recordRestart, requestRestart, setOwnerMaxConnections } from "./workload.js";
+
+/** How long a Service read for discovery is kept (readService). */
+const SERVICE_READ_TTL_MS = 60_000;
 
 /** The watch caches the wiring keeps (target-watches.ts); a LIST is the fallback until one has synced. */
 export interface WatchCaches {
@@ -50,6 +54,8 @@ export class ApiKubernetes implements KubernetesPort {
   private readonly autoscaling: AutoscalingV2Api;
   private readonly core: CoreV1Api;
   private readonly custom: CustomObjectsApi;
+  private readonly poolerApplies = new RecentPoolerApplies();
+  private readonly services = new Map<string, { at: number; facts: ServiceFacts | undefined }>();
 
   constructor(
     kc: KubeConfig,
@@ -111,10 +117,19 @@ export class ApiKubernetes implements KubernetesPort {
     return (await this.core.listNamespacedPod({ namespace, labelSelector })).items;
   }
 
-  async readService(namespace: string, name: string) {
+  /**
+   * Discovery reads the server's Service on every pass that ends in a refusal (discovery.ts), and
+   * such a policy is passed again on each resync and each watch event: a Service's labels and
+   * owner change about never, so a reading is kept for SERVICE_READ_TTL_MS.
+   */
+  async readService(namespace: string, name: string): Promise<ServiceFacts | undefined> {
+    const key = `${namespace}/${name}`;
+    const kept = this.services.get(key);
+    if (kept && Date.now() - kept.at < SERVICE_READ_TTL_MS) return kept.facts;
+    let facts: ServiceFacts | undefined;
     try {
       const service = await this.core.readNamespacedService({ namespace, name });
-      return {
+      facts = {
         name,
         namespace,
         labels: service.metadata?.labels ?? {},
@@ -123,9 +138,10 @@ export class ApiKubernetes implements KubernetesPort {
     } catch (err) {
       // Discovery only informs: no Service by that name (an outside host), or no right to read
       // Services (a chart without the rule), leaves the message as it was.
-      if (isNotFound(err) || statusCodeOf(err) === 403) return undefined;
-      throw err;
+      if (!isNotFound(err) && statusCodeOf(err) !== 403) throw err;
     }
+    this.services.set(key, { at: Date.now(), facts });
+    return facts;
   }
 
   async deletePod(namespace: string, name: string): Promise<void> {
@@ -145,8 +161,15 @@ export class ApiKubernetes implements KubernetesPort {
     return changed;
   }
 
-  applyPooler(...[objects]: Parameters<KubernetesPort["applyPooler"]>) {
-    return applyPoolerObjects({ apps: this.apps, core: this.core }, objects);
+  async applyPooler(...[objects]: Parameters<KubernetesPort["applyPooler"]>): Promise<void> {
+    if (this.poolerApplies.isFresh(objects)) return;
+    try {
+      await applyPoolerObjects({ apps: this.apps, core: this.core }, objects);
+      this.poolerApplies.record(objects);
+    } catch (err) {
+      this.poolerApplies.forget(objects);
+      throw err;
+    }
   }
 
   recordLimitBefore(...args: Parameters<KubernetesPort["recordLimitBefore"]>) {

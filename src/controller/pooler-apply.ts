@@ -5,6 +5,7 @@
  * `kubectl apply` of an object with the pooler's name) is theirs, and the 409 becomes a
  * condition naming them rather than a silent overwrite.
  */
+import { createHash } from "node:crypto";
 import { type AppsV1Api, type CoreV1Api, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type { PoolerObjects } from "../pooler/pooler-objects.js";
 import { FIELD_MANAGER_PREFIX } from "./env-injection.js";
@@ -64,3 +65,43 @@ export async function applyPoolerObjects(
     clients.core.patchNamespacedService({ ...params(service), body: service }, ssa()),
   );
 }
+
+/**
+ * The declaring policy's pass renders the pooler's objects on every pass; most passes render the
+ * same four objects, and applying them anyway is four no-op PATCHes per pass. This remembers
+ * what was applied (a digest of the rendered objects, password included, never the text) and
+ * when, per pooler: the same objects are applied again only after `resyncMs`, so that an object
+ * deleted or edited by hand is put back within that time without the operator watching it.
+ */
+export class RecentPoolerApplies {
+  private readonly applied = new Map<string, { digest: string; at: number }>();
+
+  constructor(
+    private readonly resyncMs = 10 * 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  static digest(objects: PoolerObjects): string {
+    return createHash("sha256").update(JSON.stringify(objects)).digest("hex");
+  }
+
+  /** True when exactly these objects were applied less than resyncMs ago. */
+  isFresh(objects: PoolerObjects): boolean {
+    const last = this.applied.get(poolerKey(objects));
+    return (
+      last !== undefined && last.digest === RecentPoolerApplies.digest(objects) && this.now() - last.at < this.resyncMs
+    );
+  }
+
+  /** After a successful apply. */
+  record(objects: PoolerObjects): void {
+    this.applied.set(poolerKey(objects), { digest: RecentPoolerApplies.digest(objects), at: this.now() });
+  }
+
+  /** After a failed apply: the next pass applies whatever it renders. */
+  forget(objects: PoolerObjects): void {
+    this.applied.delete(poolerKey(objects));
+  }
+}
+
+const poolerKey = (o: PoolerObjects) => `${o.deployment.metadata!.namespace}/${o.deployment.metadata!.name}`;

@@ -45,9 +45,10 @@ export async function poolerStep(
   pass: Pick<Pass, "key" | "spec" | "server" | "policy" | "previous">,
   view: ServerView,
 ): Promise<ConditionUpdate | undefined> {
+  // Most policies take no part in a pooler: answered before anything about the server's peers is computed.
+  if (pass.spec.pooler === undefined && pass.spec.pool.via !== "Pooler") return undefined;
   const self = view.peers.find((p) => p.key === pass.key) ?? { key: pass.key, namespace: "", spec: pass.spec };
   const pooler = serverPooler(view.peers);
-  if (pass.spec.pooler === undefined && pass.spec.pool.via !== "Pooler") return undefined;
   const type = POOLER_CONDITION;
   const problem = poolerProblem(self, pooler);
   if (problem) {

@@ -20,8 +20,9 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import type { KubeConfig } from "@kubernetes/client-node";
 import { CNPG, CNPG_HEALTHY_PHASE, type CnpgCluster } from "../../src/kube/workloads.js";
+import { OwnerStandIn } from "./owner-standin.js";
 import type { PostgresServer } from "./postgres.js";
 
 export const CNPG_APPLYING_PHASE = "Applying configuration";
@@ -31,73 +32,22 @@ export function cloudNativePgConf(): Record<string, string> {
   return { allow_alter_system: "off", include_if_exists: "'custom.conf'" };
 }
 
-export interface StandInEvent {
-  at: Date;
-  action: "adopted" | "restarted";
-  maxConnections: string | undefined;
-}
-
-export class CloudNativePgStandIn {
-  /** What the stand-in did, in order: tests assert on it. */
-  readonly events: StandInEvent[] = [];
+export class CloudNativePgStandIn extends OwnerStandIn<never, CnpgCluster> {
   /** The phases it reported, in order. */
   readonly phases: string[] = [];
-  private readonly custom: CustomObjectsApi;
-  private applied: string | undefined;
-  private adopted = false;
-  private running = false;
-  private loop?: Promise<void>;
-  /** A failed step of the loop: the test's next assertion fails with it instead of timing out. */
-  failure?: Error;
 
-  constructor(
-    kc: KubeConfig,
-    private readonly namespace: string,
-    private readonly clusterName: string,
-    private readonly server: PostgresServer,
-    private readonly pollMs = 200,
-  ) {
-    this.custom = kc.makeApiClient(CustomObjectsApi);
+  constructor(kc: KubeConfig, namespace: string, clusterName: string, server: PostgresServer, pollMs = 200) {
+    super(kc, CNPG, namespace, clusterName, server, pollMs);
   }
 
-  get restarts(): number {
-    return this.events.filter((e) => e.action === "restarted").length;
-  }
-
-  start(): void {
-    this.running = true;
-    this.loop = (async () => {
-      while (this.running) {
-        try {
-          await this.step();
-        } catch (err) {
-          this.failure = err as Error;
-          this.running = false;
-          return;
-        }
-        await new Promise((r) => setTimeout(r, this.pollMs));
-      }
-    })();
-  }
-
-  async stop(): Promise<void> {
-    this.running = false;
-    await this.loop;
-  }
-
-  private async step(): Promise<void> {
-    const cluster = (await this.custom.getNamespacedCustomObject({
-      ...CNPG,
-      namespace: this.namespace,
-      name: this.clusterName,
-    })) as CnpgCluster;
+  protected async step(cluster: CnpgCluster): Promise<void> {
     const wanted = cluster.spec?.postgresql?.parameters?.max_connections;
     if (!this.adopted) {
       // The Cluster as found is what the server already runs: written, no restart.
       this.writeCustomConf(wanted);
       this.applied = wanted;
       this.adopted = true;
-      this.events.push({ at: new Date(), action: "adopted", maxConnections: wanted });
+      this.record("adopted", wanted);
       await this.report(CNPG_HEALTHY_PHASE, "");
       return;
     }
@@ -111,7 +61,7 @@ export class CloudNativePgStandIn {
     );
     if (pending[0]?.pending) {
       await this.server.restart("fast");
-      this.events.push({ at: new Date(), action: "restarted", maxConnections: wanted });
+      this.record("restarted", wanted);
     }
     this.applied = wanted;
     await this.report(CNPG_HEALTHY_PHASE, "");
@@ -124,10 +74,7 @@ export class CloudNativePgStandIn {
   }
 
   private async report(phase: string, phaseReason: string): Promise<void> {
-    await this.custom.patchNamespacedCustomObjectStatus(
-      { ...CNPG, namespace: this.namespace, name: this.clusterName, body: { status: { phase, phaseReason } } },
-      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-    );
+    await this.patchStatus({ phase, phaseReason });
     this.phases.push(phase);
   }
 }

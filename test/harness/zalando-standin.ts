@@ -21,8 +21,9 @@
  * The server must be created with max_connections on its command line (patroniCommandLine()
  * below), as Patroni starts it: that is what makes ALTER SYSTEM useless there.
  */
-import { CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import type { KubeConfig } from "@kubernetes/client-node";
 import { ZALANDO, ZALANDO_RUNNING, type ZalandoPostgresql } from "../../src/kube/workloads.js";
+import { OwnerStandIn } from "./owner-standin.js";
 import type { PostgresServer } from "./postgres.js";
 
 export const ZALANDO_UPDATING = "Updating";
@@ -32,74 +33,29 @@ export function patroniCommandLine(maxConnections: number | string): Record<stri
   return { max_connections: String(maxConnections) };
 }
 
-export interface ZalandoStandInEvent {
-  at: Date;
-  action: "adopted" | "pending-restart" | "restarted";
-  maxConnections: string | undefined;
-}
-
-export class ZalandoStandIn {
-  /** What the stand-in did, in order: tests assert on it. */
-  readonly events: ZalandoStandInEvent[] = [];
+export class ZalandoStandIn extends OwnerStandIn<"pending-restart", ZalandoPostgresql> {
   /** The PostgresClusterStatus values it reported, in order. */
   readonly statuses: string[] = [];
-  private readonly custom: CustomObjectsApi;
-  private applied: string | undefined;
-  private adopted = false;
-  private running = false;
-  private loop?: Promise<void>;
-  /** A failed step of the loop: the test's next assertion fails with it instead of timing out. */
-  failure?: Error;
 
   constructor(
     kc: KubeConfig,
-    private readonly namespace: string,
-    private readonly name: string,
-    private readonly server: PostgresServer,
+    namespace: string,
+    name: string,
+    server: PostgresServer,
     /** The value Patroni started the server with when the manifest names none (Spilo picks one). */
     private readonly startedWith: string,
-    private readonly pollMs = 200,
+    pollMs = 200,
   ) {
-    this.custom = kc.makeApiClient(CustomObjectsApi);
+    super(kc, ZALANDO, namespace, name, server, pollMs);
   }
 
-  get restarts(): number {
-    return this.events.filter((e) => e.action === "restarted").length;
-  }
-
-  start(): void {
-    this.running = true;
-    this.loop = (async () => {
-      while (this.running) {
-        try {
-          await this.step();
-        } catch (err) {
-          this.failure = err as Error;
-          this.running = false;
-          return;
-        }
-        await new Promise((r) => setTimeout(r, this.pollMs));
-      }
-    })();
-  }
-
-  async stop(): Promise<void> {
-    this.running = false;
-    await this.loop;
-  }
-
-  private async step(): Promise<void> {
-    const pg = (await this.custom.getNamespacedCustomObject({
-      ...ZALANDO,
-      namespace: this.namespace,
-      name: this.name,
-    })) as ZalandoPostgresql;
+  protected async step(pg: ZalandoPostgresql): Promise<void> {
     const wanted = pg.spec?.postgresql?.parameters?.max_connections ?? this.startedWith;
     if (!this.adopted) {
       // The resource as found is what the server already runs: no restart.
       this.applied = wanted;
       this.adopted = true;
-      this.events.push({ at: new Date(), action: "adopted", maxConnections: wanted });
+      this.record("adopted", wanted);
       await this.report(ZALANDO_RUNNING);
       return;
     }
@@ -109,9 +65,9 @@ export class ZalandoStandIn {
     // line. As restartInstance does: a restart only when Patroni reports it pending.
     this.server.setCommandLine(patroniCommandLine(wanted));
     if ((await this.server.setting("max_connections")) !== wanted) {
-      this.events.push({ at: new Date(), action: "pending-restart", maxConnections: wanted });
+      this.record("pending-restart", wanted);
       await this.server.restart("fast");
-      this.events.push({ at: new Date(), action: "restarted", maxConnections: wanted });
+      this.record("restarted", wanted);
     }
     this.applied = wanted;
     await this.report(ZALANDO_RUNNING);
@@ -119,10 +75,7 @@ export class ZalandoStandIn {
 
   /** As the operator writes it: the status subresource, one key. */
   async report(status: string): Promise<void> {
-    await this.custom.patchNamespacedCustomObjectStatus(
-      { ...ZALANDO, namespace: this.namespace, name: this.name, body: { status: { PostgresClusterStatus: status } } },
-      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-    );
+    await this.patchStatus({ PostgresClusterStatus: status });
     this.statuses.push(status);
   }
 }
