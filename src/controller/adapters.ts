@@ -172,6 +172,15 @@ export class ApiKubernetes implements KubernetesPort {
     }
   }
 
+  async readPoolerDeployment(namespace: string, name: string): Promise<V1Deployment | undefined> {
+    try {
+      return await this.apps.readNamespacedDeployment({ namespace, name });
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
   recordLimitBefore(...args: Parameters<KubernetesPort["recordLimitBefore"]>) {
     return recordLimitBefore(this.custom, ...args);
   }

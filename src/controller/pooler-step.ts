@@ -11,9 +11,9 @@
  *
  * A pooler that does not fit is never rolled out: on a refusal nothing is applied and the objects
  * already there are left as they are (their sizes were proven for the budget they were applied
- * under; the refusal says what to change). Not done yet (docs/pooler.md): RELOAD of the running
- * pods after a size change (the ConfigMap changes, the pods keep their sizes until they restart
- * or are reloaded), deleting the objects when spec.pooler is removed or renamed, env injection.
+ * under; the refusal says what to change). A shrink of the per-pod cap rolls the pods, a growth
+ * does not (pooler-objects.ts, POOLER_CAP_ANNOTATION). Not done yet (docs/pooler.md): deleting
+ * the objects when spec.pooler is removed or renamed, env injection.
  *
  * The max_connections the pooler is sized against is the lower of the value in force and the
  * value the policies ask for: a pooler sized for a raise not yet applied would exceed the
@@ -21,7 +21,13 @@
  */
 import { statusCodeOf } from "../kube/errors.js";
 import { renderPgBouncerConfig } from "../pooler/pgbouncer-config.js";
-import { POOLER_AUTH_FILE, poolerObjects, poolerSecretName } from "../pooler/pooler-objects.js";
+import {
+  liveTemplateCap,
+  POOLER_AUTH_FILE,
+  podTemplateCap,
+  poolerObjects,
+  poolerSecretName,
+} from "../pooler/pooler-objects.js";
 import { type PoolerSpec, poolerPlanInput, poolerProblem, serverPooler } from "../server/pooler.js";
 import { explainSizing, planPooler } from "../server/pooler-plan.js";
 import { type ConditionUpdate, findCondition } from "./conditions.js";
@@ -41,7 +47,7 @@ function objectsPhrase(namespace: string, spec: PoolerSpec): string {
 
 /** The PoolerSized condition of this policy, or undefined when it takes no part in a pooler; applies the pooler on its declarer's pass. */
 export async function poolerStep(
-  kube: Pick<KubernetesPort, "applyPooler">,
+  kube: Pick<KubernetesPort, "applyPooler" | "readPoolerDeployment">,
   pass: Pick<Pass, "key" | "spec" | "server" | "policy" | "previous">,
   view: ServerView,
 ): Promise<ConditionUpdate | undefined> {
@@ -111,7 +117,9 @@ export async function poolerStep(
   const { metadata, apiVersion, kind } = pass.policy;
   const owner = { apiVersion, kind, name: metadata.name, namespace: metadata.namespace, uid: metadata.uid ?? "" };
   try {
-    await kube.applyPooler(poolerObjects(owner, pooler.spec, config));
+    // The declaring policy's pass only: one GET of the pooler's Deployment, for the cap its pods run with.
+    const live = liveTemplateCap(await kube.readPoolerDeployment(pooler.namespace, pooler.spec.name));
+    await kube.applyPooler(poolerObjects(owner, pooler.spec, config, podTemplateCap(plan.maxDbConnections, live)));
   } catch (err) {
     if (err instanceof PoolerObjectConflict) {
       return { type, status: "False", reason: "PoolerObjectConflict", message: `${name}: ${err.message}` };

@@ -69,6 +69,8 @@ export interface KubernetesPort {
    * holds one of their fields.
    */
   applyPooler(objects: PoolerObjects): Promise<void>;
+  /** The pooler's live Deployment (its pod template's cap: pooler-objects.ts), undefined when there is none. */
+  readPoolerDeployment(namespace: string, name: string): Promise<V1Deployment | undefined>;
 
   /**
    * Keeps (or, with null, drops) on the policy the limit a role had before the policy set one,

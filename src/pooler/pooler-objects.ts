@@ -14,8 +14,9 @@
  * nothing loses its address today; once they are, this is the condition they will act on.
  *
  * Reload versus roll: the pod template carries restartChecksum of the config, which changes only
- * when changeKind says "restart" (a listener change). A pool-size change updates the ConfigMap and
- * leaves the pod template, so the Deployment's generation and its pods stay as they are.
+ * when changeKind says "restart" (a listener change), and the cap the pods were started with
+ * (POOLER_CAP_ANNOTATION), which changes only when the per-pod cap shrinks. A growth updates the
+ * ConfigMap and leaves the pod template, so the Deployment's generation and its pods stay.
  */
 import type { V1ConfigMap, V1Deployment, V1OwnerReference, V1Secret, V1Service } from "@kubernetes/client-node";
 import type { PoolerSpec } from "../server/pooler.js";
@@ -30,6 +31,14 @@ export const POOLER_AUTH_FILE = `${POOLER_AUTH_DIR}/${POOLER_AUTH_KEY}`;
 
 /** The pod-template annotation that rolls the pods when, and only when, a restart is needed. */
 export const POOLER_RESTART_ANNOTATION = "pooling.dbops.io/pgbouncer-restart-checksum";
+/**
+ * The pod-template annotation holding the max_db_connections the running pods were started with.
+ * A shrink of the per-pod share writes the new, lower cap here, which rolls the pods: a running
+ * PgBouncer keeps the cap it started with, and old pods with a larger cap would let the sum
+ * exceed max_connections. A growth keeps the live value (no roll): old pods with a smaller cap
+ * are safe, merely under-using (podTemplateCap).
+ */
+export const POOLER_CAP_ANNOTATION = "pooling.dbops.io/pgbouncer-max-db-connections";
 /** The label that selects the pooler's pods (immutable in the Deployment's selector). */
 export const POOLER_LABEL = "pooling.dbops.io/pooler";
 
@@ -54,10 +63,28 @@ export function poolerSecretName(poolerName: string): string {
   return `${poolerName}-auth`;
 }
 
+/** The cap on the live pooler Deployment's pod template; undefined when there is none (or no such Deployment). */
+export function liveTemplateCap(deployment: V1Deployment | undefined): number | undefined {
+  const value = deployment?.spec?.template?.metadata?.annotations?.[POOLER_CAP_ANNOTATION];
+  const cap = Number(value);
+  return value !== undefined && Number.isInteger(cap) ? cap : undefined;
+}
+
+/**
+ * The cap to write on the pod template: the planned one when it is lower than the live one (the
+ * pods roll and restart under it) or when there is no live one; the live one otherwise, so that
+ * a growth does not roll.
+ */
+export function podTemplateCap(planned: number, live: number | undefined): number {
+  return live !== undefined && live <= planned ? live : planned;
+}
+
 export function poolerObjects(
   owner: PoolerOwner,
   spec: PoolerSpec,
   config: Extract<PgBouncerConfig, { ok: true }>,
+  /** podTemplateCap of the planned max_db_connections and the live Deployment's. */
+  templateCap: number,
 ): PoolerObjects {
   const { namespace } = owner;
   const name = spec.name;
@@ -110,7 +137,13 @@ export function poolerObjects(
           rollingUpdate: { maxSurge: spec.maxSurge, maxUnavailable: spec.maxSurge === 0 ? 1 : 0 },
         },
         template: {
-          metadata: { labels, annotations: { [POOLER_RESTART_ANNOTATION]: restartChecksum(config) } },
+          metadata: {
+            labels,
+            annotations: {
+              [POOLER_RESTART_ANNOTATION]: restartChecksum(config),
+              [POOLER_CAP_ANNOTATION]: String(templateCap),
+            },
+          },
           spec: {
             // PgBouncer refuses to run as root: the image must name a non-root USER.
             containers: [

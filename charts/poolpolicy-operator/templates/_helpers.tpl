@@ -142,8 +142,9 @@ Role. Leases are not here: they get a Role of their own in the release namespace
 {{- if .Values.pooler.enabled }}
 # The PgBouncer a policy declares in spec.pooler (docs/pooler.md): its ConfigMap, Secret (the
 # auth_file), Deployment and Service, by server-side apply (a PATCH; "create" too, because an
-# apply that creates the object is authorized as a create). Never get, list or delete: the
-# apply returns the object, and the garbage collector deletes them with the owning PoolPolicy.
+# apply that creates the object is authorized as a create). Never list or delete: the garbage
+# collector deletes them with the owning PoolPolicy. The pooler's Deployment is read (its pod
+# template's cap, docs/pooler.md "Roll or not") under the apps/deployments get granted above.
 # A ClusterRole cannot name the policy's namespace; with watchNamespace set it is that one.
 - apiGroups: [""]
   resources: ["configmaps", "secrets", "services"]

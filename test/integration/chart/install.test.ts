@@ -542,8 +542,8 @@ describe("helm install with pooler.enabled", () => {
       uid: "0c9d4e6e-0000-4000-8000-000000000001",
     };
     const clients = { apps: asOperator.makeApiClient(AppsV1Api), core: asOperator.makeApiClient(CoreV1Api) };
-    await applyPoolerObjects(clients, poolerObjects(owner, spec, config));
-    await applyPoolerObjects(clients, poolerObjects(owner, { ...spec, replicas: 2 }, config));
+    await applyPoolerObjects(clients, poolerObjects(owner, spec, config, 10));
+    await applyPoolerObjects(clients, poolerObjects(owner, { ...spec, replicas: 2 }, config, 10));
     // And nothing beyond its rules: no delete of what it applied.
     expect(
       await saMay(kc, ns, fullname, {

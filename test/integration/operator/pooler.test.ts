@@ -46,7 +46,7 @@ afterAll(async () => {
 });
 
 describe("the pooler, applied by the operator", () => {
-  it("applies the sized pooler, reloads sizes without a roll, rolls for a listener, refuses without applying, and goes with its policy", async () => {
+  it("applies the sized pooler, rolls for a shrink and not for a growth, rolls for a listener, refuses without applying, and goes with its policy", async () => {
     s = await Scenario.create(kc, { prefix: "pooler", conf: { max_connections: 30 } });
     const ns = s.namespace;
     await s.deployment("api", { labels: shop, replicas: 1 });
@@ -140,18 +140,33 @@ describe("the pooler, applied by the operator", () => {
     expect(afterRefusal.metadata?.generation).toBe(generation);
     expect(await ini()).toBe(beforeRefusal);
 
-    // Back to one replica; then d's pool doubles: 30 − 5 − 8 = 17 left, 8 per pod. Sizes only:
-    // the ConfigMap changes, the pod template does not (the Deployment's generation stays).
+    // Back to one replica; then d's pool doubles: 30 − 5 − 8 = 17 left, 8 per pod. A shrink:
+    // the pods running with 10 must restart, so the pod template's cap changes and the pods roll.
+    const cap = (d: V1Deployment) =>
+      d.spec?.template.metadata?.annotations?.["pooling.dbops.io/pgbouncer-max-db-connections"];
+    expect(cap(first)).toBe("10");
     await s.patchPolicy("p", { spec: { pooler: { replicas: 1, minServerConnectionsPerPod: 1 } } });
     await s.waitForCondition("p", "PoolerSized", { status: "True", reason: "Sized" });
     await s.patchPolicy("d", { spec: { pool: { maxSize: 4 } } });
     await waitFor("PoolerSized with 8 per pod", async () =>
       (await poolerMessage()).includes("8 server connections per pod"),
     );
+    await waitFor("the pooler's pod template with the cap 8", async () => cap(await deployment()) === "8");
     expect(await ini()).toContain("max_db_connections = 8\n");
-    const resized = await deployment();
-    expect(resized.metadata?.generation).toBe(generation);
-    expect(checksum(resized)).toBe(sum);
+    const shrunk = await deployment();
+    expect(shrunk.metadata!.generation!).toBeGreaterThan(generation);
+    expect(checksum(shrunk)).toBe(sum);
+
+    // d's pool back to 2: 10 per pod again, a growth. The ConfigMap changes; the pods running
+    // with 8 are safe, so the pod template keeps 8 and the Deployment's generation stays.
+    await s.patchPolicy("d", { spec: { pool: { maxSize: 2 } } });
+    await waitFor("PoolerSized with 10 per pod", async () =>
+      (await poolerMessage()).includes("10 server connections per pod"),
+    );
+    await waitFor("the ConfigMap with 10 per pod", async () => (await ini()).includes("max_db_connections = 10\n"));
+    const grown = await deployment();
+    expect(grown.metadata?.generation).toBe(shrunk.metadata!.generation);
+    expect(cap(grown)).toBe("8");
 
     // A new port is a new listener: PgBouncer must start again, so the pod template changes.
     await s.patchPolicy("p", { spec: { pooler: { port: 6432 } } });

@@ -420,6 +420,10 @@ export class FakeKubernetes implements KubernetesPort {
     }
   }
 
+  async readPoolerDeployment(namespace: string, name: string): Promise<V1Deployment | undefined> {
+    return structuredClone(this.pooler.get(`Deployment ${namespace}/${name}`)) as V1Deployment | undefined;
+  }
+
   /** The annotation writes of recordLimitBefore, in order (null: removed). */
   readonly limitRecords: (LimitRecord | null)[] = [];
   /** Called with the policy as "stored" after recordLimitBefore (the world keeps it). */

@@ -1245,27 +1245,47 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
     expect(JSON.stringify(w.events.all)).not.toContain("s3cret");
   });
 
-  it("a pool-size-only change updates the ConfigMap and leaves the pod template; a listener change rolls the pods", async () => {
+  it("a shrink of the per-pod cap rolls the pods, a growth updates the ConfigMap only, a listener change rolls them", async () => {
+    const capOf = () =>
+      deploymentOf()?.spec?.template.metadata?.annotations?.["pooling.dbops.io/pgbouncer-max-db-connections"];
+    const generation = () => w.kube.poolerGenerations.get("Deployment shop/pgbouncer");
     w.policy("p", { pool: { via: "Pooler" }, pooler });
     w.policy("q");
     await w.pass("p");
     const checksum = restartChecksumOf();
     expect(checksum).toMatch(/^[0-9a-f]{16}$/);
-    expect(w.kube.poolerGenerations.get("Deployment shop/pgbouncer")).toBe(1);
+    expect(configOf()!.data!["pgbouncer.ini"]).toContain("max_db_connections = 42\n");
+    expect(capOf()).toBe("42");
+    expect(generation()).toBe(1);
 
-    // q's direct pool doubles: 100 − 5 − 20 = 75 left, 37 per pod. A RELOAD's worth of change.
+    // q's direct pool doubles: 100 − 5 − 20 = 75 left, 37 per pod. The running pods hold 42: they must restart.
     w.policy("q", { pool: { maxSize: 20 } });
     await w.pass("p");
     expect(configOf()!.data!["pgbouncer.ini"]).toContain("max_db_connections = 37\n");
+    expect(capOf()).toBe("37");
     expect(restartChecksumOf()).toBe(checksum);
-    expect(w.kube.poolerGenerations.get("Deployment shop/pgbouncer")).toBe(1);
+    expect(generation()).toBe(2);
+
+    // Back to 42 per pod: pods with 37 are safe, so the template keeps 37 and nothing rolls.
+    w.policy("q");
+    await w.pass("p");
+    expect(configOf()!.data!["pgbouncer.ini"]).toContain("max_db_connections = 42\n");
+    expect(capOf()).toBe("37");
+    expect(generation()).toBe(2);
+
+    // 40 per pod is still above what the pods run with (37): no roll either.
+    w.policy("q", { pool: { maxSize: 14 } });
+    await w.pass("p");
+    expect(configOf()!.data!["pgbouncer.ini"]).toContain("max_db_connections = 40\n");
+    expect(capOf()).toBe("37");
+    expect(generation()).toBe(2);
 
     // A new port is a new listener: PgBouncer must start again, so the template changes.
     w.policy("p", { pool: { via: "Pooler" }, pooler: { ...pooler, port: 6432 } });
     await w.pass("p");
     expect(configOf()!.data!["pgbouncer.ini"]).toContain("listen_port = 6432\n");
     expect(restartChecksumOf()).not.toBe(checksum);
-    expect(w.kube.poolerGenerations.get("Deployment shop/pgbouncer")).toBe(2);
+    expect(generation()).toBe(3);
   });
 
   it("refuses a pooler that does not fit with the numbers, applies nothing, holds Ready back and warns once", async () => {
