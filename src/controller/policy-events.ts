@@ -30,13 +30,15 @@ function whatPeersRead(p: PoolPolicy): unknown {
   if (p.metadata.deletionTimestamp) return "deleted";
   const v = validateSpec(p.spec);
   if (!v.ok) return "invalid";
-  const { postgres, budget, pool, targets, enforcement } = v.spec;
+  const { postgres, budget, pool, targets, enforcement, pooler } = v.spec;
   return {
     host: postgres.host,
     port: postgres.port,
     maxConnections: postgres.maxConnections,
     budget,
-    pool: { minSize: pool.minSize, maxSize: pool.maxSize },
+    // via and the pooler: every policy of the server reports the one pooler (PoolerSized).
+    pool: { minSize: pool.minSize, maxSize: pool.maxSize, via: pool.via },
+    pooler,
     selector: targets.selector,
     connectionLimit: enforcement?.connectionLimit,
   };

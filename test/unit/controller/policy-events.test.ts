@@ -42,6 +42,8 @@ describe("changesWhatPeersRead", () => {
     ["the pool's max", { pool: { maxSize: 11 } }],
     ["the pool's min", { pool: { minSize: 3 } }],
     ["the target selector", { targets: { selector: { matchLabels: { app: "blog" } } } }],
+    ["the way the apps connect (spec.pool.via)", { pool: { via: "Pooler" } }],
+    ["the pooler it declares", { pooler: { name: "pgbouncer" } }],
   ])("is true for a change of %s", (_what, change) => {
     expect(changesWhatPeersRead(before, policy("p", change))).toBe(true);
   });
