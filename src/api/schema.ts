@@ -49,6 +49,8 @@ const envVarName = z
   .max(128)
   .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid environment variable name");
 
+const ENV_NAMES_DISTINCT = "env.min, env.max, env.host and env.port must name four different variables";
+
 const duration = (minimum: string) =>
   z
     .string()
@@ -197,10 +199,23 @@ const pool = z
       .object({
         min: envVarName.default("DB_POSTGRES_MIN_CONN"),
         max: envVarName.default("DB_POSTGRES_MAX_CONN"),
+        host: envVarName
+          .default("DB_POSTGRES_HOST")
+          .describe("Set (with port) only when via is Pooler and the pooler runs: its Service's host name."),
+        port: envVarName
+          .default("DB_POSTGRES_PORT")
+          .describe("Set (with host) only when via is Pooler: the pooler's port."),
       })
       .prefault({})
-      .refine((e) => e.min !== e.max, "env.min and env.max must name different variables")
-      .meta(cel({ rule: "self.min != self.max", message: "env.min and env.max must name different variables" })),
+      .refine((e) => new Set([e.min, e.max, e.host, e.port]).size === 4, ENV_NAMES_DISTINCT)
+      .meta(
+        cel({
+          rule:
+            "self.min != self.max && self.min != self.host && self.min != self.port && " +
+            "self.max != self.host && self.max != self.port && self.host != self.port",
+          message: ENV_NAMES_DISTINCT,
+        }),
+      ),
     via: z
       .enum(["Direct", "Pooler"])
       .default("Direct")

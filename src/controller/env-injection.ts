@@ -16,11 +16,40 @@ export function fieldManagerFor(policyName: string): string {
   return `${FIELD_MANAGER_PREFIX}/${policyName}`.slice(0, 128);
 }
 
-export function desiredEnv(pool: PoolPolicySpec["pool"]): V1EnvVar[] {
-  return [
+/** Where a via: Pooler policy's apps connect: the pooler's Service (server/pooler.ts poolerAddress). */
+export interface PoolerRoute {
+  host: string;
+  port: number;
+}
+
+/**
+ * Marks a Deployment whose apps this policy pointed at a pooler: "host:port", set by the same
+ * server-side apply as the env entries, so it goes with them. Why it exists: when the route is
+ * withdrawn (the pooler is gone, or via is Direct again), the entries that remain wanted (min,
+ * max) are all still there, and only this tells that the apply that removes host and port is due.
+ * It lives on the Deployment, not in the policy's status, so that a crash between the apply and
+ * the status write cannot lose it.
+ */
+export const POOLER_ROUTE_ANNOTATION = "pooling.dbops.io/pooler-route";
+
+/** The pool env of a policy; with a route, also where its apps connect (spec.pool.env.host and .port). */
+export function desiredEnv(pool: PoolPolicySpec["pool"], route?: PoolerRoute): V1EnvVar[] {
+  const env = [
     { name: pool.env.min, value: String(pool.minSize) },
     { name: pool.env.max, value: String(pool.maxSize) },
   ];
+  if (route) env.push({ name: pool.env.host, value: route.host }, { name: pool.env.port, value: String(route.port) });
+  return env;
+}
+
+/** The annotation value for a route, undefined for none. */
+export function routeAnnotationValue(route: PoolerRoute | undefined): string | undefined {
+  return route && `${route.host}:${route.port}`;
+}
+
+/** Whether the Deployment's pooler route (the annotation) is the one wanted, none included. */
+export function routeIsCurrent(deployment: V1Deployment, route: PoolerRoute | undefined): boolean {
+  return deployment.metadata?.annotations?.[POOLER_ROUTE_ANNOTATION] === routeAnnotationValue(route);
 }
 
 /** The containers to inject into: the named ones that exist, or every container when none is named. */

@@ -12,8 +12,9 @@
  * A pooler that does not fit is never rolled out: on a refusal nothing is applied and the objects
  * already there are left as they are (their sizes were proven for the budget they were applied
  * under; the refusal says what to change). A shrink of the per-pod cap rolls the pods, a growth
- * does not (pooler-objects.ts, POOLER_CAP_ANNOTATION). Not done yet (docs/pooler.md): deleting
- * the objects when spec.pooler is removed or renamed, env injection.
+ * does not (pooler-objects.ts, POOLER_CAP_ANNOTATION). The apps of via: Pooler policies are
+ * pointed at it once it has an available pod (poolerRouting; targets.ts applies the route). Not
+ * done yet (docs/pooler.md): deleting the objects when spec.pooler is removed or renamed.
  *
  * The max_connections the pooler is sized against is the lower of the value in force and the
  * value the policies ask for: a pooler sized for a raise not yet applied would exceed the
@@ -28,9 +29,10 @@ import {
   poolerObjects,
   poolerSecretName,
 } from "../pooler/pooler-objects.js";
-import { type PoolerSpec, poolerPlanInput, poolerProblem, serverPooler } from "../server/pooler.js";
+import { type PoolerSpec, poolerAddress, poolerPlanInput, poolerProblem, serverPooler } from "../server/pooler.js";
 import { explainSizing, planPooler } from "../server/pooler-plan.js";
 import { type ConditionUpdate, findCondition } from "./conditions.js";
+import type { PoolerRoute } from "./env-injection.js";
 import type { Pass, ServerView } from "./pass.js";
 import { PoolerObjectConflict } from "./pooler-apply.js";
 import type { KubernetesPort } from "./ports.js";
@@ -45,11 +47,52 @@ function objectsPhrase(namespace: string, spec: PoolerSpec): string {
   );
 }
 
+/** Where this policy's apps connect: through the pooler (`route`), or directly while it is `waiting`. */
+export interface PoolerRouting {
+  route?: PoolerRoute;
+  /** Why a via: Pooler policy's apps are not pointed at the pooler (yet); undefined when they are or need not be. */
+  waiting?: string;
+}
+
+/**
+ * The route of a via: Pooler policy's apps: the pooler's Service, once its Deployment has an
+ * available pod. Before that (just declared, refused before it ever ran, or gone) the apps keep
+ * their own configuration, the server: pointed at a Service with no PgBouncer behind it, every
+ * new connection would fail, which is worse than the over-commit the pooler exists to prevent
+ * (the budget still counts these apps at their full worst case, docs/pooler.md). A pooler that
+ * ran and is refused later keeps its pods, and keeps its apps. One GET, only for via: Pooler.
+ */
+export async function poolerRouting(
+  kube: Pick<KubernetesPort, "readPoolerDeployment">,
+  pass: Pick<Pass, "spec">,
+  view: Pick<ServerView, "peers">,
+): Promise<PoolerRouting> {
+  if (pass.spec.pool.via !== "Pooler") return {};
+  const pooler = serverPooler(view.peers);
+  if (pooler.kind !== "declared") return {};
+  const live = await kube.readPoolerDeployment(pooler.namespace, pooler.spec.name);
+  if ((live?.status?.availableReplicas ?? 0) > 0) return { route: poolerAddress(pooler) };
+  const where = `Deployment ${pooler.namespace}/${pooler.spec.name}`;
+  return {
+    waiting: live
+      ? `the apps connect directly until ${where} has an available pod`
+      : `the apps connect directly until ${where} exists and has an available pod`,
+  };
+}
+
+/** What the Sized message adds about this policy's apps: where they connect. */
+function routeNote(spec: Pass["spec"], { route, waiting }: PoolerRouting): string {
+  if (route)
+    return `; this policy's apps connect through it (${spec.pool.env.host}=${route.host}, ${spec.pool.env.port}=${route.port})`;
+  return waiting ? `; ${waiting}` : "";
+}
+
 /** The PoolerSized condition of this policy, or undefined when it takes no part in a pooler; applies the pooler on its declarer's pass. */
 export async function poolerStep(
   kube: Pick<KubernetesPort, "applyPooler" | "readPoolerDeployment">,
   pass: Pick<Pass, "key" | "spec" | "server" | "policy" | "previous">,
   view: ServerView,
+  routing: PoolerRouting = {},
 ): Promise<ConditionUpdate | undefined> {
   // Most policies take no part in a pooler: answered before anything about the server's peers is computed.
   if (pass.spec.pooler === undefined && pass.spec.pool.via !== "Pooler") return undefined;
@@ -94,7 +137,7 @@ export async function poolerStep(
     type,
     status: "True",
     reason: "Sized",
-    message: `${name}: ${objectsPhrase(pooler.namespace, pooler.spec)}, applied by ${applier}; per pod: ${explainSizing(plan)}`,
+    message: `${name}: ${objectsPhrase(pooler.namespace, pooler.spec)}, applied by ${applier}; per pod: ${explainSizing(plan)}${routeNote(pass.spec, routing)}`,
   };
   if (pass.key !== applier) return sized;
 

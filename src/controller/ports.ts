@@ -21,6 +21,7 @@ import type { ReaperOutcome, ServerTimeoutScope } from "./reaper.js";
 import type { SecretRead } from "../kube/secrets.js";
 import type { TargetStatus, TargetsOutcome } from "./targets.js";
 import type { WorkloadState } from "./workload.js";
+import type { PoolerRoute } from "./env-injection.js";
 
 type RestartSpec = NonNullable<PoolPolicySpec["postgres"]["restart"]>;
 
@@ -58,7 +59,8 @@ export interface KubernetesPort {
     spec: PoolPolicySpec,
     selected: readonly V1Deployment[],
     previous: readonly TargetStatus[],
-    options: { holdGrowthUntil?: number | false },
+    /** holdGrowthUntil: see targets.ts; route: where via: Pooler apps connect, when their pooler runs. */
+    options: { holdGrowthUntil?: number | false; route?: PoolerRoute },
   ): Promise<TargetsOutcome>;
   /** Removes the env the policy's field manager set, everywhere in its namespace; the Deployments changed. */
   removePoolEnv(policy: { name: string; namespace: string }): Promise<string[]>;

@@ -68,7 +68,8 @@ import {
 } from "./pass.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
 import { ReaperSchedule } from "./reaper.js";
-import { POOLER_CONDITION, poolerStep } from "./pooler-step.js";
+import { POOLER_CONDITION, poolerRouting, poolerStep } from "./pooler-step.js";
+import type { PoolerRoute } from "./env-injection.js";
 import { reapStep } from "./reaper-step.js";
 import { BudgetTargets } from "./budget-targets.js";
 import { budgetCondition, budgetStatus } from "./server-budget.js";
@@ -190,7 +191,8 @@ export class PoolPolicyReconciler {
     this.deps.kube.watchTargets(pass.key, policy.metadata.namespace, pass.selector);
 
     const { view, step: postgres } = await this.postgresStep(pass);
-    const applied = await this.maxConnectionsAndEnvStep(pass, view);
+    const routing = await poolerRouting(this.deps.kube, pass, view);
+    const applied = await this.maxConnectionsAndEnvStep(pass, view, routing.route);
     const reaper = await reapStep(
       { postgres: this.deps.postgres, schedule: this.reaper },
       pass,
@@ -201,7 +203,7 @@ export class PoolPolicyReconciler {
     const all = combine([postgres, applied.step, reaper, dependencies.step]);
     // Only policies that take part in a pooler carry its condition; the declaring policy's pass
     // applies the pooler's objects, unless the plan refuses it (pooler-step.ts).
-    const pooler = await poolerStep(this.deps.kube, pass, view);
+    const pooler = await poolerStep(this.deps.kube, pass, view, routing);
 
     const updates = [...all.conditions, ...(pooler ? [pooler] : [])];
     updates.push(summarizeReady(updates.filter((u) => countsForReady(u, dependencies.redisRequired))));
@@ -221,7 +223,9 @@ export class PoolPolicyReconciler {
       pass.log.debug({ action: "WriteStatus", changed: changedFields(previous, status) }, "status changed");
       await this.writeStatus(pass.policy, status);
     }
-    const converged = Math.min(all.requeueAfterMs, this.deps.statsRefreshMs);
+    // Nothing enqueues a policy when its pooler's pods turn available: look again soon.
+    const routePoll = routing.waiting ? PROGRESS_POLL_MS : Number.POSITIVE_INFINITY;
+    const converged = Math.min(all.requeueAfterMs, routePoll, this.deps.statsRefreshMs);
     return { requeueAfter: Math.max(converged, MIN_REQUEUE_MS) };
   }
 
@@ -278,6 +282,7 @@ export class PoolPolicyReconciler {
   private async maxConnectionsAndEnvStep(
     pass: Pass,
     view: ServerView,
+    route: PoolerRoute | undefined,
   ): Promise<{ step: StepOutcome; restarting: boolean }> {
     const { facts, budget, desired, connection, memory } = view;
     const bounds = { memory, settings: view.autoSized ? view.settings : undefined };
@@ -295,7 +300,7 @@ export class PoolPolicyReconciler {
     let maxConnections: MaxConnectionsResult;
     let env: TargetsOutcome;
     if (desired.kind === "value" && current !== undefined && desired.value < current) {
-      env = await this.injectEnv(pass, false);
+      env = await this.injectEnv(pass, false, route);
       maxConnections =
         env.condition.status === "True"
           ? await applyMaxConnections(deps, pass, target, facts, desired)
@@ -315,7 +320,7 @@ export class PoolPolicyReconciler {
       // while PostgreSQL is down (e.g. restarting) the current value is unknown, so they wait too.
       const raisePending = desired.kind === "value" && (current === undefined || desired.value > current);
       const fitsNow = budget?.withinLimits === true;
-      env = await this.injectEnv(pass, raisePending && !fitsNow ? desired.value : false);
+      env = await this.injectEnv(pass, raisePending && !fitsNow ? desired.value : false, route);
       if (env.condition.reason === "WaitingForMaxConnections" && budget) {
         // Say which bound holds the pools: the server as it is now.
         const bound = `the new pools need ${budget.demand} connections at worst, max_connections is ${budget.capacity} now`;
@@ -366,12 +371,19 @@ export class PoolPolicyReconciler {
     return watched ? Number.POSITIVE_INFINITY : PROGRESS_POLL_MS;
   }
 
-  /** The pool env on the target Deployments; `holdGrowthUntil` holds back growing pools while max_connections is being raised to that value. */
-  private async injectEnv(pass: Pass, holdGrowthUntil: number | false): Promise<TargetsOutcome> {
+  /**
+   * The pool env on the target Deployments; `holdGrowthUntil` holds back growing pools while
+   * max_connections is being raised to that value; `route` points via: Pooler apps at the pooler.
+   */
+  private async injectEnv(
+    pass: Pass,
+    holdGrowthUntil: number | false,
+    route: PoolerRoute | undefined,
+  ): Promise<TargetsOutcome> {
     const { name, namespace } = pass.policy.metadata;
     const selected = await this.deps.kube.deployments(pass.key, namespace, pass.selector);
     const previous = pass.previous.targets ?? [];
-    return this.deps.kube.applyPoolEnv({ name, namespace }, pass.spec, selected, previous, { holdGrowthUntil });
+    return this.deps.kube.applyPoolEnv({ name, namespace }, pass.spec, selected, previous, { holdGrowthUntil, route });
   }
 
   private async dependenciesStep(

@@ -30,6 +30,7 @@ import {
 } from "@kubernetes/client-node";
 import { isDeepStrictEqual } from "node:util";
 import { TAKES_ANNOTATION } from "./env-conflicts.js";
+import { POOLER_ROUTE_ANNOTATION } from "./env-injection.js";
 import type { Logger } from "../log.js";
 import { ResilientInformer } from "../runtime/informer.js";
 import { LabelSelector, labelIndexKey, type Labels } from "../runtime/label-selector.js";
@@ -401,7 +402,7 @@ export function leanDeployment(d: V1Deployment): V1Deployment {
       resourceVersion: m.resourceVersion,
       generation: m.generation,
       labels: m.labels,
-      annotations: takesOnly(m.annotations),
+      annotations: oursOnly(m.annotations),
       deletionTimestamp: m.deletionTimestamp,
     },
     spec: d.spec && {
@@ -424,9 +425,12 @@ export function leanDeployment(d: V1Deployment): V1Deployment {
   });
 }
 
-function takesOnly(annotations: Record<string, string> | undefined): Record<string, string> | undefined {
-  const takes = annotations?.[TAKES_ANNOTATION];
-  return takes === undefined ? undefined : { [TAKES_ANNOTATION]: takes };
+/** The annotations the env step reads (the takes of a fight, the pooler route); kubectl's last-applied copy is large. */
+function oursOnly(annotations: Record<string, string> | undefined): Record<string, string> | undefined {
+  const kept = Object.entries(annotations ?? {}).filter(
+    ([k]) => k === TAKES_ANNOTATION || k === POOLER_ROUTE_ANNOTATION,
+  );
+  return kept.length === 0 ? undefined : Object.fromEntries(kept);
 }
 
 /** An HPA's spec (maxReplicas and the Deployment it scales enter the budget); its status changes every few seconds. */

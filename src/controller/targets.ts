@@ -5,19 +5,23 @@
  * keeps setting the same entries, take them back a bounded number of times, then stop and say
  * so (env-conflicts.ts).
  */
-import type { AppsV1Api, V1Deployment, V1EnvVar } from "@kubernetes/client-node";
+import type { AppsV1Api, V1Deployment } from "@kubernetes/client-node";
 import { PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type { PoolPolicySpec, PoolPolicyStatus } from "../api/schema.js";
 import { byCodePoint } from "../kube/keys.js";
 import { labelSelectorString } from "../kube/selectors.js";
 import type { ConditionUpdate } from "./conditions.js";
 import {
+  POOLER_ROUTE_ANNOTATION,
+  type PoolerRoute,
   desiredEnv,
   fieldManagerFor,
   injectionApplyConfig,
   isInjected,
   ownsFields,
   removalApplyConfig,
+  routeAnnotationValue,
+  routeIsCurrent,
   selectContainers,
 } from "./env-injection.js";
 import {
@@ -60,11 +64,12 @@ export async function applyPoolEnv(
   spec: PoolPolicySpec,
   selected: readonly V1Deployment[],
   previousTargets: readonly TargetStatus[],
-  options: { holdGrowthUntil?: number | false; now?: Date } = {},
+  options: { holdGrowthUntil?: number | false; route?: PoolerRoute; now?: Date } = {},
 ): Promise<TargetsOutcome> {
   const now = options.now ?? new Date();
   const manager = fieldManagerFor(policy.name);
-  const env = desiredEnv(spec.pool);
+  const { route } = options;
+  const env = desiredEnv(spec.pool, route);
   const envText = env.map((e) => `${e.name}=${e.value}`).join(", ");
   // A fixed order is all the status needs (byCodePoint says why not localeCompare).
   const matched = [...selected].sort((a, b) => byCodePoint(a.metadata!.name!, b.metadata!.name!));
@@ -81,7 +86,7 @@ export async function applyPoolEnv(
   const yielded: Array<{ name: string; conflict: EnvConflict }> = [];
   const injected: Array<{ name: string; containers: string[] }> = [];
   const previousByName = new Map(previousTargets.map((t) => [t.name, t]));
-  const context = { apps, spec, env, manager, now, holdGrowthUntil: options.holdGrowthUntil };
+  const context = { apps, spec, env, route, manager, now, holdGrowthUntil: options.holdGrowthUntil };
   // Several patches in flight: one at a time, a policy over 1,000 Deployments waited for 1,000
   // round trips in a row (the fan-out benchmark measured the raw client 2.2–3.1× faster in
   // parallel). The results are folded in the Deployments' order, as before.
@@ -219,13 +224,10 @@ type InjectResult = { kind: "applied"; current: V1Deployment; takes?: Takes } | 
  * Deployment) or to leave it.
  */
 async function injectAgainstOthers(
-  apps: AppsV1Api,
+  { apps, env, route, manager, now }: TargetContext,
   deployment: V1Deployment,
   containers: readonly string[],
-  env: readonly V1EnvVar[],
-  manager: string,
   reported: Takes | undefined,
-  now: Date,
 ): Promise<InjectResult> {
   const previous = takesOf(deployment);
   const { theirs, ours } = disagreement(deployment, containers, env);
@@ -233,12 +235,15 @@ async function injectAgainstOthers(
   // yielded): not even a request.
   if (stillYielded(previous, { theirs, ours }, now)) return { kind: "yielded", takes: previous! };
   if (stillYielded(reported, { theirs, ours }, now)) return { kind: "yielded", takes: reported! };
-  const apply = (force: boolean, annotations?: Record<string, string>) =>
+  // Every apply names the route annotation while there is a route: an apply without it drops it.
+  const routed = routeAnnotationValue(route);
+  const routeAnnotation: Record<string, string> = routed === undefined ? {} : { [POOLER_ROUTE_ANNOTATION]: routed };
+  const apply = (force: boolean, takes: Record<string, string> = {}) =>
     apps.patchNamespacedDeployment(
       {
         name: deployment.metadata!.name!,
         namespace: deployment.metadata!.namespace!,
-        body: injectionApplyConfig(deployment, containers, env, annotations),
+        body: injectionApplyConfig(deployment, containers, env, nonEmpty({ ...routeAnnotation, ...takes })),
         fieldManager: manager,
         force,
       },
@@ -254,6 +259,11 @@ async function injectAgainstOthers(
     if (step.kind === "yield") return { kind: "yielded", takes: step.takes };
     return { kind: "applied", current: await apply(true, takesAnnotation(step.takes)), takes: step.takes };
   }
+}
+
+/** Undefined for no annotations: the apply then names no annotation field at all, as before routes existed. */
+function nonEmpty(annotations: Record<string, string>): Record<string, string> | undefined {
+  return Object.keys(annotations).length > 0 ? annotations : undefined;
 }
 
 function describeYield(name: string, c: EnvConflict): string {
@@ -295,6 +305,7 @@ interface TargetContext {
   apps: AppsV1Api;
   spec: PoolPolicySpec;
   env: ReturnType<typeof desiredEnv>;
+  route: PoolerRoute | undefined;
   manager: string;
   now: Date;
   holdGrowthUntil?: number | false;
@@ -313,7 +324,7 @@ async function decideTarget(
   if (c.holdGrowthUntil && poolWouldGrow(deployment, containers, c.spec.pool)) {
     return { kind: "held", name, containers, rolledOut: deploymentRolledOut(deployment) };
   }
-  if (isInjected(deployment, containers, c.env)) {
+  if (isInjected(deployment, containers, c.env) && routeIsCurrent(deployment, c.route)) {
     const takes = takesOf(deployment);
     const conflict = recentFight(takes, c.now) ? reported(takes!) : undefined;
     const rolledOut = deploymentRolledOut(deployment);
@@ -321,7 +332,7 @@ async function decideTarget(
   }
   let result: InjectResult;
   try {
-    result = await injectAgainstOthers(c.apps, deployment, containers, c.env, c.manager, reportedConflict, c.now);
+    result = await injectAgainstOthers(c, deployment, containers, reportedConflict);
   } catch (err) {
     return { kind: "failed", name, containers, error: apiErrorMessage(err) };
   }

@@ -64,6 +64,9 @@ const hostile = fc.oneof(
     "Transaction",
     "pgbouncer",
     "PgBouncer",
+    // The four env names must differ: these collide with each other's defaults.
+    "DB_POSTGRES_MIN_CONN",
+    "DB_POSTGRES_HOST",
   ),
   fc.integer(),
   fc.string({ maxLength: 20 }),
@@ -88,6 +91,8 @@ const paths = [
   "pool.maxSize",
   "pool.env.min",
   "pool.env.max",
+  "pool.env.host",
+  "pool.env.port",
   "pool.via",
   "pooler.name",
   "pooler.image",

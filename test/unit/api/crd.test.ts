@@ -65,7 +65,12 @@ describe("the CRD generated from the zod schema", () => {
     expect(spec.properties.pool.default).toEqual({
       minSize: 5,
       maxSize: 25,
-      env: { min: "DB_POSTGRES_MIN_CONN", max: "DB_POSTGRES_MAX_CONN" },
+      env: {
+        min: "DB_POSTGRES_MIN_CONN",
+        max: "DB_POSTGRES_MAX_CONN",
+        host: "DB_POSTGRES_HOST",
+        port: "DB_POSTGRES_PORT",
+      },
       via: "Direct",
     });
     expect(spec.properties.reaper.properties.interval.default).toBe("60s");

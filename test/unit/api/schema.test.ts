@@ -15,7 +15,12 @@ describe("validateSpec", () => {
     expect(result.spec.pool).toEqual({
       minSize: 5,
       maxSize: 25,
-      env: { min: "DB_POSTGRES_MIN_CONN", max: "DB_POSTGRES_MAX_CONN" },
+      env: {
+        min: "DB_POSTGRES_MIN_CONN",
+        max: "DB_POSTGRES_MAX_CONN",
+        host: "DB_POSTGRES_HOST",
+        port: "DB_POSTGRES_PORT",
+      },
       via: "Direct",
     });
     expect(result.spec.pooler).toBeUndefined();
@@ -92,6 +97,8 @@ describe("validateSpec", () => {
       "spec.targets.selector.matchExpressions.0.values",
     ],
     [{ pool: { env: { min: "SAME", max: "SAME" } } }, "spec.pool.env"],
+    [{ pool: { env: { host: "DB_POSTGRES_MAX_CONN" } } }, "spec.pool.env: env.min, env.max, env.host and env.port"],
+    [{ pool: { env: { port: "PG", host: "PG" } } }, "spec.pool.env: env.min, env.max, env.host and env.port"],
     [{ pool: { env: { min: "1BAD" } } }, "spec.pool.env.min"],
     [
       {

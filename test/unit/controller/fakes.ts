@@ -15,6 +15,7 @@ import type { ReaperOutcome } from "../../../src/controller/reaper.js";
 import type { EventSink } from "../../../src/controller/reconciler.js";
 import type { SecretRead } from "../../../src/kube/secrets.js";
 import type { TargetsOutcome } from "../../../src/controller/targets.js";
+import type { PoolerRoute } from "../../../src/controller/env-injection.js";
 import { OwnerParameterConflict, type WorkloadState } from "../../../src/controller/workload.js";
 import { CNPG_HEALTHY_PHASE, describeWorkload, isOwnedKind, POSTGRES_OPERATORS } from "../../../src/kube/workloads.js";
 import { PostgresError } from "../../../src/postgres/connection.js";
@@ -201,8 +202,8 @@ export class FakeKubernetes implements KubernetesPort {
   readonly ownerApplies: number[] = [];
   /** readWorkload of a named workload throws this (e.g. the API server refuses the GET). */
   workloadReadError?: Error;
-  /** What applyPoolEnv was asked, in order: the pool max and whether growth was held. */
-  readonly envCalls: { maxSize: number; holdGrowthUntil: number | false | undefined }[] = [];
+  /** What applyPoolEnv was asked, in order: the pool max, whether growth was held, the pooler route. */
+  readonly envCalls: { maxSize: number; holdGrowthUntil: number | false | undefined; route?: PoolerRoute }[] = [];
   /** The pool max each app Deployment runs with (what a real SSA + rollout would leave). */
   readonly injected = new Map<string, number>();
   /** Deployments still rolling out after an env change. */
@@ -347,9 +348,9 @@ export class FakeKubernetes implements KubernetesPort {
     spec: PoolPolicySpec,
     selected: readonly V1Deployment[],
     _previous: unknown,
-    options: { holdGrowthUntil?: number | false },
+    options: { holdGrowthUntil?: number | false; route?: PoolerRoute },
   ): Promise<TargetsOutcome> {
-    this.envCalls.push({ maxSize: spec.pool.maxSize, holdGrowthUntil: options.holdGrowthUntil });
+    this.envCalls.push({ maxSize: spec.pool.maxSize, holdGrowthUntil: options.holdGrowthUntil, route: options.route });
     const held: string[] = [];
     const actions: TargetsOutcome["actions"] = [];
     for (const d of selected) {
@@ -420,8 +421,15 @@ export class FakeKubernetes implements KubernetesPort {
     }
   }
 
+  /** The pooler's Deployment has this many available pods (the Deployment controller and kubelet's word). */
+  poolerAvailable = 0;
+  /** readPoolerDeployment calls. */
+  poolerReads = 0;
+
   async readPoolerDeployment(namespace: string, name: string): Promise<V1Deployment | undefined> {
-    return structuredClone(this.pooler.get(`Deployment ${namespace}/${name}`)) as V1Deployment | undefined;
+    this.poolerReads += 1;
+    const live = structuredClone(this.pooler.get(`Deployment ${namespace}/${name}`)) as V1Deployment | undefined;
+    return live && { ...live, status: { availableReplicas: this.poolerAvailable } };
   }
 
   /** The annotation writes of recordLimitBefore, in order (null: removed). */

@@ -8,6 +8,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import type { V1ConfigMap, V1Deployment, V1Secret, V1Service } from "@kubernetes/client-node";
 import type { PoolPolicy, PoolPolicyStatus } from "../../../src/api/schema.js";
 import { FINALIZER } from "../../../src/controller/finalizer.js";
+import { PROGRESS_POLL_MS } from "../../../src/controller/pass.js";
 import { PoolPolicyReconciler } from "../../../src/controller/reconciler.js";
 import { PostgresError } from "../../../src/postgres/connection.js";
 import { createLogger } from "../../../src/log.js";
@@ -1194,8 +1195,18 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
       `pooler shop/pgbouncer: ${objects}, applied by shop/p; per pod: ` +
       "42 server connections per pod (max_db_connections 42, default_pool_size 42, reserve_pool_size 0) " +
       "× 2 worst-case pods ≤ 85 left after direct clients and reserved slots; max_client_conn 25";
-    expect(condition(p.status, "PoolerSized")).toMatchObject({ status: "True", reason: "Sized", message });
-    expect(condition(r.status, "PoolerSized")).toMatchObject({ status: "True", reason: "Sized", message });
+    // Where each policy's apps connect, after the sizes: directly, while no PgBouncer pod is available.
+    const waiting = "; the apps connect directly until Deployment shop/pgbouncer";
+    expect(condition(p.status, "PoolerSized")).toMatchObject({
+      status: "True",
+      reason: "Sized",
+      message: `${message}${waiting} exists and has an available pod`,
+    });
+    expect(condition(r.status, "PoolerSized")).toMatchObject({
+      status: "True",
+      reason: "Sized",
+      message: `${message}${waiting} has an available pod`,
+    });
     expect(condition(w.policies.get(`${NS}/q`)!.status!, "PoolerSized")).toBeUndefined();
     expect(condition(p.status, "Ready")).toMatchObject({ status: "True" });
 
@@ -1318,6 +1329,32 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
       type: "RollingUpdate",
       rollingUpdate: { maxSurge: 0, maxUnavailable: 1 },
     });
+  });
+
+  it("points via: Pooler apps at the pooler's Service once it has an available pod, and back at their own configuration when it goes", async () => {
+    w.policy("p", { pool: { via: "Pooler" }, pooler: { ...pooler, port: 6432 } });
+    w.policy("q");
+    const first = await w.pass("p");
+    // Not yet: the Deployment was only just applied. The apps keep their own configuration, and
+    // the pass comes back soon, since nothing else would enqueue it when the pod turns available.
+    expect(w.kube.envCalls.at(-1)!.route).toBeUndefined();
+    expect(first.requeueAfter).toBe(PROGRESS_POLL_MS);
+    w.kube.poolerAvailable = 1;
+    const second = await w.pass("p");
+    const route = { host: "pgbouncer.shop.svc", port: 6432 };
+    expect(w.kube.envCalls.at(-1)!.route).toEqual(route);
+    expect(condition(second.status, "PoolerSized")!.message).toMatch(
+      /; this policy's apps connect through it \(DB_POSTGRES_HOST=pgbouncer\.shop\.svc, DB_POSTGRES_PORT=6432\)$/,
+    );
+    // A Direct policy of the same server gets no route, and costs no read of the pooler.
+    const reads = w.kube.poolerReads;
+    await w.pass("q");
+    expect(w.kube.envCalls.at(-1)!.route).toBeUndefined();
+    expect(w.kube.poolerReads).toBe(reads);
+    // Going Direct again withdraws the route (targets.ts removes host and port).
+    w.policy("p", { pool: { via: "Direct" }, pooler: { ...pooler, port: 6432 } });
+    await w.pass("p");
+    expect(w.kube.envCalls.at(-1)!.route).toBeUndefined();
   });
 
   it("a pooler refused from the start is never applied", async () => {

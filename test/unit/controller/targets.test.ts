@@ -129,3 +129,83 @@ describe("applyPoolEnv when another field manager holds the pool env", () => {
     expect(next.actions.filter((a) => a.reason === "EnvConflict")).toEqual([]);
   });
 });
+
+/** applyPoolEnv with and without a pooler route (the real API server: test/integration/operator/pooler-route.test.ts). */
+describe("applyPoolEnv and the pooler route", () => {
+  const spec = validateSpec({
+    postgres: { host: "pg", database: "app", credentialsSecret: { name: "pg" } },
+    pool: { minSize: 2, maxSize: 8, via: "Pooler" },
+    targets: { selector: { matchLabels: { app: "api" } } },
+  });
+  if (!spec.ok) throw new Error(spec.message);
+  const route = { host: "pgbouncer.db.svc", port: 6432 };
+  type Body = { metadata: { annotations?: Record<string, string> }; spec?: unknown };
+  /** A Deployment as an apply of `body` would leave it (env and annotations exactly the applied ones). */
+  const asApplied = (body: Body): V1Deployment => {
+    type Env = { name: string; value?: string }[];
+    const containers = (body.spec as { template: { spec: { containers: { name: string; env: Env }[] } } }).template.spec
+      .containers;
+    return {
+      metadata: { name: "api", namespace: "apps", generation: 3, annotations: body.metadata.annotations },
+      spec: { selector: {}, template: { spec: { containers: containers.map((c) => ({ ...c, image: "x" })) } } },
+      status: { observedGeneration: 3, replicas: 1, updatedReplicas: 1, availableReplicas: 1 },
+    };
+  };
+  function recordingApps() {
+    const bodies: Body[] = [];
+    const apps = {
+      patchNamespacedDeployment: async (req: { body: Body }) => {
+        bodies.push(req.body);
+        return asApplied(req.body);
+      },
+    } as unknown as AppsV1Api;
+    return { apps, bodies };
+  }
+  const unrouted: V1Deployment = asApplied({
+    metadata: {},
+    spec: {
+      template: {
+        spec: {
+          containers: [
+            {
+              name: "app",
+              env: [
+                { name: "DB_POSTGRES_MIN_CONN", value: "2" },
+                { name: "DB_POSTGRES_MAX_CONN", value: "8" },
+              ],
+            },
+          ],
+        },
+      },
+    },
+  });
+  const policy = { name: "p", namespace: "apps" };
+
+  it("points the apps at the pooler, marks the route, and leaves a routed Deployment alone", async () => {
+    const first = recordingApps();
+    await applyPoolEnv(first.apps, policy, spec.spec, [unrouted], [], { route });
+    expect(first.bodies).toHaveLength(1);
+    const env = (first.bodies[0]!.spec as { template: { spec: { containers: { env: object[] }[] } } }).template.spec
+      .containers[0]!.env;
+    expect(env).toContainEqual({ name: "DB_POSTGRES_HOST", value: "pgbouncer.db.svc" });
+    expect(env).toContainEqual({ name: "DB_POSTGRES_PORT", value: "6432" });
+    expect(first.bodies[0]!.metadata.annotations).toEqual({ "pooling.dbops.io/pooler-route": "pgbouncer.db.svc:6432" });
+
+    const again = recordingApps();
+    await applyPoolEnv(again.apps, policy, spec.spec, [asApplied(first.bodies[0]!)], [], { route });
+    expect(again.bodies, "routed already: no request").toEqual([]);
+  });
+
+  it("withdraws the route by an apply without host, port and annotation, though min and max are in place", async () => {
+    const routed = recordingApps();
+    await applyPoolEnv(routed.apps, policy, spec.spec, [unrouted], [], { route });
+    const withdrawn = recordingApps();
+    await applyPoolEnv(withdrawn.apps, policy, spec.spec, [asApplied(routed.bodies[0]!)], [], {});
+    expect(withdrawn.bodies).toHaveLength(1);
+    const body = withdrawn.bodies[0]!;
+    expect(body.metadata.annotations).toBeUndefined();
+    const env = (body.spec as { template: { spec: { containers: { env: { name: string }[] }[] } } }).template.spec
+      .containers[0]!.env;
+    expect(env.map((e) => e.name)).toEqual(["DB_POSTGRES_MIN_CONN", "DB_POSTGRES_MAX_CONN"]);
+  });
+});
