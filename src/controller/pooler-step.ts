@@ -32,7 +32,7 @@ import {
 import { type PoolerSpec, poolerAddress, poolerPlanInput, poolerProblem, serverPooler } from "../server/pooler.js";
 import { explainSizing, planPooler } from "../server/pooler-plan.js";
 import { type ConditionUpdate, findCondition } from "./conditions.js";
-import type { PoolerRoute } from "./env-injection.js";
+import { type PoolerRoute, routeIsCurrent } from "./env-injection.js";
 import type { Pass, ServerView } from "./pass.js";
 import { PoolerObjectConflict } from "./pooler-apply.js";
 import type { KubernetesPort } from "./ports.js";
@@ -52,39 +52,47 @@ export interface PoolerRouting {
   route?: PoolerRoute;
   /** Why a via: Pooler policy's apps are not pointed at the pooler (yet); undefined when they are or need not be. */
   waiting?: string;
+  /** With a route: the pooler has no available pod at the moment. */
+  unavailable?: string;
 }
 
 /**
- * The route of a via: Pooler policy's apps: the pooler's Service, once its Deployment has an
- * available pod. Before that (just declared, refused before it ever ran, or gone) the apps keep
- * their own configuration, the server: pointed at a Service with no PgBouncer behind it, every
- * new connection would fail, which is worse than the over-commit the pooler exists to prevent
- * (the budget still counts these apps at their full worst case, docs/pooler.md). A pooler that
- * ran and is refused later keeps its pods, and keeps its apps. One GET, only for via: Pooler.
+ * The route of a via: Pooler policy's apps: the pooler's Service, once its Deployment has had an
+ * available pod. Before that (just declared, refused before it ever ran) the apps keep their own
+ * configuration, the server: pointed at a Service with no PgBouncer behind it, every new
+ * connection would fail, which is worse than the over-commit the pooler exists to prevent (the
+ * budget still counts these apps at their full worst case, docs/pooler.md). Once routed, the apps
+ * stay on it while its Deployment exists, available or not: rolling every pooled app back to the
+ * server and forth again each time PgBouncer's pods come and go (an eviction, a crash loop) would
+ * be a restart loop of the apps. Withdrawn when the pooler is no longer declared or its Deployment
+ * is gone. Costs one GET of the pooler's Deployment, for via: Pooler policies only.
  */
 export async function poolerRouting(
-  kube: Pick<KubernetesPort, "readPoolerDeployment">,
-  pass: Pick<Pass, "spec">,
+  kube: Pick<KubernetesPort, "readPoolerDeployment" | "deployments">,
+  pass: Pick<Pass, "key" | "spec" | "policy" | "selector">,
   view: Pick<ServerView, "peers">,
 ): Promise<PoolerRouting> {
   if (pass.spec.pool.via !== "Pooler") return {};
   const pooler = serverPooler(view.peers);
   if (pooler.kind !== "declared") return {};
   const live = await kube.readPoolerDeployment(pooler.namespace, pooler.spec.name);
-  if ((live?.status?.availableReplicas ?? 0) > 0) return { route: poolerAddress(pooler) };
   const where = `Deployment ${pooler.namespace}/${pooler.spec.name}`;
-  return {
-    waiting: live
-      ? `the apps connect directly until ${where} has an available pod`
-      : `the apps connect directly until ${where} exists and has an available pod`,
-  };
+  if (!live) return { waiting: `the apps connect directly until ${where} exists and has an available pod` };
+  const route = poolerAddress(pooler);
+  if ((live.status?.availableReplicas ?? 0) > 0) return { route };
+  const targets = await kube.deployments(pass.key, pass.policy.metadata.namespace, pass.selector);
+  if (targets.some((d) => routeIsCurrent(d, route))) {
+    return { route, unavailable: `${where} has no available pod now: the apps stay pointed at it and wait` };
+  }
+  return { waiting: `the apps connect directly until ${where} has an available pod` };
 }
 
 /** What the Sized message adds about this policy's apps: where they connect. */
-function routeNote(spec: Pass["spec"], { route, waiting }: PoolerRouting): string {
-  if (route)
-    return `; this policy's apps connect through it (${spec.pool.env.host}=${route.host}, ${spec.pool.env.port}=${route.port})`;
-  return waiting ? `; ${waiting}` : "";
+function routeNote(spec: Pass["spec"], { route, waiting, unavailable }: PoolerRouting): string {
+  if (!route) return waiting ? `; ${waiting}` : "";
+  const { host, port } = spec.pool.env;
+  const through = `; this policy's apps connect through it (${host}=${route.host}, ${port}=${route.port})`;
+  return unavailable ? `${through}; ${unavailable}` : through;
 }
 
 /** The PoolerSized condition of this policy, or undefined when it takes no part in a pooler; applies the pooler on its declarer's pass. */

@@ -15,7 +15,11 @@ import type { ReaperOutcome } from "../../../src/controller/reaper.js";
 import type { EventSink } from "../../../src/controller/reconciler.js";
 import type { SecretRead } from "../../../src/kube/secrets.js";
 import type { TargetsOutcome } from "../../../src/controller/targets.js";
-import type { PoolerRoute } from "../../../src/controller/env-injection.js";
+import {
+  POOLER_ROUTE_ANNOTATION,
+  type PoolerRoute,
+  routeAnnotationValue,
+} from "../../../src/controller/env-injection.js";
 import { OwnerParameterConflict, type WorkloadState } from "../../../src/controller/workload.js";
 import { CNPG_HEALTHY_PHASE, describeWorkload, isOwnedKind, POSTGRES_OPERATORS } from "../../../src/kube/workloads.js";
 import { PostgresError } from "../../../src/postgres/connection.js";
@@ -359,6 +363,15 @@ export class FakeKubernetes implements KubernetesPort {
       if (options.holdGrowthUntil && (current === undefined || current < spec.pool.maxSize)) {
         held.push(name);
         continue;
+      }
+      // The route annotation, as the apply leaves it on the stored Deployment.
+      const stored = this.deployments_.find(
+        (x) => x.metadata?.name === name && x.metadata?.namespace === d.metadata?.namespace,
+      );
+      if (stored) {
+        const { [POOLER_ROUTE_ANNOTATION]: _, ...others } = stored.metadata!.annotations ?? {};
+        const route = routeAnnotationValue(options.route);
+        stored.metadata!.annotations = route === undefined ? others : { ...others, [POOLER_ROUTE_ANNOTATION]: route };
       }
       if (current !== spec.pool.maxSize) {
         this.injected.set(name, spec.pool.maxSize);

@@ -1346,6 +1346,14 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
     expect(condition(second.status, "PoolerSized")!.message).toMatch(
       /; this policy's apps connect through it \(DB_POSTGRES_HOST=pgbouncer\.shop\.svc, DB_POSTGRES_PORT=6432\)$/,
     );
+    // PgBouncer's pods go (evicted, crash-looping): the apps stay on it rather than roll back and forth.
+    w.kube.poolerAvailable = 0;
+    const unavailable = await w.pass("p");
+    expect(w.kube.envCalls.at(-1)!.route).toEqual(route);
+    expect(condition(unavailable.status, "PoolerSized")!.message).toMatch(
+      /connect through it \(.*\); Deployment shop\/pgbouncer has no available pod now: the apps stay pointed at it and wait$/,
+    );
+    w.kube.poolerAvailable = 1;
     // A Direct policy of the same server gets no route, and costs no read of the pooler.
     const reads = w.kube.poolerReads;
     await w.pass("q");
@@ -1355,6 +1363,18 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
     w.policy("p", { pool: { via: "Direct" }, pooler: { ...pooler, port: 6432 } });
     await w.pass("p");
     expect(w.kube.envCalls.at(-1)!.route).toBeUndefined();
+  });
+
+  it("withdraws the route when the pooler is no longer declared, though the apps were routed", async () => {
+    w.policy("p", { pool: { via: "Pooler" }, pooler });
+    w.kube.poolerAvailable = 1;
+    await w.pass("p");
+    await w.pass("p");
+    expect(w.kube.envCalls.at(-1)!.route).toEqual({ host: "pgbouncer.shop.svc", port: 5432 });
+    w.policy("p", { pool: { via: "Pooler" } });
+    const { status } = await w.pass("p");
+    expect(w.kube.envCalls.at(-1)!.route).toBeUndefined();
+    expect(condition(status, "PoolerSized")).toMatchObject({ status: "False", reason: "PoolerNotDeclared" });
   });
 
   it("a pooler refused from the start is never applied", async () => {
