@@ -550,6 +550,16 @@ export const poolPolicyStatusSchema = z.object({
       lastDryRunCandidates: z.int().optional(),
     })
     .optional(),
+  pooler: z
+    .object({
+      name: z
+        .string()
+        .describe("spec.pooler.name when it was applied: its ConfigMap, Secret (<name>-auth), Deployment and Service."),
+    })
+    .optional()
+    .describe(
+      "The pooler this policy's pass applied, in its namespace: deleted (the objects this policy owns) once spec.pooler no longer declares it.",
+    ),
   redis: z
     .object({
       connectedClients: z.int().optional(),

@@ -25,7 +25,7 @@ import { checkRedisDependency } from "../server/dependencies.js";
 import { fieldManagerFor } from "./env-injection.js";
 import { ensureFinalizer, removeFinalizer } from "./finalizer.js";
 import { recordLimitBefore } from "./limit-record.js";
-import { applyPoolerObjects, RecentPoolerApplies } from "./pooler-apply.js";
+import { applyPoolerObjects, deletePoolerObject, RecentPoolerApplies, readPoolerObjects } from "./pooler-apply.js";
 import { isNotFound, statusCodeOf } from "../kube/errors.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "./ports.js";
 import type { ServiceFacts } from "../server/identity.js";
@@ -179,6 +179,15 @@ export class ApiKubernetes implements KubernetesPort {
       if (isNotFound(err)) return undefined;
       throw err;
     }
+  }
+
+  readPoolerObjects(namespace: string, poolerName: string) {
+    return readPoolerObjects({ apps: this.apps, core: this.core }, namespace, poolerName);
+  }
+
+  async deletePoolerObject(...[object]: Parameters<KubernetesPort["deletePoolerObject"]>): Promise<void> {
+    await deletePoolerObject({ apps: this.apps, core: this.core }, object);
+    this.poolerApplies.forgetPooler(object.namespace, object.pooler);
   }
 
   recordLimitBefore(...args: Parameters<KubernetesPort["recordLimitBefore"]>) {

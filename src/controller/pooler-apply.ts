@@ -7,7 +7,13 @@
  */
 import { createHash } from "node:crypto";
 import { type AppsV1Api, type CoreV1Api, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
-import type { PoolerObjects } from "../pooler/pooler-objects.js";
+import { isNotFound } from "../kube/errors.js";
+import {
+  type PoolerObjectKind,
+  type PoolerObjectRef,
+  type PoolerObjects,
+  poolerObjectNames,
+} from "../pooler/pooler-objects.js";
 import { FIELD_MANAGER_PREFIX } from "./env-injection.js";
 import { conflictingManagers } from "./env-conflicts.js";
 
@@ -27,12 +33,11 @@ export class PoolerObjectConflict extends Error {
   }
 }
 
+type PoolerClients = { apps: AppsV1Api; core: CoreV1Api };
+
 const ssa = () => setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
 
-export async function applyPoolerObjects(
-  clients: { apps: AppsV1Api; core: CoreV1Api },
-  objects: PoolerObjects,
-): Promise<void> {
+export async function applyPoolerObjects(clients: PoolerClients, objects: PoolerObjects): Promise<void> {
   const { configMap, secret, deployment, service } = objects;
   const params = (o: { metadata?: { name?: string; namespace?: string } }) => ({
     name: o.metadata!.name!,
@@ -64,6 +69,84 @@ export async function applyPoolerObjects(
   await guarded(where("Service", service), () =>
     clients.core.patchNamespacedService({ ...params(service), body: service }, ssa()),
   );
+}
+
+type ObjectMeta = { metadata?: { uid?: string; ownerReferences?: { kind: string; name: string; uid: string }[] } };
+
+/** One GET of a pooler object by kind; the caller keeps only its metadata. */
+function readObject(
+  clients: PoolerClients,
+  kind: PoolerObjectKind,
+  namespace: string,
+  name: string,
+): Promise<ObjectMeta> {
+  const params = { namespace, name };
+  switch (kind) {
+    case "ConfigMap":
+      return clients.core.readNamespacedConfigMap(params);
+    case "Secret":
+      return clients.core.readNamespacedSecret(params);
+    case "Deployment":
+      return clients.apps.readNamespacedDeployment(params);
+    case "Service":
+      return clients.core.readNamespacedService(params);
+  }
+}
+
+/**
+ * The pooler's objects that exist, with their owners: four GETs, on the pass that removes a
+ * pooler only. The Secret's data is read with it (a GET returns the whole object) and dropped
+ * here: only uids and owner names leave this function.
+ */
+export async function readPoolerObjects(
+  clients: PoolerClients,
+  namespace: string,
+  poolerName: string,
+): Promise<PoolerObjectRef[]> {
+  const found: PoolerObjectRef[] = [];
+  for (const { kind, name } of poolerObjectNames(poolerName)) {
+    let object: ObjectMeta;
+    try {
+      object = await readObject(clients, kind, namespace, name);
+    } catch (err) {
+      if (isNotFound(err)) continue;
+      throw err;
+    }
+    const owners = (object.metadata?.ownerReferences ?? []).map(({ kind, name, uid }) => ({ kind, name, uid }));
+    found.push({ pooler: poolerName, kind, namespace, name, uid: object.metadata?.uid ?? "", owners });
+  }
+  return found;
+}
+
+/**
+ * Deletes this very object: its uid is a precondition, so an object deleted and re-created by
+ * someone else since it was read (and found to be ours) is not deleted (409). Gone already is
+ * done. A Deployment's ReplicaSets and pods go with it (Background propagation).
+ */
+export async function deletePoolerObject(clients: PoolerClients, object: PoolerObjectRef): Promise<void> {
+  const params = {
+    namespace: object.namespace,
+    name: object.name,
+    body: { preconditions: { uid: object.uid }, propagationPolicy: "Background" },
+  };
+  try {
+    switch (object.kind) {
+      case "ConfigMap":
+        await clients.core.deleteNamespacedConfigMap(params);
+        break;
+      case "Secret":
+        await clients.core.deleteNamespacedSecret(params);
+        break;
+      case "Deployment":
+        await clients.apps.deleteNamespacedDeployment(params);
+        break;
+      case "Service":
+        await clients.core.deleteNamespacedService(params);
+        break;
+    }
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+  }
 }
 
 /**
@@ -101,6 +184,11 @@ export class RecentPoolerApplies {
   /** After a failed apply: the next pass applies whatever it renders. */
   forget(objects: PoolerObjects): void {
     this.applied.delete(poolerKey(objects));
+  }
+
+  /** After a delete: the same objects declared again must be applied at once, not after resyncMs. */
+  forgetPooler(namespace: string, name: string): void {
+    this.applied.delete(`${namespace}/${name}`);
   }
 }
 

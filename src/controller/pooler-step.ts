@@ -13,8 +13,13 @@
  * already there are left as they are (their sizes were proven for the budget they were applied
  * under; the refusal says what to change). A shrink of the per-pod cap rolls the pods, a growth
  * does not (pooler-objects.ts, POOLER_CAP_ANNOTATION). The apps of via: Pooler policies are
- * pointed at it once it has an available pod (poolerRouting; targets.ts applies the route). Not
- * done yet (docs/pooler.md): deleting the objects when spec.pooler is removed or renamed.
+ * pointed at it once it has an available pod (poolerRouting; targets.ts applies the route).
+ *
+ * The declaring policy remembers the pooler its pass applied (status.pooler). Once its spec no
+ * longer declares that pooler (spec.pooler removed, or another name), its pass deletes the
+ * objects it owns, and only those: an object with the pooler's name that another policy or a
+ * person owns is left, and an Event says so. This runs before anything else here, and costs
+ * nothing (no API call) to a policy that has no such record.
  *
  * The max_connections the pooler is sized against is the lower of the value in force and the
  * value the policies ask for: a pooler sized for a raise not yet applied would exceed the
@@ -26,14 +31,16 @@ import {
   liveTemplateCap,
   POOLER_AUTH_FILE,
   podTemplateCap,
+  type PoolerObjectRef,
   poolerObjects,
   poolerSecretName,
 } from "../pooler/pooler-objects.js";
 import { type PoolerSpec, poolerAddress, poolerPlanInput, poolerProblem, serverPooler } from "../server/pooler.js";
 import { explainSizing, planPooler } from "../server/pooler-plan.js";
 import { type ConditionUpdate, findCondition } from "./conditions.js";
+import type { PoolPolicyStatus } from "../api/schema.js";
 import { type PoolerRoute, routeIsCurrent } from "./env-injection.js";
-import type { Pass, ServerView } from "./pass.js";
+import type { Pass, PolicyEvent, ServerView } from "./pass.js";
 import { PoolerObjectConflict } from "./pooler-apply.js";
 import type { KubernetesPort } from "./ports.js";
 
@@ -95,15 +102,125 @@ function routeNote(spec: Pass["spec"], { route, waiting, unavailable }: PoolerRo
   return unavailable ? `${through}; ${unavailable}` : through;
 }
 
-/** The PoolerSized condition of this policy, or undefined when it takes no part in a pooler; applies the pooler on its declarer's pass. */
+type PoolerStatus = NonNullable<PoolPolicyStatus["pooler"]>;
+type PoolerKube = Pick<
+  KubernetesPort,
+  "applyPooler" | "readPoolerDeployment" | "readPoolerObjects" | "deletePoolerObject"
+>;
+type PoolerPass = Pick<Pass, "key" | "spec" | "server" | "policy" | "previous" | "announce">;
+
+export interface PoolerStepResult {
+  /** The PoolerSized condition, undefined when the policy takes no part in a pooler. */
+  condition: ConditionUpdate | undefined;
+  /** status.pooler after this pass: the pooler this policy applied and owns, if any. */
+  applied: PoolerStatus | undefined;
+}
+
+/**
+ * The PoolerSized condition of this policy (undefined when it takes no part in a pooler), and the
+ * pooler it applied: deletes the one it no longer declares, applies the pooler on its declarer's pass.
+ */
 export async function poolerStep(
-  kube: Pick<KubernetesPort, "applyPooler" | "readPoolerDeployment">,
-  pass: Pick<Pass, "key" | "spec" | "server" | "policy" | "previous">,
+  kube: PoolerKube,
+  pass: PoolerPass,
   view: ServerView,
   routing: PoolerRouting = {},
-): Promise<ConditionUpdate | undefined> {
+): Promise<PoolerStepResult> {
+  // Before the early return below: a policy that dropped spec.pooler takes no part any more, and
+  // its old pooler must still go. Without a record (every policy that never declared one) this
+  // makes no API call.
+  const removal = await removeUndeclaredPooler(kube, pass, view);
+  if (removal.kind === "blocked") return { condition: removal.condition, applied: pass.previous.pooler };
+  const kept = removal.kind === "removed" ? undefined : pass.previous.pooler;
   // Most policies take no part in a pooler: answered before anything about the server's peers is computed.
-  if (pass.spec.pooler === undefined && pass.spec.pool.via !== "Pooler") return undefined;
+  if (pass.spec.pooler === undefined && pass.spec.pool.via !== "Pooler") return { condition: undefined, applied: kept };
+  const sized = await sizeAndApply(kube, pass, view, routing);
+  return { condition: sized.condition, applied: sized.applied ?? kept };
+}
+
+type Removal = { kind: "none" } | { kind: "removed" } | { kind: "blocked"; condition: ConditionUpdate };
+
+/**
+ * Deletes the pooler this policy applied (status.pooler) once its spec no longer declares it:
+ * the objects whose ownerReference is this policy's uid, after a Normal Event naming them.
+ * "blocked" keeps the record, so the next pass tries again.
+ */
+async function removeUndeclaredPooler(kube: PoolerKube, pass: PoolerPass, view: ServerView): Promise<Removal> {
+  const before = pass.previous.pooler;
+  if (before === undefined || before.name === pass.spec.pooler?.name) return { kind: "none" };
+  const { namespace, uid } = pass.policy.metadata;
+  const label = `pooler ${namespace}/${before.name}`;
+  // Another policy of the server still declares this very pooler: it is the applier now, and its
+  // next apply makes the objects its own (the same field manager drops this policy's
+  // ownerReference). Deleting them would take the pooler away under the policies going through it;
+  // this policy only drops its record.
+  const server = serverPooler(view.peers);
+  if (server.kind === "declared" && server.namespace === namespace && server.spec.name === before.name) {
+    return { kind: "removed" };
+  }
+  const now = pass.spec.pooler ? `is now named ${pass.spec.pooler.name}` : "was removed";
+  try {
+    const found = await kube.readPoolerObjects(namespace, before.name);
+    const ours = found.filter((o) => o.owners.some((owner) => owner.uid === uid));
+    const others = found.filter((o) => !ours.includes(o));
+    // One Event per pooler and spec generation: a pass re-run after a crash finds it and adds none.
+    const once = `${pass.policy.metadata.name}.pooler-removed-${before.name}-${uid}-${pass.policy.metadata.generation}`;
+    const events: PolicyEvent[] = [];
+    if (ours.length > 0) {
+      events.push({
+        type: "Normal",
+        reason: "PoolerRemoved",
+        action: "DeletePoolerObjects",
+        note: `Deleting ${ours.map(describeObject).join(", ")}: spec.pooler ${now}, and this policy applied ${label}`,
+        name: once,
+      });
+    }
+    if (others.length > 0) {
+      events.push({
+        type: "Warning",
+        reason: "PoolerObjectKept",
+        action: "DeletePoolerObjects",
+        note: `Not deleting ${others.map((o) => `${describeObject(o)} (${ownedBy(o)})`).join(", ")}: not owned by this policy`,
+        name: `${once}-kept`,
+      });
+    }
+    // Announced before deleting (crash-safe: the Event of an action exists once it was taken).
+    await pass.announce(events);
+    for (const object of ours) await kube.deletePoolerObject(object);
+    return { kind: "removed" };
+  } catch (err) {
+    if (statusCodeOf(err) !== 403) throw err;
+    // The new pooler waits for the old one: both running would each hold the pooler's share of the server.
+    const waits = pass.spec.pooler ? `; ${pass.spec.pooler.name} is not applied until it is gone` : "";
+    return {
+      kind: "blocked",
+      condition: {
+        type: POOLER_CONDITION,
+        status: "False",
+        reason: "PoolerDeleteForbidden",
+        message:
+          `${label} is no longer declared (spec.pooler ${now}) but stays: the operator may not get or delete ` +
+          `ConfigMaps, Secrets, Deployments or Services in ${namespace} (install the chart with pooler.enabled=true; ` +
+          `with rbac.secretNames set, add ${poolerSecretName(before.name)} to it)${waits}`,
+      },
+    };
+  }
+}
+
+const describeObject = (o: PoolerObjectRef) => `${o.kind} ${o.namespace}/${o.name}`;
+
+function ownedBy(o: PoolerObjectRef): string {
+  if (o.owners.length === 0) return "no owner";
+  return `owned by ${o.owners.map((owner) => `${owner.kind} ${owner.name}`).join(", ")}`;
+}
+
+/** The pooler's condition for a policy taking part in one, and its objects applied on the declarer's pass. */
+async function sizeAndApply(
+  kube: PoolerKube,
+  pass: PoolerPass,
+  view: ServerView,
+  routing: PoolerRouting,
+): Promise<{ condition: ConditionUpdate | undefined; applied?: PoolerStatus }> {
   const self = view.peers.find((p) => p.key === pass.key) ?? { key: pass.key, namespace: "", spec: pass.spec };
   const pooler = serverPooler(view.peers);
   const type = POOLER_CONDITION;
@@ -116,29 +233,21 @@ export async function poolerStep(
       problem.reason === "PoolerNotDeclared" && before?.status === "True"
         ? "the pooler this policy went through is no longer declared by any policy of this server (deleting the declaring policy deletes the pooler's objects: it owns them); "
         : "";
-    return { type, status: "False", reason: problem.reason, message: gone + problem.message };
+    return { condition: { type, status: "False", reason: problem.reason, message: gone + problem.message } };
   }
-  if (pooler.kind !== "declared") return undefined;
+  if (pooler.kind !== "declared") return { condition: undefined };
   if (!view.budget || !view.facts || !view.connection.ok) {
-    return {
-      type,
-      status: "Unknown",
-      reason: "PostgresUnreachable",
-      message:
-        "cannot size the pooler: the server's max_connections and budget are not known (PostgreSQL is not reachable); nothing is applied",
-    };
+    const message =
+      "cannot size the pooler: the server's max_connections and budget are not known (PostgreSQL is not reachable); nothing is applied";
+    return { condition: { type, status: "Unknown", reason: "PostgresUnreachable", message } };
   }
   const inForce = view.facts.maxConnections;
   const maxConnections = view.desired.kind === "value" ? Math.min(inForce, view.desired.value) : inForce;
   const plan = planPooler(poolerPlanInput(pooler, view.budget, maxConnections), pass.server);
   const name = `pooler ${pooler.namespace}/${pooler.spec.name}`;
   if (plan.kind === "refused") {
-    return {
-      type,
-      status: "False",
-      reason: plan.reason,
-      message: `${name} is not rolled out (nothing applied, objects already there left as they are): ${plan.message}`,
-    };
+    const message = `${name} is not rolled out (nothing applied, objects already there left as they are): ${plan.message}`;
+    return { condition: { type, status: "False", reason: plan.reason, message } };
   }
   const applier = pooler.declaredBy[0]!;
   const sized: ConditionUpdate = {
@@ -147,7 +256,7 @@ export async function poolerStep(
     reason: "Sized",
     message: `${name}: ${objectsPhrase(pooler.namespace, pooler.spec)}, applied by ${applier}; per pod: ${explainSizing(plan)}${routeNote(pass.spec, routing)}`,
   };
-  if (pass.key !== applier) return sized;
+  if (pass.key !== applier) return { condition: sized };
 
   const config = renderPgBouncerConfig({
     target: view.connection.target,
@@ -158,12 +267,8 @@ export async function poolerStep(
     authFile: POOLER_AUTH_FILE,
   });
   if (!config.ok) {
-    return {
-      type,
-      status: "False",
-      reason: "PoolerConfigInvalid",
-      message: `${name} is not rolled out: ${config.message}`,
-    };
+    const message = `${name} is not rolled out: ${config.message}`;
+    return { condition: { type, status: "False", reason: "PoolerConfigInvalid", message } };
   }
   const { metadata, apiVersion, kind } = pass.policy;
   const owner = { apiVersion, kind, name: metadata.name, namespace: metadata.namespace, uid: metadata.uid ?? "" };
@@ -173,19 +278,16 @@ export async function poolerStep(
     await kube.applyPooler(poolerObjects(owner, pooler.spec, config, podTemplateCap(plan.maxDbConnections, live)));
   } catch (err) {
     if (err instanceof PoolerObjectConflict) {
-      return { type, status: "False", reason: "PoolerObjectConflict", message: `${name}: ${err.message}` };
+      const message = `${name}: ${err.message}`;
+      return { condition: { type, status: "False", reason: "PoolerObjectConflict", message } };
     }
     if (statusCodeOf(err) === 403) {
-      return {
-        type,
-        status: "False",
-        reason: "PoolerForbidden",
-        message:
-          `${name} cannot be applied: the operator may not create or patch ConfigMaps, Secrets, Deployments or Services in ${pooler.namespace} ` +
-          "(install the chart with pooler.enabled=true)",
-      };
+      const message =
+        `${name} cannot be applied: the operator may not create or patch ConfigMaps, Secrets, Deployments or Services in ${pooler.namespace} ` +
+        "(install the chart with pooler.enabled=true)";
+      return { condition: { type, status: "False", reason: "PoolerForbidden", message } };
     }
     throw err;
   }
-  return sized;
+  return { condition: sized, applied: { name: pooler.spec.name } };
 }

@@ -13,7 +13,7 @@ import type { PostgresTarget } from "../postgres/connection.js";
 import type { InstanceFacts, ServerFacts } from "../postgres/inspect.js";
 import type { RoleFacts } from "../postgres/roles.js";
 import type { ServiceFacts } from "../server/identity.js";
-import type { PoolerObjects } from "../pooler/pooler-objects.js";
+import type { PoolerObjectRef, PoolerObjects } from "../pooler/pooler-objects.js";
 import type { LimitRecord } from "../server/role-limits.js";
 import type { RedisOutcome } from "../server/dependencies.js";
 import type { RestartRecord } from "./max-connections.js";
@@ -73,6 +73,10 @@ export interface KubernetesPort {
   applyPooler(objects: PoolerObjects): Promise<void>;
   /** The pooler's live Deployment (its pod template's cap: pooler-objects.ts), undefined when there is none. */
   readPoolerDeployment(namespace: string, name: string): Promise<V1Deployment | undefined>;
+  /** The pooler's objects that exist (of its four), with their owners; never their content. */
+  readPoolerObjects(namespace: string, poolerName: string): Promise<PoolerObjectRef[]>;
+  /** Deletes this very object (its uid a precondition); one already gone counts as deleted. */
+  deletePoolerObject(object: PoolerObjectRef): Promise<void>;
 
   /**
    * Keeps (or, with null, drops) on the policy the limit a role had before the policy set one,

@@ -12,7 +12,8 @@
  *                     3. the reaper
  *                     4. extensions and Redis
  *                     5. the pooler's share, for policies that take part in one, and its
- *                        objects applied by the declaring policy (pooler-step.ts)
+ *                        objects applied by the declaring policy (pooler-step.ts); the
+ *                        objects of a pooler it no longer declares deleted
  *                 → status (written only when it changed) and Events for what was done
  *
  * The result, stated once (as controller-runtime's reconcile.Result):
@@ -202,16 +203,19 @@ export class PoolPolicyReconciler {
     const dependencies = await this.dependenciesStep(pass, view.facts);
     const all = combine([postgres, applied.step, reaper, dependencies.step]);
     // Only policies that take part in a pooler carry its condition; the declaring policy's pass
-    // applies the pooler's objects, unless the plan refuses it (pooler-step.ts).
+    // applies the pooler's objects, unless the plan refuses it, and deletes the pooler it no
+    // longer declares (pooler-step.ts).
     const pooler = await poolerStep(this.deps.kube, pass, view, routing);
 
-    const updates = [...all.conditions, ...(pooler ? [pooler] : [])];
+    const updates = [...all.conditions, ...(pooler.condition ? [pooler.condition] : [])];
     updates.push(summarizeReady(updates.filter((u) => countsForReady(u, dependencies.redisRequired))));
     let conditions = previous.conditions ?? [];
     const generation = policy.metadata.generation ?? 0;
     for (const u of updates) conditions = setCondition(conditions, u, now, generation);
-    if (!pooler) conditions = conditions.filter((c) => c.type !== POOLER_CONDITION);
+    if (!pooler.condition) conditions = conditions.filter((c) => c.type !== POOLER_CONDITION);
     const status: PoolPolicyStatus = { ...previous, ...all.status, conditions, observedGeneration: generation };
+    status.pooler = pooler.applied;
+    if (!status.pooler) delete status.pooler;
     if (!pass.spec.redis) delete status.redis;
     if (!status.connectionLimit) delete status.connectionLimit;
 

@@ -63,6 +63,34 @@ export function poolerSecretName(poolerName: string): string {
   return `${poolerName}-auth`;
 }
 
+/** The kinds of the pooler's objects, in the order they are applied. */
+export type PoolerObjectKind = "ConfigMap" | "Secret" | "Deployment" | "Service";
+
+/** The pooler's four objects by kind and name: what a pooler of this name consists of. */
+export function poolerObjectNames(poolerName: string): { kind: PoolerObjectKind; name: string }[] {
+  return [
+    { kind: "ConfigMap", name: poolerName },
+    { kind: "Secret", name: poolerSecretName(poolerName) },
+    { kind: "Deployment", name: poolerName },
+    { kind: "Service", name: poolerName },
+  ];
+}
+
+/**
+ * One of the pooler's objects as the API server holds it, reduced to whom it belongs to: its
+ * own uid (deleted only as that very object) and its ownerReferences. Never the content (the
+ * Secret's is the auth_file).
+ */
+export interface PoolerObjectRef {
+  /** The pooler's name (spec.pooler.name) the object belongs to. */
+  pooler: string;
+  kind: PoolerObjectKind;
+  namespace: string;
+  name: string;
+  uid: string;
+  owners: { kind: string; name: string; uid: string }[];
+}
+
 /** The cap on the live pooler Deployment's pod template; undefined when there is none (or no such Deployment). */
 export function liveTemplateCap(deployment: V1Deployment | undefined): number | undefined {
   const value = deployment?.spec?.template?.metadata?.annotations?.[POOLER_CAP_ANNOTATION];

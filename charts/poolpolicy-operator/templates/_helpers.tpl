@@ -142,15 +142,20 @@ Role. Leases are not here: they get a Role of their own in the release namespace
 {{- if .Values.pooler.enabled }}
 # The PgBouncer a policy declares in spec.pooler (docs/pooler.md): its ConfigMap, Secret (the
 # auth_file), Deployment and Service, by server-side apply (a PATCH; "create" too, because an
-# apply that creates the object is authorized as a create). Never list or delete: the garbage
-# collector deletes them with the owning PoolPolicy. The pooler's Deployment is read (its pod
-# template's cap, docs/pooler.md "Roll or not") under the apps/deployments get granted above.
+# apply that creates the object is authorized as a create). Never listed. Deleted one by one
+# (delete) when the declaring policy no longer declares that pooler, after a GET of each for its
+# ownerReference: only those the policy owns are deleted. Deployments, Secrets and Services are
+# read under the get granted above (with rbac.secretNames, the pooler's <name>-auth must be in
+# it); ConfigMaps need their own get here. Deleting the policy deletes them by the garbage collector.
 # A ClusterRole cannot name the policy's namespace; with watchNamespace set it is that one.
 - apiGroups: [""]
-  resources: ["configmaps", "secrets", "services"]
-  verbs: ["create", "patch"]
+  resources: ["configmaps"]
+  verbs: ["create", "delete", "get", "patch"]
+- apiGroups: [""]
+  resources: ["secrets", "services"]
+  verbs: ["create", "delete", "patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["create"]
+  verbs: ["create", "delete"]
 {{- end }}
 {{- end }}

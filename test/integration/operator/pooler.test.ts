@@ -3,8 +3,10 @@
  * operator process reads them with the server's real budget (Deployments on kwok's nodes, a real
  * PostgreSQL with max_connections 30), applies the pooler's ConfigMap, Secret, Deployment and
  * Service on the real API server and reports PoolerSized with the numbers, or PoolerDoesNotFit
- * with a Warning Event and nothing applied. The garbage collector of the real
- * kube-controller-manager removes the objects with the declaring policy.
+ * with a Warning Event and nothing applied. spec.pooler removed from the declaring policy, the
+ * operator deletes the objects (a Normal Event first); declared again, they are applied again.
+ * The garbage collector of the real kube-controller-manager removes the objects with the
+ * declaring policy.
  *
  * kwok's pods run no process, so no PgBouncer serves traffic here: this proves the objects and
  * their changes; test/integration/pooler/pgbouncer.test.ts proves the traffic with real
@@ -46,7 +48,7 @@ afterAll(async () => {
 });
 
 describe("the pooler, applied by the operator", () => {
-  it("applies the sized pooler, rolls for a shrink and not for a growth, rolls for a listener, refuses without applying, and goes with its policy", async () => {
+  it("applies the sized pooler, rolls for a shrink and not for a growth, rolls for a listener, refuses without applying, is deleted once no longer declared, and goes with its policy", async () => {
     s = await Scenario.create(kc, { prefix: "pooler", conf: { max_connections: 30 } });
     const ns = s.namespace;
     await s.deployment("api", { labels: shop, replicas: 1 });
@@ -188,8 +190,6 @@ describe("the pooler, applied by the operator", () => {
     expect(JSON.stringify(await s.events())).not.toContain(s.server.password);
     expect(readFileSync(logFile, "utf8")).not.toContain(s.server.password);
 
-    // Deleting the declaring policy: the garbage collector deletes what it owns.
-    await s.deletePolicy("p");
     const gone = async (read: () => Promise<unknown>) => {
       try {
         await read();
@@ -199,15 +199,52 @@ describe("the pooler, applied by the operator", () => {
         throw err;
       }
     };
-    await waitFor("the pooler's objects deleted with their policy", async () =>
-      (
-        await Promise.all([
-          gone(configMap),
-          gone(deployment),
-          gone(() => s!.core.readNamespacedSecret({ name: "pgbouncer-auth", namespace: ns })),
-          gone(() => s!.core.readNamespacedService({ name: "pgbouncer", namespace: ns })),
-        ])
-      ).every(Boolean),
+    const reads = [
+      configMap,
+      deployment,
+      () => s!.core.readNamespacedSecret({ name: "pgbouncer-auth", namespace: ns }),
+      () => s!.core.readNamespacedService({ name: "pgbouncer", namespace: ns }),
+    ];
+    const allGone = async () => (await Promise.all(reads.map(gone))).every(Boolean);
+    const noneGone = async () => !(await Promise.all(reads.map(gone))).some(Boolean);
+
+    // d's pool at 4 again: 8 per pod, the pod template's cap. The objects the operator renders are
+    // then the same before the removal and after the declaration below (see there).
+    await s.patchPolicy("d", { spec: { pool: { maxSize: 4 } } });
+    await waitFor("the ConfigMap with 8 per pod", async () => (await ini()).includes("max_db_connections = 8\n"));
+    expect(cap(await deployment())).toBe("8");
+
+    // spec.pooler removed, the policy staying: the operator deletes the four objects p owns, after
+    // a Normal Event naming them, and forgets the pooler (status.pooler). No garbage collector here.
+    expect((await s.status("p")).pooler).toEqual({ name: "pgbouncer" });
+    await s.patchPolicy("p", { spec: { pooler: null, pool: { via: "Direct" } } });
+    await waitFor("the pooler's objects deleted by the operator", allGone);
+    await waitFor("the Normal Event naming what was deleted", async () =>
+      (await s!.events()).some(
+        (e) =>
+          e.type === "Normal" &&
+          e.reason === "PoolerRemoved" &&
+          e.regarding === "p" &&
+          e.note.startsWith(
+            `Deleting ConfigMap ${ns}/pgbouncer, Secret ${ns}/pgbouncer-auth, Deployment ${ns}/pgbouncer, Service ${ns}/pgbouncer: spec.pooler was removed`,
+          ),
+      ),
     );
+    await waitFor("status.pooler cleared", async () => (await s!.status("p")).pooler === undefined);
+    const kept = await s.readPolicy("p");
+    expect(kept?.metadata.uid).toBe(uid);
+    expect(kept?.metadata.deletionTimestamp).toBeUndefined();
+    expect((await s.status("p")).conditions?.some((c) => c.type === "PoolerSized")).toBe(false);
+
+    // Declared again, the same: applied again at once. The operator skips re-applying the very
+    // objects it applied less than 10 minutes ago (RecentPoolerApplies); a delete must make it
+    // forget them, else they would come back only after those 10 minutes (checked to fail so).
+    await s.patchPolicy("p", { spec: { pool: { via: "Pooler" }, pooler: { ...pooled.pooler, port: 6432 } } });
+    await waitFor("the pooler's objects applied again", noneGone);
+    await waitFor("status.pooler recorded again", async () => (await s!.status("p")).pooler?.name === "pgbouncer");
+
+    // Deleting the declaring policy: the garbage collector deletes what it owns.
+    await s.deletePolicy("p");
+    await waitFor("the pooler's objects deleted with their policy", allGone);
   });
 });

@@ -297,12 +297,12 @@ describe("watchNamespace", () => {
     expect(zalando(ruleTable(role))).toEqual(["acid.zalan.do/postgresqls: get,patch"]);
   });
 
-  it("grants create and patch on the pooler's objects only when pooler.enabled", async () => {
+  it("grants create, patch and delete on the pooler's objects only when pooler.enabled", async () => {
     const poolerRows = [
-      "apps/deployments: create",
-      "core/configmaps: create,patch",
-      "core/secrets: create,patch",
-      "core/services: create,patch",
+      "apps/deployments: create,delete",
+      "core/configmaps: create,delete,get,patch",
+      "core/secrets: create,delete,patch",
+      "core/services: create,delete,patch",
     ];
     const base = ruleTable(findObject(await renderChart(), "ClusterRole"));
     expect(base).toEqual([...OPERATOR_RULES].sort());

@@ -10,7 +10,7 @@ import type { RedisOutcome } from "../../../src/server/dependencies.js";
 import { FINALIZER } from "../../../src/controller/finalizer.js";
 import type { RestartRecord } from "../../../src/controller/max-connections.js";
 import type { KubernetesPort, PostgresPort, RedisPort } from "../../../src/controller/ports.js";
-import type { PoolerObjects } from "../../../src/pooler/pooler-objects.js";
+import { type PoolerObjectRef, type PoolerObjects, poolerObjectNames } from "../../../src/pooler/pooler-objects.js";
 import type { ReaperOutcome } from "../../../src/controller/reaper.js";
 import type { EventSink } from "../../../src/controller/reconciler.js";
 import type { SecretRead } from "../../../src/kube/secrets.js";
@@ -443,6 +443,37 @@ export class FakeKubernetes implements KubernetesPort {
     this.poolerReads += 1;
     const live = structuredClone(this.pooler.get(`Deployment ${namespace}/${name}`)) as V1Deployment | undefined;
     return live && { ...live, status: { availableReplicas: this.poolerAvailable } };
+  }
+
+  /** Every API call about the pooler's objects beyond the apply, in order: "get Kind ns/name", "delete Kind ns/name". */
+  readonly poolerCalls: string[] = [];
+  /** readPoolerObjects and deletePoolerObject throw this (e.g. a 403: no delete in the chart's RBAC). */
+  poolerDeleteError?: Error;
+  /** Called as a delete reaches the API server: to see what had happened before it (the Event). */
+  onPoolerDelete?: (key: string) => void;
+
+  async readPoolerObjects(namespace: string, poolerName: string): Promise<PoolerObjectRef[]> {
+    const found: PoolerObjectRef[] = [];
+    for (const { kind, name } of poolerObjectNames(poolerName)) {
+      const key = `${kind} ${namespace}/${name}`;
+      this.poolerCalls.push(`get ${key}`);
+      if (this.poolerDeleteError) throw this.poolerDeleteError;
+      const object = this.pooler.get(key);
+      if (!object) continue;
+      const owners = (object.metadata!.ownerReferences ?? []).map(({ kind, name, uid }) => ({ kind, name, uid }));
+      found.push({ pooler: poolerName, kind, namespace, name, uid: `uid-${key}`, owners });
+    }
+    return found;
+  }
+
+  async deletePoolerObject(object: PoolerObjectRef): Promise<void> {
+    const key = `${object.kind} ${object.namespace}/${object.name}`;
+    this.poolerCalls.push(`delete ${key}`);
+    if (this.poolerDeleteError) throw this.poolerDeleteError;
+    this.onPoolerDelete?.(key);
+    // Gone already (a 404) is deleted: nothing to tell apart here.
+    this.pooler.delete(key);
+    this.poolerGenerations.delete(key);
   }
 
   /** The annotation writes of recordLimitBefore, in order (null: removed). */

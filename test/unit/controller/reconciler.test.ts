@@ -1404,6 +1404,144 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
     );
   });
 
+  describe("a pooler the policy no longer declares", () => {
+    const FOUR = [
+      "ConfigMap shop/pgbouncer",
+      "Secret shop/pgbouncer-auth",
+      "Deployment shop/pgbouncer",
+      "Service shop/pgbouncer",
+    ];
+
+    it("is deleted when spec.pooler is removed: its four objects, after a Normal Event naming them, then the record is cleared", async () => {
+      w.policy("p", { pool: { via: "Pooler" }, pooler });
+      const applied = await w.pass("p");
+      expect(applied.status.pooler).toEqual({ name: "pgbouncer" });
+      expect(w.kube.pooler.size).toBe(4);
+
+      // The Event must be there before the first delete reaches the API server.
+      const eventsAtDelete: string[][] = [];
+      w.kube.onPoolerDelete = () => eventsAtDelete.push(w.events.reasons());
+      w.policy("p", { pool: { via: "Direct" }, pooler: undefined });
+      const { status } = await w.pass("p");
+      expect(w.kube.poolerCalls.filter((c) => c.startsWith("delete "))).toEqual(FOUR.map((o) => `delete ${o}`));
+      expect(w.kube.pooler.size).toBe(0);
+      expect(eventsAtDelete).toHaveLength(4);
+      for (const reasons of eventsAtDelete) expect(reasons).toContain("PoolerRemoved");
+      const event = w.events.all.find((e) => e.reason === "PoolerRemoved")!;
+      expect(event).toMatchObject({ type: "Normal" });
+      expect(event.note).toBe(
+        "Deleting ConfigMap shop/pgbouncer, Secret shop/pgbouncer-auth, Deployment shop/pgbouncer, Service shop/pgbouncer: " +
+          "spec.pooler was removed, and this policy applied pooler shop/pgbouncer",
+      );
+      expect(status.pooler).toBeUndefined();
+      expect(condition(status, "PoolerSized")).toBeUndefined();
+      expect(condition(status, "Ready")).toMatchObject({ status: "True" });
+
+      // Done once: the next pass has no record and asks the API server nothing.
+      const calls = w.kube.poolerCalls.length;
+      await w.pass("p");
+      expect(w.kube.poolerCalls.length).toBe(calls);
+      expect(w.events.all.filter((e) => e.reason === "PoolerRemoved")).toHaveLength(1);
+    });
+
+    it("is deleted when renamed, before the new one is applied", async () => {
+      w.policy("p", { pool: { via: "Pooler" }, pooler });
+      await w.pass("p");
+      w.policy("p", { pool: { via: "Pooler" }, pooler: { ...pooler, name: "bouncer" } });
+      const { status } = await w.pass("p");
+      expect([...w.kube.pooler.keys()].sort()).toEqual([
+        "ConfigMap shop/bouncer",
+        "Deployment shop/bouncer",
+        "Secret shop/bouncer-auth",
+        "Service shop/bouncer",
+      ]);
+      expect(w.kube.poolerApplies).toHaveLength(2);
+      expect(w.events.all.find((e) => e.reason === "PoolerRemoved")?.note).toContain(
+        "spec.pooler is now named bouncer, and this policy applied pooler shop/pgbouncer",
+      );
+      expect(status.pooler).toEqual({ name: "bouncer" });
+      expect(condition(status, "PoolerSized")).toMatchObject({ status: "True", reason: "Sized" });
+    });
+
+    it("deletes only the objects this policy owns, and says which it left", async () => {
+      w.policy("p", { pool: { via: "Pooler" }, pooler });
+      await w.pass("p");
+      // A person (or another policy) holds the Service now.
+      const service = w.kube.pooler.get("Service shop/pgbouncer")!;
+      service.metadata!.ownerReferences = [{ apiVersion: "v1", kind: "PoolPolicy", name: "other", uid: "uid-other" }];
+      w.policy("p", { pooler: undefined });
+      const { status } = await w.pass("p");
+      expect([...w.kube.pooler.keys()]).toEqual(["Service shop/pgbouncer"]);
+      expect(w.kube.poolerCalls).not.toContain("delete Service shop/pgbouncer");
+      const kept = w.events.all.find((e) => e.reason === "PoolerObjectKept")!;
+      expect(kept).toMatchObject({ type: "Warning" });
+      expect(kept.note).toBe(
+        "Not deleting Service shop/pgbouncer (owned by PoolPolicy other): not owned by this policy",
+      );
+      expect(status.pooler).toBeUndefined();
+    });
+
+    it("counts an object already gone (404) as deleted", async () => {
+      w.policy("p", { pool: { via: "Pooler" }, pooler });
+      await w.pass("p");
+      // The Deployment is deleted by someone else between the operator's read and its delete.
+      w.kube.onPoolerDelete = () => w.kube.pooler.delete("Deployment shop/pgbouncer");
+      w.policy("p", { pooler: undefined });
+      const { status } = await w.pass("p");
+      expect(w.kube.pooler.size).toBe(0);
+      expect(status.pooler).toBeUndefined();
+    });
+
+    it("keeps the record and says how to let it go when the API server forbids the delete", async () => {
+      w.policy("p", { pool: { via: "Pooler" }, pooler });
+      await w.pass("p");
+      w.kube.poolerDeleteError = Object.assign(new Error("forbidden"), { code: 403 });
+      w.policy("p", { pool: { via: "Pooler" }, pooler: { ...pooler, name: "bouncer" } });
+      const { status } = await w.pass("p");
+      expect(condition(status, "PoolerSized")).toMatchObject({ status: "False", reason: "PoolerDeleteForbidden" });
+      expect(condition(status, "PoolerSized")!.message).toBe(
+        "pooler shop/pgbouncer is no longer declared (spec.pooler is now named bouncer) but stays: the operator may not get or delete " +
+          "ConfigMaps, Secrets, Deployments or Services in shop (install the chart with pooler.enabled=true; " +
+          "with rbac.secretNames set, add pgbouncer-auth to it); bouncer is not applied until it is gone",
+      );
+      expect(condition(status, "Ready")).toMatchObject({ status: "False", reason: "PoolerDeleteForbidden" });
+      expect(status.pooler).toEqual({ name: "pgbouncer" });
+      expect(w.kube.poolerApplies).toHaveLength(1);
+
+      // Once allowed, the next pass deletes the old pooler and applies the new one.
+      w.kube.poolerDeleteError = undefined;
+      const after = await w.pass("p");
+      expect(after.status.pooler).toEqual({ name: "bouncer" });
+      expect(w.kube.pooler.has("Deployment shop/pgbouncer")).toBe(false);
+      expect(w.kube.pooler.has("Deployment shop/bouncer")).toBe(true);
+    });
+
+    it("is left to another policy of the server that still declares it", async () => {
+      w.policy("p", { pool: { via: "Pooler" }, pooler });
+      w.policy("q", { pool: { via: "Pooler" }, pooler });
+      await w.pass("p");
+      w.policy("p", { pool: { via: "Pooler" }, pooler: undefined });
+      const { status } = await w.pass("p");
+      expect(w.kube.poolerCalls).toEqual([]);
+      expect(w.kube.pooler.size).toBe(4);
+      expect(status.pooler).toBeUndefined();
+      // q is the applier now: its pass makes the objects its own.
+      await w.pass("q");
+      expect(w.kube.pooler.get("Deployment shop/pgbouncer")!.metadata!.ownerReferences![0]!.uid).toBe("uid-q");
+    });
+
+    it("costs no API call to a policy that never applied a pooler", async () => {
+      w.policy("p");
+      w.policy("r", { pool: { via: "Pooler" } });
+      await w.pass("p");
+      await w.pass("r");
+      w.policy("p", { pool: { maxSize: 12 } });
+      await w.pass("p");
+      expect(w.kube.poolerCalls).toEqual([]);
+      expect(w.events.all.filter((e) => e.reason.startsWith("Pooler") && e.reason !== "PoolerNotDeclared")).toEqual([]);
+    });
+  });
+
   it("tells a policy that goes via Pooler when no policy of its server declares one, and drops the condition once it goes Direct", async () => {
     w.policy("p", { pool: { via: "Pooler" } });
     const first = await w.pass("p");
