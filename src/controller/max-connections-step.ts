@@ -58,6 +58,10 @@ type GateInput = Omit<RestartGateInput, "desired" | "current">;
  * Postgres operator, the message says which resource owns it and which workload to name
  * (discovery.ts).
  */
+/** What requestRestart adds to a StatefulSet that names no rollingUpdate (workload.ts says why). */
+const PARTITION_NOTE =
+  ", with spec.updateStrategy.rollingUpdate.partition 0 (the same as unset; without it the StatefulSet controller may restart the pod twice)";
+
 export async function applyMaxConnections(
   deps: MaxConnectionsDeps,
   pass: Pass,
@@ -156,7 +160,7 @@ async function planAndApply(
         action: owner ? "SetClusterParameter" : "RollingRestart",
         note: owner
           ? `spec.postgresql.parameters.max_connections = ${plan.requestRestart.value} on ${workload.description}; ${owner.name} restarts the instances`
-          : `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}`,
+          : `Rolling restart of ${workload.description} to apply max_connections = ${plan.requestRestart.value}${workload.partitionUnset ? PARTITION_NOTE : ""}`,
         name: actionEventName(policy, `restart-${plan.requestRestart.value}`, plan.requestRestart.after),
       },
     ]);

@@ -57,10 +57,11 @@ export class PostgresPodBridge {
 
   /**
    * How many times a pod came up at a new revision of the pod template: the restarts that
-   * rollouts (the operator's restart requests) caused. Now and then, right after a rollout, the
-   * StatefulSet controller deletes the pod it just created and creates it again at the same
-   * revision (seen in CI with one RestartRequested in the operator's log): the server starts
-   * twice for one rollout, which `restarts` counts and this does not.
+   * rollouts (the operator's restart requests) caused. A rollout that is not the operator's
+   * (a test patching the template of a StatefulSet whose manifest names no
+   * updateStrategy.rollingUpdate) may start the server twice: the StatefulSet controller now and
+   * then recreates the pod at the old revision first (workload.ts requestRestart says why, and
+   * why the operator's own requests pin partition 0). `restarts` counts both starts, this one.
    */
   get rollouts(): number {
     let count = 0;
