@@ -13,7 +13,9 @@ import { CoreV1Api } from "@kubernetes/client-node";
 import { parseDuration } from "../api/duration.js";
 import { checkRedisDependency } from "../server/dependencies.js";
 import { readSecretKeys } from "../kube/secrets.js";
-import { memoryCondition, restartWorkloadRef, type ServerMemory } from "../server/model.js";
+import { desiredMaxConnections, memoryCondition, restartWorkloadRef, type ServerMemory } from "../server/model.js";
+import { planDeclaredPooler, poolerProblem, serverPooler } from "../server/pooler.js";
+import { explainSizing } from "../server/pooler-plan.js";
 import { describeWorkload, isOwnedKind, POSTGRES_OPERATORS } from "../kube/workloads.js";
 import { PostgresError, PostgresPools, describeTarget, type PostgresTarget } from "../postgres/connection.js";
 import { inspectServer, type ServerFacts } from "../postgres/inspect.js";
@@ -40,6 +42,7 @@ import type {
   ExtensionsSection,
   MemorySection,
   PolicySection,
+  PoolerSection,
   PostgresSection,
   RedisSection,
   RoleSection,
@@ -271,7 +274,34 @@ function budgetSection(view: ServerBudgetView, facts: ServerFacts): BudgetSectio
     headroomPercent: view.settings.headroomPercent,
     ceiling: view.settings.ceiling,
     memory: memorySection(view.memory, facts),
+    pooler: poolerSection(view, facts),
     notes: view.notes,
+  };
+}
+
+/** The server's pooler, sized by the operator's own function against the same figures. */
+function poolerSection(view: ServerBudgetView, facts: ServerFacts): PoolerSection | undefined {
+  const pooler = serverPooler(view.peers);
+  if (pooler.kind === "none") {
+    if (pooler.pooled.length === 0) return undefined;
+    const problem = poolerProblem(view.peers.find((p) => p.spec.pool.via === "Pooler")!, pooler);
+    return { state: "notDeclared", pooled: pooler.pooled, message: problem?.message ?? "" };
+  }
+  if (pooler.kind === "conflict") return { state: "conflict", pooled: pooler.pooled, message: pooler.message };
+  const desired = desiredMaxConnections(view.peers, view.budget, facts, view.memory);
+  const plan = planDeclaredPooler(pooler, view.budget, facts.maxConnections, desired, view.server);
+  const name = `${pooler.namespace}/${pooler.spec.name}`;
+  if (plan.kind === "refused") return { state: "refused", pooled: pooler.pooled, name, message: plan.message };
+  const { pods, perPod, left, maxClientConn } = plan;
+  return {
+    state: "sized",
+    pooled: pooler.pooled,
+    name,
+    pods,
+    perPod,
+    left,
+    maxClientConn,
+    explanation: explainSizing(plan),
   };
 }
 

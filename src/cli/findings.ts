@@ -8,7 +8,8 @@
  * threshold; required extensions missing; Redis down when required (a notice otherwise);
  * max_connections above what the PostgreSQL container's memory carries (warning); a role held to
  * its share (spec.enforcement.connectionLimit) that the operator refuses to limit, that is at its
- * CONNECTION LIMIT, or whose limit is below its share (warnings), or above it (a notice).
+ * CONNECTION LIMIT, or whose limit is below its share (warnings), or above it (a notice); a
+ * pooler that does not fit, is not declared or is declared in conflict (warnings).
  */
 import { formatDuration } from "../api/duration.js";
 import { MAX_CONNECTIONS_MAX } from "../api/schema.js";
@@ -65,6 +66,14 @@ export function analyze(facts: Facts, ctx: FindingContext): Finding[] {
   if (memory && memory.condition.status === "False" && pg.reachable) {
     // The operator's own MemoryWithinLimits words (src/controller/server-budget.ts), numbers and advice included.
     add("warning", memory.condition.reason, memory.condition.message);
+  }
+
+  const pooler = facts.budget?.pooler;
+  if (pooler && pooler.state !== "sized" && pg.reachable) {
+    // The operator's own PoolerSized words (src/controller/pooler-step.ts): nothing of it is rolled out.
+    const reason = { refused: "PoolerDoesNotFit", notDeclared: "PoolerNotDeclared", conflict: "PoolerConflict" };
+    const what = pooler.state === "refused" ? `pooler ${pooler.name} is not rolled out: ` : "";
+    add("warning", reason[pooler.state], `${what}${pooler.message}`);
   }
 
   for (const role of facts.roles ?? []) roleFindings(role, add);

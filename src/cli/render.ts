@@ -7,7 +7,7 @@ import { formatDuration } from "../api/duration.js";
 import { formatBytes } from "../server/memory.js";
 import { describeLimit, type RoleLimitPlan } from "../server/role-limits.js";
 import { quoteIdent } from "./findings.js";
-import type { DiagnoseReport, Finding } from "./report.js";
+import type { DiagnoseReport, Finding, PoolerSection } from "./report.js";
 import type { ReapReport } from "./reap.js";
 
 /** Rows under upper-case headers, columns padded to their widest cell. */
@@ -161,6 +161,8 @@ export function renderDiagnose(r: DiagnoseReport): string {
           : `  memory     ceiling unknown: ${m.message}\n`,
       );
     }
+    const p = b.pooler;
+    if (p) out.push(`  pooler     ${poolerLine(p)}\n`);
     for (const note of b.notes) out.push(`  note: ${note}\n`);
   }
 
@@ -254,4 +256,17 @@ export function renderReap(r: ReapReport): string {
   ]);
   const excluded = `Never touched: other databases, our own session, users [${r.excludeUsers.join(", ")}], applications [${r.excludeApplicationNames.join(", ")}].\n`;
   return head + (n > 0 ? table(["PID", "IDLE", "USER", "APPLICATION", "CLIENT", "ACTION"], rows) : "") + excluded;
+}
+
+/** The pooler in one line: its sizes, or why it does not run; and whose apps go through it. */
+function poolerLine(p: PoolerSection): string {
+  const through = p.pooled.length > 0 ? ` (through it: ${p.pooled.join(", ")})` : "";
+  switch (p.state) {
+    case "sized":
+      return `${p.name}: ${p.explanation}${through}`;
+    case "refused":
+      return `${p.name} does not fit: ${p.message}${through}`;
+    default:
+      return p.message;
+  }
 }

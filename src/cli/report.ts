@@ -76,8 +76,33 @@ export interface BudgetSection {
   ceiling: number;
   /** The memory ceiling (src/server/memory.ts), as the operator computes it; absent in reports of older versions. */
   memory?: MemorySection;
+  /** The server's pooler (docs/pooler.md), as the operator sizes it; absent when no policy of the server takes part in one. */
+  pooler?: PoolerSection;
   notes: string[];
 }
+
+/**
+ * The server's PgBouncer as the operator sizes it (planDeclaredPooler in src/server/pooler.ts):
+ * `pooled` are the policies whose apps go through it (spec.pool.via Pooler).
+ */
+export type PoolerSection = { pooled: string[] } & (
+  | {
+      state: "sized";
+      /** "namespace/name" */
+      name: string;
+      /** Worst-case PgBouncer pods (replicas + surge). */
+      pods: number;
+      /** Server connections per pod, over all its databases. */
+      perPod: number;
+      /** What is left of max_connections for the pooler: max_connections − reserved − direct. */
+      left: number;
+      maxClientConn: number;
+      /** The operator's words for the sizes (explainSizing). */
+      explanation: string;
+    }
+  | { state: "refused"; name: string; message: string }
+  | { state: "notDeclared" | "conflict"; message: string }
+);
 
 /** What the PostgreSQL container's memory carries, and the operator's MemoryWithinLimits verdict on max_connections. */
 export type MemorySection = (

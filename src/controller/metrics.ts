@@ -13,6 +13,7 @@ import { registry } from "../runtime/metrics.js";
 import type { Budget } from "../budget/budget.js";
 import type { ServerKey } from "../server/identity.js";
 import type { ServerFacts } from "../postgres/inspect.js";
+import type { PoolerPlan } from "../server/pooler-plan.js";
 
 const serverLabels = ["server"] as const;
 
@@ -82,6 +83,32 @@ const restartsHeld = new Gauge({
   registers: [registry],
 });
 
+const poolerLabels = ["server", "pooler"] as const;
+const poolerFits = new Gauge({
+  name: "poolpolicy_pooler_fits",
+  help: "1 when the server's budget leaves the declared pooler its minimum per pod (PoolerSized Sized), 0 when it is refused (PoolerDoesNotFit)",
+  labelNames: poolerLabels,
+  registers: [registry],
+});
+const poolerPerPod = new Gauge({
+  name: "poolpolicy_pooler_server_connections_per_pod",
+  help: "Server connections each PgBouncer pod may open, over all its databases (max_db_connections each); absent while the pooler is refused",
+  labelNames: poolerLabels,
+  registers: [registry],
+});
+const poolerPods = new Gauge({
+  name: "poolpolicy_pooler_pods_worst_case",
+  help: "PgBouncer pods the sizing counts: replicas (or the HPA's maxReplicas) plus the rollout surge",
+  labelNames: poolerLabels,
+  registers: [registry],
+});
+const poolerClients = new Gauge({
+  name: "poolpolicy_pooler_max_client_connections",
+  help: "max_client_conn of each PgBouncer pod: the pooled apps' worst case plus the admin console",
+  labelNames: poolerLabels,
+  registers: [registry],
+});
+
 export const operatorMetrics = {
   sessionsReaped: new Counter({
     name: "poolpolicy_reaper_sessions_terminated_total",
@@ -144,6 +171,18 @@ export const operatorMetrics = {
   /** A role no policy of the server enforces any more: no series left behind. */
   forgetRole(server: ServerKey, role: string): void {
     for (const g of [roleShare, roleConnections, roleLimit]) g.remove({ server, role });
+  },
+  /** The declared pooler's plan (`pooler` is "namespace/name"): its sizes, or only fits = 0 when refused. */
+  observePooler(server: ServerKey, pooler: string, plan: PoolerPlan): void {
+    const labels = { server, pooler };
+    poolerFits.set(labels, plan.kind === "sized" ? 1 : 0);
+    if (plan.kind === "sized") {
+      poolerPerPod.set(labels, plan.perPod);
+      poolerPods.set(labels, plan.pods);
+      poolerClients.set(labels, plan.maxClientConn);
+    } else {
+      for (const g of [poolerPerPod, poolerPods, poolerClients]) g.remove(labels);
+    }
   },
   observeRestartsHeld(workload: string, held: boolean): void {
     restartsHeld.set({ workload }, held ? 1 : 0);

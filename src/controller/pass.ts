@@ -57,7 +57,10 @@ export interface ServerView {
   connection: PolicyTarget;
   facts: ServerFacts | undefined;
   budget: Budget | undefined;
+  /** The max_connections this policy asks for (unmanaged when its spec sets none: desireOfPolicy). */
   desired: ServerDesire;
+  /** What the policies of the server ask for together: the same whichever of them is reconciled. */
+  serverDesired: ServerDesire;
   /** The server's memory ceiling (undefined while its facts are unknown). */
   memory: ServerMemory | undefined;
   settings: ServerSettings;

@@ -21,9 +21,8 @@
  * person owns is left, and an Event says so. This runs before anything else here, and costs
  * nothing (no API call) to a policy that has no such record.
  *
- * The max_connections the pooler is sized against is the lower of the value in force and the
- * value the policies ask for: a pooler sized for a raise not yet applied would exceed the
- * server until the restart, and one sized for the current value would exceed it after a lowering.
+ * The max_connections the pooler is sized against: planDeclaredPooler (server/pooler.ts), which
+ * `poolpolicy diagnose` calls too.
  */
 import { statusCodeOf } from "../kube/errors.js";
 import { renderPgBouncerConfig } from "../pooler/pgbouncer-config.js";
@@ -35,14 +34,15 @@ import {
   poolerObjects,
   poolerSecretName,
 } from "../pooler/pooler-objects.js";
-import { type PoolerSpec, poolerAddress, poolerPlanInput, poolerProblem, serverPooler } from "../server/pooler.js";
-import { explainSizing, planPooler } from "../server/pooler-plan.js";
+import { type PoolerSpec, planDeclaredPooler, poolerAddress, poolerProblem, serverPooler } from "../server/pooler.js";
+import { explainSizing } from "../server/pooler-plan.js";
 import { type ConditionUpdate, findCondition } from "./conditions.js";
 import type { PoolPolicyStatus } from "../api/schema.js";
 import { type PoolerRoute, routeIsCurrent } from "./env-injection.js";
 import type { Pass, PolicyEvent, ServerView } from "./pass.js";
 import { PoolerObjectConflict } from "./pooler-apply.js";
 import type { KubernetesPort } from "./ports.js";
+import { operatorMetrics } from "./metrics.js";
 
 export const POOLER_CONDITION = "PoolerSized" as const;
 
@@ -241,10 +241,9 @@ async function sizeAndApply(
       "cannot size the pooler: the server's max_connections and budget are not known (PostgreSQL is not reachable); nothing is applied";
     return { condition: { type, status: "Unknown", reason: "PostgresUnreachable", message } };
   }
-  const inForce = view.facts.maxConnections;
-  const maxConnections = view.desired.kind === "value" ? Math.min(inForce, view.desired.value) : inForce;
-  const plan = planPooler(poolerPlanInput(pooler, view.budget, maxConnections), pass.server);
+  const plan = planDeclaredPooler(pooler, view.budget, view.facts.maxConnections, view.serverDesired, pass.server);
   const name = `pooler ${pooler.namespace}/${pooler.spec.name}`;
+  operatorMetrics.observePooler(pass.server, `${pooler.namespace}/${pooler.spec.name}`, plan);
   if (plan.kind === "refused") {
     const message = `${name} is not rolled out (nothing applied, objects already there left as they are): ${plan.message}`;
     return { condition: { type, status: "False", reason: plan.reason, message } };

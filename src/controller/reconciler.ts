@@ -271,10 +271,11 @@ export class PoolPolicyReconciler {
       operatorMetrics.observeBudget(pass.server, budget);
       operatorMetrics.observeMemoryCeiling(pass.server, memory?.known ? memory.ceiling.ceiling : undefined);
     }
-    const desired = desireOfPolicy(self, desiredMaxConnections(peers, budget, facts, memory));
+    const serverDesired = desiredMaxConnections(peers, budget, facts, memory);
+    const desired = desireOfPolicy(self, serverDesired);
     const modes = peers.map((p) => p.spec.postgres.maxConnections);
     const autoSized = modes.includes("auto") && !modes.some((m) => typeof m === "number");
-    const view = { peers, connection, facts, budget, desired, memory, settings, autoSized };
+    const view = { peers, connection, facts, budget, desired, serverDesired, memory, settings, autoSized };
     return { view, step: outcome({ conditions, status }) };
   }
 

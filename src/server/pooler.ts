@@ -14,7 +14,8 @@ import type { PoolPolicySpec } from "../api/schema.js";
 import type { Budget } from "../budget/budget.js";
 import { byCodePoint } from "../kube/keys.js";
 import type { PolicyOnServer } from "./model.js";
-import { type PoolerPlanInput, splitByRoute } from "./pooler-plan.js";
+import type { ServerDesire } from "./model.js";
+import { type PoolerPlan, type PoolerPlanInput, planPooler, splitByRoute } from "./pooler-plan.js";
 
 export type PoolerSpec = NonNullable<PoolPolicySpec["pooler"]>;
 
@@ -98,6 +99,24 @@ export function poolerPlanInput(
     minServerConnectionsPerPod: pooler.spec.minServerConnectionsPerPod,
     reservePoolSize: pooler.spec.reservePoolSize,
   };
+}
+
+/**
+ * The declared pooler's plan, as the operator applies it and `poolpolicy diagnose` reports it:
+ * sized against the lower of the max_connections in force and the one the policies of the server
+ * ask for together (`desired`, never one policy's view of it, so that every policy of the server
+ * computes the same sizes). Sized for a raise not yet applied it would exceed the server until the
+ * restart; sized for the value in force, after a lowering.
+ */
+export function planDeclaredPooler(
+  pooler: Extract<ServerPooler, { kind: "declared" }>,
+  budget: Budget,
+  inForce: number,
+  desired: ServerDesire,
+  server: string,
+): PoolerPlan {
+  const maxConnections = desired.kind === "value" ? Math.min(inForce, desired.value) : inForce;
+  return planPooler(poolerPlanInput(pooler, budget, maxConnections), server);
 }
 
 /**

@@ -91,6 +91,33 @@ describe("findings", () => {
     expect(within[0]!.recommendation).toContain("raise max_connections to 140");
   });
 
+  it("a pooler that does not fit: the operator's words, a warning; a sized one: no finding", () => {
+    const within = { withinLimits: true, demand: 90 };
+    const message =
+      "the pooler needs at least 5 server connections per pod; db:5432 has 5 left (max_connections 100 − direct clients 90 − reserved 5), 2 per pod for 2 worst-case pooler pods: raise max_connections, route more apps through the pooler, run fewer pooler pods, or lower spec.pooler.minServerConnectionsPerPod";
+    const refused = { state: "refused" as const, name: "shop/pgbouncer", pooled: ["shop/p"], message };
+    const found = analyze(facts({ budget: budget({ ...within, pooler: refused }) }), ctx);
+    expect(found).toEqual([
+      { severity: "warning", code: "PoolerDoesNotFit", message: `pooler shop/pgbouncer is not rolled out: ${message}` },
+    ]);
+    expect(isOk(found)).toBe(false);
+    const sized = {
+      state: "sized" as const,
+      name: "shop/pgbouncer",
+      pooled: ["shop/p"],
+      pods: 2,
+      perPod: 2,
+      left: 5,
+      maxClientConn: 25,
+      explanation: "",
+    };
+    expect(analyze(facts({ budget: budget({ ...within, pooler: sized }) }), ctx)).toEqual([]);
+    const notDeclared = { state: "notDeclared" as const, pooled: ["shop/p"], message: "no policy declares one" };
+    expect(codes(analyze(facts({ budget: budget({ ...within, pooler: notDeclared }) }), ctx))).toEqual([
+      "warning:PoolerNotDeclared",
+    ]);
+  });
+
   it("offers no pool cut when no pool size of at least 1 fits", () => {
     expect(poolCut(budget({ capacity: 20 }))).toBeUndefined();
     expect(poolCut(budget({ demand: 100, capacity: 100 }))).toBeUndefined();

@@ -71,6 +71,32 @@ describe("renderDiagnose", () => {
     expect(text.endsWith("\nPROBLEMS FOUND\n")).toBe(true);
   });
 
+  it("shows the server's pooler in the budget: its sizes and who goes through it, or why it does not run", () => {
+    const pooler = {
+      state: "sized" as const,
+      name: "shop/pgbouncer",
+      pooled: ["shop/p"],
+      pods: 2,
+      perPod: 10,
+      left: 21,
+      maxClientConn: 9,
+      explanation:
+        "10 server connections per pod (…) × 2 worst-case pods ≤ 21 left after direct clients and reserved slots",
+    };
+    const render = (b: ReturnType<typeof budget>) => {
+      const f = facts({ budget: b });
+      return renderDiagnose({ ...f, findings: [], ok: true });
+    };
+    expect(render(budget({ pooler }))).toContain(
+      "  pooler     shop/pgbouncer: 10 server connections per pod (…) × 2 worst-case pods ≤ 21 left after direct clients and reserved slots (through it: shop/p)\n",
+    );
+    const refused = { state: "refused" as const, name: "shop/pgbouncer", pooled: ["shop/p"], message: "needs 5" };
+    expect(render(budget({ pooler: refused }))).toContain(
+      "  pooler     shop/pgbouncer does not fit: needs 5 (through it: shop/p)\n",
+    );
+    expect(render(budget())).not.toContain("  pooler ");
+  });
+
   it("shows each role held to its share: share = demand + margin, the limit as read, sessions, the operator's plan", () => {
     const roles = [
       role({ role: "Shop App", connectionLimit: 3, connections: 3, policies: ["shop/p", "shop/p2"] }),
