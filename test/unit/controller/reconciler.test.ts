@@ -1365,6 +1365,20 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
     expect(w.kube.envCalls.at(-1)!.route).toBeUndefined();
   });
 
+  it("sizes the pooler the same on every policy of the server while max_connections is being lowered", async () => {
+    // p asks for 60 (in force: 100); r sets no max_connections. Both size against 60, the lower of
+    // the two, whichever is reconciled: sized per policy, r said 100 and reported larger pods.
+    w.policy("p", { postgres: { maxConnections: 60 }, pool: { via: "Pooler" }, pooler });
+    w.policy("r", { pool: { via: "Pooler" } });
+    const sizes = (status: PoolPolicyStatus) =>
+      condition(status, "PoolerSized")?.message?.match(/per pod: (\d+) server connections per pod/)?.[1];
+    const p = await w.pass("p");
+    const r = await w.pass("r");
+    // 60 − 5 reserved − 0 direct = 55 over 1 replica + 1 surge: 27 per pod.
+    expect(sizes(p.status)).toBe("27");
+    expect(sizes(r.status)).toBe("27");
+  });
+
   it("withdraws the route when the pooler is no longer declared, though the apps were routed", async () => {
     w.policy("p", { pool: { via: "Pooler" }, pooler });
     w.kube.poolerAvailable = 1;
