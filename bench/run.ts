@@ -3,7 +3,7 @@
  * on a control plane, PostgreSQL and operator of its own, and writes docs/benchmarks.md.
  *
  *   BENCH_SCALE=full|small|smoke   sizes (default full, about 30 min on 2 cores; small about 10 min)
- *   BENCH_ONLY=fanout,steady,…     a subset: fanout, steady, memory, reaper, storm, restart, many, backends
+ *   BENCH_ONLY=fanout,steady,…     a subset: fanout, steady, memory, reaper, storm, restart, many, backends, pooler
  *   BENCH_OUT=path                 where the report goes (default docs/benchmarks.md)
  *   BENCH_LOG_DIR=dir              operator logs, profiles and results.json (default: a temp dir)
  *   BENCH_PROFILE=1                add an uncounted, CPU-profiled operator run to the fan-out;
@@ -29,6 +29,7 @@ import { storm } from "./scenarios/storm.js";
 import { restart } from "./scenarios/restart.js";
 import { many } from "./scenarios/many.js";
 import { backends } from "./scenarios/backends.js";
+import { pooler } from "./scenarios/pooler.js";
 
 export const scenarios: Record<string, { title: string; run: (ctx: Ctx) => Promise<ScenarioResult> }> = {
   fanout: { title: "1. Fan-out", run: fanout },
@@ -39,6 +40,7 @@ export const scenarios: Record<string, { title: string; run: (ctx: Ctx) => Promi
   restart: { title: "6. Restart", run: restart },
   many: { title: "7. Many policies on one server", run: many },
   backends: { title: "8. Backend memory", run: backends },
+  pooler: { title: "9. Pooler", run: pooler },
 };
 
 export interface BenchRun {
@@ -113,6 +115,9 @@ function sizesOf(settings: Settings): Record<string, string> {
     manyPolicies: `${settings.manyPolicies.join("/")} × 5 Deployments`,
     // Absent from the results of runs made before scenario 8 existed.
     backendsN: settings.backendsN?.join("/") ?? "(not in this run)",
+    pooler: settings.pooler
+      ? `pgbench scale ${settings.pooler.scale}, ${settings.pooler.seconds} s a run`
+      : "(not in this run)",
     replicas: String(settings.replicas),
     WORKERS: String(settings.workers),
   };

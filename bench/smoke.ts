@@ -18,6 +18,7 @@ const EXACT = [
   /steady state: SQL/,
   /exactly the right sessions/,
   /reconciles of one key in flight/,
+  /server connections of the pooled runs/,
 ];
 
 // One folder for the logs and the report, so that whoever runs this removes one thing.

@@ -35,6 +35,8 @@ export interface Settings {
   manyPolicies: number[];
   /** Connections opened for each backend-memory measurement (scenario "backends"). */
   backendsN: number[];
+  /** pgbench direct vs through PgBouncer (scenario "pooler"): seconds a run, pgbench's scale. */
+  pooler: { seconds: number; scale: number };
   /** The reaper's idle-in-transaction timeout in the kill passes (each pass waits that long). */
   reaperIdleTimeoutMs: number;
   /** Comparisons beyond the goals (client-node as shipped, the raw client at WORKERS in flight, a mass kill). */
@@ -72,6 +74,7 @@ const presets: Record<
     restartChanges: 2,
     manyPolicies: [200, 1000],
     backendsN: [50, 200],
+    pooler: { seconds: 30, scale: 10 },
     reaperIdleTimeoutMs: 10_000,
   },
   small: {
@@ -92,6 +95,7 @@ const presets: Record<
     restartChanges: 1,
     manyPolicies: [200],
     backendsN: [50, 100],
+    pooler: { seconds: 15, scale: 5 },
     reaperIdleTimeoutMs: 10_000,
   },
   smoke: {
@@ -112,6 +116,7 @@ const presets: Record<
     restartChanges: 1,
     manyPolicies: [10],
     backendsN: [10],
+    pooler: { seconds: 3, scale: 1 },
     reaperIdleTimeoutMs: 2_000,
   },
 };
@@ -149,6 +154,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env, forced?: Scal
     restartChanges: number(env.BENCH_RESTART_CHANGES) ?? p.restartChanges,
     manyPolicies: numbers(env.BENCH_MANY_POLICIES) ?? p.manyPolicies,
     backendsN: numbers(env.BENCH_BACKENDS_N) ?? p.backendsN,
+    pooler: { seconds: number(env.BENCH_POOLER_SECONDS) ?? p.pooler.seconds, scale: p.pooler.scale },
     reaperIdleTimeoutMs: number(env.BENCH_REAPER_TIMEOUT_MS) ?? p.reaperIdleTimeoutMs,
     extras: env.BENCH_EXTRAS ? env.BENCH_EXTRAS === "1" : scale !== "smoke",
     replicas: number(env.BENCH_REPLICAS) ?? 0,
