@@ -24,7 +24,7 @@ it("runs every benchmark scenario and keeps the exact goals", () => {
   });
   const out = run.stdout + run.stderr;
   expect(run.status, out).toBe(0);
-  expect(out).toContain("bench smoke: 8 scenarios ran");
+  expect(out).toContain("bench smoke: 9 scenarios ran");
   const report = out.match(/smoke report: (\S+)/)?.[1];
   expect(report, out).toBeDefined();
   const markdown = readFileSync(report!, "utf8");
@@ -36,6 +36,7 @@ it("runs every benchmark scenario and keeps the exact goals", () => {
     "5. Event storm",
     "6. Restart",
     "8. Backend memory",
+    "9. Pooler",
   ])
     expect(markdown).toContain(`## ${title}`);
   expect(markdown).not.toContain("The scenario failed");
