@@ -24,6 +24,7 @@
  * The max_connections the pooler is sized against: planDeclaredPooler (server/pooler.ts), which
  * `poolpolicy diagnose` calls too.
  */
+import type { V1Deployment } from "@kubernetes/client-node";
 import { statusCodeOf } from "../kube/errors.js";
 import { renderPgBouncerConfig } from "../pooler/pgbouncer-config.js";
 import {
@@ -61,6 +62,8 @@ export interface PoolerRouting {
   waiting?: string;
   /** With a route: the pooler has no available pod at the moment. */
   unavailable?: string;
+  /** The pooler's Deployment as this pass read it (undefined inside: not there); absent when not read. */
+  read?: { deployment: V1Deployment | undefined };
 }
 
 /**
@@ -83,15 +86,16 @@ export async function poolerRouting(
   const pooler = serverPooler(view.peers);
   if (pooler.kind !== "declared") return {};
   const live = await kube.readPoolerDeployment(pooler.namespace, pooler.spec.name);
+  const read = { deployment: live };
   const where = `Deployment ${pooler.namespace}/${pooler.spec.name}`;
-  if (!live) return { waiting: `the apps connect directly until ${where} exists and has an available pod` };
+  if (!live) return { read, waiting: `the apps connect directly until ${where} exists and has an available pod` };
   const route = poolerAddress(pooler);
-  if ((live.status?.availableReplicas ?? 0) > 0) return { route };
+  if ((live.status?.availableReplicas ?? 0) > 0) return { read, route };
   const targets = await kube.deployments(pass.key, pass.policy.metadata.namespace, pass.selector);
   if (targets.some((d) => routeIsCurrent(d, route))) {
-    return { route, unavailable: `${where} has no available pod now: the apps stay pointed at it and wait` };
+    return { read, route, unavailable: `${where} has no available pod now: the apps stay pointed at it and wait` };
   }
-  return { waiting: `the apps connect directly until ${where} has an available pod` };
+  return { read, waiting: `the apps connect directly until ${where} has an available pod` };
 }
 
 /** What the Sized message adds about this policy's apps: where they connect. */
@@ -272,8 +276,12 @@ async function sizeAndApply(
   const { metadata, apiVersion, kind } = pass.policy;
   const owner = { apiVersion, kind, name: metadata.name, namespace: metadata.namespace, uid: metadata.uid ?? "" };
   try {
-    // The declaring policy's pass only: one GET of the pooler's Deployment, for the cap its pods run with.
-    const live = liveTemplateCap(await kube.readPoolerDeployment(pooler.namespace, pooler.spec.name));
+    // The declaring policy's pass only: the cap the pooler's pods run with, off the Deployment
+    // poolerRouting read in this pass (a via: Pooler declarer), else one GET.
+    const deployment = routing.read
+      ? routing.read.deployment
+      : await kube.readPoolerDeployment(pooler.namespace, pooler.spec.name);
+    const live = liveTemplateCap(deployment);
     await kube.applyPooler(poolerObjects(owner, pooler.spec, config, podTemplateCap(plan.maxDbConnections, live)));
   } catch (err) {
     if (err instanceof PoolerObjectConflict) {

@@ -1340,7 +1340,10 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
     expect(w.kube.envCalls.at(-1)!.route).toBeUndefined();
     expect(first.requeueAfter).toBe(PROGRESS_POLL_MS);
     w.kube.poolerAvailable = 1;
+    const readsBefore = w.kube.poolerReads;
     const second = await w.pass("p");
+    // p both routes and applies: one read of the pooler's Deployment serves both.
+    expect(w.kube.poolerReads).toBe(readsBefore + 1);
     const route = { host: "pgbouncer.shop.svc", port: 6432 };
     expect(w.kube.envCalls.at(-1)!.route).toEqual(route);
     expect(condition(second.status, "PoolerSized")!.message).toMatch(
