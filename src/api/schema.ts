@@ -399,7 +399,13 @@ const pooler = z
         "must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter)",
       )
       .describe("Name of the pooler's Deployment, Service and ConfigMap, in this policy's namespace."),
-    image: z.string().min(1).max(512).describe("A PgBouncer image (PgBouncer 1.18 or newer)."),
+    image: z
+      .string()
+      .min(1)
+      .max(512)
+      .describe(
+        "A PgBouncer image (PgBouncer 1.18 or newer) with `pgbouncer` on its PATH and a POSIX shell at /bin/sh: the pod runs a watcher that reloads PgBouncer when its files change.",
+      ),
     replicas: z.int().min(1).max(100).default(1),
     maxSurge: z
       .int()

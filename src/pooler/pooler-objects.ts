@@ -16,7 +16,8 @@
  * Reload versus roll: the pod template carries restartChecksum of the config, which changes only
  * when changeKind says "restart" (a listener change), and the cap the pods were started with
  * (POOLER_CAP_ANNOTATION), which changes only when the per-pod cap shrinks. A growth updates the
- * ConfigMap and leaves the pod template, so the Deployment's generation and its pods stay.
+ * ConfigMap and leaves the pod template, so the Deployment's generation and its pods stay; the
+ * running PgBouncers take the new files by SIGHUP (pgbouncerCommand), as they do a new password.
  */
 import type { V1ConfigMap, V1Deployment, V1OwnerReference, V1Secret, V1Service } from "@kubernetes/client-node";
 import type { PoolerSpec } from "../server/pooler.js";
@@ -41,6 +42,45 @@ export const POOLER_RESTART_ANNOTATION = "pooling.dbops.io/pgbouncer-restart-che
 export const POOLER_CAP_ANNOTATION = "pooling.dbops.io/pgbouncer-max-db-connections";
 /** The label that selects the pooler's pods (immutable in the Deployment's selector). */
 export const POOLER_LABEL = "pooling.dbops.io/pooler";
+
+/** Seconds between the reload watcher's looks at the mounted files (pgbouncerCommand). */
+export const POOLER_RELOAD_POLL_SECONDS = 5;
+
+/**
+ * The pooler container's command: PgBouncer, and beside it a watcher that sends it SIGHUP (what
+ * RELOAD on the admin console does: pgbouncer.ini and the auth_file are read again, no client
+ * dropped) when the kubelet has updated the mounted ConfigMap or Secret, which it does in place,
+ * within about a minute, without restarting the pod. Without it a growth of the per-pod share
+ * would reach only pods started later, and a new password of the auth_user (a rotated
+ * credentialsSecret) none, until a restart: PgBouncer would keep logging in with the old one.
+ *
+ * Why a watcher in the pod and not RELOAD from the operator: the operator would need to reach
+ * every pooler pod's admin console, and could not know when the kubelet has written the new
+ * files (a RELOAD before that re-reads the old ones). The pod is the one place that sees both.
+ *
+ * `exec` keeps the shell's pid for PgBouncer, so the watcher's `$pid` is PgBouncer's and the
+ * kubelet's SIGTERM reaches PgBouncer itself; the watcher ends when PgBouncer is gone. The image
+ * needs a POSIX shell with `cat`, `cksum` and `sleep` (any Debian or Alpine based one has them).
+ * The files' paths are the script's arguments ($1, $2), so a test can run it on its own files.
+ */
+export function pgbouncerCommand(
+  files: { ini: string; authFile: string },
+  pollSeconds = POOLER_RELOAD_POLL_SECONDS,
+): string[] {
+  const script = [
+    "pid=$$",
+    "(",
+    '  digest() { cat "$1" "$2" | cksum; }',
+    '  last=$(digest "$1" "$2")',
+    `  while sleep ${pollSeconds} && kill -0 "$pid" 2>/dev/null; do`,
+    '    now=$(digest "$1" "$2")',
+    '    if [ "$now" != "$last" ]; then last=$now; kill -HUP "$pid"; fi',
+    "  done",
+    ") &",
+    'exec pgbouncer "$1"',
+  ].join("\n");
+  return ["/bin/sh", "-c", script, "pgbouncer", files.ini, files.authFile];
+}
 
 export interface PoolerOwner {
   apiVersion: string;
@@ -178,7 +218,10 @@ export function poolerObjects(
               {
                 name: "pgbouncer",
                 image: spec.image,
-                command: ["pgbouncer", `${POOLER_CONFIG_DIR}/${POOLER_INI_KEY}`],
+                command: pgbouncerCommand({
+                  ini: `${POOLER_CONFIG_DIR}/${POOLER_INI_KEY}`,
+                  authFile: POOLER_AUTH_FILE,
+                }),
                 ports: [{ name: "pgbouncer", containerPort: port, protocol: "TCP" }],
                 readinessProbe: { tcpSocket: { port: "pgbouncer" }, periodSeconds: 5 },
                 securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true },

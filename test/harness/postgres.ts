@@ -14,6 +14,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readdirSync,
+  statSync,
   rmSync,
   writeFileSync,
   appendFileSync,
@@ -395,6 +396,7 @@ export function chownTree(path: string, user: string): void {
   const uid = Number(execFileSync("id", ["-u", user]).toString());
   const gid = Number(execFileSync("id", ["-g", user]).toString());
   chownSync(path, uid, gid);
+  if (!statSync(path).isDirectory()) return;
   for (const entry of readdirSync(path, { withFileTypes: true })) {
     const child = join(path, entry.name);
     if (entry.isDirectory()) chownTree(child, user);

@@ -20,6 +20,7 @@ import { readFileSync } from "node:fs";
 import type { KubeConfig, V1ConfigMap, V1Deployment } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { isNotFound } from "../../../src/kube/errors.js";
+import { pgbouncerCommand } from "../../../src/pooler/pooler-objects.js";
 import { installPoolPolicyCrd } from "../../harness/crd.js";
 import { loadKubeConfig } from "../../harness/kube.js";
 import { OperatorProcess, runLogFile } from "../../harness/operator.js";
@@ -114,6 +115,9 @@ describe("the pooler, applied by the operator", () => {
     const container = first.spec!.template.spec!.containers[0]!;
     expect(container).toMatchObject({ image: "pgbouncer:test", ports: [{ containerPort: 5432 }] });
     expect(container.volumeMounts?.map((m) => m.mountPath)).toEqual(["/etc/pgbouncer/config", "/etc/pgbouncer/auth"]);
+    // PgBouncer with its reload watcher on the mounted files (reload.test.ts runs this command).
+    const files = { ini: "/etc/pgbouncer/config/pgbouncer.ini", authFile: "/etc/pgbouncer/auth/userlist.txt" };
+    expect(container.command).toEqual(pgbouncerCommand(files));
     const service = await s.core.readNamespacedService({ name: "pgbouncer", namespace: ns });
     expect(service.metadata?.ownerReferences).toEqual(owner);
     expect(service.spec?.ports?.[0]).toMatchObject({ port: 5432, targetPort: "pgbouncer" });

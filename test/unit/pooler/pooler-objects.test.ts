@@ -1,6 +1,12 @@
 import type { V1Deployment } from "@kubernetes/client-node";
 import { describe, expect, it } from "vitest";
-import { liveTemplateCap, POOLER_CAP_ANNOTATION, podTemplateCap } from "../../../src/pooler/pooler-objects.js";
+import {
+  liveTemplateCap,
+  POOLER_CAP_ANNOTATION,
+  POOLER_RELOAD_POLL_SECONDS,
+  pgbouncerCommand,
+  podTemplateCap,
+} from "../../../src/pooler/pooler-objects.js";
 
 describe("the cap on the pooler's pod template", () => {
   it("takes the planned cap when it is lower than the live one: the pods roll", () => {
@@ -27,5 +33,19 @@ describe("the cap on the pooler's pod template", () => {
     expect(liveTemplateCap(withCap(undefined))).toBeUndefined();
     expect(liveTemplateCap(withCap("x"))).toBeUndefined();
     expect(liveTemplateCap(undefined)).toBeUndefined();
+  });
+});
+
+describe("the pooler container's command (test/integration/pooler/reload.test.ts runs it)", () => {
+  it("runs PgBouncer in the shell's place on the ini, and a watcher that HUPs it when either file changes", () => {
+    const command = pgbouncerCommand({ ini: "/c/pgbouncer.ini", authFile: "/a/userlist.txt" });
+    expect(command.slice(0, 2)).toEqual(["/bin/sh", "-c"]);
+    // The files are the script's $1 and $2 ($0 names it in ps).
+    expect(command.slice(3)).toEqual(["pgbouncer", "/c/pgbouncer.ini", "/a/userlist.txt"]);
+    const script = command[2]!.split("\n");
+    expect(script.at(-1)).toBe('exec pgbouncer "$1"');
+    expect(script).toContain('  digest() { cat "$1" "$2" | cksum; }');
+    expect(script).toContain(`  while sleep ${POOLER_RELOAD_POLL_SECONDS} && kill -0 "$pid" 2>/dev/null; do`);
+    expect(pgbouncerCommand({ ini: "i", authFile: "a" }, 1)[2]).toContain("while sleep 1 ");
   });
 });
