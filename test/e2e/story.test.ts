@@ -15,8 +15,15 @@
  *      directory, the apps roll with DB_POSTGRES_MIN/MAX_CONN, open pools within those bounds,
  *      and run 60 s without a connection error;
  *   4. a session left idle in a transaction by an app pod is terminated by the reaper;
- *   5. `kubectl get/describe pp`, deleting the policy and `helm uninstall` leave the apps
- *      without our env entries.
+ *   5. the pooler: `helm upgrade` with pooler.enabled, a second app whose policy declares a
+ *      PgBouncer and goes through it: PgBouncer runs in a pod from the objects the operator
+ *      applied (the image built here from Debian's package), with the per-pod cap the operator
+ *      computed; the app's pods are pointed at its Service and PostgreSQL sees their sessions
+ *      come from PgBouncer's pod; a growth of the share (the direct app scaled down) reaches the
+ *      running PgBouncer (the kubelet updates the mounted ConfigMap, the pod's watcher sends
+ *      SIGHUP) without a new pod;
+ *   6. `kubectl get/describe pp`, deleting the policies and `helm uninstall` leave the apps
+ *      without our env entries, and the pooler's objects go with their policy.
  *
  * Each step depends on the one before: they run in order, and after a failure the rest are skipped.
  * Before the story, a check that the node's daemons run with their own least-privilege
@@ -31,7 +38,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { waitFor } from "../harness/processes.js";
 import { repoRoot, toolPath } from "../harness/tools.js";
 import { type NodeComponent, nodeName } from "./node.js";
-import { demoNs as demo, envOf, operatorNs, RealCluster, release } from "./story.js";
+import { demoNs as demo, envOf, operatorNs, poolerLabel, poolerPort, RealCluster, release } from "./story.js";
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), "poolpolicy-e2e-"));
@@ -273,10 +280,100 @@ describe("the user's story on a real node", () => {
     }
   });
 
+  it("a PgBouncer the operator sized runs in a pod, the pooled app goes through it, and a growth is reloaded in place", async () => {
+    await cluster.enablePooler();
+    await cluster.applyPooledApp();
+    await kubectl("-n", demo, "wait", "--for=condition=Ready", "pp/pooled", "--timeout=300s");
+    const perPod = async () => {
+      const policy = JSON.parse(await kubectl("-n", demo, "get", "pp", "pooled", "-o", "json"));
+      const sized = policy.status.conditions.find((c: { type: string }) => c.type === "PoolerSized");
+      return Number(/(\d+) server connections per pod/.exec(sized?.message ?? "")?.[1]);
+    };
+    // max_connections 200 − 5 reserved − governance-api's (3 + 1 surge) × 25 = 95, over 1 + 1 pods.
+    expect(await perPod()).toBe(47);
+
+    // PgBouncer runs in a pod on the node, with the cap the operator computed.
+    // (Ready may come before PgBouncer's pod is: the apps connect directly until it is.)
+    const poolerPods = async () =>
+      (await cluster.core.listNamespacedPod({ namespace: demo, labelSelector: poolerLabel })).items.filter(
+        (p) =>
+          !p.metadata?.deletionTimestamp &&
+          p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
+      );
+    await waitFor("PgBouncer's pod to be Ready", async () => (await poolerPods()).length === 1, {
+      timeoutMs: 180_000,
+      intervalMs: 1_000,
+    });
+    const [pooler] = await poolerPods();
+    const poolerName = pooler!.metadata!.name!;
+    expect((await cluster.poolerConfig(poolerName)).max_db_connections).toBe("47");
+
+    // The pooled app's pods: pointed at the pooler's Service, their pools open through it.
+    let pods = await cluster.pooledPods();
+    await waitFor(
+      "two pooled-api pods with the pooler's address, and no other",
+      async () => {
+        pods = await cluster.pooledPods();
+        return pods.length === 2 && pods.every((p) => envOf(p).DB_POSTGRES_HOST === `pgbouncer.${demo}.svc`);
+      },
+      { timeoutMs: 180_000, intervalMs: 1_000 },
+    );
+    await kubectl("-n", demo, "rollout", "status", "deployment/pooled-api", "--timeout=300s");
+    for (const p of pods) expect(envOf(p)).toMatchObject({ DB_POSTGRES_PORT: String(poolerPort) });
+    const to = `to=pgbouncer.${demo}.svc:${poolerPort}`;
+    await waitFor(
+      "the pooled app's pods to run queries through the pooler",
+      async () => {
+        for (const p of pods) {
+          const log = await podLog(p.metadata!.name!);
+          if (!log.includes(to) || !/stats ok=[1-9]/.test(log)) return false;
+        }
+        return true;
+      },
+      { timeoutMs: 120_000, intervalMs: 2_000 },
+    );
+    for (const p of pods) expect(await podLog(p.metadata!.name!)).not.toMatch(/^error /m);
+    // PostgreSQL sees the app's sessions coming from PgBouncer's pod, none from the app's pods.
+    const sessionsFrom = async (ips: string[]) =>
+      Number(
+        await psql(
+          `SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND host(client_addr) IN (${ips.map((ip) => `'${ip}'`).join(", ")})`,
+        ),
+      );
+    const throughPooler = await sessionsFrom([pooler!.status!.podIP!]);
+    expect(throughPooler).toBeGreaterThan(0);
+    expect(throughPooler).toBeLessThanOrEqual(47);
+    expect(await sessionsFrom(pods.map((p) => p.status!.podIP!))).toBe(0);
+
+    // A growth: governance-api at 2 replicas is (2 + 1) × 25 = 75 direct, 120 left, 60 per pod.
+    // The operator changes the ConfigMap only (no roll); the running PgBouncer takes it.
+    const before = await cluster.apps.readNamespacedDeployment({ name: "pgbouncer", namespace: demo });
+    await kubectl("-n", demo, "scale", "deployment/governance-api", "--replicas=2");
+    await waitFor("PoolerSized with 60 per pod", async () => (await perPod()) === 60, { timeoutMs: 120_000 });
+    await waitFor(
+      "the running PgBouncer to take max_db_connections 60 (the kubelet updates the file within about a minute)",
+      async () => (await cluster.poolerConfig(poolerName)).max_db_connections === "60",
+      { timeoutMs: 240_000, intervalMs: 3_000 },
+    );
+    const after = await cluster.apps.readNamespacedDeployment({ name: "pgbouncer", namespace: demo });
+    expect(after.metadata?.generation).toBe(before.metadata?.generation);
+    const [still] = await poolerPods();
+    expect(still?.metadata?.uid).toBe(pooler!.metadata!.uid);
+    expect(still?.status?.containerStatuses?.[0]?.restartCount).toBe(0);
+    // The app's sessions stayed through the reload.
+    for (const p of pods) expect(await podLog(p.metadata!.name!)).not.toMatch(/^error /m);
+  });
+
   it("kubectl shows the policy; deleting it and uninstalling the chart leave the apps without our env", async () => {
     expect(await kubectl("-n", demo, "get", "pp")).toMatch(/governance/);
     expect(await kubectl("-n", demo, "describe", "pp", "governance")).toMatch(/Ready/);
     await kubectl("-n", demo, "delete", "pp", "governance", "--timeout=120s");
+    // The pooled policy too: the garbage collector takes the pooler it owns.
+    await kubectl("-n", demo, "delete", "pp", "pooled", "--timeout=120s");
+    await waitFor("the pooler's Deployment to go with its policy", async () => {
+      const list = await cluster.apps.listNamespacedDeployment({ namespace: demo, labelSelector: poolerLabel });
+      return list.items.length === 0;
+    });
     await waitFor("the apps' template to lose DB_POSTGRES_*", async () => {
       const d = await cluster.apps.readNamespacedDeployment({ name: "governance-api", namespace: demo });
       return !Object.keys(envOf(d.spec!.template)).some((k) => k.startsWith("DB_POSTGRES_"));

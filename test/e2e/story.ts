@@ -20,6 +20,7 @@ import {
   type V1ResourceAttributes,
 } from "@kubernetes/client-node";
 import { dump, load } from "js-yaml";
+import { POOLER_AUTH_FILE } from "../../src/pooler/pooler-objects.js";
 import { ControlPlane } from "../harness/controlplane.js";
 import { waitFor } from "../harness/processes.js";
 import { repoRoot, toolPath } from "../harness/tools.js";
@@ -30,6 +31,10 @@ export const demoNs = "demo";
 export const operatorNs = "poolpolicy-system";
 export const release = "poolpolicy-operator";
 export const appLabel = "app.kubernetes.io/name=governance-api";
+/** The app of the pooled policy, and the PgBouncer the operator runs for it. */
+export const pooledLabel = "app.kubernetes.io/name=pooled-api";
+export const poolerLabel = "pooling.dbops.io/pooler=pgbouncer";
+export const poolerPort = 6432;
 /** PostgreSQL's two refusals when no slot is left (the second for ordinary roles while reserved slots remain). */
 export const refusal = /sorry, too many clients already|remaining connection slots are reserved/;
 
@@ -106,7 +111,7 @@ export class RealCluster {
     const { stdout: binDir } = await run("bash", [join(repoRoot, "tools/build-node.sh"), "--print-dir"]);
     this.node = new RealNode({
       binDir: binDir.trim(),
-      imageTars: ["PAUSE", "OPERATOR", "POSTGRES", "REDIS", "APP"].map((n) => this.images[`${n}_TAR`]!),
+      imageTars: ["PAUSE", "OPERATOR", "POSTGRES", "REDIS", "APP", "PGBOUNCER"].map((n) => this.images[`${n}_TAR`]!),
       pauseImage: this.images.PAUSE_IMAGE!,
       dir: join(this.dir, "node"),
       identities: this.nodeIdentities,
@@ -282,6 +287,66 @@ export class RealCluster {
     );
   }
 
+  /** `helm upgrade` with pooler.enabled=true: the operator may now run the PgBouncer a policy declares. */
+  async enablePooler(): Promise<void> {
+    const chart = join(repoRoot, "charts/poolpolicy-operator");
+    const args = ["upgrade", release, chart, "-n", operatorNs, "--reuse-values", "--set", "pooler.enabled=true"];
+    await run(toolPath("helm"), [...args, "--wait", "--timeout=5m"], {
+      env: { ...process.env, KUBECONFIG: this.kubeconfigPath },
+    });
+  }
+
+  /**
+   * A second app, pooled-api (2 replicas, its own default address the PostgreSQL Service), and
+   * the policy "pooled": its pools of 2 to 4 go through a PgBouncer the policy declares (1 replica,
+   * port 6432, the image built here), on the server of the example policy.
+   */
+  async applyPooledApp(): Promise<void> {
+    const example = load(readFileSync(join(repoRoot, "examples/poolpolicy.yaml"), "utf8")) as {
+      spec: { postgres: Record<string, unknown> };
+    };
+    const { maxConnections: _, restart: __, requiredExtensions: ___, ...postgres } = example.spec.postgres;
+    const labels = { "app.kubernetes.io/name": "pooled-api", "app.kubernetes.io/part-of": "pooled" };
+    const docs = [
+      appDeployment("pooled-api", labels, 2, this.images.APP_IMAGE!),
+      {
+        apiVersion: "pooling.dbops.io/v1alpha1",
+        kind: "PoolPolicy",
+        metadata: { name: "pooled", namespace: demoNs },
+        spec: {
+          postgres,
+          pool: { minSize: 2, maxSize: 4, via: "Pooler" },
+          pooler: { name: "pgbouncer", image: this.images.PGBOUNCER_IMAGE, replicas: 1, port: poolerPort },
+          targets: { selector: { matchLabels: { "app.kubernetes.io/part-of": "pooled" } } },
+        },
+      },
+    ];
+    await this.kubectlApply(docs.map((d) => dump(d)).join("---\n"));
+  }
+
+  /** pooled-api's Running pods that are not being deleted. */
+  async pooledPods(): Promise<V1Pod[]> {
+    const list = await this.core.listNamespacedPod({ namespace: demoNs, labelSelector: pooledLabel });
+    return list.items.filter((p) => !p.metadata?.deletionTimestamp && p.status?.phase === "Running");
+  }
+
+  /** The PgBouncer pod's settings as it runs them: SHOW CONFIG on its admin console, from inside the pod. */
+  async poolerConfig(pod: string): Promise<Record<string, string>> {
+    // The admin login is the auth_user's, read from the mounted auth_file in the pod (one line,
+    // "user" "password"): the password never leaves the pod.
+    const script =
+      `set -- $(tr -d '"' < ${POOLER_AUTH_FILE}); ` +
+      `PGPASSWORD="$2" exec psql -X -h 127.0.0.1 -p ${poolerPort} -U "$1" -d pgbouncer -tA -F '|' -c 'SHOW CONFIG'`;
+    const out = await this.kubectl("-n", demoNs, "exec", pod, "--", "sh", "-c", script);
+    return Object.fromEntries(
+      out
+        .trim()
+        .split("\n")
+        .map((line) => line.split("|"))
+        .map(([key, value]) => [key!, value ?? ""]),
+    );
+  }
+
   /** `kubectl apply` of examples/poolpolicy.yaml, with the reaper's timings shortened so one sees it act. */
   async applyExamplePolicy(): Promise<void> {
     const policy = load(readFileSync(join(repoRoot, "examples/poolpolicy.yaml"), "utf8")) as {
@@ -426,42 +491,46 @@ export class RealCluster {
         metadata: { name: "redis", namespace: demoNs },
         spec: { selector: { "app.kubernetes.io/name": "redis" }, ports: [{ name: "redis", port: 6379 }] },
       },
-      {
-        apiVersion: "apps/v1",
-        kind: "Deployment",
-        metadata: {
-          name: "governance-api",
-          namespace: demoNs,
-          labels: { "app.kubernetes.io/name": "governance-api", "app.kubernetes.io/part-of": "governance" },
-        },
-        spec: {
-          replicas: 3,
-          selector: { matchLabels: { "app.kubernetes.io/name": "governance-api" } },
-          template: {
-            metadata: {
-              labels: { "app.kubernetes.io/name": "governance-api", "app.kubernetes.io/part-of": "governance" },
-            },
-            spec: {
-              containers: [
-                {
-                  name: "api",
-                  image: images.APP_IMAGE,
-                  imagePullPolicy: "Never",
-                  env: [
-                    { name: "DB_HOST", value: `postgres.${demoNs}.svc.cluster.local` },
-                    { name: "DB_NAME", value: "governance" },
-                    secretEnv("DB_USER", "app-db", "username"),
-                    secretEnv("DB_PASSWORD", "app-db", "password"),
-                  ],
-                },
-              ],
-            },
-          },
-        },
-      },
+      appDeployment(
+        "governance-api",
+        { "app.kubernetes.io/name": "governance-api", "app.kubernetes.io/part-of": "governance" },
+        3,
+        images.APP_IMAGE!,
+      ),
     ];
     return docs.map((d) => dump(d)).join("---\n");
   }
+}
+
+/** An app Deployment of the incident's Python service, with its own default address: the PostgreSQL Service. */
+function appDeployment(name: string, labels: Record<string, string>, replicas: number, image: string): object {
+  return {
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: { name, namespace: demoNs, labels },
+    spec: {
+      replicas,
+      selector: { matchLabels: { "app.kubernetes.io/name": labels["app.kubernetes.io/name"] } },
+      template: {
+        metadata: { labels },
+        spec: {
+          containers: [
+            {
+              name: "api",
+              image,
+              imagePullPolicy: "Never",
+              env: [
+                { name: "DB_HOST", value: `postgres.${demoNs}.svc.cluster.local` },
+                { name: "DB_NAME", value: "governance" },
+                secretEnv("DB_USER", "app-db", "username"),
+                secretEnv("DB_PASSWORD", "app-db", "password"),
+              ],
+            },
+          ],
+        },
+      },
+    },
+  };
 }
 
 /** The first container's env of a pod or pod template, as name → value. */

@@ -7,6 +7,7 @@
 #   operator  our Dockerfile, built as users build it (classic builder, NODE_IMAGE = the above)
 #   postgres  Debian's postgresql-15, with an entrypoint that initialises PGDATA
 #   redis     Debian's redis-server
+#   pgbouncer Debian's pgbouncer (and psql): the pooler the operator runs for spec.pooler
 #   pause     the pod sandbox: a static Go binary (images/pause/main.go) on scratch
 #   app       the incident's Python service: an asyncpg pool sized by DB_POSTGRES_MIN/MAX_CONN
 #
@@ -128,6 +129,10 @@ image postgres "$postgres_tag" build_postgres
 redis_tag="poolpolicy-e2e/redis:$(key_of "$debian_key" "$here/images/redis/Dockerfile")"
 build_redis() { build_on_debian "$1" "$here/images/redis"; }
 image redis "$redis_tag" build_redis
+
+pgbouncer_tag="poolpolicy-e2e/pgbouncer:$(key_of "$debian_key" "$here/images/pgbouncer/Dockerfile")"
+build_pgbouncer() { build_on_debian "$1" "$here/images/pgbouncer"; }
+image pgbouncer "$pgbouncer_tag" build_pgbouncer
 
 # --- app: asyncpg from PyPI, installed on the host for Debian 12's Python 3.11 -------------------
 asyncpg_version=0.30.0

@@ -6,7 +6,10 @@ Logs one line per event, for tests and people alike:
   stats ok=120 errors=0 pool=25         every 5 s: queries done, errors, open connections
   error <Class>: <message>              every failed connect or query, as PostgreSQL said it
 
-Connection settings: DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD.
+Connection settings: DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD; DB_POSTGRES_HOST and
+DB_POSTGRES_PORT, when set (the operator sets them to its PgBouncer's Service for the apps of a
+`via: Pooler` policy), take the place of DB_HOST and DB_PORT. The pool line names the address:
+  pool min=5 max=25 source=env to=pgbouncer.demo.svc:6432
 """
 
 import asyncio
@@ -26,12 +29,19 @@ def pool_bounds():
     return int(raw_min), int(raw_max), "env"
 
 
+def address():
+    host = os.environ.get("DB_POSTGRES_HOST") or os.environ["DB_HOST"]
+    port = os.environ.get("DB_POSTGRES_PORT") or os.environ.get("DB_PORT", "5432")
+    return host, int(port)
+
+
 async def open_pool(min_size, max_size):
+    host, port = address()
     while True:
         try:
             return await asyncpg.create_pool(
-                host=os.environ["DB_HOST"],
-                port=int(os.environ.get("DB_PORT", "5432")),
+                host=host,
+                port=port,
                 database=os.environ["DB_NAME"],
                 user=os.environ["DB_USER"],
                 password=os.environ["DB_PASSWORD"],
@@ -58,7 +68,8 @@ async def worker(pool, counters, stop):
 
 async def main():
     min_size, max_size, source = pool_bounds()
-    print(f"pool min={min_size} max={max_size} source={source}", flush=True)
+    host, port = address()
+    print(f"pool min={min_size} max={max_size} source={source} to={host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
