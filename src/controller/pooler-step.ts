@@ -68,7 +68,8 @@ export interface PoolerRouting {
 
 /**
  * The route of a via: Pooler policy's apps: the pooler's Service, once its Deployment has had an
- * available pod. Before that (just declared, refused before it ever ran) the apps keep their own
+ * available pod (Ready for the Deployment's minReadySeconds, time for kube-proxy to program the
+ * endpoint: pooler-objects.ts). Before that (just declared, refused before it ever ran) the apps keep their own
  * configuration, the server: pointed at a Service with no PgBouncer behind it, every new
  * connection would fail, which is worse than the over-commit the pooler exists to prevent (the
  * budget still counts these apps at their full worst case, docs/pooler.md). Once routed, the apps

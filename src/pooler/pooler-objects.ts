@@ -43,6 +43,9 @@ export const POOLER_CAP_ANNOTATION = "pooling.dbops.io/pgbouncer-max-db-connecti
 /** The label that selects the pooler's pods (immutable in the Deployment's selector). */
 export const POOLER_LABEL = "pooling.dbops.io/pooler";
 
+/** The pooler Deployment's minReadySeconds (see there). */
+export const POOLER_MIN_READY_SECONDS = 10;
+
 /** Seconds between the reload watcher's looks at the mounted files (pgbouncerCommand). */
 export const POOLER_RELOAD_POLL_SECONDS = 5;
 
@@ -196,6 +199,14 @@ export function poolerObjects(
       spec: {
         replicas: spec.replicas,
         selector: { matchLabels: { [POOLER_LABEL]: name } },
+        // A pod counts as available only after 10 s of Ready: the apps are pointed at the pooler
+        // once it has an available pod (pooler-step.ts), and kube-proxy needs time to program the
+        // new endpoint after the pod turns Ready. Measured on the real node (make e2e): without
+        // it, the route was injected 1 s after PgBouncer's container started, and the first app
+        // pod of the roll started and connected in the next second, before kube-proxy had the
+        // endpoint (ENETUNREACH on the Service's address). In a roll the same delay keeps an old
+        // pod until the new one is in every kube-proxy's rules.
+        minReadySeconds: POOLER_MIN_READY_SECONDS,
         // The planner counted replicas + maxSurge pods (pooler-plan.ts); no pod goes away before
         // its replacement is ready, so the Service keeps accepting clients through a roll. With
         // maxSurge 0 the API server requires maxUnavailable ≥ 1: then a pod goes first, and the

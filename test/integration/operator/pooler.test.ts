@@ -110,6 +110,7 @@ describe("the pooler, applied by the operator", () => {
     expect(first.metadata?.ownerReferences).toEqual(owner);
     expect(first.spec).toMatchObject({
       replicas: 1,
+      minReadySeconds: 10,
       strategy: { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
     });
     const container = first.spec!.template.spec!.containers[0]!;
