@@ -76,7 +76,8 @@ export interface PoolerRouting {
  * stay on it while its Deployment exists, available or not: rolling every pooled app back to the
  * server and forth again each time PgBouncer's pods come and go (an eviction, a crash loop) would
  * be a restart loop of the apps. Withdrawn when the pooler is no longer declared or its Deployment
- * is gone. Costs one GET of the pooler's Deployment, for via: Pooler policies only.
+ * is gone. While the apps wait, PoolerSized is False (WaitingForPooler), so Ready is too. Costs
+ * one GET of the pooler's Deployment, for via: Pooler policies only.
  */
 export async function poolerRouting(
   kube: Pick<KubernetesPort, "readPoolerDeployment" | "deployments">,
@@ -254,12 +255,12 @@ async function sizeAndApply(
     return { condition: { type, status: "False", reason: plan.reason, message } };
   }
   const applier = pooler.declaredBy[0]!;
-  const sized: ConditionUpdate = {
-    type,
-    status: "True",
-    reason: "Sized",
-    message: `${name}: ${objectsPhrase(pooler.namespace, pooler.spec)}, applied by ${applier}; per pod: ${explainSizing(plan)}${routeNote(pass.spec, routing)}`,
-  };
+  const sizes = `${name}: ${objectsPhrase(pooler.namespace, pooler.spec)}, applied by ${applier}; per pod: ${explainSizing(plan)}${routeNote(pass.spec, routing)}`;
+  // Sized, but this policy's apps do not go through it yet: not Ready, so that Converged always
+  // means the apps connect where the spec says (False, not Unknown: it is under way, and says why).
+  const sized: ConditionUpdate = routing.waiting
+    ? { type, status: "False", reason: "WaitingForPooler", message: sizes }
+    : { type, status: "True", reason: "Sized", message: sizes };
   if (pass.key !== applier) return { condition: sized };
 
   const config = renderPgBouncerConfig({

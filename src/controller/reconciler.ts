@@ -125,6 +125,7 @@ const PROGRESS_REASONS = new Set([
   "Scheduled",
   "WaitingForApps",
   "WaitingForMaxConnections",
+  "WaitingForPooler",
   "OutsideMaintenanceWindow",
   "OwnerBusy",
 ]);

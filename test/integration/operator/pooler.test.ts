@@ -126,9 +126,10 @@ describe("the pooler, applied by the operator", () => {
     const sum = checksum(first);
     expect(sum).toMatch(/^[0-9a-f]{16}$/);
 
-    // p's apps roll once more, onto the pooler's address, when its Deployment turns available;
-    // until they have rolled out, Ready is False for RollingOut (PoolEnvInjected comes before
-    // PoolerSized). Settled first, so that the refusal below is Ready's only culprit.
+    // p's apps roll once more, onto the pooler's address, once its Deployment has an available
+    // pod (PoolerSized is Sized from then); until they have rolled out, Ready is False for
+    // RollingOut (PoolEnvInjected comes before PoolerSized). Settled first, so that the refusal
+    // below is Ready's only culprit.
     await s.waitForCondition("p", "Ready", { status: "True", reason: "Converged" });
 
     // 5 replicas + 1 surge = 6 pods: ⌊21 / 6⌋ = 3 < the 5 asked for. Refused: nothing applied.

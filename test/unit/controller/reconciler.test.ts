@@ -1195,20 +1195,26 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
       `pooler shop/pgbouncer: ${objects}, applied by shop/p; per pod: ` +
       "42 server connections per pod (max_db_connections 42, default_pool_size 42, reserve_pool_size 0) " +
       "× 2 worst-case pods ≤ 85 left after direct clients and reserved slots; max_client_conn 25";
-    // Where each policy's apps connect, after the sizes: directly, while no PgBouncer pod is available.
+    // Where each policy's apps connect, after the sizes: directly, while no PgBouncer pod is
+    // available; so the condition is False (WaitingForPooler), and Ready with it.
     const waiting = "; the apps connect directly until Deployment shop/pgbouncer";
     expect(condition(p.status, "PoolerSized")).toMatchObject({
-      status: "True",
-      reason: "Sized",
+      status: "False",
+      reason: "WaitingForPooler",
       message: `${message}${waiting} exists and has an available pod`,
     });
     expect(condition(r.status, "PoolerSized")).toMatchObject({
-      status: "True",
-      reason: "Sized",
+      status: "False",
+      reason: "WaitingForPooler",
       message: `${message}${waiting} has an available pod`,
     });
     expect(condition(w.policies.get(`${NS}/q`)!.status!, "PoolerSized")).toBeUndefined();
-    expect(condition(p.status, "Ready")).toMatchObject({ status: "True" });
+    expect(condition(p.status, "Ready")).toMatchObject({ status: "False", reason: "WaitingForPooler" });
+    // Once PgBouncer has an available pod: Sized, and Ready.
+    w.kube.poolerAvailable = 1;
+    const routed = await w.pass("r");
+    expect(condition(routed.status, "PoolerSized")).toMatchObject({ status: "True", reason: "Sized" });
+    expect(condition(routed.status, "Ready")).toMatchObject({ status: "True", reason: "Converged" });
 
     // Only the declaring policy's passes apply (r's pass did not).
     expect(w.kube.poolerApplies).toHaveLength(1);
@@ -1412,6 +1418,7 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
     w.policy("p", { pool: { via: "Pooler" }, pooler });
     w.policy("r", { pool: { via: "Pooler" } });
     await w.pass("p");
+    w.kube.poolerAvailable = 1;
     expect(condition((await w.pass("r")).status, "PoolerSized")).toMatchObject({ status: "True" });
     w.policies.delete(`${NS}/p`);
     const { status } = await w.pass("r");
@@ -1477,7 +1484,8 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
         "spec.pooler is now named bouncer, and this policy applied pooler shop/pgbouncer",
       );
       expect(status.pooler).toEqual({ name: "bouncer" });
-      expect(condition(status, "PoolerSized")).toMatchObject({ status: "True", reason: "Sized" });
+      // Applied; p's apps wait for the new Deployment's first available pod.
+      expect(condition(status, "PoolerSized")).toMatchObject({ status: "False", reason: "WaitingForPooler" });
     });
 
     it("deletes only the objects this policy owns, and says which it left", async () => {
