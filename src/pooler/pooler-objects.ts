@@ -46,6 +46,9 @@ export const POOLER_LABEL = "pooling.dbops.io/pooler";
 /** The pooler Deployment's minReadySeconds (see there). */
 export const POOLER_MIN_READY_SECONDS = 10;
 
+/** What Kubernetes would rewrite in a container's command: `$$` and `$(NAME)` (pgbouncerCommand). */
+export const KUBERNETES_EXPANDABLE = /\$\$|\$\([A-Za-z_][A-Za-z0-9_]*\)/;
+
 /** Seconds between the reload watcher's looks at the mounted files (pgbouncerCommand). */
 export const POOLER_RELOAD_POLL_SECONDS = 5;
 
@@ -62,16 +65,20 @@ export const POOLER_RELOAD_POLL_SECONDS = 5;
  * files (a RELOAD before that re-reads the old ones). The pod is the one place that sees both.
  *
  * `exec` keeps the shell's pid for PgBouncer, so the watcher's `$pid` is PgBouncer's and the
- * kubelet's SIGTERM reaches PgBouncer itself; the watcher ends when PgBouncer is gone. The image
- * needs a POSIX shell with `cat`, `cksum` and `sleep` (any Debian or Alpine based one has them).
- * The files' paths are the script's arguments ($1, $2), so a test can run it on its own files.
+ * kubelet's SIGTERM reaches PgBouncer itself; the watcher ends when PgBouncer is gone. The pid is
+ * read off /proc/self/stat by the shell's own `read`, not taken from `$$`: Kubernetes expands a
+ * container's command before it runs it, `$$` to `$` and `$(NAME)` to a variable's value (found
+ * on the real node: the watcher got `pid=$` and ended at its first look), so the script has
+ * neither (KUBERNETES_EXPANDABLE, tested). The image needs a POSIX shell with `cat`, `cksum` and
+ * `sleep` (any Debian or Alpine based one has them). The files' paths are the script's arguments
+ * ($1, $2), so a test can run it on its own files.
  */
 export function pgbouncerCommand(
   files: { ini: string; authFile: string },
   pollSeconds = POOLER_RELOAD_POLL_SECONDS,
 ): string[] {
   const script = [
-    "pid=$$",
+    "read -r pid _ < /proc/self/stat",
     "(",
     '  digest() { cat "$1" "$2" | cksum; }',
     '  last=$(digest "$1" "$2")',

@@ -1,6 +1,7 @@
 import type { V1Deployment } from "@kubernetes/client-node";
 import { describe, expect, it } from "vitest";
 import {
+  KUBERNETES_EXPANDABLE,
   liveTemplateCap,
   POOLER_CAP_ANNOTATION,
   POOLER_RELOAD_POLL_SECONDS,
@@ -47,5 +48,14 @@ describe("the pooler container's command (test/integration/pooler/reload.test.ts
     expect(script).toContain('  digest() { cat "$1" "$2" | cksum; }');
     expect(script).toContain(`  while sleep ${POOLER_RELOAD_POLL_SECONDS} && kill -0 "$pid" 2>/dev/null; do`);
     expect(pgbouncerCommand({ ini: "i", authFile: "a" }, 1)[2]).toContain("while sleep 1 ");
+  });
+
+  it("holds nothing Kubernetes expands in a command ($$ would become $: the watcher lost PgBouncer's pid on the real node)", () => {
+    for (const arg of pgbouncerCommand({ ini: "/c/pgbouncer.ini", authFile: "/a/userlist.txt" })) {
+      expect(arg).not.toMatch(KUBERNETES_EXPANDABLE);
+    }
+    expect("pid=$$").toMatch(KUBERNETES_EXPANDABLE);
+    expect("$(PGBOUNCER_PORT)").toMatch(KUBERNETES_EXPANDABLE);
+    expect('$(digest "$1" "$2")').not.toMatch(KUBERNETES_EXPANDABLE);
   });
 });
