@@ -76,8 +76,9 @@ export interface PoolerRouting {
  * stay on it while its Deployment exists, available or not: rolling every pooled app back to the
  * server and forth again each time PgBouncer's pods come and go (an eviction, a crash loop) would
  * be a restart loop of the apps. Withdrawn when the pooler is no longer declared or its Deployment
- * is gone. While the apps wait, PoolerSized is False (WaitingForPooler), so Ready is too. Costs
- * one GET of the pooler's Deployment, for via: Pooler policies only.
+ * is gone. While the apps wait, or the pooler they go through has no available pod, PoolerSized
+ * is False (routedState), so Ready is too. Costs one GET of the pooler's Deployment, for via:
+ * Pooler policies only.
  */
 export async function poolerRouting(
   kube: Pick<KubernetesPort, "readPoolerDeployment" | "deployments">,
@@ -98,6 +99,18 @@ export async function poolerRouting(
     return { read, route, unavailable: `${where} has no available pod now: the apps stay pointed at it and wait` };
   }
   return { read, waiting: `the apps connect directly until ${where} has an available pod` };
+}
+
+/**
+ * Sized, and whether this policy's apps get through: True only when they do or need not, so that
+ * Ready's Converged always means the apps connect where the spec says. WaitingForPooler: they
+ * connect directly until the pooler's first available pod (under way). PoolerUnavailable: they
+ * are pointed at it and it has no available pod now (their new connections fail: a Warning).
+ */
+function routedState({ waiting, unavailable }: PoolerRouting): Pick<ConditionUpdate, "status" | "reason"> {
+  if (waiting) return { status: "False", reason: "WaitingForPooler" };
+  if (unavailable) return { status: "False", reason: "PoolerUnavailable" };
+  return { status: "True", reason: "Sized" };
 }
 
 /** What the Sized message adds about this policy's apps: where they connect. */
@@ -256,11 +269,7 @@ async function sizeAndApply(
   }
   const applier = pooler.declaredBy[0]!;
   const sizes = `${name}: ${objectsPhrase(pooler.namespace, pooler.spec)}, applied by ${applier}; per pod: ${explainSizing(plan)}${routeNote(pass.spec, routing)}`;
-  // Sized, but this policy's apps do not go through it yet: not Ready, so that Converged always
-  // means the apps connect where the spec says (False, not Unknown: it is under way, and says why).
-  const sized: ConditionUpdate = routing.waiting
-    ? { type, status: "False", reason: "WaitingForPooler", message: sizes }
-    : { type, status: "True", reason: "Sized", message: sizes };
+  const sized: ConditionUpdate = { type, ...routedState(routing), message: sizes };
   if (pass.key !== applier) return { condition: sized };
 
   const config = renderPgBouncerConfig({

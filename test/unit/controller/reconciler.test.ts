@@ -1362,6 +1362,13 @@ describe("the pooler's share (spec.pooler, spec.pool.via)", () => {
     expect(condition(unavailable.status, "PoolerSized")!.message).toMatch(
       /connect through it \(.*\); Deployment shop\/pgbouncer has no available pod now: the apps stay pointed at it and wait$/,
     );
+    // Their new connections fail meanwhile: not Ready, and a Warning says so.
+    expect(condition(unavailable.status, "PoolerSized")).toMatchObject({
+      status: "False",
+      reason: "PoolerUnavailable",
+    });
+    expect(condition(unavailable.status, "Ready")).toMatchObject({ status: "False", reason: "PoolerUnavailable" });
+    expect(w.events.all.some((e) => e.type === "Warning" && e.reason === "PoolerUnavailable")).toBe(true);
     w.kube.poolerAvailable = 1;
     // A Direct policy of the same server gets no route, and costs no read of the pooler.
     const reads = w.kube.poolerReads;
