@@ -69,16 +69,16 @@ export interface PoolerRouting {
 /**
  * The route of a via: Pooler policy's apps: the pooler's Service, once its Deployment has had an
  * available pod (Ready for the Deployment's minReadySeconds, time for kube-proxy to program the
- * endpoint: pooler-objects.ts). Before that (just declared, refused before it ever ran) the apps keep their own
- * configuration, the server: pointed at a Service with no PgBouncer behind it, every new
- * connection would fail, which is worse than the over-commit the pooler exists to prevent (the
+ * endpoint: pooler-objects.ts). Before that (just declared, refused before it ever ran) the apps
+ * keep their own configuration, the server: pointed at a Service with no PgBouncer behind it, every
+ * new connection would fail, which is worse than the over-commit the pooler exists to prevent (the
  * budget still counts these apps at their full worst case, docs/pooler.md). Once routed, the apps
  * stay on it while its Deployment exists, available or not: rolling every pooled app back to the
  * server and forth again each time PgBouncer's pods come and go (an eviction, a crash loop) would
  * be a restart loop of the apps. Withdrawn when the pooler is no longer declared or its Deployment
- * is gone. While the apps wait, or the pooler they go through has no available pod, PoolerSized
- * is False (routedState), so Ready is too. Costs one GET of the pooler's Deployment, for via:
- * Pooler policies only.
+ * is gone. While the apps wait, or the pooler they go through has no available pod, PoolerSized is
+ * False (routedState), so Ready is too. Costs one GET of the pooler's Deployment, for via: Pooler
+ * policies only.
  */
 export async function poolerRouting(
   kube: Pick<KubernetesPort, "readPoolerDeployment" | "deployments">,

@@ -38,7 +38,16 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { waitFor } from "../harness/processes.js";
 import { repoRoot, toolPath } from "../harness/tools.js";
 import { type NodeComponent, nodeName } from "./node.js";
-import { demoNs as demo, envOf, operatorNs, poolerLabel, poolerPort, RealCluster, release } from "./story.js";
+import {
+  demoNs as demo,
+  envOf,
+  operatorNs,
+  pooledLabel,
+  poolerLabel,
+  poolerPort,
+  RealCluster,
+  release,
+} from "./story.js";
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), "poolpolicy-e2e-"));
@@ -309,11 +318,11 @@ describe("the user's story on a real node", () => {
     expect((await cluster.poolerConfig(poolerName)).max_db_connections).toBe("47");
 
     // The pooled app's pods: pointed at the pooler's Service, their pools open through it.
-    let pods = await cluster.pooledPods();
+    let pods = await cluster.runningPods(pooledLabel);
     await waitFor(
       "two pooled-api pods with the pooler's address, and no other",
       async () => {
-        pods = await cluster.pooledPods();
+        pods = await cluster.runningPods(pooledLabel);
         return pods.length === 2 && pods.every((p) => envOf(p).DB_POSTGRES_HOST === `pgbouncer.${demo}.svc`);
       },
       { timeoutMs: 180_000, intervalMs: 1_000 },

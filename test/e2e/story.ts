@@ -214,10 +214,15 @@ export class RealCluster {
     ).trim();
   }
 
+  /** The Running pods of the story's namespace that `labelSelector` selects and that are not being deleted. */
+  async runningPods(labelSelector: string): Promise<V1Pod[]> {
+    const list = await this.core.listNamespacedPod({ namespace: demoNs, labelSelector });
+    return list.items.filter((p) => !p.metadata?.deletionTimestamp && p.status?.phase === "Running");
+  }
+
   /** The app's Running pods that are not being deleted. */
   async appPods(): Promise<V1Pod[]> {
-    const list = await this.core.listNamespacedPod({ namespace: demoNs, labelSelector: appLabel });
-    return list.items.filter((p) => !p.metadata?.deletionTimestamp && p.status?.phase === "Running");
+    return this.runningPods(appLabel);
   }
 
   async podLog(name: string, sinceSeconds?: number): Promise<string> {
@@ -322,12 +327,6 @@ export class RealCluster {
       },
     ];
     await this.kubectlApply(docs.map((d) => dump(d)).join("---\n"));
-  }
-
-  /** pooled-api's Running pods that are not being deleted. */
-  async pooledPods(): Promise<V1Pod[]> {
-    const list = await this.core.listNamespacedPod({ namespace: demoNs, labelSelector: pooledLabel });
-    return list.items.filter((p) => !p.metadata?.deletionTimestamp && p.status?.phase === "Running");
   }
 
   /** The PgBouncer pod's settings as it runs them: SHOW CONFIG on its admin console, from inside the pod. */
